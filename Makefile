@@ -1,0 +1,57 @@
+# The single entry point: `make demo`, `make test`, `make bench`, `make lint`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYO3_PYTHON := $(abspath $(PY))
+# cargo test links against libpython; point the loader at the interpreter's lib dir.
+PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+
+.PHONY: help venv build test test-rust test-python lint demo bench clean
+
+help:
+	@echo "make demo   - set up, build (release) and read the bundled sample batches"
+	@echo "make test   - set up, build, cargo test, lints, pytest"
+	@echo "make bench  - benchmark fastzarr against its peers (writes benches/RESULTS.md)"
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.dev-installed: requirements-dev.txt | $(PY)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.dev-installed
+
+build: venv
+	$(VENV)/bin/maturin develop --release -q
+
+test: build test-rust lint test-python
+
+test-rust: venv
+	LD_LIBRARY_PATH=$(PYLIBDIR) cargo test --release --quiet
+
+test-python: build
+	$(PY) -m pytest -q
+
+lint: venv
+	cargo fmt --check
+	cargo clippy --release --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(PY) -m mypy.stubtest fastzarr._core --allowlist .stubtest-allowlist
+
+demo: build
+	$(PY) -m fastzarr.demo .demo
+
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.dev-installed
+	$(PY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
+bench: build $(VENV)/.bench-installed
+	$(PY) benches/compare.py
+
+clean:
+	rm -rf target $(VENV) .demo benches/data

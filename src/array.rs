@@ -1,0 +1,383 @@
+//! An opened array: its store, its path, the zarrs array and what Python needs to know
+//! about it (numpy dtype, chunk shape, a readable codec description).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use zarrs::array::{Array, ArrayCreateError};
+use zarrs::metadata::ArrayMetadata;
+use zarrs::storage::ReadableStorageTraits;
+
+use crate::errors::{Error, Result};
+use crate::metadata::Attributes;
+use crate::store::Store;
+
+pub type ZarrsArray = Array<dyn ReadableStorageTraits>;
+
+pub struct ArrayHandle {
+    store: Arc<Store>,
+    path: String,
+    array: ZarrsArray,
+    dtype: NumpyDtype,
+    chunk_shape: Vec<u64>,
+    /// The metadata as stored, as JSON (for descriptions and fingerprints).
+    metadata_json: Value,
+}
+
+impl std::fmt::Debug for ArrayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrayHandle")
+            .field("store", &self.store)
+            .field("path", &self.path)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A numpy dtype string in native byte order (fastzarr always returns native arrays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumpyDtype {
+    pub descr: String,
+    pub itemsize: usize,
+}
+
+impl ArrayHandle {
+    /// Builds the array at `path` of `store` from metadata already read.
+    pub fn new(store: Arc<Store>, path: &str, metadata: ArrayMetadata) -> Result<Self> {
+        let metadata_json = serde_json::to_value(&metadata).unwrap_or(Value::Null);
+        let metadata_file = metadata_file(path, &metadata);
+        let unsupported_dtype = |dtype: String| Error::UnsupportedDataType {
+            url: store.url().to_string(),
+            path: path.to_string(),
+            dtype,
+        };
+        let dtype = numpy_dtype(&metadata_json).map_err(unsupported_dtype)?;
+        let node_path = format!("/{path}");
+        let storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
+        let array = crate::runtime::install(|| {
+            Ok(Array::new_with_metadata(storage, &node_path, metadata))
+        })?
+        .map_err(|e| match e {
+            ArrayCreateError::DataTypeCreateError(err) => unsupported_dtype(err.to_string()),
+            ArrayCreateError::CodecsCreateError(err) => Error::UnsupportedCodec {
+                url: store.url().to_string(),
+                path: path.to_string(),
+                reason: err.to_string(),
+            },
+            ArrayCreateError::UnsupportedZarrV2Array(reason) => Error::UnsupportedCodec {
+                url: store.url().to_string(),
+                path: path.to_string(),
+                reason,
+            },
+            other => Error::Metadata {
+                url: store.url().to_string(),
+                file: metadata_file.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+        if array.data_type().fixed_size() != Some(dtype.itemsize) {
+            return Err(unsupported_dtype(format!(
+                "{} (stored element size {:?} differs from numpy's {})",
+                dtype.descr,
+                array.data_type().fixed_size(),
+                dtype.itemsize
+            )));
+        }
+        let chunk_shape = regular_chunk_shape(&metadata_json).ok_or_else(|| Error::Metadata {
+            url: store.url().to_string(),
+            file: metadata_file.clone(),
+            reason: "only regular chunk grids are supported".to_string(),
+        })?;
+        Ok(Self {
+            store,
+            path: path.to_string(),
+            array,
+            dtype,
+            chunk_shape,
+            metadata_json,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn zarrs(&self) -> &ZarrsArray {
+        &self.array
+    }
+
+    pub fn shape(&self) -> &[u64] {
+        self.array.shape()
+    }
+
+    pub fn dtype(&self) -> &NumpyDtype {
+        &self.dtype
+    }
+
+    /// The shape of the stored chunks (of the shards, for sharded arrays).
+    pub fn chunk_shape(&self) -> &[u64] {
+        &self.chunk_shape
+    }
+
+    /// The shape of the inner chunks of a sharded array, like zarr-python's `chunks`.
+    pub fn inner_chunk_shape(&self) -> Option<Vec<u64>> {
+        let codecs = self.metadata_json.get("codecs")?.as_array()?;
+        let sharding = codecs
+            .iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some("sharding_indexed"))?;
+        json_u64s(sharding.get("configuration")?.get("chunk_shape")?)
+    }
+
+    pub fn zarr_format(&self) -> u8 {
+        match self.array.metadata() {
+            ArrayMetadata::V2(_) => 2,
+            ArrayMetadata::V3(_) => 3,
+        }
+    }
+
+    pub fn attributes(&self) -> Attributes {
+        match self.array.metadata() {
+            ArrayMetadata::V2(m) => m.attributes.clone(),
+            ArrayMetadata::V3(m) => m.attributes.clone(),
+        }
+    }
+
+    /// Dimension names: v3 `dimension_names`, else v2's `_ARRAY_DIMENSIONS` attribute.
+    pub fn dimension_names(&self) -> Option<Vec<Option<String>>> {
+        let from_json = |v: &Value| {
+            v.as_array().map(|names| {
+                names
+                    .iter()
+                    .map(|n| n.as_str().map(ToString::to_string))
+                    .collect()
+            })
+        };
+        match self.array.metadata() {
+            ArrayMetadata::V3(m) => m.dimension_names.as_ref().map(|names| {
+                names
+                    .iter()
+                    .map(|n| n.as_ref().map(ToString::to_string))
+                    .collect()
+            }),
+            ArrayMetadata::V2(m) => m.attributes.get("_ARRAY_DIMENSIONS").and_then(from_json),
+        }
+    }
+
+    /// The fill value as native-endian bytes of the numpy dtype.
+    pub fn fill_value_bytes(&self) -> &[u8] {
+        self.array.fill_value().as_ne_bytes()
+    }
+
+    pub fn nbytes(&self) -> u128 {
+        self.shape()
+            .iter()
+            .map(|&d| u128::from(d))
+            .product::<u128>()
+            * self.dtype.itemsize as u128
+    }
+
+    pub fn metadata_json(&self) -> &Value {
+        &self.metadata_json
+    }
+
+    /// A readable description of the codec pipeline, e.g. `blosc(cname=zstd, clevel=3, shuffle=1)`.
+    pub fn codecs_description(&self) -> String {
+        let describe = |codec: &Value| -> String {
+            let name = codec
+                .get("id")
+                .or_else(|| codec.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let settings: Vec<String> = match codec.get("configuration").or(Some(codec)) {
+                Some(Value::Object(map)) => map
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "id" | "name"))
+                    .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if settings.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}({})", settings.join(", "))
+            }
+        };
+        let list: Vec<String> = match self.array.metadata() {
+            ArrayMetadata::V3(_) => self
+                .metadata_json
+                .get("codecs")
+                .and_then(Value::as_array)
+                .map(|codecs| codecs.iter().map(describe).collect())
+                .unwrap_or_default(),
+            ArrayMetadata::V2(_) => {
+                let mut list: Vec<String> = self
+                    .metadata_json
+                    .get("filters")
+                    .and_then(Value::as_array)
+                    .map(|filters| filters.iter().map(describe).collect())
+                    .unwrap_or_default();
+                if let Some(compressor) = self
+                    .metadata_json
+                    .get("compressor")
+                    .filter(|c| !c.is_null())
+                {
+                    list.push(describe(compressor));
+                }
+                list
+            }
+        };
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(" -> ")
+        }
+    }
+}
+
+fn metadata_file(path: &str, metadata: &ArrayMetadata) -> String {
+    let name = match metadata {
+        ArrayMetadata::V2(_) => ".zarray",
+        ArrayMetadata::V3(_) => "zarr.json",
+    };
+    crate::store::join(path, name)
+}
+
+fn json_u64s(value: &Value) -> Option<Vec<u64>> {
+    value.as_array()?.iter().map(Value::as_u64).collect()
+}
+
+fn regular_chunk_shape(metadata: &Value) -> Option<Vec<u64>> {
+    if let Some(chunks) = metadata.get("chunks") {
+        return json_u64s(chunks);
+    }
+    let grid = metadata.get("chunk_grid")?;
+    if grid.get("name").and_then(Value::as_str) != Some("regular") {
+        return None;
+    }
+    json_u64s(grid.get("configuration")?.get("chunk_shape")?)
+}
+
+const fn native_order() -> char {
+    if cfg!(target_endian = "little") {
+        '<'
+    } else {
+        '>'
+    }
+}
+
+/// The numpy dtype (native byte order) of an array from its stored metadata.
+fn numpy_dtype(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
+    if let Some(dtype) = metadata.get("dtype") {
+        let Some(text) = dtype.as_str() else {
+            return Err(format!("structured dtype {dtype} is not supported"));
+        };
+        return numpy_dtype_v2(text).ok_or_else(|| text.to_string());
+    }
+    let data_type = metadata.get("data_type").ok_or("no data_type")?;
+    let (name, configuration) = match data_type {
+        Value::String(name) => (name.as_str(), None),
+        Value::Object(map) => (
+            map.get("name").and_then(Value::as_str).unwrap_or_default(),
+            map.get("configuration"),
+        ),
+        _ => return Err(data_type.to_string()),
+    };
+    let order = native_order();
+    let simple = |code: &str, size: usize| NumpyDtype {
+        descr: if size == 1 {
+            format!("|{code}")
+        } else {
+            format!("{order}{code}")
+        },
+        itemsize: size,
+    };
+    let dtype = match name {
+        "bool" => simple("b1", 1),
+        "int8" => simple("i1", 1),
+        "int16" => simple("i2", 2),
+        "int32" => simple("i4", 4),
+        "int64" => simple("i8", 8),
+        "uint8" => simple("u1", 1),
+        "uint16" => simple("u2", 2),
+        "uint32" => simple("u4", 4),
+        "uint64" => simple("u8", 8),
+        "float16" => simple("f2", 2),
+        "float32" => simple("f4", 4),
+        "float64" => simple("f8", 8),
+        "complex64" => simple("c8", 8),
+        "complex128" => simple("c16", 16),
+        "fixed_length_utf32" => {
+            let bytes = configuration
+                .and_then(|c| c.get("length_bytes"))
+                .and_then(Value::as_u64)
+                .ok_or("fixed_length_utf32 without length_bytes")? as usize;
+            NumpyDtype {
+                descr: format!("{order}U{}", bytes / 4),
+                itemsize: bytes,
+            }
+        }
+        raw if raw.starts_with('r') => {
+            let bits: usize = raw[1..].parse().map_err(|_| raw.to_string())?;
+            NumpyDtype {
+                descr: format!("|V{}", bits / 8),
+                itemsize: bits / 8,
+            }
+        }
+        other => return Err(other.to_string()),
+    };
+    Ok(dtype)
+}
+
+fn numpy_dtype_v2(text: &str) -> Option<NumpyDtype> {
+    let mut chars = text.chars();
+    let order = chars.next()?;
+    if !matches!(order, '<' | '>' | '|' | '=') {
+        return None;
+    }
+    let rest = chars.as_str();
+    let kind = rest.chars().next()?;
+    let size: usize = rest[1..].parse().ok()?;
+    let (itemsize, byte_order_matters) = match kind {
+        'b' | 'i' | 'u' | 'f' | 'c' => (size, size > 1),
+        'U' => (size * 4, true),
+        'V' => (size, false),
+        _ => return None,
+    };
+    let prefix = if byte_order_matters {
+        native_order()
+    } else {
+        '|'
+    };
+    Some(NumpyDtype {
+        descr: format!("{prefix}{rest}"),
+        itemsize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn v2_dtypes_become_native() {
+        assert_eq!(numpy_dtype_v2(">f4").unwrap().descr, "<f4");
+        assert_eq!(numpy_dtype_v2("|b1").unwrap().descr, "|b1");
+        assert_eq!(numpy_dtype_v2("<U5").unwrap().itemsize, 20);
+        assert!(numpy_dtype_v2("|O").is_none());
+        assert!(numpy_dtype_v2("<M8[ns]").is_none());
+    }
+
+    #[test]
+    fn v3_dtypes() {
+        let meta = json!({"data_type": "complex128"});
+        assert_eq!(numpy_dtype(&meta).unwrap().itemsize, 16);
+        let meta = json!({"data_type": {"name": "fixed_length_utf32", "configuration": {"length_bytes": 12}}});
+        assert_eq!(numpy_dtype(&meta).unwrap().descr, "<U3");
+        assert!(numpy_dtype(&json!({"data_type": "string"})).is_err());
+    }
+}

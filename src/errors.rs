@@ -1,0 +1,217 @@
+//! Error types of every layer and their mapping onto the Python exception tree.
+//!
+//! Messages name the store, the array and the chunk key so that a user reading a
+//! traceback from a 44-store job knows which file to look at.
+
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{create_exception, PyErr};
+
+create_exception!(
+    fastzarr,
+    FastzarrError,
+    PyException,
+    "Base class of every fastzarr error."
+);
+create_exception!(
+    fastzarr,
+    MetadataError,
+    FastzarrError,
+    "Array or group metadata is missing a field, malformed or inconsistent."
+);
+create_exception!(
+    fastzarr,
+    UnsupportedCodecError,
+    FastzarrError,
+    "A codec or data type that fastzarr cannot decode."
+);
+create_exception!(
+    fastzarr,
+    CorruptChunkError,
+    FastzarrError,
+    "A stored chunk could not be decoded: truncated, garbage or lying headers."
+);
+
+/// The result type of everything in the crate that can fail.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("store not found: {url}")]
+    StoreNotFound { url: String },
+
+    #[error("no Zarr array or group at '{path}' in store {url} (looked for zarr.json, .zarray, .zgroup)")]
+    NodeNotFound { url: String, path: String },
+
+    #[error("'{path}' in store {url} is a {found}, not a {expected}")]
+    WrongNodeType {
+        url: String,
+        path: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("URL scheme of {url} is not supported yet (supported: local paths and file://)")]
+    UnsupportedUrl { url: String },
+
+    #[error("invalid metadata in {file} of store {url}: {reason}")]
+    Metadata {
+        url: String,
+        file: String,
+        reason: String,
+    },
+
+    #[error("unsupported codec in array '{path}' of store {url}: {reason}")]
+    UnsupportedCodec {
+        url: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("unsupported data type in array '{path}' of store {url}: {dtype}")]
+    UnsupportedDataType {
+        url: String,
+        path: String,
+        dtype: String,
+    },
+
+    #[error("corrupt chunk '{key}' of array '{path}' in store {url}: {reason}")]
+    CorruptChunk {
+        url: String,
+        path: String,
+        key: String,
+        reason: String,
+    },
+
+    #[error("could not read '{key}' from store {url}: {reason}")]
+    Storage {
+        url: String,
+        key: String,
+        reason: String,
+    },
+
+    #[error("{0}")]
+    OutOfBounds(String),
+
+    #[error("{0}")]
+    InvalidSelection(String),
+
+    #[error("invalid output buffer: {0}")]
+    InvalidOutput(String),
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("internal error (a bug in fastzarr, please report it): {0}")]
+    Panic(String),
+
+    #[error(transparent)]
+    Python(#[from] PyErr),
+}
+
+impl Error {
+    /// Turns a caught panic payload into an error instead of unwinding into Python.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Error::Panic(message)
+    }
+}
+
+impl From<pyo3::CastIntoError<'_>> for Error {
+    fn from(err: pyo3::CastIntoError<'_>) -> Self {
+        Error::Python(err.into())
+    }
+}
+
+/// Builds `fastzarr.<name>` deriving from both `FastzarrError` and a builtin, so that
+/// `except FileNotFoundError` and `except fastzarr.FastzarrError` both catch it.
+fn dual_base_type(
+    py: Python<'_>,
+    name: &str,
+    builtin: &Bound<'_, PyType>,
+    doc: &str,
+) -> PyResult<Py<PyType>> {
+    let bases = PyTuple::new(
+        py,
+        [
+            py.get_type::<FastzarrError>().into_any(),
+            builtin.clone().into_any(),
+        ],
+    )?;
+    let namespace = PyDict::new(py);
+    namespace.set_item("__module__", "fastzarr")?;
+    namespace.set_item("__doc__", doc)?;
+    let created = py.get_type::<PyType>().call1((name, bases, namespace))?;
+    Ok(created.cast_into::<PyType>()?.unbind())
+}
+
+macro_rules! dual_exception {
+    ($fn_name:ident, $py_name:literal, $builtin:ty, $doc:literal) => {
+        pub fn $fn_name(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+            static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+            TYPE.get_or_try_init(py, || {
+                dual_base_type(py, $py_name, &py.get_type::<$builtin>(), $doc)
+            })
+            .map(|t| t.bind(py))
+        }
+    };
+}
+
+dual_exception!(
+    store_not_found_error,
+    "StoreNotFoundError",
+    pyo3::exceptions::PyFileNotFoundError,
+    "The store, or the array or group inside it, does not exist."
+);
+dual_exception!(
+    selection_error,
+    "SelectionError",
+    pyo3::exceptions::PyIndexError,
+    "A selection that is out of bounds of the array."
+);
+dual_exception!(
+    timeout_error,
+    "TimeoutError",
+    pyo3::exceptions::PyTimeoutError,
+    "An operation took longer than its timeout."
+);
+
+fn raise_dual(
+    make: for<'py> fn(Python<'py>) -> PyResult<&'py Bound<'py, PyType>>,
+    message: String,
+) -> PyErr {
+    Python::attach(|py| match make(py) {
+        Ok(ty) => PyErr::from_type(ty.clone(), message),
+        Err(err) => err,
+    })
+}
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        let message = err.to_string();
+        match err {
+            Error::Python(py_err) => py_err,
+            Error::StoreNotFound { .. } | Error::NodeNotFound { .. } => {
+                raise_dual(store_not_found_error, message)
+            }
+            Error::OutOfBounds(_) => raise_dual(selection_error, message),
+            Error::InvalidSelection(_) => PyTypeError::new_err(message),
+            Error::InvalidOutput(_) | Error::InvalidArgument(_) => PyValueError::new_err(message),
+            Error::Metadata { .. } | Error::WrongNodeType { .. } => MetadataError::new_err(message),
+            Error::UnsupportedCodec { .. } | Error::UnsupportedDataType { .. } => {
+                UnsupportedCodecError::new_err(message)
+            }
+            Error::CorruptChunk { .. } => CorruptChunkError::new_err(message),
+            Error::UnsupportedUrl { .. } | Error::Storage { .. } | Error::Panic(_) => {
+                FastzarrError::new_err(message)
+            }
+        }
+    }
+}

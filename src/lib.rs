@@ -1,0 +1,40 @@
+//! fastzarr's Rust core: reads Zarr arrays into numpy, decoding chunks in parallel.
+//!
+//! This file only registers the Python module; the work lives in the modules below.
+
+pub mod array;
+pub mod codecs;
+pub mod errors;
+pub mod metadata;
+pub mod plan;
+pub mod py;
+pub mod read;
+pub mod runtime;
+pub mod store;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+mod _core {
+    use super::*;
+
+    #[pymodule_export]
+    use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};
+    #[pymodule_export]
+    use crate::py::array::{_reopen_array, open_array, PyArray};
+    #[pymodule_export]
+    use crate::py::functions::{get_num_threads, read_many, set_num_threads};
+    #[pymodule_export]
+    use crate::py::group::{_reopen_group, open_group, PyGroup};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        crate::codecs::register();
+        let py = m.py();
+        m.add("StoreNotFoundError", errors::store_not_found_error(py)?)?;
+        m.add("SelectionError", errors::selection_error(py)?)?;
+        m.add("TimeoutError", errors::timeout_error(py)?)?;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! Reads node metadata ourselves: v3 `zarr.json`, v2 `.zarray`/`.zgroup`/`.zattrs`,
+//! and consolidated metadata of both versions.
+//!
+//! zarrs 0.23 does not read v2 `.zmetadata`; reading it here means a group of
+//! thousands of arrays opens from one file instead of thousands.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use zarrs::metadata::v2::ArrayMetadataV2;
+use zarrs::metadata::v3::ArrayMetadataV3;
+use zarrs::metadata::ArrayMetadata;
+
+use crate::errors::{Error, Result};
+use crate::store::{join, Store};
+
+pub type Attributes = Map<String, Value>;
+
+/// What lives at one path of a store.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Array(Box<ArrayMetadata>),
+    Group(GroupNode),
+}
+
+impl Node {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::Array(_) => "array",
+            Node::Group(_) => "group",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupNode {
+    pub zarr_format: u8,
+    pub attributes: Attributes,
+    /// Every node below the group keyed by its path relative to the group ("a", "a/b"),
+    /// when the store has consolidated metadata.
+    pub consolidated: Option<Arc<BTreeMap<String, Node>>>,
+}
+
+impl GroupNode {
+    /// The consolidated entries of member `name`, rebased so that they are relative to it.
+    pub fn consolidated_below(&self, name: &str) -> Option<Arc<BTreeMap<String, Node>>> {
+        let entries = self.consolidated.as_ref()?;
+        let prefix = format!("{name}/");
+        let below = entries
+            .iter()
+            .filter_map(|(path, node)| {
+                Some((path.strip_prefix(&prefix)?.to_string(), node.clone()))
+            })
+            .collect();
+        Some(Arc::new(below))
+    }
+}
+
+struct Reader<'a> {
+    store: &'a Store,
+}
+
+impl Reader<'_> {
+    fn metadata_error(&self, file: &str, reason: impl ToString) -> Error {
+        Error::Metadata {
+            url: self.store.url().to_string(),
+            file: file.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn json(&self, key: &str) -> Result<Option<Value>> {
+        let Some(bytes) = self.store.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| self.metadata_error(key, format!("not valid JSON: {e}")))
+    }
+
+    fn object(&self, file: &str, value: Value) -> Result<Attributes> {
+        match value {
+            Value::Object(map) => Ok(map),
+            other => {
+                Err(self.metadata_error(file, format!("expected a JSON object, found {other}")))
+            }
+        }
+    }
+
+    fn node(&self, path: &str) -> Result<Node> {
+        let v3_key = join(path, "zarr.json");
+        if let Some(value) = self.json(&v3_key)? {
+            return self.v3_node(&v3_key, value, true);
+        }
+        let v2_array_key = join(path, ".zarray");
+        if let Some(value) = self.json(&v2_array_key)? {
+            let attributes = self.v2_attributes(path)?;
+            return self.v2_array(&v2_array_key, value, attributes);
+        }
+        let v2_group_key = join(path, ".zgroup");
+        if let Some(value) = self.json(&v2_group_key)? {
+            self.check_v2_group(&v2_group_key, &value)?;
+            let consolidated_key = join(path, ".zmetadata");
+            let consolidated = match self.json(&consolidated_key)? {
+                Some(value) => Some(Arc::new(self.v2_consolidated(&consolidated_key, value)?)),
+                None => None,
+            };
+            return Ok(Node::Group(GroupNode {
+                zarr_format: 2,
+                attributes: self.v2_attributes(path)?,
+                consolidated,
+            }));
+        }
+        Err(Error::NodeNotFound {
+            url: self.store.url().to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    fn v2_attributes(&self, path: &str) -> Result<Attributes> {
+        let key = join(path, ".zattrs");
+        match self.json(&key)? {
+            Some(value) => self.object(&key, value),
+            None => Ok(Attributes::new()),
+        }
+    }
+
+    fn v2_array(&self, file: &str, value: Value, attributes: Attributes) -> Result<Node> {
+        let mut metadata: ArrayMetadataV2 =
+            serde_json::from_value(value).map_err(|e| self.metadata_error(file, e))?;
+        metadata.attributes = attributes;
+        Ok(Node::Array(Box::new(ArrayMetadata::V2(metadata))))
+    }
+
+    fn check_v2_group(&self, file: &str, value: &Value) -> Result<()> {
+        match value.get("zarr_format").and_then(Value::as_u64) {
+            Some(2) => Ok(()),
+            other => {
+                Err(self.metadata_error(file, format!("zarr_format must be 2, found {other:?}")))
+            }
+        }
+    }
+
+    /// Parses a v3 `zarr.json`; `top` allows inline consolidated metadata (only at the opened node).
+    fn v3_node(&self, file: &str, value: Value, top: bool) -> Result<Node> {
+        let mut object = self.object(file, value)?;
+        match object.get("zarr_format").and_then(Value::as_u64) {
+            Some(3) => {}
+            other => {
+                return Err(
+                    self.metadata_error(file, format!("zarr_format must be 3, found {other:?}"))
+                )
+            }
+        }
+        match object.get("node_type").and_then(Value::as_str) {
+            Some("array") => {
+                let metadata: ArrayMetadataV3 = serde_json::from_value(Value::Object(object))
+                    .map_err(|e| self.metadata_error(file, e))?;
+                Ok(Node::Array(Box::new(ArrayMetadata::V3(metadata))))
+            }
+            Some("group") => {
+                let attributes = match object.remove("attributes") {
+                    Some(value) => self.object(file, value)?,
+                    None => Attributes::new(),
+                };
+                let consolidated = match object.remove("consolidated_metadata") {
+                    Some(value) if top && !value.is_null() => {
+                        Some(Arc::new(self.v3_consolidated(file, value)?))
+                    }
+                    _ => None,
+                };
+                Ok(Node::Group(GroupNode {
+                    zarr_format: 3,
+                    attributes,
+                    consolidated,
+                }))
+            }
+            other => Err(self.metadata_error(
+                file,
+                format!("node_type must be 'array' or 'group', found {other:?}"),
+            )),
+        }
+    }
+
+    fn v3_consolidated(&self, file: &str, value: Value) -> Result<BTreeMap<String, Node>> {
+        let mut object = self.object(file, value)?;
+        let Some(metadata) = object.remove("metadata") else {
+            return Err(self.metadata_error(file, "consolidated_metadata has no 'metadata'"));
+        };
+        let mut entries = BTreeMap::new();
+        for (path, node) in self.object(file, metadata)? {
+            let path = checked_member_path(&path).ok_or_else(|| {
+                self.metadata_error(
+                    file,
+                    format!("consolidated entry '{path}' is not a relative member path"),
+                )
+            })?;
+            let node_file = format!("{file} (consolidated entry '{path}')");
+            entries.insert(path.clone(), self.v3_node(&node_file, node, false)?);
+        }
+        Ok(entries)
+    }
+
+    fn v2_consolidated(&self, file: &str, value: Value) -> Result<BTreeMap<String, Node>> {
+        let mut object = self.object(file, value)?;
+        let Some(metadata) = object.remove("metadata") else {
+            return Err(self.metadata_error(file, "no 'metadata' object"));
+        };
+        let mut documents = self.object(file, metadata)?;
+        let mut entries = BTreeMap::new();
+        let keys: Vec<String> = documents.keys().cloned().collect();
+        for key in keys {
+            let (parent, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+            if parent.is_empty() || !matches!(name, ".zarray" | ".zgroup") {
+                continue; // the group's own documents, or .zattrs handled with their node
+            }
+            let path = checked_member_path(parent).ok_or_else(|| {
+                self.metadata_error(
+                    file,
+                    format!("consolidated key '{key}' is not a relative member path"),
+                )
+            })?;
+            let entry_file = format!("{file} (key '{key}')");
+            let attributes = match documents.remove(&format!("{path}/.zattrs")) {
+                Some(value) => self.object(&entry_file, value)?,
+                None => Attributes::new(),
+            };
+            let document = documents.remove(&key).unwrap_or(Value::Null);
+            let node = if name == ".zarray" {
+                self.v2_array(&entry_file, document, attributes)?
+            } else {
+                self.check_v2_group(&entry_file, &document)?;
+                Node::Group(GroupNode {
+                    zarr_format: 2,
+                    attributes,
+                    consolidated: None,
+                })
+            };
+            entries.insert(path, node);
+        }
+        Ok(entries)
+    }
+}
+
+/// Accepts "a" or "a/b"; refuses anything that could leave the store ("..", absolute, backslashes, NUL).
+pub fn checked_member_path(path: &str) -> Option<String> {
+    let trimmed = path.trim_matches('/');
+    let valid = !trimmed.is_empty()
+        && !path.starts_with('/')
+        && !trimmed.contains(['\\', '\0'])
+        && trimmed
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    valid.then(|| trimmed.to_string())
+}
+
+/// Reads the metadata of the node at `path` ("" is the store root).
+pub fn read_node(store: &Store, path: &str) -> Result<Node> {
+    Reader { store }.node(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_member_path;
+
+    #[test]
+    fn member_paths_cannot_escape() {
+        assert_eq!(checked_member_path("a/b").as_deref(), Some("a/b"));
+        for bad in [
+            "", "/", "../x", "a/../b", "/etc", "a\\b", "a\0", "a//b", ".",
+        ] {
+            assert_eq!(checked_member_path(bad), None, "{bad:?}");
+        }
+    }
+}

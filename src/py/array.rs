@@ -1,0 +1,272 @@
+//! `fastzarr.Array`: a cheap, picklable handle on one Zarr array.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::array::ArrayHandle;
+use crate::errors::Result;
+use crate::metadata::{read_node, Node};
+use crate::plan::{AxisIndex, Selection};
+use crate::py::{json_to_py, output, selection, storage_options};
+use crate::read::{read_many, ReadRequest};
+use crate::store::{StorageOptions, Store};
+
+#[pyclass(name = "Array", module = "fastzarr", frozen)]
+pub struct PyArray {
+    pub handle: Arc<ArrayHandle>,
+}
+
+/// Opens the array at `path` ("" = the root) of the store at `url`.
+pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<ArrayHandle> {
+    let store = Store::open(url, options)?;
+    match read_node(&store, path)? {
+        Node::Array(metadata) => ArrayHandle::new(store, path, *metadata),
+        Node::Group(_) => Err(crate::errors::Error::WrongNodeType {
+            url: url.to_string(),
+            path: path.to_string(),
+            found: "group",
+            expected: "array",
+        }),
+    }
+}
+
+impl PyArray {
+    /// Reads `key` into a new array, or into `out` when given.
+    fn read_into<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &[AxisIndex],
+        out: Option<Bound<'py, PyAny>>,
+    ) -> Result<Bound<'py, PyAny>> {
+        let handle = &self.handle;
+        let selection = Selection::new(indices, handle.shape())?;
+        let output_shape = selection.output_shape();
+        let (result, buffer) = match out {
+            Some(out) => {
+                let buffer = output::writable_buffer(&out, handle.dtype(), &output_shape)?;
+                (out, buffer)
+            }
+            None => {
+                let full = output::allocate(py, handle.dtype(), &selection.full_shape())?;
+                let buffer =
+                    output::writable_buffer(&full, handle.dtype(), &selection.full_shape())?;
+                (full.call_method1("reshape", (output_shape,))?, buffer)
+            }
+        };
+        let request = ReadRequest {
+            array: handle,
+            selection,
+            output: buffer,
+        };
+        py.detach(|| read_many(std::slice::from_ref(&request)))?;
+        Ok(result)
+    }
+}
+
+#[pymethods]
+impl PyArray {
+    /// Numpy basic indexing: ints, slices (any step), `...`; returns a new numpy array.
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyAny>> {
+        let indices = selection::parse(key)?;
+        self.read_into(py, &indices, None)
+    }
+
+    /// Reads `selection` (default: everything), into `out` if given (C-contiguous, same dtype).
+    #[pyo3(signature = (selection = None, *, out = None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        selection: Option<&Bound<'py, PyAny>>,
+        out: Option<Bound<'py, PyAny>>,
+    ) -> Result<Bound<'py, PyAny>> {
+        let indices = match selection {
+            Some(key) => selection::parse(key)?,
+            None => vec![AxisIndex::Ellipsis],
+        };
+        self.read_into(py, &indices, out)
+    }
+
+    #[getter]
+    fn shape(&self) -> Vec<u64> {
+        self.handle.shape().to_vec()
+    }
+
+    #[getter]
+    fn ndim(&self) -> usize {
+        self.handle.shape().len()
+    }
+
+    #[getter]
+    fn size(&self) -> u64 {
+        self.handle.shape().iter().product()
+    }
+
+    #[getter]
+    fn dtype<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        output::numpy_dtype(py, self.handle.dtype())
+    }
+
+    /// The chunk shape (the inner chunks of a sharded array, as zarr-python says).
+    #[getter]
+    fn chunks<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyTuple>> {
+        let chunks = self
+            .handle
+            .inner_chunk_shape()
+            .unwrap_or_else(|| self.handle.chunk_shape().to_vec());
+        Ok(PyTuple::new(py, chunks)?)
+    }
+
+    /// The shard shape of a sharded array, else None.
+    #[getter]
+    fn shards<'py>(&self, py: Python<'py>) -> Result<Option<Bound<'py, PyTuple>>> {
+        match self.handle.inner_chunk_shape() {
+            Some(_) => Ok(Some(PyTuple::new(py, self.handle.chunk_shape())?)),
+            None => Ok(None),
+        }
+    }
+
+    #[getter]
+    fn fill_value<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        let numpy = py.import("numpy")?;
+        let bytes = pyo3::types::PyBytes::new(py, self.handle.fill_value_bytes());
+        let dtype = output::numpy_dtype(py, self.handle.dtype())?;
+        Ok(numpy
+            .getattr("frombuffer")?
+            .call1((bytes, dtype))?
+            .get_item(0)?)
+    }
+
+    #[getter]
+    fn attrs<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyDict>> {
+        Ok(json_to_py(py, &serde_json::Value::Object(self.handle.attributes()))?.cast_into()?)
+    }
+
+    #[getter]
+    fn dimension_names(&self) -> Option<Vec<Option<String>>> {
+        self.handle.dimension_names()
+    }
+
+    #[getter]
+    fn nbytes(&self) -> u128 {
+        self.handle.nbytes()
+    }
+
+    /// The path of the array inside its store ("" when the store is the array).
+    #[getter]
+    fn path(&self) -> &str {
+        self.handle.path()
+    }
+
+    /// The URL of the store the array lives in.
+    #[getter]
+    fn url(&self) -> &str {
+        self.handle.store().url()
+    }
+
+    #[getter]
+    fn zarr_format(&self) -> u8 {
+        self.handle.zarr_format()
+    }
+
+    /// The codec pipeline, e.g. `blosc(cname=zstd, clevel=3, shuffle=1)`.
+    #[getter]
+    fn codecs(&self) -> String {
+        self.handle.codecs_description()
+    }
+
+    /// The metadata document as stored (`.zarray` + attributes, or `zarr.json`).
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        json_to_py(py, self.handle.metadata_json())
+    }
+
+    fn __len__(&self) -> Result<usize> {
+        self.handle
+            .shape()
+            .first()
+            .map(|&n| n as usize)
+            .ok_or_else(|| {
+                crate::errors::Error::Python(pyo3::exceptions::PyTypeError::new_err(
+                    "len() of unsized object",
+                ))
+            })
+    }
+
+    fn __repr__(&self) -> String {
+        let h = &self.handle;
+        let name = if h.path().is_empty() { "/" } else { h.path() };
+        format!(
+            "<fastzarr.Array '{name}' shape={} dtype={} chunks={} codecs={} zarr_format={} store='{}'>",
+            py_tuple(h.shape()),
+            h.dtype().descr,
+            py_tuple(h.chunk_shape()),
+            h.codecs_description(),
+            h.zarr_format(),
+            h.store().url()
+        )
+    }
+
+    /// Pickles as (URL, storage options, path): the other side reopens the array.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Result<(Bound<'py, PyAny>, (String, StorageOptions, String))> {
+        let reopen = py.import("fastzarr._core")?.getattr("_reopen_array")?;
+        let h = &self.handle;
+        Ok((
+            reopen,
+            (
+                h.store().url().to_string(),
+                h.store().options().clone(),
+                h.path().to_string(),
+            ),
+        ))
+    }
+}
+
+/// `(1, 2)`, `(1,)` or `()`, as Python writes a tuple.
+fn py_tuple(values: &[u64]) -> String {
+    let items: Vec<String> = values.iter().map(ToString::to_string).collect();
+    match items.len() {
+        1 => format!("({},)", items[0]),
+        _ => format!("({})", items.join(", ")),
+    }
+}
+
+/// Unpickling entry point.
+#[pyfunction]
+pub fn _reopen_array(
+    py: Python<'_>,
+    url: String,
+    options: StorageOptions,
+    path: String,
+) -> Result<PyArray> {
+    let handle = py.detach(|| open(&url, options, &path))?;
+    Ok(PyArray {
+        handle: Arc::new(handle),
+    })
+}
+
+/// Opens a Zarr array (v2 or v3) at `url`; `path` names an array inside the store.
+#[pyfunction]
+#[pyo3(signature = (url, *, storage_options = None, path = ""))]
+pub fn open_array(
+    py: Python<'_>,
+    url: &Bound<'_, PyAny>,
+    storage_options: Option<&Bound<'_, PyDict>>,
+    path: &str,
+) -> Result<PyArray> {
+    let url = crate::py::url_string(url)?;
+    let options = storage_options::extract(storage_options)?;
+    let path = crate::py::member_path(path)?;
+    let handle = py.detach(|| open(&url, options, &path))?;
+    Ok(PyArray {
+        handle: Arc::new(handle),
+    })
+}

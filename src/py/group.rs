@@ -1,0 +1,306 @@
+//! `fastzarr.Group`: a read-only mapping of member arrays and groups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use rayon::prelude::*;
+
+use crate::array::ArrayHandle;
+use crate::errors::{Error, Result};
+use crate::metadata::{read_node, GroupNode, Node};
+use crate::py::array::PyArray;
+use crate::py::{json_to_py, storage_options};
+use crate::store::{join, StorageOptions, Store};
+
+#[pyclass(name = "Group", module = "fastzarr", frozen)]
+pub struct PyGroup {
+    store: Arc<Store>,
+    path: String,
+    node: GroupNode,
+    /// Immediate members, sorted by name.
+    members: BTreeMap<String, Node>,
+}
+
+enum Member {
+    Array(PyArray),
+    Group(PyGroup),
+}
+
+impl PyGroup {
+    pub fn open(store: Arc<Store>, path: &str, node: GroupNode) -> Result<Self> {
+        let members = match &node.consolidated {
+            Some(entries) => entries
+                .iter()
+                .filter(|(name, _)| !name.contains('/'))
+                .map(|(name, node)| (name.clone(), node.clone()))
+                .collect(),
+            None => list_members(&store, path)?,
+        };
+        Ok(Self {
+            store,
+            path: path.to_string(),
+            node,
+            members,
+        })
+    }
+
+    /// The member at `name` (which may be nested: "a/b").
+    fn member(&self, name: &str) -> Result<Member> {
+        let not_found = || Error::NodeNotFound {
+            url: self.store.url().to_string(),
+            path: join(&self.path, name),
+        };
+        let name = crate::metadata::checked_member_path(name).ok_or_else(not_found)?;
+        let node = match (&self.node.consolidated, name.split_once('/')) {
+            (Some(entries), _) => entries.get(&name).cloned().ok_or_else(not_found)?,
+            (None, None) => self.members.get(&name).cloned().ok_or_else(not_found)?,
+            (None, Some(_)) => read_node(&self.store, &join(&self.path, &name))?,
+        };
+        let path = join(&self.path, &name);
+        Ok(match node {
+            Node::Array(metadata) => Member::Array(PyArray {
+                handle: Arc::new(ArrayHandle::new(self.store.clone(), &path, *metadata)?),
+            }),
+            Node::Group(mut group) => {
+                if group.consolidated.is_none() {
+                    group.consolidated = self.node.consolidated_below(&name);
+                }
+                Member::Group(PyGroup::open(self.store.clone(), &path, group)?)
+            }
+        })
+    }
+
+    fn member_object<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
+        let member = py.detach(|| self.member(name))?;
+        Ok(match member {
+            Member::Array(array) => Bound::new(py, array)?.into_any(),
+            Member::Group(group) => Bound::new(py, group)?.into_any(),
+        })
+    }
+}
+
+/// Members of an unconsolidated group: every child prefix that holds Zarr metadata.
+fn list_members(store: &Store, path: &str) -> Result<BTreeMap<String, Node>> {
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    };
+    let names = store.child_names(&prefix)?;
+    let nodes: Vec<(String, Result<Node>)> = crate::runtime::install(|| {
+        Ok(names
+            .into_par_iter()
+            .map(|name| {
+                let node = read_node(store, &join(path, &name));
+                (name, node)
+            })
+            .collect())
+    })?;
+    let mut members = BTreeMap::new();
+    for (name, node) in nodes {
+        match node {
+            Ok(node) => {
+                members.insert(name, node);
+            }
+            Err(Error::NodeNotFound { .. }) => {} // a directory that is not a Zarr node
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(members)
+}
+
+#[pymethods]
+impl PyGroup {
+    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
+        self.member_object(py, name).map_err(|err| match err {
+            Error::NodeNotFound { .. } => {
+                Error::Python(pyo3::exceptions::PyKeyError::new_err(name.to_string()))
+            }
+            other => other,
+        })
+    }
+
+    fn __contains__(&self, name: &str) -> bool {
+        match (
+            &self.node.consolidated,
+            crate::metadata::checked_member_path(name),
+        ) {
+            (_, None) => false,
+            (Some(entries), Some(path)) => entries.contains_key(&path),
+            (None, Some(path)) => {
+                self.members.contains_key(&path)
+                    || (path.contains('/')
+                        && read_node(&self.store, &join(&self.path, &path)).is_ok())
+            }
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.members.len()
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        Ok(PyList::new(py, self.members.keys())?
+            .as_any()
+            .try_iter()?
+            .into_any())
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.members.keys().cloned().collect()
+    }
+
+    fn values<'py>(&self, py: Python<'py>) -> Result<Vec<Bound<'py, PyAny>>> {
+        self.members
+            .keys()
+            .map(|name| self.member_object(py, name))
+            .collect()
+    }
+
+    fn items<'py>(&self, py: Python<'py>) -> Result<Vec<(String, Bound<'py, PyAny>)>> {
+        self.members
+            .keys()
+            .map(|name| Ok((name.clone(), self.member_object(py, name)?)))
+            .collect()
+    }
+
+    #[pyo3(signature = (name, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> Result<Bound<'py, PyAny>> {
+        match self.member_object(py, name) {
+            Err(Error::NodeNotFound { .. }) => {
+                Ok(default.unwrap_or_else(|| py.None().into_bound(py)))
+            }
+            other => other,
+        }
+    }
+
+    /// Names of the member arrays.
+    fn array_keys(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Array(_)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Names of the member groups.
+    fn group_keys(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Group(_)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    #[getter]
+    fn attrs<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyDict>> {
+        Ok(
+            json_to_py(py, &serde_json::Value::Object(self.node.attributes.clone()))?
+                .cast_into()?,
+        )
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    #[getter]
+    fn zarr_format(&self) -> u8 {
+        self.node.zarr_format
+    }
+
+    /// Whether the members came from consolidated metadata (one read for the whole tree).
+    #[getter]
+    fn consolidated(&self) -> bool {
+        self.node.consolidated.is_some()
+    }
+
+    fn __repr__(&self) -> String {
+        let name = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
+        let shown: Vec<String> = self.members.keys().take(8).cloned().collect();
+        let more = self.members.len().saturating_sub(shown.len());
+        let tail = if more > 0 {
+            format!(", ... {more} more")
+        } else {
+            String::new()
+        };
+        format!(
+            "<fastzarr.Group '{name}' members=[{}{tail}] zarr_format={} consolidated={} store='{}'>",
+            shown.join(", "),
+            self.node.zarr_format,
+            if self.node.consolidated.is_some() { "True" } else { "False" },
+            self.store.url()
+        )
+    }
+
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Result<(Bound<'py, PyAny>, (String, StorageOptions, String))> {
+        let reopen = py.import("fastzarr._core")?.getattr("_reopen_group")?;
+        Ok((
+            reopen,
+            (
+                self.store.url().to_string(),
+                self.store.options().clone(),
+                self.path.clone(),
+            ),
+        ))
+    }
+}
+
+pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<PyGroup> {
+    let store = Store::open(url, options)?;
+    match read_node(&store, path)? {
+        Node::Group(node) => PyGroup::open(store, path, node),
+        Node::Array(_) => Err(Error::WrongNodeType {
+            url: url.to_string(),
+            path: path.to_string(),
+            found: "array",
+            expected: "group",
+        }),
+    }
+}
+
+/// Unpickling entry point.
+#[pyfunction]
+pub fn _reopen_group(
+    py: Python<'_>,
+    url: String,
+    options: StorageOptions,
+    path: String,
+) -> Result<PyGroup> {
+    py.detach(|| open(&url, options, &path))
+}
+
+/// Opens a Zarr group (v2 or v3, consolidated or not) at `url`.
+#[pyfunction]
+#[pyo3(signature = (url, *, storage_options = None, path = ""))]
+pub fn open_group(
+    py: Python<'_>,
+    url: &Bound<'_, PyAny>,
+    storage_options: Option<&Bound<'_, PyDict>>,
+    path: &str,
+) -> Result<PyGroup> {
+    let url = crate::py::url_string(url)?;
+    let options = storage_options::extract(storage_options)?;
+    let path = crate::py::member_path(path)?;
+    py.detach(|| open(&url, options, &path))
+}

@@ -1,0 +1,111 @@
+//! The one place that owns fastzarr's threads.
+//!
+//! zarrs and rayon would otherwise start rayon's global pool, whose threads do not
+//! survive `fork()`: a forked child that touches it waits forever (rayon#708). We own
+//! the pool, remember which process built it, and build a fresh one in a forked child.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::errors::{Error, Result};
+
+const THREADS_ENV: &str = "FASTZARR_NUM_THREADS";
+
+struct OwnedPool {
+    pid: u32,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+static POOL: Mutex<Option<OwnedPool>> = Mutex::new(None);
+/// Thread count asked for by `set_num_threads`; 0 means "not set".
+static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads to use when nobody said: `FASTZARR_NUM_THREADS`, else the cores this process may use.
+fn default_threads() -> usize {
+    if let Some(n) = std::env::var(THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The number of decode threads fastzarr uses.
+pub fn num_threads() -> usize {
+    match REQUESTED_THREADS.load(Ordering::Relaxed) {
+        0 => default_threads(),
+        n => n,
+    }
+}
+
+/// Sets the number of decode threads; the pool is rebuilt on its next use.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::InvalidArgument(
+            "the number of threads must be at least 1".into(),
+        ));
+    }
+    REQUESTED_THREADS.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The decode pool of this process, built (or rebuilt after a fork or resize) on demand.
+pub fn pool() -> Result<Arc<rayon::ThreadPool>> {
+    let pid = std::process::id();
+    let threads = num_threads();
+    let mut guard = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(owned) = guard.as_ref() {
+        if owned.pid == pid && owned.pool.current_num_threads() == threads {
+            return Ok(owned.pool.clone());
+        }
+    }
+    if let Some(stale) = guard.take() {
+        if stale.pid != pid {
+            // The pool's threads were not copied into this forked child: dropping it
+            // would signal threads that do not exist, so it is leaked on purpose.
+            std::mem::forget(stale);
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("fastzarr-decode-{i}"))
+        .build()
+        .map_err(|e| {
+            Error::InvalidArgument(format!("could not start {threads} decode threads: {e}"))
+        })?;
+    let pool = Arc::new(pool);
+    *guard = Some(OwnedPool {
+        pid,
+        pool: pool.clone(),
+    });
+    Ok(pool)
+}
+
+/// Runs `work` inside fastzarr's pool, with panics turned into [`Error::Panic`].
+///
+/// Every zarrs call goes through here so that rayon's global pool is never started.
+pub fn install<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    let pool = pool()?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(work)))
+        .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_runs_on_owned_pool_and_catches_panics() {
+        let name = install(|| Ok(std::thread::current().name().map(ToString::to_string))).unwrap();
+        assert!(name.unwrap().starts_with("fastzarr-decode-"));
+        let err = install::<()>(|| panic!("boom")).unwrap_err();
+        assert!(matches!(err, Error::Panic(ref m) if m == "boom"), "{err}");
+    }
+
+    #[test]
+    fn zero_threads_is_rejected() {
+        assert!(set_num_threads(0).is_err());
+    }
+}
