@@ -41,7 +41,8 @@ lint: venv
 	cargo clippy --release --all-targets --quiet -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
-	$(PY) -m mypy.stubtest fastzarr._core --allowlist .stubtest-allowlist
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest fastzarr._core
 
 demo: build
 	$(PY) -m fastzarr.demo .demo

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 mod _core {
-    use super::*;
+    use super::{errors, Bound, PyModule, PyModuleMethods, PyResult};
 
     #[pymodule_export]
     use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};

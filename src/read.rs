@@ -60,7 +60,8 @@ pub struct ReadRequest<'a> {
 
 impl ReadRequest<'_> {
     fn check(&self) -> Result<()> {
-        let expected = self.selection.num_elements() as u128 * self.array.dtype().itemsize as u128;
+        let expected =
+            u128::from(self.selection.num_elements()) * self.array.dtype().itemsize as u128;
         if expected != self.output.len as u128 {
             return Err(Error::InvalidOutput(format!(
                 "output holds {} bytes, the selection needs {expected}",

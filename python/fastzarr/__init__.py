@@ -18,7 +18,7 @@ from fastzarr._core import (
     MetadataError,
     SelectionError,
     StoreNotFoundError,
-    TimeoutError,  # noqa: A004 - fastzarr.TimeoutError subclasses the builtin on purpose
+    TimeoutError,
     UnsupportedCodecError,
     __version__,
     get_num_threads,

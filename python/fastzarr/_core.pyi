@@ -3,11 +3,30 @@
 import builtins
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "Array",
+    "CorruptChunkError",
+    "FastzarrError",
+    "Group",
+    "MetadataError",
+    "SelectionError",
+    "StoreNotFoundError",
+    "TimeoutError",
+    "UnsupportedCodecError",
+    "__version__",
+    "_reopen_array",
+    "_reopen_group",
+    "get_num_threads",
+    "open_array",
+    "open_group",
+    "read_many",
+    "set_num_threads",
+]
 __version__: str
 
 class FastzarrError(Exception): ...
@@ -16,8 +35,9 @@ class UnsupportedCodecError(FastzarrError): ...
 class CorruptChunkError(FastzarrError): ...
 class StoreNotFoundError(FastzarrError, FileNotFoundError): ...
 class SelectionError(FastzarrError, IndexError): ...
-class TimeoutError(FastzarrError, builtins.TimeoutError): ...  # noqa: A001
+class TimeoutError(FastzarrError, builtins.TimeoutError): ...
 
+@final
 class Array:
     """A Zarr array (v2 or v3). Cheap to create and to pickle; reads return numpy arrays."""
 
@@ -51,16 +71,17 @@ class Array:
     def codecs(self) -> str: ...
     @property
     def metadata(self) -> dict[str, Any]: ...
-    def __getitem__(self, key: Any) -> npt.NDArray[Any]: ...
+    def __getitem__(self, key: Any, /) -> npt.NDArray[Any]: ...
     def read(self, selection: Any = None, *, out: npt.NDArray[Any] | None = None) -> npt.NDArray[Any]: ...
     def __len__(self) -> int: ...
     def __reduce__(self) -> tuple[Any, tuple[str, dict[str, str], str]]: ...
 
+@final
 class Group(Mapping[str, Array | Group]):
     """A Zarr group: a read-only mapping of member arrays and groups."""
 
-    def __getitem__(self, name: str) -> Array | Group: ...
-    def __contains__(self, name: object) -> bool: ...
+    def __getitem__(self, key: str, /) -> Array | Group: ...
+    def __contains__(self, key: object, /) -> bool: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[str]: ...
     def keys(self) -> list[str]: ...  # type: ignore[override]

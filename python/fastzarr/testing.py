@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numcodecs
 import numpy as np
+import numpy.typing as npt
+import xarray as xr
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 __all__ = ["make_batches", "parse_codec"]
 
@@ -22,8 +26,6 @@ _SHUFFLES = {"noshuffle": 0, "shuffle": 1, "byteshuffle": 1, "bitshuffle": 2}
 def parse_codec(codec: str, zarr_format: int) -> dict[str, Any]:
     """Turns ``"blosc:zstd:3:shuffle"``, ``"zstd:3"``, ``"gzip:5"``, ``"lz4"`` or ``"none"`` into
     xarray ``to_zarr`` encoding keys for the given Zarr format."""
-    import numcodecs
-
     name, *args = codec.split(":")
     if name == "none":
         return {"compressors": None}
@@ -33,18 +35,21 @@ def parse_codec(codec: str, zarr_format: int) -> dict[str, Any]:
         shuffle = _SHUFFLES[args[2]] if len(args) > 2 else 1
         if zarr_format == 2:
             return {"compressors": numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=shuffle)}
-        from zarr.codecs import BloscCodec
-
         v3_shuffle = ["noshuffle", "shuffle", "bitshuffle"][shuffle]
-        return {"compressors": BloscCodec(cname=cname, clevel=clevel, shuffle=v3_shuffle)}
+        return {
+            "compressors": BloscCodec(cname=cast(Any, cname), clevel=clevel, shuffle=cast(Any, v3_shuffle))
+        }
     level = int(args[0]) if args else None
     if zarr_format == 2:
-        makers = {"zstd": numcodecs.Zstd, "gzip": numcodecs.GZip, "zlib": numcodecs.Zlib, "lz4": numcodecs.LZ4}
+        makers = {
+            "zstd": numcodecs.Zstd,
+            "gzip": numcodecs.GZip,
+            "zlib": numcodecs.Zlib,
+            "lz4": numcodecs.LZ4,
+        }
         if name not in makers:
             raise ValueError(f"unknown codec {codec!r}")
         return {"compressors": makers[name]() if level is None else makers[name](level)}
-    from zarr.codecs import GzipCodec, ZstdCodec
-
     if name == "zstd":
         return {"compressors": ZstdCodec(level=level or 0)}
     if name == "gzip":
@@ -52,7 +57,9 @@ def parse_codec(codec: str, zarr_format: int) -> dict[str, Any]:
     raise ValueError(f"unknown codec {codec!r} for Zarr v3")
 
 
-def _field(rng_seed: int, file_id: int, variable: int, steps: int, lat: int, lon: int) -> np.ndarray:
+def _field(
+    *, rng_seed: int, file_id: int, variable: int, steps: int, lat: int, lon: int
+) -> npt.NDArray[np.float32]:
     """Smooth, weather-like values that depend only on (seed, file_id, variable)."""
     rng = np.random.default_rng([rng_seed, file_id, variable])
     y = np.linspace(0, np.pi, lat, dtype=np.float32)[None, :, None]
@@ -60,7 +67,8 @@ def _field(rng_seed: int, file_id: int, variable: int, steps: int, lat: int, lon
     t = np.arange(steps, dtype=np.float32)[:, None, None]
     base = 280 + 15 * np.sin(y) * np.cos(x + 0.1 * t + variable)
     noise = rng.standard_normal((steps, lat, lon), dtype=np.float32)
-    return (base + noise).astype(np.float32)
+    field: npt.NDArray[np.float32] = (base + noise).astype(np.float32)
+    return field
 
 
 def make_batches(
@@ -83,8 +91,6 @@ def make_batches(
     Batch ``b`` holds file_ids ``b*(file_ids-overlap) ... + file_ids``: consecutive batches
     repeat ``overlap`` file_ids, with identical values (values depend on the file_id only).
     """
-    import xarray as xr
-
     if not 0 <= overlap < file_ids:
         raise ValueError("overlap must be at least 0 and smaller than file_ids")
     root = Path(path)
@@ -98,7 +104,12 @@ def make_batches(
         ids = np.arange(file_ids, dtype=np.int64) + batch * (file_ids - overlap)
         data_vars = {}
         for v in range(variables):
-            values = np.stack([_field(seed, int(i), v, steps, lat, lon) for i in ids])
+            values = np.stack(
+                [
+                    _field(rng_seed=seed, file_id=int(i), variable=v, steps=steps, lat=lat, lon=lon)
+                    for i in ids
+                ]
+            )
             data_vars[f"var{v:04d}"] = xr.Variable(
                 ("file_id", "step", "lat", "lon"),
                 values,
@@ -115,7 +126,8 @@ def make_batches(
             attrs={"title": f"fastzarr sample batch {batch}", "source": "fastzarr.testing.make_batches"},
         )
         encoding = {
-            name: {"chunks": tuple(chunking[d] for d in ds[name].dims), **encoding_codec} for name in ds.data_vars
+            name: {"chunks": tuple(chunking[str(d)] for d in ds[name].dims), **encoding_codec}
+            for name in ds.data_vars
         }
         store = root / f"batch_{batch:03d}.zarr"
         ds.to_zarr(store, mode="w", zarr_format=zarr_format, consolidated=True, encoding=encoding)

@@ -77,7 +77,7 @@ impl DeltaCodec {
     }
 
     fn transform(&self, bytes: &[u8], encode: bool) -> Result<Vec<u8>, CodecError> {
-        if bytes.len() % self.size != 0 {
+        if !bytes.len().is_multiple_of(self.size) {
             return Err(CodecError::Other(format!(
                 "delta: {} bytes is not a whole number of {} elements",
                 bytes.len(),

@@ -10,7 +10,7 @@ use zarrs_codec::{
 };
 use zarrs_metadata::v2::MetadataV2;
 use zarrs_metadata::Configuration;
-use zarrs_plugin::{ExtensionName, PluginCreateError, ZarrVersion};
+use zarrs_plugin::{ExtensionName, ZarrVersion};
 
 pub const ID: &str = "lz4";
 
@@ -20,13 +20,13 @@ pub struct Lz4Codec {
 }
 
 impl Lz4Codec {
-    pub fn from_metadata(metadata: &MetadataV2) -> Result<Self, PluginCreateError> {
+    pub fn from_metadata(metadata: &MetadataV2) -> Self {
         let acceleration = metadata
             .configuration()
             .get("acceleration")
             .and_then(serde_json::Value::as_i64)
             .unwrap_or(1);
-        Ok(Self { acceleration })
+        Self { acceleration }
     }
 }
 
@@ -111,7 +111,7 @@ impl BytesToBytesCodecTraits for Lz4Codec {
                 encoded.len()
             )));
         };
-        let declared = u32::from_le_bytes(header.try_into().expect("4 bytes")) as u64;
+        let declared = u64::from(u32::from_le_bytes(header.try_into().expect("4 bytes")));
         // The header is not trusted: a lying size must not become a huge allocation.
         let allowed = match decoded_representation {
             BytesRepresentation::FixedSize(size) | BytesRepresentation::BoundedSize(size) => *size,

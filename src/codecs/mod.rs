@@ -16,7 +16,7 @@ pub fn register() {
             |metadata| {
                 Ok(Codec::BytesToBytes(Arc::new(lz4::Lz4Codec::from_metadata(
                     metadata,
-                )?)))
+                ))))
             },
         ));
         register_codec_v2(CodecRuntimePluginV2::new(

@@ -43,17 +43,13 @@ impl PyArray {
         let handle = &self.handle;
         let selection = Selection::new(indices, handle.shape())?;
         let output_shape = selection.output_shape();
-        let (result, buffer) = match out {
-            Some(out) => {
-                let buffer = output::writable_buffer(&out, handle.dtype(), &output_shape)?;
-                (out, buffer)
-            }
-            None => {
-                let full = output::allocate(py, handle.dtype(), &selection.full_shape())?;
-                let buffer =
-                    output::writable_buffer(&full, handle.dtype(), &selection.full_shape())?;
-                (full.call_method1("reshape", (output_shape,))?, buffer)
-            }
+        let (result, buffer) = if let Some(out) = out {
+            let buffer = output::writable_buffer(&out, handle.dtype(), &output_shape)?;
+            (out, buffer)
+        } else {
+            let full = output::allocate(py, handle.dtype(), &selection.full_shape())?;
+            let buffer = output::writable_buffer(&full, handle.dtype(), &selection.full_shape())?;
+            (full.call_method1("reshape", (output_shape,))?, buffer)
         };
         let request = ReadRequest {
             array: handle,

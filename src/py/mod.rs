@@ -1,4 +1,4 @@
-//! The PyO3 layer: argument extraction, then one `py.detach` around the Rust work.
+//! The `PyO3` layer: argument extraction, then one `py.detach` around the Rust work.
 
 pub mod array;
 pub mod functions;
