@@ -21,7 +21,7 @@ mod _core {
     #[pymodule_export]
     use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};
     #[pymodule_export]
-    use crate::py::array::{_reopen_array, open_array, PyArray};
+    use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray};
     #[pymodule_export]
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
     #[pymodule_export]

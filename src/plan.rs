@@ -1,12 +1,15 @@
 //! Turns a selection into work: which chunks are touched, which region of each chunk
-//! is wanted, and where in the output it goes.
+//! is wanted, and where in the output each element goes.
 //!
 //! Pure arithmetic on shapes, no I/O, so that it can be tested exhaustively.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::errors::{Error, Result};
 
-/// One axis of a numpy basic-indexing selection, before it is bounded by the shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One axis of a selection, before it is bounded by the shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AxisIndex {
     /// An integer; negative counts from the end. Drops the axis from the output.
     Int(i64),
@@ -18,14 +21,22 @@ pub enum AxisIndex {
     },
     /// `...`: as many full slices as needed.
     Ellipsis,
+    /// Integer indices (any order, repeats allowed, negative from the end): outer indexing.
+    Array(Vec<i64>),
 }
 
-/// The indices one axis selects: `first, first + step, ...` (`count` of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The indices one axis selects, in output order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// `first, first + step, ...` (`count` of them); `step` may be negative.
+    Progression { first: u64, step: i64, count: u64 },
+    /// Any indices.
+    List(Arc<[u64]>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AxisSelection {
-    pub first: u64,
-    pub step: i64,
-    pub count: u64,
+    pub pick: Pick,
     /// `false` for an integer index: the axis is dropped from the output.
     pub keep: bool,
 }
@@ -33,58 +44,36 @@ pub struct AxisSelection {
 impl AxisSelection {
     pub fn full(len: u64) -> Self {
         Self {
-            first: 0,
-            step: 1,
-            count: len,
+            pick: Pick::Progression {
+                first: 0,
+                step: 1,
+                count: len,
+            },
             keep: true,
         }
     }
 
-    fn index(&self, position: u64) -> u64 {
-        if self.step > 0 {
-            self.first + position * self.step as u64
-        } else {
-            self.first - position * self.step.unsigned_abs()
+    pub fn count(&self) -> u64 {
+        match &self.pick {
+            Pick::Progression { count, .. } => *count,
+            Pick::List(indices) => indices.len() as u64,
         }
     }
 
-    /// Output positions `[lo, hi)` whose indices fall in `[start, end)`.
-    fn positions_within(&self, start: u64, end: u64) -> (u64, u64) {
-        if self.count == 0 || start >= end {
-            return (0, 0);
+    /// The array index of output position `position`.
+    pub fn index(&self, position: u64) -> u64 {
+        match &self.pick {
+            Pick::Progression { first, step, .. } => progression_index(*first, *step, position),
+            Pick::List(indices) => indices[position as usize],
         }
-        let stride = self.step.unsigned_abs();
-        let (lo, hi) = if self.step > 0 {
-            let lo = start.saturating_sub(self.first).div_ceil(stride);
-            let hi = if end > self.first {
-                (end - self.first).div_ceil(stride)
-            } else {
-                0
-            };
-            (lo, hi)
-        } else {
-            let lo = if self.first >= end {
-                (self.first - end) / stride + 1
-            } else {
-                0
-            };
-            let hi = if self.first >= start {
-                (self.first - start) / stride + 1
-            } else {
-                0
-            };
-            (lo, hi)
-        };
-        (
-            lo.min(self.count),
-            hi.min(self.count).max(lo.min(self.count)),
-        )
     }
+}
 
-    /// The smallest and one-past-largest index selected.
-    fn bounds(&self) -> (u64, u64) {
-        let last = self.index(self.count - 1);
-        (self.first.min(last), self.first.max(last) + 1)
+fn progression_index(first: u64, step: i64, position: u64) -> u64 {
+    if step > 0 {
+        first + position * step as u64
+    } else {
+        first - position * step.unsigned_abs()
     }
 }
 
@@ -95,7 +84,8 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Bounds `indices` (numpy basic indexing) by `shape`.
+    /// Bounds `indices` by `shape`. Integer arrays index their axis independently
+    /// (outer indexing, like zarr's `oindex`).
     pub fn new(indices: &[AxisIndex], shape: &[u64]) -> Result<Self> {
         let ellipses = indices
             .iter()
@@ -126,7 +116,7 @@ impl Selection {
                 dim += fill;
                 continue;
             }
-            axes.push(bound_axis(*index, shape[dim], dim)?);
+            axes.push(bound_axis(index, shape[dim], dim)?);
             dim += 1;
         }
         axes.extend(shape[dim..].iter().map(|&len| AxisSelection::full(len)));
@@ -142,7 +132,7 @@ impl Selection {
 
     /// The output shape with every axis kept (integer-indexed axes have length 1).
     pub fn full_shape(&self) -> Vec<u64> {
-        self.axes.iter().map(|a| a.count).collect()
+        self.axes.iter().map(AxisSelection::count).collect()
     }
 
     /// The shape numpy gives the result (integer-indexed axes dropped).
@@ -150,30 +140,43 @@ impl Selection {
         self.axes
             .iter()
             .filter(|a| a.keep)
-            .map(|a| a.count)
+            .map(AxisSelection::count)
             .collect()
     }
 
     pub fn num_elements(&self) -> u64 {
-        self.axes.iter().map(|a| a.count).product()
+        self.axes.iter().map(AxisSelection::count).product()
     }
 }
 
-fn bound_axis(index: AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> {
+fn resolve_int(i: i64, len: u64, dim: usize) -> Result<u64> {
+    let resolved = if i < 0 { i + len as i64 } else { i };
+    if (0..len as i64).contains(&resolved) {
+        Ok(resolved as u64)
+    } else {
+        Err(Error::OutOfBounds(format!(
+            "index {i} is out of bounds for axis {dim} with size {len}"
+        )))
+    }
+}
+
+fn bound_axis(index: &AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> {
     let ilen = len as i64;
     match index {
-        AxisIndex::Int(i) => {
-            let resolved = if i < 0 { i + ilen } else { i };
-            if !(0..ilen).contains(&resolved) {
-                return Err(Error::OutOfBounds(format!(
-                    "index {i} is out of bounds for axis {dim} with size {len}"
-                )));
-            }
-            Ok(AxisSelection {
-                first: resolved as u64,
+        AxisIndex::Int(i) => Ok(AxisSelection {
+            pick: Pick::Progression {
+                first: resolve_int(*i, len, dim)?,
                 step: 1,
                 count: 1,
-                keep: false,
+            },
+            keep: false,
+        }),
+        AxisIndex::Array(indices) => {
+            let resolved: Result<Vec<u64>> =
+                indices.iter().map(|&i| resolve_int(i, len, dim)).collect();
+            Ok(AxisSelection {
+                pick: Pick::List(resolved?.into()),
+                keep: true,
             })
         }
         AxisIndex::Slice { start, stop, step } => {
@@ -188,11 +191,11 @@ fn bound_axis(index: AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> {
                 Some(v) => v.min(upper),
             };
             let (start, stop) = if step > 0 {
-                (clamp(start, 0, 0, ilen), clamp(stop, ilen, 0, ilen))
+                (clamp(*start, 0, 0, ilen), clamp(*stop, ilen, 0, ilen))
             } else {
                 (
-                    clamp(start, ilen - 1, -1, ilen - 1),
-                    clamp(stop, -1, -1, ilen - 1),
+                    clamp(*start, ilen - 1, -1, ilen - 1),
+                    clamp(*stop, -1, -1, ilen - 1),
                 )
             };
             let count = if step > 0 && stop > start {
@@ -203,9 +206,11 @@ fn bound_axis(index: AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> {
                 0
             };
             Ok(AxisSelection {
-                first: if count > 0 { start as u64 } else { 0 },
-                step,
-                count: count as u64,
+                pick: Pick::Progression {
+                    first: if count > 0 { start as u64 } else { 0 },
+                    step,
+                    count: count as u64,
+                },
                 keep: true,
             })
         }
@@ -213,28 +218,66 @@ fn bound_axis(index: AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> {
     }
 }
 
-/// One chunk's part of a request: decode `region` of the chunk, place it at
-/// `out_start..out_start+out_shape` of the output (in the full-rank output shape).
+/// Where one axis of a chunk's decoded region goes in the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Output positions `out_start..out_start + len`; output `k` is region index
+    /// `anchor + k * step`, where the anchor is the region's first (or, stepping
+    /// backwards, last) index.
+    Run { out_start: u64, len: u64, step: i64 },
+    /// `(output position, region index)` pairs, from integer-array selections.
+    Pairs(Vec<(u64, u64)>),
+}
+
+impl Placement {
+    /// Every `(output position, region index)` of this axis.
+    pub fn pairs(&self, region_len: u64) -> Vec<(u64, u64)> {
+        match self {
+            Placement::Run {
+                out_start,
+                len,
+                step,
+            } => {
+                let anchor = if *step > 0 { 0 } else { region_len - 1 };
+                (0..*len)
+                    .map(|k| (out_start + k, progression_index(anchor, *step, k)))
+                    .collect()
+            }
+            Placement::Pairs(pairs) => pairs.clone(),
+        }
+    }
+}
+
+/// One chunk's part of a request: decode `region` of the chunk and place its
+/// selected elements in the output (in the full-rank output shape).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkPart {
     pub chunk: Vec<u64>,
     /// Region of the chunk to decode, in chunk-local coordinates.
     pub region_start: Vec<u64>,
     pub region_shape: Vec<u64>,
-    pub out_start: Vec<u64>,
-    pub out_shape: Vec<u64>,
-    /// Per axis, the step between consecutive output elements inside `region`
-    /// (negative when the selection runs backwards).
-    pub steps: Vec<i64>,
+    pub placements: Vec<Placement>,
 }
 
 impl ChunkPart {
-    /// Whether the decoded region maps onto the output element for element, in order.
-    pub fn is_direct(&self) -> bool {
-        self.steps
-            .iter()
-            .zip(&self.out_shape)
-            .all(|(&s, &n)| s == 1 || n == 1)
+    /// The output box, when the decoded region maps onto it element for element, in order.
+    pub fn direct_output(&self) -> Option<(Vec<u64>, Vec<u64>)> {
+        let mut start = Vec::with_capacity(self.placements.len());
+        let mut shape = Vec::with_capacity(self.placements.len());
+        for placement in &self.placements {
+            match placement {
+                Placement::Run {
+                    out_start,
+                    len,
+                    step,
+                } if *step == 1 || *len == 1 => {
+                    start.push(*out_start);
+                    shape.push(*len);
+                }
+                _ => return None,
+            }
+        }
+        Some((start, shape))
     }
 
     pub fn covers_chunk(&self, chunk_shape: &[u64]) -> bool {
@@ -242,48 +285,115 @@ impl ChunkPart {
     }
 }
 
-/// Per axis: the chunks the selection touches and, for each, `(chunk index, lo, hi)` output positions.
-fn axis_chunks(axis: &AxisSelection, chunk_len: u64) -> Vec<(u64, u64, u64)> {
-    if axis.count == 0 {
+/// One axis's share of one chunk.
+#[derive(Debug, Clone)]
+struct AxisPart {
+    chunk: u64,
+    region_start: u64,
+    region_len: u64,
+    placement: Placement,
+}
+
+/// Output positions `[lo, hi)` of a progression whose indices fall in `[start, end)`.
+fn progression_positions(first: u64, step: i64, count: u64, start: u64, end: u64) -> (u64, u64) {
+    let stride = step.unsigned_abs();
+    let (lo, hi) = if step > 0 {
+        let lo = start.saturating_sub(first).div_ceil(stride);
+        let hi = if end > first {
+            (end - first).div_ceil(stride)
+        } else {
+            0
+        };
+        (lo, hi)
+    } else {
+        let lo = if first >= end {
+            (first - end) / stride + 1
+        } else {
+            0
+        };
+        let hi = if first >= start {
+            (first - start) / stride + 1
+        } else {
+            0
+        };
+        (lo, hi)
+    };
+    (lo.min(count), hi.min(count))
+}
+
+fn axis_parts(axis: &AxisSelection, chunk_len: u64) -> Vec<AxisPart> {
+    if axis.count() == 0 {
         return Vec::new();
     }
-    let (lo_index, hi_index) = axis.bounds();
-    let first_chunk = lo_index / chunk_len;
-    let last_chunk = (hi_index - 1) / chunk_len;
-    let mut touched = Vec::new();
-    let mut chunk = first_chunk;
-    while chunk <= last_chunk {
-        let start = chunk * chunk_len;
-        let (lo, hi) = axis.positions_within(start, start + chunk_len);
-        if hi > lo {
-            touched.push((chunk, lo.min(hi), hi));
-            chunk += 1;
-        } else {
-            // Skip straight to the chunk holding the next selected index.
-            let next_index = if axis.step > 0 {
-                let skipped = (start + chunk_len)
-                    .saturating_sub(axis.first)
-                    .div_ceil(axis.step as u64);
-                axis.index(skipped.min(axis.count - 1))
-            } else {
-                start + chunk_len
-            };
-            chunk = (next_index / chunk_len).max(chunk + 1);
+    match &axis.pick {
+        Pick::Progression { first, step, count } => {
+            let last = progression_index(*first, *step, count - 1);
+            let (lo_index, hi_index) = ((*first).min(last), (*first).max(last) + 1);
+            let mut parts = Vec::new();
+            let mut chunk = lo_index / chunk_len;
+            while chunk <= (hi_index - 1) / chunk_len {
+                let start = chunk * chunk_len;
+                let (lo, hi) =
+                    progression_positions(*first, *step, *count, start, start + chunk_len);
+                if hi > lo {
+                    let a = progression_index(*first, *step, lo) - start;
+                    let b = progression_index(*first, *step, hi - 1) - start;
+                    parts.push(AxisPart {
+                        chunk,
+                        region_start: a.min(b),
+                        region_len: a.abs_diff(b) + 1,
+                        placement: Placement::Run {
+                            out_start: lo,
+                            len: hi - lo,
+                            step: *step,
+                        },
+                    });
+                    chunk += 1;
+                } else if *step > 0 {
+                    // Jump straight to the chunk holding the next selected index.
+                    let next = progression_index(*first, *step, lo.min(count - 1));
+                    chunk = (next / chunk_len).max(chunk + 1);
+                } else {
+                    chunk += 1;
+                }
+            }
+            parts
+        }
+        Pick::List(indices) => {
+            let mut by_chunk: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+            for (position, &index) in indices.iter().enumerate() {
+                by_chunk
+                    .entry(index / chunk_len)
+                    .or_default()
+                    .push((position as u64, index % chunk_len));
+            }
+            by_chunk
+                .into_iter()
+                .map(|(chunk, mut pairs)| {
+                    let lo = pairs.iter().map(|p| p.1).min().unwrap_or(0);
+                    let hi = pairs.iter().map(|p| p.1).max().unwrap_or(0);
+                    for pair in &mut pairs {
+                        pair.1 -= lo;
+                    }
+                    AxisPart {
+                        chunk,
+                        region_start: lo,
+                        region_len: hi - lo + 1,
+                        placement: Placement::Pairs(pairs),
+                    }
+                })
+                .collect()
         }
     }
-    if axis.step < 0 {
-        touched.reverse();
-    }
-    touched
 }
 
 /// Every chunk part of `selection` on an array with regular `chunk_shape`.
 pub fn chunk_parts(selection: &Selection, chunk_shape: &[u64]) -> Vec<ChunkPart> {
-    let per_axis: Vec<Vec<(u64, u64, u64)>> = selection
+    let per_axis: Vec<Vec<AxisPart>> = selection
         .axes
         .iter()
         .zip(chunk_shape)
-        .map(|(axis, &len)| axis_chunks(axis, len))
+        .map(|(axis, &len)| axis_parts(axis, len))
         .collect();
     if per_axis.iter().any(Vec::is_empty) {
         return Vec::new();
@@ -292,28 +402,16 @@ pub fn chunk_parts(selection: &Selection, chunk_shape: &[u64]) -> Vec<ChunkPart>
     let mut parts = Vec::with_capacity(total);
     let mut counter = vec![0usize; per_axis.len()];
     loop {
-        let mut part = ChunkPart {
-            chunk: Vec::with_capacity(counter.len()),
-            region_start: Vec::with_capacity(counter.len()),
-            region_shape: Vec::with_capacity(counter.len()),
-            out_start: Vec::with_capacity(counter.len()),
-            out_shape: Vec::with_capacity(counter.len()),
-            steps: Vec::with_capacity(counter.len()),
-        };
-        for (dim, &c) in counter.iter().enumerate() {
-            let (chunk, lo, hi) = per_axis[dim][c];
-            let axis = &selection.axes[dim];
-            let chunk_start = chunk * chunk_shape[dim];
-            let a = axis.index(lo) - chunk_start;
-            let b = axis.index(hi - 1) - chunk_start;
-            part.chunk.push(chunk);
-            part.region_start.push(a.min(b));
-            part.region_shape.push(a.max(b) - a.min(b) + 1);
-            part.out_start.push(lo);
-            part.out_shape.push(hi - lo);
-            part.steps.push(axis.step);
-        }
-        parts.push(part);
+        let axes = counter
+            .iter()
+            .enumerate()
+            .map(|(dim, &c)| &per_axis[dim][c]);
+        parts.push(ChunkPart {
+            chunk: axes.clone().map(|a| a.chunk).collect(),
+            region_start: axes.clone().map(|a| a.region_start).collect(),
+            region_shape: axes.clone().map(|a| a.region_len).collect(),
+            placements: axes.map(|a| a.placement.clone()).collect(),
+        });
         // Advance the odometer, last axis fastest (C order).
         let mut dim = counter.len();
         loop {
@@ -394,8 +492,8 @@ mod tests {
                     ] {
                         let sel =
                             Selection::new(&[slice(start, stop, step)], &[len as u64]).unwrap();
-                        let axis = sel.axes[0];
-                        let got: Vec<u64> = (0..axis.count).map(|p| axis.index(p)).collect();
+                        let axis = &sel.axes[0];
+                        let got: Vec<u64> = (0..axis.count()).map(|p| axis.index(p)).collect();
                         assert_eq!(
                             got,
                             python_range(start, stop, step, len),
@@ -405,6 +503,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Checks that the parts place every selected element exactly once, from the right index.
+    fn check_cover(sel: &Selection, chunks: &[u64]) {
+        let full = sel.full_shape();
+        let mut seen = vec![0u32; full.iter().product::<u64>() as usize];
+        for part in chunk_parts(sel, chunks) {
+            let pairs: Vec<Vec<(u64, u64)>> = part
+                .placements
+                .iter()
+                .zip(&part.region_shape)
+                .map(|(p, &len)| p.pairs(len))
+                .collect();
+            for &(o0, r0) in &pairs[0] {
+                for &(o1, r1) in &pairs[1] {
+                    seen[(o0 * full[1] + o1) as usize] += 1;
+                    for (d, (o, r)) in [(o0, r0), (o1, r1)].into_iter().enumerate() {
+                        assert!(r < part.region_shape[d]);
+                        let index = part.chunk[d] * chunks[d] + part.region_start[d] + r;
+                        assert_eq!(index, sel.axes[d].index(o), "axis {d} output {o}");
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{sel:?}");
     }
 
     #[test]
@@ -421,44 +544,27 @@ mod tests {
                     &shape,
                 )
                 .unwrap();
-                let sel = if step0 < 0 {
-                    Selection::new(
-                        &[
-                            slice(None, None, Some(step0)),
-                            slice(None, None, Some(step1)),
-                        ],
-                        &shape,
-                    )
-                    .unwrap()
-                } else {
-                    sel
-                };
-                let full = sel.full_shape();
-                let mut seen = vec![0u32; (full[0] * full[1]) as usize];
-                for part in chunk_parts(&sel, &chunks) {
-                    for i in 0..part.out_shape[0] {
-                        for j in 0..part.out_shape[1] {
-                            let o = [part.out_start[0] + i, part.out_start[1] + j];
-                            seen[(o[0] * full[1] + o[1]) as usize] += 1;
-                            // The element decoded for this output position is the one selected.
-                            for d in 0..2 {
-                                let expected = sel.axes[d].index(o[d]);
-                                let stride = part.steps[d];
-                                let k = [i, j][d] as i64;
-                                let anchor = if stride > 0 {
-                                    part.region_start[d] as i64
-                                } else {
-                                    (part.region_start[d] + part.region_shape[d] - 1) as i64
-                                };
-                                let local = anchor + k * stride;
-                                assert_eq!(part.chunk[d] * chunks[d] + local as u64, expected);
-                            }
-                        }
-                    }
-                }
-                assert!(seen.iter().all(|&n| n == 1), "steps {step0} {step1}");
+                check_cover(&sel, &chunks);
             }
         }
+        let lists = Selection::new(
+            &[
+                AxisIndex::Array(vec![22, 0, 4, 5, 5, -1]),
+                AxisIndex::Array(vec![3, 16, 8]),
+            ],
+            &shape,
+        )
+        .unwrap();
+        check_cover(&lists, &chunks);
+        let mixed = Selection::new(
+            &[
+                AxisIndex::Array(vec![7, 2, 19]),
+                slice(None, None, Some(-3)),
+            ],
+            &shape,
+        )
+        .unwrap();
+        check_cover(&mixed, &chunks);
     }
 
     #[test]
@@ -478,6 +584,10 @@ mod tests {
             Selection::new(&[slice(None, None, Some(0))], &[5]),
             Err(Error::InvalidArgument(_))
         ));
+        assert!(matches!(
+            Selection::new(&[AxisIndex::Array(vec![0, 5])], &[5]),
+            Err(Error::OutOfBounds(_))
+        ));
     }
 
     #[test]
@@ -489,7 +599,14 @@ mod tests {
     #[test]
     fn large_steps_skip_untouched_chunks() {
         let sel = Selection::new(&[slice(None, None, Some(100))], &[1000]).unwrap();
-        let parts = chunk_parts(&sel, &[10]);
-        assert_eq!(parts.len(), 10);
+        assert_eq!(chunk_parts(&sel, &[10]).len(), 10);
+    }
+
+    #[test]
+    fn repeated_indices_share_one_chunk_part() {
+        let sel = Selection::new(&[AxisIndex::Array(vec![3, 1, 3, 2])], &[10]).unwrap();
+        let parts = chunk_parts(&sel, &[5]);
+        assert_eq!(parts.len(), 1);
+        assert_eq!((parts[0].region_start[0], parts[0].region_shape[0]), (1, 3));
     }
 }

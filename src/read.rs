@@ -130,21 +130,21 @@ fn decode_part(
             reason: e.to_string(),
         })?;
     let itemsize = array.dtype().itemsize;
-    let out_subset =
-        ArraySubset::new_with_start_shape(part.out_start.clone(), part.out_shape.clone())
+    if let Some((out_start, out_shape)) = part.direct_output() {
+        let out_subset = ArraySubset::new_with_start_shape(out_start, out_shape)
             .map_err(|e| Error::Panic(e.to_string()))?;
-    // SAFETY: chunk parts of one request cover disjoint regions of its output (plan.rs
-    // tests this), and each output buffer belongs to exactly one request.
-    #[allow(unsafe_code)]
-    let mut out_view =
-        unsafe { ArrayBytesFixedDisjointView::new(output, itemsize, output_shape, out_subset) }
-            .map_err(|e| Error::Panic(e.to_string()))?;
-    if part.is_direct() {
+        // SAFETY: chunk parts of one request place disjoint sets of output elements
+        // (plan.rs tests this), and each output buffer belongs to exactly one request.
+        #[allow(unsafe_code)]
+        let mut out_view =
+            unsafe { ArrayBytesFixedDisjointView::new(output, itemsize, output_shape, out_subset) }
+                .map_err(|e| Error::Panic(e.to_string()))?;
         let target = ArrayBytesDecodeIntoTarget::Fixed(&mut out_view);
         return decode_region(array, part, encoded.as_deref(), target, options)
             .map_err(|e| corrupt(e.to_string()));
     }
-    // A strided selection: decode the region the part spans, then keep every step-th element.
+    // Strided or integer-array selections: decode the region the part spans, then
+    // place each selected element.
     let region_len = part.region_shape.iter().product::<u64>() as usize * itemsize;
     let mut region = vec![0u8; region_len];
     {
@@ -159,10 +159,68 @@ fn decode_part(
         decode_region(array, part, encoded.as_deref(), target, options)
             .map_err(|e| corrupt(e.to_string()))?;
     }
-    let gathered = gather_strided(&region, part, itemsize);
-    out_view
-        .copy_from_slice(&gathered)
-        .map_err(|e| Error::Panic(e.to_string()))
+    scatter(&region, part, output, output_shape, itemsize);
+    Ok(())
+}
+
+/// C-order element strides of `shape`.
+fn strides(shape: &[u64]) -> Vec<u64> {
+    let mut strides = vec![1u64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
+
+/// Copies each selected element of a decoded region to its output position.
+fn scatter(
+    region: &[u8],
+    part: &ChunkPart,
+    output: UnsafeCellSlice<'_, u8>,
+    output_shape: &[u64],
+    itemsize: usize,
+) {
+    let pairs: Vec<Vec<(u64, u64)>> = part
+        .placements
+        .iter()
+        .zip(&part.region_shape)
+        .map(|(placement, &len)| placement.pairs(len))
+        .collect();
+    let (out_strides, region_strides) = (strides(output_shape), strides(&part.region_shape));
+    let Some((last, outer)) = pairs.split_last() else {
+        return; // 0-d parts are always direct
+    };
+    let mut counter = vec![0usize; outer.len()];
+    loop {
+        let mut out_base = 0;
+        let mut region_base = 0;
+        for (d, &c) in counter.iter().enumerate() {
+            let (o, r) = outer[d][c];
+            out_base += o * out_strides[d];
+            region_base += r * region_strides[d];
+        }
+        for &(o, r) in last {
+            let from = (region_base + r) as usize * itemsize;
+            let to = (out_base + o) as usize * itemsize;
+            // SAFETY: `to` is inside the output (positions come from the selection's
+            // shape), and no other chunk part writes this element (see `decode_part`).
+            #[allow(unsafe_code)]
+            let target = unsafe { output.index_mut(to..to + itemsize) };
+            target.copy_from_slice(&region[from..from + itemsize]);
+        }
+        let mut d = outer.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            counter[d] += 1;
+            if counter[d] < outer[d].len() {
+                break;
+            }
+            counter[d] = 0;
+        }
+    }
 }
 
 /// Decodes `part.region` of the chunk (or writes the fill value if it is missing) into `target`.
@@ -205,45 +263,4 @@ fn decode_region(
             options,
         )?
         .partial_decode_into(&region, target, options)
-}
-
-/// Picks the selected elements out of a decoded region, in output (C) order.
-fn gather_strided(region: &[u8], part: &ChunkPart, itemsize: usize) -> Vec<u8> {
-    let ndim = part.out_shape.len();
-    let total: u64 = part.out_shape.iter().product();
-    let mut out = Vec::with_capacity(total as usize * itemsize);
-    // Element strides of the region in C order.
-    let mut strides = vec![1i64; ndim];
-    for d in (0..ndim.saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * part.region_shape[d + 1] as i64;
-    }
-    // Where output element 0 sits in the region (the far end of backward axes).
-    let base: i64 = (0..ndim)
-        .map(|d| {
-            let anchor = if part.steps[d] > 0 {
-                0
-            } else {
-                part.region_shape[d] as i64 - 1
-            };
-            anchor * strides[d]
-        })
-        .sum();
-    let step_strides: Vec<i64> = (0..ndim).map(|d| part.steps[d] * strides[d]).collect();
-    let mut counter = vec![0u64; ndim];
-    for _ in 0..total {
-        let offset: i64 = base
-            + (0..ndim)
-                .map(|d| counter[d] as i64 * step_strides[d])
-                .sum::<i64>();
-        let start = offset as usize * itemsize;
-        out.extend_from_slice(&region[start..start + itemsize]);
-        for d in (0..ndim).rev() {
-            counter[d] += 1;
-            if counter[d] < part.out_shape[d] {
-                break;
-            }
-            counter[d] = 0;
-        }
-    }
-    out
 }

@@ -69,7 +69,7 @@ impl PyArray {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
-        let indices = selection::parse(key)?;
+        let indices = selection::parse_numpy(key)?;
         self.read_into(py, &indices, None)
     }
 
@@ -82,10 +82,20 @@ impl PyArray {
         out: Option<Bound<'py, PyAny>>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = match selection {
-            Some(key) => selection::parse(key)?,
+            Some(key) => selection::parse_outer(key)?,
             None => vec![AxisIndex::Ellipsis],
         };
         self.read_into(py, &indices, out)
+    }
+
+    /// Outer indexing: `array.oindex[[0, 5], :, [3, 1]]` indexes each axis independently.
+    #[getter]
+    fn oindex(&self) -> OuterIndexer {
+        OuterIndexer {
+            array: PyArray {
+                handle: self.handle.clone(),
+            },
+        }
     }
 
     #[getter]
@@ -223,6 +233,24 @@ impl PyArray {
                 h.path().to_string(),
             ),
         ))
+    }
+}
+
+/// `array.oindex`: each integer array in the key indexes its own axis (zarr's `oindex`).
+#[pyclass(name = "OuterIndexer", module = "fastzarr", frozen)]
+pub struct OuterIndexer {
+    array: PyArray,
+}
+
+#[pymethods]
+impl OuterIndexer {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyAny>> {
+        let indices = selection::parse_outer(key)?;
+        self.array.read_into(py, &indices, None)
     }
 }
 

@@ -21,7 +21,7 @@ pub fn read_many<'py>(
     let mut results = Vec::with_capacity(requests.len());
     let mut reads = Vec::with_capacity(requests.len());
     for ((_, key), handle) in requests.iter().zip(&handles) {
-        let selection = Selection::new(&selection::parse(key)?, handle.shape())?;
+        let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
         let full_shape = selection.full_shape();
         let full = output::allocate(py, handle.dtype(), &full_shape)?;
         let output = output::writable_buffer(&full, handle.dtype(), &full_shape)?;

@@ -1,7 +1,7 @@
 //! Python index objects (ints, slices, Ellipsis, tuples of them) to [`AxisIndex`].
 
 use pyo3::prelude::*;
-use pyo3::types::{PyEllipsis, PySlice, PyTuple};
+use pyo3::types::{PyEllipsis, PyList, PySlice, PyTuple};
 
 use crate::errors::{Error, Result};
 use crate::plan::AxisIndex;
@@ -31,6 +31,38 @@ fn invalid(value: &Bound<'_, PyAny>) -> String {
     format!("only integers, slices (`:`) and ellipsis (`...`) are valid indices, not {type_name}")
 }
 
+/// A list or 1-D numpy array of integers (or booleans, as a mask) as indices.
+fn integer_array(item: &Bound<'_, PyAny>) -> Result<Option<AxisIndex>> {
+    let is_sequence = item.is_instance_of::<PyList>() || item.hasattr("__array__")?;
+    if !is_sequence {
+        return Ok(None);
+    }
+    let numpy = item.py().import("numpy")?;
+    let mut array = numpy.getattr("asarray")?.call1((item,))?;
+    let kind: String = array.getattr("dtype")?.getattr("kind")?.extract()?;
+    let ndim: usize = array.getattr("ndim")?.extract()?;
+    if ndim == 0 && matches!(kind.as_str(), "i" | "u") {
+        return Ok(Some(AxisIndex::Int(index_int(&array)?)));
+    }
+    if ndim != 1 {
+        return Err(Error::OutOfBounds(format!(
+            "integer array indices must be 1-dimensional, got {ndim} dimensions"
+        )));
+    }
+    match kind.as_str() {
+        "b" => array = numpy.getattr("flatnonzero")?.call1((array,))?,
+        "i" | "u" => {}
+        // An empty list has a float dtype in numpy: it selects nothing.
+        "f" if array.len()? == 0 => {}
+        _ => return Err(Error::InvalidSelection(invalid(item))),
+    }
+    let indices: Vec<i64> = array
+        .call_method1("astype", ("int64",))?
+        .call_method0("tolist")?
+        .extract()?;
+    Ok(Some(AxisIndex::Array(indices)))
+}
+
 fn axis_index(item: &Bound<'_, PyAny>) -> Result<AxisIndex> {
     if item.is_instance_of::<PyEllipsis>() {
         return Ok(AxisIndex::Ellipsis);
@@ -57,13 +89,39 @@ fn axis_index(item: &Bound<'_, PyAny>) -> Result<AxisIndex> {
     if item.is_instance_of::<pyo3::types::PyBool>() {
         return Err(Error::InvalidSelection(invalid(item)));
     }
+    if let Some(array) = integer_array(item)? {
+        return Ok(array);
+    }
     index_int(item).map(AxisIndex::Int)
 }
 
-/// Parses a `__getitem__` key (or `read`'s `selection`).
-pub fn parse(key: &Bound<'_, PyAny>) -> Result<Vec<AxisIndex>> {
+/// Parses a key with outer semantics: each integer array indexes its own axis
+/// (`read`, `read_many`, `oindex`).
+pub fn parse_outer(key: &Bound<'_, PyAny>) -> Result<Vec<AxisIndex>> {
     if let Ok(tuple) = key.cast::<PyTuple>() {
         return tuple.iter().map(|item| axis_index(&item)).collect();
     }
     axis_index(key).map(|index| vec![index])
+}
+
+/// Parses a `__getitem__` key, refusing the integer-array combinations where numpy's
+/// rules (broadcasting, moving axes) differ from outer indexing.
+pub fn parse_numpy(key: &Bound<'_, PyAny>) -> Result<Vec<AxisIndex>> {
+    let indices = parse_outer(key)?;
+    let arrays = indices
+        .iter()
+        .filter(|i| matches!(i, AxisIndex::Array(_)))
+        .count();
+    let ints = indices
+        .iter()
+        .filter(|i| matches!(i, AxisIndex::Int(_)))
+        .count();
+    if arrays > 1 || (arrays == 1 && ints > 0) {
+        return Err(Error::OutOfBounds(
+            "numpy would broadcast these integer-array indices together; use `array.oindex[...]` \
+             for outer indexing (each array indexes its own axis)"
+                .into(),
+        ));
+    }
+    Ok(indices)
 }
