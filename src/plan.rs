@@ -279,10 +279,6 @@ impl ChunkPart {
         }
         Some((start, shape))
     }
-
-    pub fn covers_chunk(&self, chunk_shape: &[u64]) -> bool {
-        self.region_start.iter().all(|&s| s == 0) && self.region_shape == chunk_shape
-    }
 }
 
 /// One axis's share of one chunk.

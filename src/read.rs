@@ -2,6 +2,7 @@
 //! its place in a caller-owned output buffer.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -72,53 +73,64 @@ impl ReadRequest<'_> {
     }
 }
 
-/// Reads every request; all chunk parts of all requests share one parallel pass.
+/// Every part, of any request, that reads one chunk of one array: the chunk is fetched
+/// and decoded once however many requests (points, selections) need it.
+struct ChunkJob<'a> {
+    array: &'a ArrayHandle,
+    chunk: Vec<u64>,
+    parts: Vec<(usize, ChunkPart)>,
+}
+
+fn chunk_jobs<'a>(requests: &[ReadRequest<'a>]) -> Vec<ChunkJob<'a>> {
+    let mut jobs: Vec<ChunkJob<'a>> = Vec::new();
+    let mut index: HashMap<(*const ArrayHandle, Vec<u64>), usize> = HashMap::new();
+    for (i, request) in requests.iter().enumerate() {
+        for part in chunk_parts(&request.selection, request.array.chunk_shape()) {
+            let key = (std::ptr::from_ref(request.array), part.chunk.clone());
+            let job = *index.entry(key).or_insert_with(|| {
+                jobs.push(ChunkJob {
+                    array: request.array,
+                    chunk: part.chunk.clone(),
+                    parts: Vec::new(),
+                });
+                jobs.len() - 1
+            });
+            jobs[job].parts.push((i, part));
+        }
+    }
+    jobs
+}
+
+/// Reads every request; all chunks of all requests share one parallel pass.
 pub fn read_many(requests: &[ReadRequest<'_>]) -> Result<()> {
     for request in requests {
         request.check()?;
     }
     let full_shapes: Vec<Vec<u64>> = requests.iter().map(|r| r.selection.full_shape()).collect();
-    let tasks: Vec<(usize, ChunkPart)> = requests
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| {
-            chunk_parts(&r.selection, r.array.chunk_shape())
-                .into_iter()
-                .map(move |part| (i, part))
-        })
-        .collect();
+    let jobs = chunk_jobs(requests);
     crate::runtime::install(|| {
         // Chunks are the unit of parallelism; a codec gets inner threads only when
         // there are fewer chunks than threads (one huge chunk, say).
-        let inner = (rayon::current_num_threads() / tasks.len().max(1)).max(1);
+        let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
-        tasks.par_iter().try_for_each(|(i, part)| {
-            let request = &requests[*i];
-            decode_part(
-                request.array,
-                part,
-                request.output.cells(),
-                &full_shapes[*i],
-                &options,
-            )
-        })
+        jobs.par_iter()
+            .try_for_each(|job| run_job(job, requests, &full_shapes, &options))
     })
 }
 
-fn decode_part(
-    array: &ArrayHandle,
-    part: &ChunkPart,
-    output: UnsafeCellSlice<'_, u8>,
-    output_shape: &[u64],
+fn run_job(
+    job: &ChunkJob<'_>,
+    requests: &[ReadRequest<'_>],
+    full_shapes: &[Vec<u64>],
     options: &CodecOptions,
 ) -> Result<()> {
-    let zarray = array.zarrs();
-    let key = zarray.chunk_key(&part.chunk);
-    let corrupt = |reason: String| Error::CorruptChunk {
+    let array = job.array;
+    let key = array.zarrs().chunk_key(&job.chunk);
+    let corrupt = |e: CodecError| Error::CorruptChunk {
         url: array.store().url().to_string(),
         path: array.path().to_string(),
         key: key.as_str().to_string(),
-        reason,
+        reason: e.to_string(),
     };
     let encoded = array
         .store()
@@ -130,37 +142,119 @@ fn decode_part(
             reason: e.to_string(),
         })?;
     let itemsize = array.dtype().itemsize;
-    if let Some((out_start, out_shape)) = part.direct_output() {
-        let out_subset = ArraySubset::new_with_start_shape(out_start, out_shape)
-            .map_err(|e| Error::Panic(e.to_string()))?;
-        // SAFETY: chunk parts of one request place disjoint sets of output elements
-        // (plan.rs tests this), and each output buffer belongs to exactly one request.
-        #[allow(unsafe_code)]
-        let mut out_view =
-            unsafe { ArrayBytesFixedDisjointView::new(output, itemsize, output_shape, out_subset) }
+    if let [(i, part)] = job.parts.as_slice() {
+        if let Some((out_start, out_shape)) = part.direct_output() {
+            let out_subset = ArraySubset::new_with_start_shape(out_start, out_shape)
                 .map_err(|e| Error::Panic(e.to_string()))?;
-        let target = ArrayBytesDecodeIntoTarget::Fixed(&mut out_view);
-        return decode_region(array, part, encoded.as_deref(), target, options)
-            .map_err(|e| corrupt(e.to_string()));
+            // SAFETY: chunk parts of one request place disjoint sets of output elements
+            // (plan.rs tests this), and each output buffer belongs to exactly one request.
+            #[allow(unsafe_code)]
+            let mut out_view = unsafe {
+                ArrayBytesFixedDisjointView::new(
+                    requests[*i].output.cells(),
+                    itemsize,
+                    &full_shapes[*i],
+                    out_subset,
+                )
+            }
+            .map_err(|e| Error::Panic(e.to_string()))?;
+            let target = ArrayBytesDecodeIntoTarget::Fixed(&mut out_view);
+            return decode_region(
+                array,
+                &job.chunk,
+                &part.region_start,
+                &part.region_shape,
+                encoded.as_deref(),
+                target,
+                options,
+            )
+            .map_err(corrupt);
+        }
     }
-    // Strided or integer-array selections: decode the region the part spans, then
-    // place each selected element.
-    let region_len = part.region_shape.iter().product::<u64>() as usize * itemsize;
-    let mut region = vec![0u8; region_len];
+    // Several parts, strided or integer-array selections: decode the region all the
+    // parts span once, then place each selected element.
+    let span = decode_span(job, encoded.as_deref(), options).map_err(corrupt)?;
+    let ndim = job.chunk.len();
+    for (i, part) in &job.parts {
+        let offset: Vec<u64> = (0..ndim)
+            .map(|d| part.region_start[d] - span.start[d])
+            .collect();
+        let decoded = DecodedRegion {
+            bytes: &span.bytes,
+            shape: &span.shape,
+            offset: &offset,
+        };
+        scatter(
+            &decoded,
+            part,
+            requests[*i].output.cells(),
+            &full_shapes[*i],
+            itemsize,
+        );
+    }
+    Ok(())
+}
+
+/// Decodes the smallest region of the job's chunk that holds every part's region.
+fn decode_span(
+    job: &ChunkJob<'_>,
+    encoded: Option<&[u8]>,
+    options: &CodecOptions,
+) -> std::result::Result<Span, CodecError> {
+    let ndim = job.chunk.len();
+    let start: Vec<u64> = (0..ndim)
+        .map(|d| {
+            job.parts
+                .iter()
+                .map(|(_, p)| p.region_start[d])
+                .min()
+                .unwrap_or(0)
+        })
+        .collect();
+    let shape: Vec<u64> = (0..ndim)
+        .map(|d| {
+            let end = job
+                .parts
+                .iter()
+                .map(|(_, p)| p.region_start[d] + p.region_shape[d])
+                .max()
+                .unwrap_or(0);
+            end - start[d]
+        })
+        .collect();
+    let itemsize = job.array.dtype().itemsize;
+    let mut region = vec![0u8; shape.iter().product::<u64>() as usize * itemsize];
     {
         let cells = UnsafeCellSlice::new(region.as_mut_slice());
-        let whole = ArraySubset::new_with_shape(part.region_shape.clone());
+        let whole = ArraySubset::new_with_shape(shape.clone());
         // SAFETY: the only view of `region`.
         #[allow(unsafe_code)]
-        let mut region_view =
-            unsafe { ArrayBytesFixedDisjointView::new(cells, itemsize, &part.region_shape, whole) }
-                .map_err(|e| Error::Panic(e.to_string()))?;
-        let target = ArrayBytesDecodeIntoTarget::Fixed(&mut region_view);
-        decode_region(array, part, encoded.as_deref(), target, options)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let mut view = unsafe { ArrayBytesFixedDisjointView::new(cells, itemsize, &shape, whole) }
+            .map_err(|e| CodecError::Other(e.to_string()))?;
+        let target = ArrayBytesDecodeIntoTarget::Fixed(&mut view);
+        decode_region(
+            job.array, &job.chunk, &start, &shape, encoded, target, options,
+        )?;
     }
-    scatter(&region, part, output, output_shape, itemsize);
-    Ok(())
+    Ok(Span {
+        bytes: region,
+        start,
+        shape,
+    })
+}
+
+/// A decoded region of a chunk: `shape` elements from chunk-local `start`.
+struct Span {
+    bytes: Vec<u8>,
+    start: Vec<u64>,
+    shape: Vec<u64>,
+}
+
+/// A decoded block of a chunk, and where a part's region starts inside it.
+struct DecodedRegion<'a> {
+    bytes: &'a [u8],
+    shape: &'a [u64],
+    offset: &'a [u64],
 }
 
 /// C-order element strides of `shape`.
@@ -174,7 +268,7 @@ fn strides(shape: &[u64]) -> Vec<u64> {
 
 /// Copies each selected element of a decoded region to its output position.
 fn scatter(
-    region: &[u8],
+    region: &DecodedRegion<'_>,
     part: &ChunkPart,
     output: UnsafeCellSlice<'_, u8>,
     output_shape: &[u64],
@@ -184,11 +278,23 @@ fn scatter(
         .placements
         .iter()
         .zip(&part.region_shape)
-        .map(|(placement, &len)| placement.pairs(len))
+        .zip(region.offset)
+        .map(|((placement, &len), &offset)| {
+            placement
+                .pairs(len)
+                .into_iter()
+                .map(|(o, r)| (o, r + offset))
+                .collect()
+        })
         .collect();
-    let (out_strides, region_strides) = (strides(output_shape), strides(&part.region_shape));
+    let (out_strides, region_strides) = (strides(output_shape), strides(region.shape));
     let Some((last, outer)) = pairs.split_last() else {
-        return; // 0-d parts are always direct
+        // A 0-d array: one element.
+        // SAFETY: as below; a 0-d output holds exactly one element.
+        #[allow(unsafe_code)]
+        let target = unsafe { output.index_mut(0..itemsize) };
+        target.copy_from_slice(&region.bytes[..itemsize]);
+        return;
     };
     let mut counter = vec![0usize; outer.len()];
     loop {
@@ -203,10 +309,11 @@ fn scatter(
             let from = (region_base + r) as usize * itemsize;
             let to = (out_base + o) as usize * itemsize;
             // SAFETY: `to` is inside the output (positions come from the selection's
-            // shape), and no other chunk part writes this element (see `decode_part`).
+            // shape), and no other chunk part writes this element: parts of one request
+            // place disjoint elements, and each output belongs to one request.
             #[allow(unsafe_code)]
             let target = unsafe { output.index_mut(to..to + itemsize) };
-            target.copy_from_slice(&region[from..from + itemsize]);
+            target.copy_from_slice(&region.bytes[from..from + itemsize]);
         }
         let mut d = outer.len();
         loop {
@@ -223,10 +330,13 @@ fn scatter(
     }
 }
 
-/// Decodes `part.region` of the chunk (or writes the fill value if it is missing) into `target`.
+/// Decodes `region_start..+region_shape` of chunk `chunk` (or writes the fill value if
+/// the chunk is missing) into `target`.
 fn decode_region(
     array: &ArrayHandle,
-    part: &ChunkPart,
+    chunk: &[u64],
+    region_start: &[u64],
+    region_shape: &[u64],
     encoded: Option<&[u8]>,
     target: ArrayBytesDecodeIntoTarget<'_>,
     options: &CodecOptions,
@@ -236,10 +346,14 @@ fn decode_region(
         return copy_fill_value_into(zarray.data_type(), zarray.fill_value(), target);
     };
     let chunk_shape = zarray
-        .chunk_shape(&part.chunk)
+        .chunk_shape(chunk)
         .map_err(|e| CodecError::Other(e.to_string()))?;
-    let chunk_shape_u64: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
-    if part.covers_chunk(&chunk_shape_u64) {
+    let whole_chunk = region_start.iter().all(|&s| s == 0)
+        && region_shape
+            .iter()
+            .zip(&chunk_shape)
+            .all(|(&r, c)| r == c.get());
+    if whole_chunk {
         return zarray.codecs().decode_into(
             Cow::Borrowed(encoded),
             &chunk_shape,
@@ -249,9 +363,8 @@ fn decode_region(
             options,
         );
     }
-    let region =
-        ArraySubset::new_with_start_shape(part.region_start.clone(), part.region_shape.clone())
-            .map_err(|e| CodecError::Other(e.to_string()))?;
+    let region = ArraySubset::new_with_start_shape(region_start.to_vec(), region_shape.to_vec())
+        .map_err(|e| CodecError::Other(e.to_string()))?;
     let input: Arc<Cow<'static, [u8]>> = Arc::new(Cow::Owned(encoded.to_vec()));
     zarray
         .codecs()
