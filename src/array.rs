@@ -20,6 +20,9 @@ pub struct ArrayHandle {
     array: ZarrsArray,
     dtype: NumpyDtype,
     chunk_shape: Vec<u64>,
+    /// Chunks are C-order native elements compressed by blosc alone, so any part of
+    /// a chunk can be decoded block by block.
+    plain_blosc: bool,
     /// The metadata as stored, as JSON (for descriptions and fingerprints).
     metadata_json: Value,
 }
@@ -92,6 +95,7 @@ impl ArrayHandle {
             store,
             path: path.to_string(),
             array,
+            plain_blosc: is_plain_blosc(&metadata_json, &dtype),
             dtype,
             chunk_shape,
             metadata_json,
@@ -180,6 +184,10 @@ impl ArrayHandle {
             * self.dtype.itemsize as u128
     }
 
+    pub fn plain_blosc(&self) -> bool {
+        self.plain_blosc
+    }
+
     pub fn metadata_json(&self) -> &Value {
         &self.metadata_json
     }
@@ -235,6 +243,50 @@ impl ArrayHandle {
         } else {
             list.join(" -> ")
         }
+    }
+}
+
+/// Whether decoded chunks are the blosc output itself: C order, native byte order, no
+/// other codec (v2: blosc compressor, no filters; v3: `bytes` then `blosc`).
+fn is_plain_blosc(metadata: &Value, dtype: &NumpyDtype) -> bool {
+    let name = |codec: &Value| {
+        codec
+            .get("id")
+            .or_else(|| codec.get("name"))
+            .and_then(Value::as_str)
+            .map(ToString::to_string)
+    };
+    if let Some(compressor) = metadata.get("compressor") {
+        let no_filters = metadata
+            .get("filters")
+            .is_none_or(|f| f.is_null() || f.as_array().is_some_and(Vec::is_empty));
+        let native = metadata
+            .get("dtype")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.starts_with(['|', native_order()]));
+        return no_filters
+            && native
+            && metadata.get("order").and_then(Value::as_str) == Some("C")
+            && name(compressor).as_deref() == Some("blosc");
+    }
+    let Some(codecs) = metadata.get("codecs").and_then(Value::as_array) else {
+        return false;
+    };
+    let little = cfg!(target_endian = "little");
+    match codecs.as_slice() {
+        [bytes, blosc] => {
+            let endian = bytes
+                .get("configuration")
+                .and_then(|c| c.get("endian"))
+                .and_then(Value::as_str);
+            let native = dtype.itemsize == 1
+                || endian.is_none()
+                || endian == Some(if little { "little" } else { "big" });
+            name(bytes).as_deref() == Some("bytes")
+                && native
+                && name(blosc).as_deref() == Some("blosc")
+        }
+        _ => false,
     }
 }
 

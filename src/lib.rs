@@ -3,6 +3,7 @@
 //! This file only registers the Python module; the work lives in the modules below.
 
 pub mod array;
+pub mod blosc_ranges;
 pub mod codecs;
 pub mod errors;
 pub mod metadata;

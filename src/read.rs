@@ -9,10 +9,11 @@ use rayon::prelude::*;
 use unsafe_cell_slice::UnsafeCellSlice;
 use zarrs::array::{
     copy_fill_value_into, ArrayBytesDecodeIntoTarget, ArrayBytesFixedDisjointView, ArraySubset,
-    ArrayToBytesCodecTraits, CodecError, CodecOptions,
+    ArrayToBytesCodecTraits, ChunkShape, CodecError, CodecOptions,
 };
 
 use crate::array::ArrayHandle;
+use crate::blosc_ranges::{decode_ranges, region_byte_ranges};
 use crate::errors::{Error, Result};
 use crate::plan::{chunk_parts, ChunkPart, Selection};
 
@@ -363,6 +364,49 @@ fn decode_region(
             options,
         );
     }
+    if array.plain_blosc() {
+        if let ArrayBytesDecodeIntoTarget::Fixed(view) = target {
+            let chunk_shape_u64: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
+            let itemsize = array.dtype().itemsize;
+            let ranges = region_byte_ranges(&chunk_shape_u64, region_start, region_shape, itemsize);
+            let expected = chunk_shape_u64.iter().product::<u64>() as usize * itemsize;
+            let decoded = decode_ranges(encoded, expected, &ranges).map_err(CodecError::Other)?;
+            return match decoded {
+                Some((bytes, _counts)) => view.copy_from_slice(&bytes).map_err(CodecError::from),
+                None => decode_partially(
+                    array,
+                    chunk_shape,
+                    region_start,
+                    region_shape,
+                    encoded,
+                    ArrayBytesDecodeIntoTarget::Fixed(view),
+                    options,
+                ),
+            };
+        }
+    }
+    decode_partially(
+        array,
+        chunk_shape,
+        region_start,
+        region_shape,
+        encoded,
+        target,
+        options,
+    )
+}
+
+/// A region of a chunk through zarrs' partial decoders (which decode whole-chunk codecs whole).
+fn decode_partially(
+    array: &ArrayHandle,
+    chunk_shape: ChunkShape,
+    region_start: &[u64],
+    region_shape: &[u64],
+    encoded: &[u8],
+    target: ArrayBytesDecodeIntoTarget<'_>,
+    options: &CodecOptions,
+) -> std::result::Result<(), CodecError> {
+    let zarray = array.zarrs();
     let region = ArraySubset::new_with_start_shape(region_start.to_vec(), region_shape.to_vec())
         .map_err(|e| CodecError::Other(e.to_string()))?;
     let input: Arc<Cow<'static, [u8]>> = Arc::new(Cow::Owned(encoded.to_vec()));
