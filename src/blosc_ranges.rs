@@ -109,6 +109,8 @@ impl BloscHeader {
 pub struct BlockCounts {
     pub decoded: usize,
     pub total: usize,
+    /// Bytes the decoded blocks hold.
+    pub decoded_bytes: u64,
 }
 
 /// Decodes block `block` of a checked buffer.
@@ -186,6 +188,7 @@ pub fn decode_ranges(
     let counts = BlockCounts {
         decoded: blocks.len(),
         total: header.nblocks(),
+        decoded_bytes: blocks.values().map(|b| b.len() as u64).sum(),
     };
     Ok(Some((out, counts)))
 }

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod py;
 pub mod read;
 pub mod runtime;
+pub mod stats;
 pub mod store;
 
 use pyo3::prelude::*;
@@ -27,6 +28,8 @@ mod _core {
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
+    #[pymodule_export]
+    use crate::py::stats::PyReadStats;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rayon::prelude::*;
 use unsafe_cell_slice::UnsafeCellSlice;
@@ -16,6 +17,7 @@ use crate::array::ArrayHandle;
 use crate::blosc_ranges::{decode_ranges, region_byte_ranges};
 use crate::errors::{Error, Result};
 use crate::plan::{chunk_parts, ChunkPart, Selection};
+use crate::stats::{ReadCounters, ReadStats};
 
 /// A writable, C-contiguous output buffer owned by someone else (a numpy array).
 pub struct OutputBuffer {
@@ -103,7 +105,7 @@ fn chunk_jobs<'a>(requests: &[ReadRequest<'a>]) -> Vec<ChunkJob<'a>> {
 }
 
 /// Reads every request; all chunks of all requests share one parallel pass.
-pub fn read_many(requests: &[ReadRequest<'_>]) -> Result<()> {
+pub fn read_many(requests: &[ReadRequest<'_>]) -> Result<ReadStats> {
     for request in requests {
         request.check()?;
     }
@@ -114,8 +116,10 @@ pub fn read_many(requests: &[ReadRequest<'_>]) -> Result<()> {
         // there are fewer chunks than threads (one huge chunk, say).
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
+        let counters = ReadCounters::default();
         jobs.par_iter()
-            .try_for_each(|job| run_job(job, requests, &full_shapes, &options))
+            .try_for_each(|job| run_job(job, requests, &full_shapes, &options, &counters))?;
+        Ok(counters.snapshot())
     })
 }
 
@@ -124,6 +128,7 @@ fn run_job(
     requests: &[ReadRequest<'_>],
     full_shapes: &[Vec<u64>],
     options: &CodecOptions,
+    counters: &ReadCounters,
 ) -> Result<()> {
     let array = job.array;
     let key = array.zarrs().chunk_key(&job.chunk);
@@ -133,6 +138,7 @@ fn run_job(
         key: key.as_str().to_string(),
         reason: e.to_string(),
     };
+    let started = Instant::now();
     let encoded = array
         .store()
         .storage()
@@ -142,6 +148,7 @@ fn run_job(
             key: key.as_str().to_string(),
             reason: e.to_string(),
         })?;
+    counters.fetched(started, encoded.as_ref().map(zarrs::storage::Bytes::len));
     let itemsize = array.dtype().itemsize;
     if let [(i, part)] = job.parts.as_slice() {
         if let Some((out_start, out_shape)) = part.direct_output() {
@@ -160,21 +167,25 @@ fn run_job(
             }
             .map_err(|e| Error::Panic(e.to_string()))?;
             let target = ArrayBytesDecodeIntoTarget::Fixed(&mut out_view);
+            let region = ChunkRegion {
+                chunk: &job.chunk,
+                start: &part.region_start,
+                shape: &part.region_shape,
+            };
             return decode_region(
                 array,
-                &job.chunk,
-                &part.region_start,
-                &part.region_shape,
+                &region,
                 encoded.as_deref(),
                 target,
                 options,
+                counters,
             )
             .map_err(corrupt);
         }
     }
     // Several parts, strided or integer-array selections: decode the region all the
     // parts span once, then place each selected element.
-    let span = decode_span(job, encoded.as_deref(), options).map_err(corrupt)?;
+    let span = decode_span(job, encoded.as_deref(), options, counters).map_err(corrupt)?;
     let ndim = job.chunk.len();
     for (i, part) in &job.parts {
         let offset: Vec<u64> = (0..ndim)
@@ -201,6 +212,7 @@ fn decode_span(
     job: &ChunkJob<'_>,
     encoded: Option<&[u8]>,
     options: &CodecOptions,
+    counters: &ReadCounters,
 ) -> std::result::Result<Span, CodecError> {
     let ndim = job.chunk.len();
     let start: Vec<u64> = (0..ndim)
@@ -233,9 +245,12 @@ fn decode_span(
         let mut view = unsafe { ArrayBytesFixedDisjointView::new(cells, itemsize, &shape, whole) }
             .map_err(|e| CodecError::Other(e.to_string()))?;
         let target = ArrayBytesDecodeIntoTarget::Fixed(&mut view);
-        decode_region(
-            job.array, &job.chunk, &start, &shape, encoded, target, options,
-        )?;
+        let region = ChunkRegion {
+            chunk: &job.chunk,
+            start: &start,
+            shape: &shape,
+        };
+        decode_region(job.array, &region, encoded, target, options, counters)?;
     }
     Ok(Span {
         bytes: region,
@@ -331,83 +346,79 @@ fn scatter(
     }
 }
 
-/// Decodes `region_start..+region_shape` of chunk `chunk` (or writes the fill value if
-/// the chunk is missing) into `target`.
+/// A region of one chunk, in chunk-local coordinates.
+struct ChunkRegion<'a> {
+    chunk: &'a [u64],
+    start: &'a [u64],
+    shape: &'a [u64],
+}
+
+/// Decodes `region` (or writes the fill value if the chunk is missing) into `target`.
 fn decode_region(
     array: &ArrayHandle,
-    chunk: &[u64],
-    region_start: &[u64],
-    region_shape: &[u64],
+    region: &ChunkRegion<'_>,
     encoded: Option<&[u8]>,
     target: ArrayBytesDecodeIntoTarget<'_>,
     options: &CodecOptions,
+    counters: &ReadCounters,
 ) -> std::result::Result<(), CodecError> {
     let zarray = array.zarrs();
     let Some(encoded) = encoded else {
         return copy_fill_value_into(zarray.data_type(), zarray.fill_value(), target);
     };
+    let started = Instant::now();
     let chunk_shape = zarray
-        .chunk_shape(chunk)
+        .chunk_shape(region.chunk)
         .map_err(|e| CodecError::Other(e.to_string()))?;
-    let whole_chunk = region_start.iter().all(|&s| s == 0)
-        && region_shape
-            .iter()
-            .zip(&chunk_shape)
-            .all(|(&r, c)| r == c.get());
+    let chunk_shape_u64: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
+    let itemsize = array.dtype().itemsize;
+    let chunk_bytes = chunk_shape_u64.iter().product::<u64>() * itemsize as u64;
+    let whole_chunk = region.start.iter().all(|&s| s == 0) && region.shape == chunk_shape_u64;
     if whole_chunk {
-        return zarray.codecs().decode_into(
+        zarray.codecs().decode_into(
             Cow::Borrowed(encoded),
             &chunk_shape,
             zarray.data_type(),
             zarray.fill_value(),
             target,
             options,
-        );
+        )?;
+        counters.decoded(started, chunk_bytes, false);
+        return Ok(());
     }
     if array.plain_blosc() {
         if let ArrayBytesDecodeIntoTarget::Fixed(view) = target {
-            let chunk_shape_u64: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
-            let itemsize = array.dtype().itemsize;
-            let ranges = region_byte_ranges(&chunk_shape_u64, region_start, region_shape, itemsize);
-            let expected = chunk_shape_u64.iter().product::<u64>() as usize * itemsize;
-            let decoded = decode_ranges(encoded, expected, &ranges).map_err(CodecError::Other)?;
-            return match decoded {
-                Some((bytes, _counts)) => view.copy_from_slice(&bytes).map_err(CodecError::from),
-                None => decode_partially(
-                    array,
-                    chunk_shape,
-                    region_start,
-                    region_shape,
-                    encoded,
-                    ArrayBytesDecodeIntoTarget::Fixed(view),
-                    options,
-                ),
-            };
+            let ranges = region_byte_ranges(&chunk_shape_u64, region.start, region.shape, itemsize);
+            let decoded =
+                decode_ranges(encoded, chunk_bytes as usize, &ranges).map_err(CodecError::Other)?;
+            if let Some((bytes, blocks)) = decoded {
+                view.copy_from_slice(&bytes)?;
+                counters.blocks(blocks.decoded, blocks.total);
+                counters.decoded(started, blocks.decoded_bytes, true);
+            } else {
+                let target = ArrayBytesDecodeIntoTarget::Fixed(view);
+                decode_partially(array, chunk_shape, region, encoded, target, options)?;
+                counters.decoded(started, chunk_bytes, true);
+            }
+            return Ok(());
         }
     }
-    decode_partially(
-        array,
-        chunk_shape,
-        region_start,
-        region_shape,
-        encoded,
-        target,
-        options,
-    )
+    decode_partially(array, chunk_shape, region, encoded, target, options)?;
+    counters.decoded(started, chunk_bytes, true);
+    Ok(())
 }
 
 /// A region of a chunk through zarrs' partial decoders (which decode whole-chunk codecs whole).
 fn decode_partially(
     array: &ArrayHandle,
     chunk_shape: ChunkShape,
-    region_start: &[u64],
-    region_shape: &[u64],
+    region: &ChunkRegion<'_>,
     encoded: &[u8],
     target: ArrayBytesDecodeIntoTarget<'_>,
     options: &CodecOptions,
 ) -> std::result::Result<(), CodecError> {
     let zarray = array.zarrs();
-    let region = ArraySubset::new_with_start_shape(region_start.to_vec(), region_shape.to_vec())
+    let region = ArraySubset::new_with_start_shape(region.start.to_vec(), region.shape.to_vec())
         .map_err(|e| CodecError::Other(e.to_string()))?;
     let input: Arc<Cow<'static, [u8]>> = Arc::new(Cow::Owned(encoded.to_vec()));
     zarray

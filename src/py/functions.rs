@@ -1,19 +1,26 @@
 //! Module-level functions: `read_many` and the thread settings.
 
+use std::time::Instant;
+
 use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
 
 use crate::errors::Result;
 use crate::plan::Selection;
 use crate::py::array::PyArray;
+use crate::py::stats::PyReadStats;
 use crate::py::{output, selection};
 use crate::read::{read_many as read_requests, ReadRequest};
 
-/// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks.
+/// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks;
+/// with `return_stats=True` also returns what the pass did.
 #[pyfunction]
+#[pyo3(signature = (requests, *, return_stats = false))]
 pub fn read_many<'py>(
     py: Python<'py>,
     requests: Vec<(PyRef<'py, PyArray>, Bound<'py, PyAny>)>,
-) -> Result<Vec<Bound<'py, PyAny>>> {
+    return_stats: bool,
+) -> Result<Bound<'py, PyAny>> {
     let handles: Vec<_> = requests
         .iter()
         .map(|(array, _)| array.handle.clone())
@@ -32,8 +39,22 @@ pub fn read_many<'py>(
             output,
         });
     }
-    py.detach(|| read_requests(&reads))?;
-    Ok(results)
+    let started = Instant::now();
+    let stats = py.detach(|| read_requests(&reads))?;
+    let results = PyList::new(py, results)?.into_any();
+    if !return_stats {
+        return Ok(results);
+    }
+    let bytes_out = reads
+        .iter()
+        .map(|r| r.selection.num_elements() * r.array.dtype().itemsize as u64)
+        .sum();
+    let stats = PyReadStats {
+        stats,
+        bytes_out,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(PyTuple::new(py, [results, Bound::new(py, stats)?.into_any()])?.into_any())
 }
 
 /// Sets the number of threads fastzarr decodes with (default: `FASTZARR_NUM_THREADS` or all cores).

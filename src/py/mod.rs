@@ -5,6 +5,7 @@ pub mod functions;
 pub mod group;
 pub mod output;
 pub mod selection;
+pub mod stats;
 
 use pyo3::prelude::*;
 
