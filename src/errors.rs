@@ -108,6 +108,12 @@ pub enum Error {
     #[error("internal error (a bug in fastzarr, please report it): {0}")]
     Panic(String),
 
+    #[error("timed out after {0} s")]
+    Timeout(f64),
+
+    #[error("cancelled")]
+    Cancelled,
+
     #[error(transparent)]
     Python(#[from] PyErr),
 }
@@ -202,6 +208,7 @@ impl From<Error> for PyErr {
                 raise_dual(store_not_found_error, message)
             }
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
+            Error::Timeout(_) => raise_dual(timeout_error, message),
             Error::InvalidSelection(_) => PyTypeError::new_err(message),
             Error::InvalidOutput(_) | Error::InvalidArgument(_) => PyValueError::new_err(message),
             Error::Metadata { .. } | Error::WrongNodeType { .. } => MetadataError::new_err(message),
@@ -209,9 +216,10 @@ impl From<Error> for PyErr {
                 UnsupportedCodecError::new_err(message)
             }
             Error::CorruptChunk { .. } => CorruptChunkError::new_err(message),
-            Error::UnsupportedUrl { .. } | Error::Storage { .. } | Error::Panic(_) => {
-                FastzarrError::new_err(message)
-            }
+            Error::UnsupportedUrl { .. }
+            | Error::Storage { .. }
+            | Error::Panic(_)
+            | Error::Cancelled => FastzarrError::new_err(message),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::array::ArrayHandle;
 use crate::blosc_ranges::{decode_ranges, region_byte_ranges};
 use crate::errors::{Error, Result};
 use crate::plan::{chunk_parts, ChunkPart, Selection};
+use crate::runtime::Cancel;
 use crate::stats::{ReadCounters, ReadStats};
 
 /// A writable, C-contiguous output buffer owned by someone else (a numpy array).
@@ -104,8 +105,9 @@ fn chunk_jobs<'a>(requests: &[ReadRequest<'a>]) -> Vec<ChunkJob<'a>> {
     jobs
 }
 
-/// Reads every request; all chunks of all requests share one parallel pass.
-pub fn read_many(requests: &[ReadRequest<'_>]) -> Result<ReadStats> {
+/// Reads every request; all chunks of all requests share one parallel pass. `cancel`
+/// is checked before each chunk.
+pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadStats> {
     for request in requests {
         request.check()?;
     }
@@ -117,8 +119,10 @@ pub fn read_many(requests: &[ReadRequest<'_>]) -> Result<ReadStats> {
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
         let counters = ReadCounters::default();
-        jobs.par_iter()
-            .try_for_each(|job| run_job(job, requests, &full_shapes, &options, &counters))?;
+        jobs.par_iter().try_for_each(|job| {
+            cancel.check()?;
+            run_job(job, requests, &full_shapes, &options, &counters)
+        })?;
         Ok(counters.snapshot())
     })
 }

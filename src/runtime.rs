@@ -4,8 +4,10 @@
 //! survive `fork()`: a forked child that touches it waits forever (rayon#708). We own
 //! the pool, remember which process built it, and build a fresh one in a forked child.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::errors::{Error, Result};
 
@@ -92,6 +94,77 @@ pub fn install<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
         .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
 }
 
+/// How often a waiting caller checks for Ctrl-C and its deadline.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Set when the caller gave up (Ctrl-C, timeout): work checks it between chunks and stops.
+#[derive(Debug, Default)]
+pub struct Cancel(AtomicBool);
+
+impl Cancel {
+    pub fn check(&self) -> Result<()> {
+        if self.0.load(Ordering::Relaxed) {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` on fastzarr's pool while the calling thread waits, polling `interrupted`
+/// (Python's signal check) and the deadline every few milliseconds. On either, the work
+/// is told to stop, and its end is awaited, so nothing keeps writing after we return.
+pub fn run_cancellable<R: Send>(
+    timeout: Option<Duration>,
+    interrupted: impl Fn() -> Result<()>,
+    work: impl FnOnce(&Cancel) -> Result<R> + Send,
+) -> Result<R> {
+    let pool = pool()?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let cancel = Cancel::default();
+    let (sender, receiver) = channel();
+    let mut stopped_by: Option<Error> = None;
+    let outcome = pool.in_place_scope(|scope| {
+        let cancel = &cancel;
+        scope.spawn(move |_| {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(cancel)))
+                .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())));
+            // The receiver outlives the scope; a failed send cannot happen.
+            let _ = sender.send(outcome);
+        });
+        loop {
+            match receiver.recv_timeout(POLL_INTERVAL) {
+                Ok(outcome) => return Some(outcome),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) if stopped_by.is_none() => {
+                    if let Err(err) = interrupted() {
+                        stopped_by = Some(err);
+                    } else if let (Some(deadline), Some(timeout)) = (deadline, timeout) {
+                        if Instant::now() >= deadline {
+                            stopped_by = Some(Error::Timeout(timeout.as_secs_f64()));
+                        }
+                    }
+                    if stopped_by.is_some() {
+                        cancel.set();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    });
+    match (stopped_by, outcome) {
+        (Some(reason), _) => Err(reason),
+        (None, Some(outcome)) => outcome,
+        (None, None) => Err(Error::Panic(
+            "the decode task ended without a result".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +175,28 @@ mod tests {
         assert!(name.unwrap().starts_with("fastzarr-decode-"));
         let err = install::<()>(|| panic!("boom")).unwrap_err();
         assert!(matches!(err, Error::Panic(ref m) if m == "boom"), "{err}");
+    }
+
+    #[test]
+    fn cancellable_work_stops_on_timeout_and_on_interrupt() {
+        let slow = |cancel: &Cancel| -> Result<()> {
+            loop {
+                cancel.check()?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let started = Instant::now();
+        let err = run_cancellable(Some(Duration::from_millis(50)), || Ok(()), slow).unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let err = run_cancellable(
+            None,
+            || Err(Error::InvalidArgument("interrupted".into())),
+            slow,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert_eq!(run_cancellable(None, || Ok(()), |_| Ok(7)).unwrap(), 7);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::array::ArrayHandle;
 use crate::errors::Result;
 use crate::metadata::{read_node, Node};
 use crate::plan::{AxisIndex, Selection};
-use crate::py::{json_to_py, output, selection, storage_options};
+use crate::py::{detach_cancellable, json_to_py, output, selection, storage_options};
 use crate::read::{read_many, ReadRequest};
 use crate::store::{StorageOptions, Store};
 
@@ -39,6 +39,7 @@ impl PyArray {
         py: Python<'py>,
         indices: &[AxisIndex],
         out: Option<Bound<'py, PyAny>>,
+        timeout: Option<f64>,
     ) -> Result<Bound<'py, PyAny>> {
         let handle = &self.handle;
         let selection = Selection::new(indices, handle.shape())?;
@@ -56,7 +57,9 @@ impl PyArray {
             selection,
             output: buffer,
         };
-        py.detach(|| read_many(std::slice::from_ref(&request)))?;
+        detach_cancellable(py, timeout, |cancel| {
+            read_many(std::slice::from_ref(&request), cancel)
+        })?;
         Ok(result)
     }
 }
@@ -70,22 +73,24 @@ impl PyArray {
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = selection::parse_numpy(key)?;
-        self.read_into(py, &indices, None)
+        self.read_into(py, &indices, None, None)
     }
 
-    /// Reads `selection` (default: everything), into `out` if given (C-contiguous, same dtype).
-    #[pyo3(signature = (selection = None, *, out = None))]
+    /// Reads `selection` (default: everything; integer arrays index their own axis),
+    /// into `out` if given (C-contiguous, same dtype), within `timeout` seconds if given.
+    #[pyo3(signature = (selection = None, *, out = None, timeout = None))]
     fn read<'py>(
         &self,
         py: Python<'py>,
         selection: Option<&Bound<'py, PyAny>>,
         out: Option<Bound<'py, PyAny>>,
+        timeout: Option<f64>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = match selection {
             Some(key) => selection::parse_outer(key)?,
             None => vec![AxisIndex::Ellipsis],
         };
-        self.read_into(py, &indices, out)
+        self.read_into(py, &indices, out, timeout)
     }
 
     /// Outer indexing: `array.oindex[[0, 5], :, [3, 1]]` indexes each axis independently.
@@ -250,7 +255,7 @@ impl OuterIndexer {
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = selection::parse_outer(key)?;
-        self.array.read_into(py, &indices, None)
+        self.array.read_into(py, &indices, None, None)
     }
 }
 

@@ -9,17 +9,19 @@ use crate::errors::Result;
 use crate::plan::Selection;
 use crate::py::array::PyArray;
 use crate::py::stats::PyReadStats;
-use crate::py::{output, selection};
+use crate::py::{detach_cancellable, output, selection};
 use crate::read::{read_many as read_requests, ReadRequest};
 
 /// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks;
-/// with `return_stats=True` also returns what the pass did.
+/// with `return_stats=True` also returns what the pass did. `timeout` (seconds) bounds
+/// the whole pass; Ctrl-C stops it.
 #[pyfunction]
-#[pyo3(signature = (requests, *, return_stats = false))]
+#[pyo3(signature = (requests, *, return_stats = false, timeout = None))]
 pub fn read_many<'py>(
     py: Python<'py>,
     requests: Vec<(PyRef<'py, PyArray>, Bound<'py, PyAny>)>,
     return_stats: bool,
+    timeout: Option<f64>,
 ) -> Result<Bound<'py, PyAny>> {
     let handles: Vec<_> = requests
         .iter()
@@ -40,7 +42,7 @@ pub fn read_many<'py>(
         });
     }
     let started = Instant::now();
-    let stats = py.detach(|| read_requests(&reads))?;
+    let stats = detach_cancellable(py, timeout, |cancel| read_requests(&reads, cancel))?;
     let results = PyList::new(py, results)?.into_any();
     if !return_stats {
         return Ok(results);

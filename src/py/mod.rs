@@ -11,6 +11,28 @@ use pyo3::prelude::*;
 
 use crate::errors::{Error, Result};
 
+/// Runs `work` with the GIL released on fastzarr's pool, stopping it on Ctrl-C
+/// (`KeyboardInterrupt` within tens of milliseconds) or after `timeout` seconds.
+pub fn detach_cancellable<R: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    work: impl FnOnce(&crate::runtime::Cancel) -> Result<R> + Send,
+) -> Result<R> {
+    let timeout = match timeout {
+        None => None,
+        Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+        Some(t) => {
+            return Err(Error::InvalidArgument(format!(
+                "timeout must be a positive number of seconds, not {t}"
+            )))
+        }
+    };
+    // The method path does not satisfy `attach`'s higher-ranked lifetime, the closure does.
+    #[allow(clippy::redundant_closure_for_method_calls)]
+    let interrupted = || Python::attach(|py| py.check_signals()).map_err(Error::Python);
+    py.detach(|| crate::runtime::run_cancellable(timeout, interrupted, work))
+}
+
 /// JSON to Python objects, through the json module so that every value type round-trips.
 pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> Result<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| Error::Panic(e.to_string()))?;
