@@ -23,6 +23,8 @@ pub struct ArrayHandle {
     /// Chunks are C-order native elements compressed by blosc alone, so any part of
     /// a chunk can be decoded block by block.
     plain_blosc: bool,
+    /// A checksum codec guards the chunks: a partial decode must not skip its check.
+    checksummed: bool,
     /// The metadata as stored, as JSON (for descriptions and fingerprints).
     metadata_json: Value,
 }
@@ -96,6 +98,7 @@ impl ArrayHandle {
             path: path.to_string(),
             array,
             plain_blosc: is_plain_blosc(&metadata_json, &dtype),
+            checksummed: has_checksum(&metadata_json),
             dtype,
             chunk_shape,
             metadata_json,
@@ -188,6 +191,10 @@ impl ArrayHandle {
         self.plain_blosc
     }
 
+    pub fn checksummed(&self) -> bool {
+        self.checksummed
+    }
+
     pub fn metadata_json(&self) -> &Value {
         &self.metadata_json
     }
@@ -195,13 +202,9 @@ impl ArrayHandle {
     /// A readable description of the codec pipeline, e.g. `blosc(cname=zstd, clevel=3, shuffle=1)`.
     pub fn codecs_description(&self) -> String {
         let describe = |codec: &Value| -> String {
-            let name = codec
-                .get("id")
-                .or_else(|| codec.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("?");
-            let settings: Vec<String> = match codec.get("configuration").or(Some(codec)) {
-                Some(Value::Object(map)) => map
+            let name = codec_name(codec).unwrap_or("?");
+            let settings: Vec<String> = match codec.get("configuration").unwrap_or(codec) {
+                Value::Object(map) => map
                     .iter()
                     .filter(|(k, _)| !matches!(k.as_str(), "id" | "name"))
                     .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
@@ -214,30 +217,10 @@ impl ArrayHandle {
                 format!("{name}({})", settings.join(", "))
             }
         };
-        let list: Vec<String> = match self.array.metadata() {
-            ArrayMetadata::V3(_) => self
-                .metadata_json
-                .get("codecs")
-                .and_then(Value::as_array)
-                .map(|codecs| codecs.iter().map(describe).collect())
-                .unwrap_or_default(),
-            ArrayMetadata::V2(_) => {
-                let mut list: Vec<String> = self
-                    .metadata_json
-                    .get("filters")
-                    .and_then(Value::as_array)
-                    .map(|filters| filters.iter().map(describe).collect())
-                    .unwrap_or_default();
-                if let Some(compressor) = self
-                    .metadata_json
-                    .get("compressor")
-                    .filter(|c| !c.is_null())
-                {
-                    list.push(describe(compressor));
-                }
-                list
-            }
-        };
+        let list: Vec<String> = chunk_codecs(&self.metadata_json)
+            .into_iter()
+            .map(describe)
+            .collect();
         if list.is_empty() {
             "none".to_string()
         } else {
@@ -246,16 +229,48 @@ impl ArrayHandle {
     }
 }
 
+/// A codec's name: v3 writes a codec without configuration as a plain string.
+fn codec_name(codec: &Value) -> Option<&str> {
+    match codec {
+        Value::String(name) => Some(name),
+        _ => codec
+            .get("id")
+            .or_else(|| codec.get("name"))
+            .and_then(Value::as_str),
+    }
+}
+
+/// The chunk codecs of an array's metadata (v2 filters and compressor, or v3 codecs).
+fn chunk_codecs(metadata: &Value) -> Vec<&Value> {
+    if let Some(codecs) = metadata.get("codecs").and_then(Value::as_array) {
+        return codecs.iter().collect();
+    }
+    let mut codecs: Vec<&Value> = metadata
+        .get("filters")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().collect())
+        .unwrap_or_default();
+    codecs.extend(metadata.get("compressor").filter(|c| !c.is_null()));
+    codecs
+}
+
+/// Whether a checksum codec guards the chunks (or the inner chunks of shards).
+fn has_checksum(metadata: &Value) -> bool {
+    chunk_codecs(metadata).into_iter().any(|codec| {
+        let checksum = codec_name(codec).is_some_and(|name| {
+            matches!(
+                name.trim_start_matches("numcodecs."),
+                "crc32c" | "adler32" | "fletcher32"
+            )
+        });
+        checksum || codec.get("configuration").is_some_and(has_checksum)
+    })
+}
+
 /// Whether decoded chunks are the blosc output itself: C order, native byte order, no
 /// other codec (v2: blosc compressor, no filters; v3: `bytes` then `blosc`).
 fn is_plain_blosc(metadata: &Value, dtype: &NumpyDtype) -> bool {
-    let name = |codec: &Value| {
-        codec
-            .get("id")
-            .or_else(|| codec.get("name"))
-            .and_then(Value::as_str)
-            .map(ToString::to_string)
-    };
+    let name = |codec: &Value| codec_name(codec).map(ToString::to_string);
     if let Some(compressor) = metadata.get("compressor") {
         let no_filters = metadata
             .get("filters")

@@ -6,6 +6,7 @@
 //! Every header field and offset is checked before C-Blosc sees the buffer: a lying
 //! header is an error, never an out-of-bounds read.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 
@@ -142,55 +143,85 @@ fn decode_block(buffer: &[u8], header: &BloscHeader, block: usize) -> Result<Vec
     Ok(out)
 }
 
+/// Reads byte ranges of one blosc buffer's decoded bytes, decoding each block at most once.
+pub struct BlockReader<'a> {
+    buffer: &'a [u8],
+    header: BloscHeader,
+    blocks: BTreeMap<usize, Vec<u8>>,
+}
+
+impl<'a> BlockReader<'a> {
+    /// Checks `buffer`; `None` when partial decoding does not apply (a ragged tail that
+    /// C-Blosc decodes only as a whole), and the caller decodes the whole chunk.
+    pub fn new(buffer: &'a [u8], expected_nbytes: usize) -> Result<Option<Self>, String> {
+        let header = BloscHeader::parse(buffer, expected_nbytes)?;
+        if header.blocksize % header.typesize != 0 {
+            return Err(format!(
+                "blosc: blocksize {} is not a multiple of the typesize {}",
+                header.blocksize, header.typesize
+            ));
+        }
+        header.check_block_starts(buffer)?;
+        if header.nbytes % header.typesize != 0 {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            buffer,
+            header,
+            blocks: BTreeMap::new(),
+        }))
+    }
+
+    /// The given byte ranges of the decoded buffer, concatenated in order.
+    pub fn read(&mut self, ranges: &[(usize, usize)]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(ranges.iter().map(|r| r.1).sum());
+        for &(start, len) in ranges {
+            if start + len > self.header.nbytes {
+                return Err(format!(
+                    "blosc: range {start}+{len} beyond {} decoded bytes",
+                    self.header.nbytes
+                ));
+            }
+            let mut at = start;
+            while at < start + len {
+                let block = at / self.header.blocksize;
+                let decoded = match self.blocks.entry(block) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        entry.insert(decode_block(self.buffer, &self.header, block)?)
+                    }
+                };
+                let offset = at - block * self.header.blocksize;
+                let take = (start + len - at).min(decoded.len() - offset);
+                out.extend_from_slice(&decoded[offset..offset + take]);
+                at += take;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blocks decoded so far, of how many, and the bytes they hold.
+    pub fn counts(&self) -> BlockCounts {
+        BlockCounts {
+            decoded: self.blocks.len(),
+            total: self.header.nblocks(),
+            decoded_bytes: self.blocks.values().map(|b| b.len() as u64).sum(),
+        }
+    }
+}
+
 /// Decodes the given byte ranges of the decoded buffer, concatenated in order, touching
-/// only the blocks that hold them. `None` when partial decoding does not apply (sizes
-/// that are not whole items); the caller then decodes the whole chunk.
+/// only the blocks that hold them (see [`BlockReader`]).
 pub fn decode_ranges(
     buffer: &[u8],
     expected_nbytes: usize,
     ranges: &[(usize, usize)],
 ) -> Result<Option<(Vec<u8>, BlockCounts)>, String> {
-    let header = BloscHeader::parse(buffer, expected_nbytes)?;
-    if header.blocksize % header.typesize != 0 {
-        return Err(format!(
-            "blosc: blocksize {} is not a multiple of the typesize {}",
-            header.blocksize, header.typesize
-        ));
-    }
-    header.check_block_starts(buffer)?;
-    if header.nbytes % header.typesize != 0 {
-        return Ok(None); // a ragged tail: C-Blosc decodes it only as a whole
-    }
-    let mut blocks: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    let mut out = Vec::with_capacity(ranges.iter().map(|r| r.1).sum());
-    for &(start, len) in ranges {
-        if start + len > header.nbytes {
-            return Err(format!(
-                "blosc: range {start}+{len} beyond {} decoded bytes",
-                header.nbytes
-            ));
-        }
-        let mut at = start;
-        while at < start + len {
-            let block = at / header.blocksize;
-            let decoded = match blocks.entry(block) {
-                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::btree_map::Entry::Vacant(entry) => {
-                    entry.insert(decode_block(buffer, &header, block)?)
-                }
-            };
-            let offset = at - block * header.blocksize;
-            let take = (start + len - at).min(decoded.len() - offset);
-            out.extend_from_slice(&decoded[offset..offset + take]);
-            at += take;
-        }
-    }
-    let counts = BlockCounts {
-        decoded: blocks.len(),
-        total: header.nblocks(),
-        decoded_bytes: blocks.values().map(|b| b.len() as u64).sum(),
+    let Some(mut reader) = BlockReader::new(buffer, expected_nbytes)? else {
+        return Ok(None);
     };
-    Ok(Some((out, counts)))
+    let bytes = reader.read(ranges)?;
+    Ok(Some((bytes, reader.counts())))
 }
 
 /// The byte ranges of a C-order region of a chunk, merged where they touch.

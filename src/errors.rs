@@ -46,7 +46,7 @@ pub enum Error {
     #[error("no Zarr array or group at '{path}' in store {url} (looked for zarr.json, .zarray, .zgroup)")]
     NodeNotFound { url: String, path: String },
 
-    #[error("'{path}' in store {url} is a {found}, not a {expected}")]
+    #[error("'{path}' in store {url} is {found}, not {expected}")]
     WrongNodeType {
         url: String,
         path: String,

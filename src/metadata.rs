@@ -126,7 +126,8 @@ impl Reader<'_> {
         }
     }
 
-    fn v2_array(&self, file: &str, value: Value, attributes: Attributes) -> Result<Node> {
+    fn v2_array(&self, file: &str, mut value: Value, attributes: Attributes) -> Result<Node> {
+        default_null_fill_value(&mut value);
         let mut metadata: ArrayMetadataV2 =
             serde_json::from_value(value).map_err(|e| self.metadata_error(file, e))?;
         metadata.attributes = attributes;
@@ -243,6 +244,35 @@ impl Reader<'_> {
     }
 }
 
+/// zarr-python reads a v2 `fill_value: null` as zeros; zarrs accepts null only for
+/// numbers and bools, so spell out the zero of complex, unicode and raw dtypes.
+fn default_null_fill_value(value: &mut Value) {
+    if !value.get("fill_value").is_some_and(Value::is_null) {
+        return;
+    }
+    let Some(dtype) = value.get("dtype").and_then(Value::as_str) else {
+        return;
+    };
+    let kind_and_size = dtype
+        .get(1..2)
+        .zip(dtype.get(2..).and_then(|n| n.parse::<usize>().ok()));
+    let zero = match kind_and_size {
+        Some(("c", _)) => serde_json::json!([0.0, 0.0]),
+        Some(("U", _)) => Value::String(String::new()),
+        Some(("V", size)) => Value::String(base64_zeros(size)),
+        _ => return,
+    };
+    value["fill_value"] = zero;
+}
+
+/// Base64 of `size` zero bytes.
+fn base64_zeros(size: usize) -> String {
+    let mut text = "A".repeat(size.div_ceil(3) * 4);
+    let padding = (3 - size % 3) % 3;
+    text.replace_range(text.len() - padding.., &"=".repeat(padding));
+    text
+}
+
 /// Accepts "a" or "a/b"; refuses anything that could leave the store ("..", absolute, backslashes, NUL).
 pub fn checked_member_path(path: &str) -> Option<String> {
     let trimmed = path.trim_matches('/');
@@ -263,6 +293,13 @@ pub fn read_node(store: &Store, path: &str) -> Result<Node> {
 #[cfg(test)]
 mod tests {
     use super::checked_member_path;
+
+    #[test]
+    fn base64_of_zeros() {
+        assert_eq!(super::base64_zeros(4), "AAAAAA==");
+        assert_eq!(super::base64_zeros(3), "AAAA");
+        assert_eq!(super::base64_zeros(5), "AAAAAAA=");
+    }
 
     #[test]
     fn member_paths_cannot_escape() {

@@ -23,6 +23,8 @@ pub enum AxisIndex {
     Ellipsis,
     /// Integer indices (any order, repeats allowed, negative from the end): outer indexing.
     Array(Vec<i64>),
+    /// A boolean mask as long as the axis: selects where it is true.
+    Mask(Vec<bool>),
 }
 
 /// The indices one axis selects, in output order.
@@ -176,6 +178,19 @@ fn bound_axis(index: &AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> 
                 indices.iter().map(|&i| resolve_int(i, len, dim)).collect();
             Ok(AxisSelection {
                 pick: Pick::List(resolved?.into()),
+                keep: true,
+            })
+        }
+        AxisIndex::Mask(mask) => {
+            if mask.len() as u64 != len {
+                return Err(Error::OutOfBounds(format!(
+                    "boolean index of length {} does not match axis {dim} of size {len}",
+                    mask.len()
+                )));
+            }
+            let selected: Vec<u64> = (0..len).filter(|&i| mask[i as usize]).collect();
+            Ok(AxisSelection {
+                pick: Pick::List(selected.into()),
                 keep: true,
             })
         }
@@ -584,6 +599,12 @@ mod tests {
             Selection::new(&[AxisIndex::Array(vec![0, 5])], &[5]),
             Err(Error::OutOfBounds(_))
         ));
+        assert!(matches!(
+            Selection::new(&[AxisIndex::Mask(vec![true, false])], &[5]),
+            Err(Error::OutOfBounds(_))
+        ));
+        let mask = Selection::new(&[AxisIndex::Mask(vec![false, true, true])], &[3]).unwrap();
+        assert_eq!(mask.axes[0].pick, Pick::List(vec![1, 2].into()));
     }
 
     #[test]

@@ -10,11 +10,11 @@ use rayon::prelude::*;
 use unsafe_cell_slice::UnsafeCellSlice;
 use zarrs::array::{
     copy_fill_value_into, ArrayBytesDecodeIntoTarget, ArrayBytesFixedDisjointView, ArraySubset,
-    ArrayToBytesCodecTraits, ChunkShape, CodecError, CodecOptions,
+    ArrayToBytesCodecTraits, BytesRepresentation, ChunkShape, CodecError, CodecOptions,
 };
 
 use crate::array::ArrayHandle;
-use crate::blosc_ranges::{decode_ranges, region_byte_ranges};
+use crate::blosc_ranges::{decode_ranges, region_byte_ranges, BlockReader};
 use crate::errors::{Error, Result};
 use crate::plan::{chunk_parts, ChunkPart, Selection};
 use crate::runtime::Cancel;
@@ -187,6 +187,14 @@ fn run_job(
             .map_err(corrupt);
         }
     }
+    // Many parts of one blosc chunk (points, say): each reads only its blocks.
+    if let (true, true, Some(encoded)) =
+        (array.plain_blosc(), job.parts.len() > 1, encoded.as_deref())
+    {
+        if scatter_blosc_blocks(job, encoded, requests, full_shapes, counters).map_err(corrupt)? {
+            return Ok(());
+        }
+    }
     // Several parts, strided or integer-array selections: decode the region all the
     // parts span once, then place each selected element.
     let span = decode_span(job, encoded.as_deref(), options, counters).map_err(corrupt)?;
@@ -209,6 +217,58 @@ fn run_job(
         );
     }
     Ok(())
+}
+
+/// Places every part of a blosc chunk from the blocks that hold it, each block decoded
+/// once for all parts. `false` when the chunk cannot be read block by block.
+fn scatter_blosc_blocks(
+    job: &ChunkJob<'_>,
+    encoded: &[u8],
+    requests: &[ReadRequest<'_>],
+    full_shapes: &[Vec<u64>],
+    counters: &ReadCounters,
+) -> std::result::Result<bool, CodecError> {
+    let started = Instant::now();
+    let array = job.array;
+    let itemsize = array.dtype().itemsize;
+    let chunk_shape: Vec<u64> = array
+        .zarrs()
+        .chunk_shape(&job.chunk)
+        .map_err(|e| CodecError::Other(e.to_string()))?
+        .iter()
+        .map(|n| n.get())
+        .collect();
+    let chunk_bytes = chunk_shape.iter().product::<u64>() as usize * itemsize;
+    let Some(mut reader) = BlockReader::new(encoded, chunk_bytes).map_err(CodecError::Other)?
+    else {
+        return Ok(false);
+    };
+    for (i, part) in &job.parts {
+        let ranges = region_byte_ranges(
+            &chunk_shape,
+            &part.region_start,
+            &part.region_shape,
+            itemsize,
+        );
+        let bytes = reader.read(&ranges).map_err(CodecError::Other)?;
+        let offset = vec![0; part.region_shape.len()];
+        let region = DecodedRegion {
+            bytes: &bytes,
+            shape: &part.region_shape,
+            offset: &offset,
+        };
+        scatter(
+            &region,
+            part,
+            requests[*i].output.cells(),
+            &full_shapes[*i],
+            itemsize,
+        );
+    }
+    let blocks = reader.counts();
+    counters.blocks(blocks.decoded, blocks.total);
+    counters.decoded(started, blocks.decoded_bytes, true);
+    Ok(true)
 }
 
 /// Decodes the smallest region of the job's chunk that holds every part's region.
@@ -390,6 +450,21 @@ fn decode_region(
         counters.decoded(started, chunk_bytes, false);
         return Ok(());
     }
+    if array.checksummed() {
+        // zarrs' partial decoders skip checksums: verify the whole chunk, then cut.
+        if let ArrayBytesDecodeIntoTarget::Fixed(view) = target {
+            let whole = decode_whole(array, &chunk_shape, chunk_bytes as usize, encoded, options)?;
+            let ranges = region_byte_ranges(&chunk_shape_u64, region.start, region.shape, itemsize);
+            let mut bytes =
+                Vec::with_capacity(region.shape.iter().product::<u64>() as usize * itemsize);
+            for (start, len) in ranges {
+                bytes.extend_from_slice(&whole[start..start + len]);
+            }
+            view.copy_from_slice(&bytes)?;
+            counters.decoded(started, chunk_bytes, true);
+            return Ok(());
+        }
+    }
     if array.plain_blosc() {
         if let ArrayBytesDecodeIntoTarget::Fixed(view) = target {
             let ranges = region_byte_ranges(&chunk_shape_u64, region.start, region.shape, itemsize);
@@ -412,7 +487,46 @@ fn decode_region(
     Ok(())
 }
 
+/// Decodes a whole chunk into a new buffer.
+fn decode_whole(
+    array: &ArrayHandle,
+    chunk_shape: &ChunkShape,
+    chunk_bytes: usize,
+    encoded: &[u8],
+    options: &CodecOptions,
+) -> std::result::Result<Vec<u8>, CodecError> {
+    let zarray = array.zarrs();
+    let itemsize = array.dtype().itemsize;
+    let shape: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
+    let mut whole = vec![0u8; chunk_bytes];
+    {
+        let cells = UnsafeCellSlice::new(whole.as_mut_slice());
+        // SAFETY: the only view of `whole`.
+        #[allow(unsafe_code)]
+        let mut view = unsafe {
+            ArrayBytesFixedDisjointView::new(
+                cells,
+                itemsize,
+                &shape,
+                ArraySubset::new_with_shape(shape.clone()),
+            )
+        }
+        .map_err(|e| CodecError::Other(e.to_string()))?;
+        zarray.codecs().decode_into(
+            Cow::Borrowed(encoded),
+            chunk_shape,
+            zarray.data_type(),
+            zarray.fill_value(),
+            ArrayBytesDecodeIntoTarget::Fixed(&mut view),
+            options,
+        )?;
+    }
+    Ok(whole)
+}
+
 /// A region of a chunk through zarrs' partial decoders (which decode whole-chunk codecs whole).
+/// They read only the bytes they need, so a chunk whose encoding has a fixed size
+/// (uncompressed) is first checked to have exactly that size.
 fn decode_partially(
     array: &ArrayHandle,
     chunk_shape: ChunkShape,
@@ -422,6 +536,19 @@ fn decode_partially(
     options: &CodecOptions,
 ) -> std::result::Result<(), CodecError> {
     let zarray = array.zarrs();
+    let representation = zarray.codecs().encoded_representation(
+        &chunk_shape,
+        zarray.data_type(),
+        zarray.fill_value(),
+    )?;
+    if let BytesRepresentation::FixedSize(size) = representation {
+        if encoded.len() as u64 != size {
+            return Err(CodecError::Other(format!(
+                "the chunk has {} bytes, its encoding has exactly {size}",
+                encoded.len()
+            )));
+        }
+    }
     let region = ArraySubset::new_with_start_shape(region.start.to_vec(), region.shape.to_vec())
         .map_err(|e| CodecError::Other(e.to_string()))?;
     let input: Arc<Cow<'static, [u8]>> = Arc::new(Cow::Owned(encoded.to_vec()));

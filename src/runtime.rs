@@ -23,22 +23,27 @@ static POOL: Mutex<Option<OwnedPool>> = Mutex::new(None);
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Threads to use when nobody said: `FASTZARR_NUM_THREADS`, else the cores this process may use.
-fn default_threads() -> usize {
-    if let Some(n) = std::env::var(THREADS_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-    {
-        return n;
+fn default_threads() -> Result<usize> {
+    match std::env::var(THREADS_ENV) {
+        Ok(value) => value
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{THREADS_ENV} must be a positive integer, not {value:?}"
+                ))
+            }),
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
     }
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// The number of decode threads fastzarr uses.
-pub fn num_threads() -> usize {
+pub fn num_threads() -> Result<usize> {
     match REQUESTED_THREADS.load(Ordering::Relaxed) {
         0 => default_threads(),
-        n => n,
+        n => Ok(n),
     }
 }
 
@@ -56,7 +61,7 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 /// The decode pool of this process, built (or rebuilt after a fork or resize) on demand.
 pub fn pool() -> Result<Arc<rayon::ThreadPool>> {
     let pid = std::process::id();
-    let threads = num_threads();
+    let threads = num_threads()?;
     let mut guard = POOL.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(owned) = guard.as_ref() {
         if owned.pid == pid && owned.pool.current_num_threads() == threads {

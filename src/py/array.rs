@@ -26,8 +26,8 @@ pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<ArrayHandl
         Node::Group(_) => Err(crate::errors::Error::WrongNodeType {
             url: url.to_string(),
             path: path.to_string(),
-            found: "group",
-            expected: "array",
+            found: "a group",
+            expected: "an array",
         }),
     }
 }
@@ -104,8 +104,8 @@ impl PyArray {
     }
 
     #[getter]
-    fn shape(&self) -> Vec<u64> {
-        self.handle.shape().to_vec()
+    fn shape<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyTuple>> {
+        Ok(PyTuple::new(py, self.handle.shape())?)
     }
 
     #[getter]

@@ -67,6 +67,6 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 
 /// The number of threads fastzarr decodes with.
 #[pyfunction]
-pub fn get_num_threads() -> usize {
+pub fn get_num_threads() -> Result<usize> {
     crate::runtime::num_threads()
 }

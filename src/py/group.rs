@@ -273,8 +273,8 @@ pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<PyGroup> {
         Node::Array(_) => Err(Error::WrongNodeType {
             url: url.to_string(),
             path: path.to_string(),
-            found: "array",
-            expected: "group",
+            found: "an array",
+            expected: "a group",
         }),
     }
 }

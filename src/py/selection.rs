@@ -38,11 +38,14 @@ fn integer_array(item: &Bound<'_, PyAny>) -> Result<Option<AxisIndex>> {
         return Ok(None);
     }
     let numpy = item.py().import("numpy")?;
-    let mut array = numpy.getattr("asarray")?.call1((item,))?;
+    let array = numpy.getattr("asarray")?.call1((item,))?;
     let kind: String = array.getattr("dtype")?.getattr("kind")?.extract()?;
     let ndim: usize = array.getattr("ndim")?.extract()?;
-    if ndim == 0 && matches!(kind.as_str(), "i" | "u") {
-        return Ok(Some(AxisIndex::Int(index_int(&array)?)));
+    if ndim == 0 {
+        return match kind.as_str() {
+            "i" | "u" => Ok(Some(AxisIndex::Int(index_int(&array)?))),
+            _ => Err(Error::InvalidSelection(invalid(item))),
+        };
     }
     if ndim != 1 {
         return Err(Error::OutOfBounds(format!(
@@ -50,7 +53,11 @@ fn integer_array(item: &Bound<'_, PyAny>) -> Result<Option<AxisIndex>> {
         )));
     }
     match kind.as_str() {
-        "b" => array = numpy.getattr("flatnonzero")?.call1((array,))?,
+        "b" => {
+            return Ok(Some(AxisIndex::Mask(
+                array.call_method0("tolist")?.extract()?,
+            )))
+        }
         "i" | "u" => {}
         // An empty list has a float dtype in numpy: it selects nothing.
         "f" if array.len()? == 0 => {}
@@ -104,22 +111,31 @@ pub fn parse_outer(key: &Bound<'_, PyAny>) -> Result<Vec<AxisIndex>> {
     axis_index(key).map(|index| vec![index])
 }
 
-/// Parses a `__getitem__` key, refusing the integer-array combinations where numpy's
-/// rules (broadcasting, moving axes) differ from outer indexing.
+/// Parses a `__getitem__` key. With one integer array, numpy's result equals outer
+/// indexing when the integers and the array stand next to each other; otherwise numpy
+/// broadcasts arrays together or moves their axis first, so such keys are refused.
 pub fn parse_numpy(key: &Bound<'_, PyAny>) -> Result<Vec<AxisIndex>> {
     let indices = parse_outer(key)?;
+    let advanced: Vec<usize> = indices
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            matches!(
+                i,
+                AxisIndex::Int(_) | AxisIndex::Array(_) | AxisIndex::Mask(_)
+            )
+        })
+        .map(|(position, _)| position)
+        .collect();
     let arrays = indices
         .iter()
-        .filter(|i| matches!(i, AxisIndex::Array(_)))
+        .filter(|i| matches!(i, AxisIndex::Array(_) | AxisIndex::Mask(_)))
         .count();
-    let ints = indices
-        .iter()
-        .filter(|i| matches!(i, AxisIndex::Int(_)))
-        .count();
-    if arrays > 1 || (arrays == 1 && ints > 0) {
+    let adjacent = advanced.windows(2).all(|pair| pair[1] == pair[0] + 1);
+    if arrays > 1 || (arrays == 1 && !adjacent) {
         return Err(Error::OutOfBounds(
-            "numpy would broadcast these integer-array indices together; use `array.oindex[...]` \
-             for outer indexing (each array indexes its own axis)"
+            "numpy would broadcast these integer-array indices together or move their axis first; \
+             use `array.oindex[...]` for outer indexing (each array indexes its own axis)"
                 .into(),
         ));
     }

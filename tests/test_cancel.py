@@ -1,0 +1,83 @@
+"""Timeouts, Ctrl-C and thread settings: reads stop promptly and the next call works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import fastzarr as fz
+import numpy as np
+import pytest
+from conftest import write_array
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> str:
+    data = np.random.default_rng(0).standard_normal((64, 128, 128)).astype("f4")
+    return write_array(tmp_path_factory.mktemp("big") / "a.zarr", data, chunks=(1, 128, 128), zarr_format=2)
+
+
+def test_timeout_raises_fastzarr_timeout_error(big: str) -> None:
+    arr = fz.open_array(big)
+    requests = [(arr, ...)] * 200
+    with pytest.raises(fz.TimeoutError) as caught:
+        fz.read_many(requests, timeout=0.01)
+    assert isinstance(caught.value, TimeoutError)
+    assert isinstance(caught.value, fz.FastzarrError)
+    np.testing.assert_array_equal(arr.read(timeout=60), arr[...])
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf")])
+def test_invalid_timeouts(big: str, timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        fz.open_array(big).read(timeout=timeout)
+
+
+def test_ctrl_c_interrupts_a_long_read_within_a_second(big: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal, threading, time
+        import fastzarr as fz
+        fz.set_num_threads(1)
+        arr = fz.open_array({big!r})
+        requests = [(arr, ...)] * 2000
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        started = time.perf_counter()
+        try:
+            fz.read_many(requests)
+            print("finished")
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - started)
+        print("next", float(arr[0, 0, 0]) == float(fz.read_many([(arr, (0, 0, 0))])[0]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0].startswith("interrupted"), out.stdout
+    assert float(lines[0].split()[1]) < 1.3  # 0.3 s until the signal, then under a second
+    assert lines[1] == "next True"
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "abc", ""])
+def test_invalid_thread_environment_is_an_error(tmp_path: Path, value: str) -> None:
+    code = textwrap.dedent(
+        """
+        import fastzarr as fz
+        try:
+            fz.get_num_threads()
+        except ValueError as e:
+            print("error", e)
+        """
+    )
+    env = {**os.environ, "FASTZARR_NUM_THREADS": value}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("error FASTZARR_NUM_THREADS must be a positive integer")

@@ -1,0 +1,417 @@
+"""Every failure raises the documented exception, with a message that says where the problem is."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from conftest import assert_same, quiet_zarr, write_array
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
+
+DATA = np.arange(24, dtype="f8").reshape(4, 6)
+
+
+def test_exception_hierarchy() -> None:
+    for exc in (
+        fz.MetadataError,
+        fz.UnsupportedCodecError,
+        fz.CorruptChunkError,
+        fz.StoreNotFoundError,
+        fz.SelectionError,
+        fz.TimeoutError,
+    ):
+        assert issubclass(exc, fz.FastzarrError)
+    assert issubclass(fz.FastzarrError, Exception)
+    assert issubclass(fz.StoreNotFoundError, FileNotFoundError)
+    assert issubclass(fz.SelectionError, IndexError)
+    assert issubclass(fz.TimeoutError, builtins.TimeoutError)
+
+
+# --- corrupt chunks ----------------------------------------------------------------------------
+
+CORRUPT_CASES: dict[str, tuple[int, dict[str, Any]]] = {
+    "v2-zstd": (2, {"compressors": numcodecs.Zstd(level=1)}),
+    "v2-blosc": (2, {"compressors": numcodecs.Blosc(cname="lz4", shuffle=1)}),
+    "v2-gzip": (2, {"compressors": numcodecs.GZip()}),
+    "v2-zlib": (2, {"compressors": numcodecs.Zlib()}),
+    "v2-bz2": (2, {"compressors": numcodecs.BZ2()}),
+    "v2-lz4": (2, {"compressors": numcodecs.LZ4()}),
+    "v2-uncompressed": (2, {"compressors": None}),
+    "v3-zstd": (3, {"compressors": ZstdCodec(level=1)}),
+    "v3-blosc": (3, {"compressors": BloscCodec(cname="zstd")}),
+    "v3-gzip": (3, {"compressors": GzipCodec()}),
+    "v3-crc32c": (3, {"compressors": [Crc32cCodec()]}),
+    "v3-uncompressed": (3, {"compressors": None}),
+    "v3-sharded": (3, {"shards": (4, 6)}),
+}
+
+
+def _write_nested(root: Path, zarr_format: int, options: dict[str, Any]) -> tuple[str, str]:
+    """An array at grp/arr inside a group; returns (store path, file of its chunk (1, 1) or shard)."""
+    with quiet_zarr():
+        group = zarr.open_group(str(root), mode="w", zarr_format=zarr_format)
+        arr = group.create_group("grp").create_array(
+            "arr", shape=(4, 6), chunks=(2, 3), dtype="f8", **options
+        )
+        arr[...] = DATA
+    if zarr_format == 2:
+        key = "1.1"
+    elif "shards" in options:
+        key = "c/0/0"
+    else:
+        key = "c/1/1"
+    chunk = root / "grp" / "arr" / key
+    assert chunk.exists()
+    return str(root), key
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+@pytest.mark.parametrize("case", list(CORRUPT_CASES), ids=str)
+def test_corrupt_chunk(tmp_path: Path, case: str, damage: str) -> None:
+    zarr_format, options = CORRUPT_CASES[case]
+    store, key = _write_nested(tmp_path / "s.zarr", zarr_format, options)
+    chunk = Path(store) / "grp" / "arr" / key
+    raw = chunk.read_bytes()
+    if damage == "truncated":
+        chunk.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        chunk.write_bytes(b"\x13 not a chunk \xff" * 7)
+    else:
+        chunk.write_bytes(b"")
+    arr = fz.open_group(store)["grp/arr"]
+    with pytest.raises(fz.CorruptChunkError) as info:
+        arr[...]
+    message = str(info.value)
+    assert "grp/arr" in message
+    assert key in message
+    # read() and read_many() report it the same way
+    with pytest.raises(fz.CorruptChunkError):
+        arr.read((slice(2, 4), slice(3, 6)))
+    with pytest.raises(fz.CorruptChunkError):
+        fz.read_many([(arr, (slice(0, 2), slice(0, 3))), (arr, (slice(2, 4), slice(3, 6)))])
+    if "sharded" not in case:
+        # the undamaged chunks still read, and the reader is not left broken
+        assert_same(arr[:2, :], DATA[:2])
+        assert_same(arr[:, :3], DATA[:, :3])
+
+
+def test_corrupt_chunk_key_for_root_array(tmp_path: Path) -> None:
+    for zarr_format, key in ((2, "0.1"), (3, "c/0/1")):
+        path = write_array(tmp_path / f"r{zarr_format}.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+        (Path(path) / key).write_bytes(b"garbage garbage garbage")
+        with pytest.raises(fz.CorruptChunkError, match=key):
+            fz.open_array(path)[...]
+
+
+def test_crc32c_detects_a_flipped_bit(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "c.zarr", DATA, chunks=(2, 3), zarr_format=3, compressors=[Crc32cCodec()])
+    chunk = Path(path) / "c" / "1" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[5] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(fz.CorruptChunkError, match="c/1/0"):
+        fz.open_array(path)[...]
+    assert_same(fz.open_array(path)[:2], DATA[:2])
+
+
+@pytest.mark.parametrize("key", [(2, 0), (slice(2, 4), 1)], ids=repr)
+def test_crc32c_checked_on_partial_chunk_reads(tmp_path: Path, key: Any) -> None:
+    """Reading a few elements of a chunk must still verify the chunk's checksum."""
+    path = write_array(tmp_path / "c.zarr", DATA, chunks=(2, 3), zarr_format=3, compressors=[Crc32cCodec()])
+    chunk = Path(path) / "c" / "1" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[0] ^= 0x01  # element (2, 0), inside every selection above
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(fz.CorruptChunkError, match="c/1/0"):
+        fz.open_array(path)[key]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("key", [(3, 5), (3, slice(3, 6))], ids=repr)
+def test_uncompressed_chunk_size_checked_on_partial_reads(tmp_path: Path, zarr_format: int, key: Any) -> None:
+    """A raw chunk of the wrong size is corrupt, whichever part of it is read."""
+    path = write_array(tmp_path / "u.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format, compressors=None)
+    key_name = "1.1" if zarr_format == 2 else "c/1/1"
+    (Path(path) / key_name).write_bytes(b"\x13 not a chunk \xff" * 7)
+    with pytest.raises(fz.CorruptChunkError, match=key_name):
+        fz.open_array(path)[key]
+
+
+def test_oversized_uncompressed_chunk(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "u.zarr", DATA, chunks=(2, 3), zarr_format=2, compressors=None)
+    chunk = Path(path) / "0.0"
+    chunk.write_bytes(chunk.read_bytes() + b"\x00" * 8)
+    with pytest.raises(fz.CorruptChunkError, match=r"0\.0"):
+        fz.open_array(path)[...]
+
+
+# --- metadata ----------------------------------------------------------------------------------
+
+
+def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("content", ['{"shape": [4,', "", "not json at all", "[]"], ids=repr)
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_bad_array_metadata_json(tmp_path: Path, zarr_format: int, content: str) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    (Path(path) / name).write_text(content)
+    with pytest.raises(fz.MetadataError) as info:
+        fz.open_array(path)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_bad_group_metadata_json(tmp_path: Path, zarr_format: int) -> None:
+    with quiet_zarr():
+        zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=zarr_format)
+    name = ".zgroup" if zarr_format == 2 else "zarr.json"
+    (tmp_path / "g.zarr" / name).write_text("{oops")
+    with pytest.raises(fz.MetadataError, match=name.replace(".", r"\.")):
+        fz.open_group(tmp_path / "g.zarr")
+
+
+def test_bad_zattrs_json(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=2, attributes={"a": 1})
+    (Path(path) / ".zattrs").write_text("{bad")
+    with pytest.raises(fz.MetadataError, match=r"\.zattrs"):
+        fz.open_array(path).attrs  # noqa: B018
+
+
+def test_bad_zmetadata_json(tmp_path: Path) -> None:
+    with quiet_zarr():
+        group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=2)
+        group.create_array("x", shape=(2,), dtype="i1")
+        zarr.consolidate_metadata(str(tmp_path / "g.zarr"))
+    (tmp_path / "g.zarr" / ".zmetadata").write_text('{"metadata": ')
+    with pytest.raises(fz.MetadataError, match=r"\.zmetadata"):
+        fz.open_group(tmp_path / "g.zarr").keys()
+
+
+@pytest.mark.parametrize(
+    ("zarr_format", "edit", "message"),
+    [
+        (2, lambda m: m.pop("shape"), "shape"),
+        (2, lambda m: m.update(zarr_format=7), ""),
+        (2, lambda m: m.update(chunks=[0, 3]), ""),
+        (2, lambda m: m.update(chunks=[2]), ""),
+        (3, lambda m: m.pop("shape"), "shape"),
+        (3, lambda m: m.update(fill_value="abc"), "fill"),
+        (3, lambda m: m.update(zarr_format=2), "zarr_format"),
+        (3, lambda m: m.update(storage_transformers=[{"name": "foo"}]), "foo"),
+    ],
+    ids=[
+        "v2-no-shape",
+        "v2-format-7",
+        "v2-zero-chunk",
+        "v2-chunk-rank",
+        "v3-no-shape",
+        "v3-bad-fill",
+        "v3-format-2",
+        "v3-storage-transformer",
+    ],
+)
+def test_invalid_metadata(tmp_path: Path, zarr_format: int, edit: Any, message: str) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    _edit_json(Path(path) / name, edit)
+    with pytest.raises(fz.MetadataError) as info:
+        fz.open_array(path)[...]
+    assert name in str(info.value)
+    assert message in str(info.value)
+
+
+# --- unsupported codecs ------------------------------------------------------------------------
+
+
+def test_unknown_v2_compressor(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=2)
+    _edit_json(Path(path) / ".zarray", lambda m: m.update(compressor={"id": "nosuchcodec", "level": 1}))
+    with pytest.raises(fz.UnsupportedCodecError, match="nosuchcodec"):
+        fz.open_array(path)[...]
+
+
+def test_unknown_v2_filter(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=2)
+    _edit_json(Path(path) / ".zarray", lambda m: m.update(filters=[{"id": "nosuchfilter"}]))
+    with pytest.raises(fz.UnsupportedCodecError, match="nosuchfilter"):
+        fz.open_array(path)[...]
+
+
+def test_unknown_v3_codec(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=3)
+    _edit_json(Path(path) / "zarr.json", lambda m: m["codecs"].append({"name": "nosuchcodec"}))
+    with pytest.raises(fz.UnsupportedCodecError, match="nosuchcodec"):
+        fz.open_array(path)[...]
+
+
+def test_unsupported_codec_names_the_array(tmp_path: Path) -> None:
+    with quiet_zarr():
+        group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=2)
+        group.create_group("inner").create_array("weird", shape=(4,), dtype="i4")
+    _edit_json(
+        tmp_path / "g.zarr" / "inner" / "weird" / ".zarray",
+        lambda m: m.update(compressor={"id": "nosuchcodec"}),
+    )
+    with pytest.raises(fz.UnsupportedCodecError) as info:
+        fz.open_group(tmp_path / "g.zarr")["inner/weird"][...]
+    assert "inner/weird" in str(info.value)
+    assert "nosuchcodec" in str(info.value)
+
+
+def test_unsupported_codec_configuration(tmp_path: Path) -> None:
+    """A known codec with a configuration fastzarr cannot decode is refused, not misread."""
+    path = write_array(
+        tmp_path / "d.zarr",
+        np.arange(8, dtype="i8"),
+        zarr_format=2,
+        filters=[numcodecs.Delta(dtype="<i8", astype="<i2")],
+    )
+    with pytest.raises(fz.UnsupportedCodecError, match="delta"):
+        fz.open_array(path)[...]
+
+
+@pytest.mark.parametrize(("zarr_format", "dtype"), [(2, "<q9"), (2, "|O"), (3, "nosuchtype")])
+def test_unknown_data_type(tmp_path: Path, zarr_format: int, dtype: str) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+    if zarr_format == 2:
+        _edit_json(Path(path) / ".zarray", lambda m: m.update(dtype=dtype))
+    else:
+        _edit_json(Path(path) / "zarr.json", lambda m: m.update(data_type=dtype))
+    with pytest.raises((fz.UnsupportedCodecError, fz.MetadataError), match=dtype.replace("|", r"\|")):
+        fz.open_array(path)[...]
+
+
+# --- stores and nodes --------------------------------------------------------------------------
+
+
+def test_missing_store(tmp_path: Path) -> None:
+    missing = tmp_path / "does-not-exist.zarr"
+    for opener in (fz.open_array, fz.open_group):
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            opener(missing)
+        assert isinstance(info.value, FileNotFoundError)
+        assert "does-not-exist.zarr" in str(info.value)
+    with pytest.raises(FileNotFoundError):
+        fz.open_array(str(missing))
+
+
+def test_directory_without_zarr_metadata(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(fz.StoreNotFoundError):
+        fz.open_array(tmp_path / "plain")
+    with pytest.raises(fz.StoreNotFoundError):
+        fz.open_group(tmp_path / "plain")
+
+
+def test_missing_node_in_existing_store(tmp_path: Path) -> None:
+    with quiet_zarr():
+        zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3).create_array(
+            "x", shape=(2,), dtype="i1"
+        )
+    with pytest.raises(fz.StoreNotFoundError, match="nope"):
+        fz.open_array(tmp_path / "g.zarr", path="nope")
+    with pytest.raises(fz.StoreNotFoundError, match="nope"):
+        fz.open_group(tmp_path / "g.zarr", path="nope")
+
+
+def test_unsupported_url_scheme() -> None:
+    with pytest.raises(fz.FastzarrError, match="nosuch"):
+        fz.open_array("nosuch://bucket/data.zarr")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_group_opened_as_array_and_vice_versa(tmp_path: Path, zarr_format: int) -> None:
+    with quiet_zarr():
+        group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=zarr_format)
+        group.create_array("x", shape=(2,), dtype="i1")
+    with pytest.raises(fz.FastzarrError, match="group") as info:
+        fz.open_array(tmp_path / "g.zarr")
+    assert not isinstance(info.value, fz.StoreNotFoundError)
+    with pytest.raises(fz.FastzarrError, match="array") as info:
+        fz.open_group(tmp_path / "g.zarr" / "x")
+    assert not isinstance(info.value, fz.StoreNotFoundError)
+    with pytest.raises(fz.FastzarrError, match="array"):
+        fz.open_group(tmp_path / "g.zarr", path="x")
+
+
+# --- selections --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def arr(tmp_path: Path) -> fz.Array:
+    return fz.open_array(write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=3))
+
+
+@pytest.mark.parametrize("key", [4, -5, (0, 6), (0, -7), (Ellipsis, 6), (100, Ellipsis)], ids=repr)
+def test_out_of_bounds_index(arr: fz.Array, key: Any) -> None:
+    with pytest.raises(fz.SelectionError) as info:
+        arr[key]
+    assert isinstance(info.value, IndexError)
+    with pytest.raises(IndexError):
+        arr.read(key)
+    with pytest.raises(IndexError):
+        fz.read_many([(arr, key)])
+
+
+@pytest.mark.parametrize(
+    "key", [(0, 0, 0), (slice(None), slice(None), slice(None)), (0, Ellipsis, 0, 0)], ids=repr
+)
+def test_too_many_indices(arr: fz.Array, key: Any) -> None:
+    with pytest.raises(fz.SelectionError, match="too many indices") as info:
+        arr[key]
+    assert isinstance(info.value, IndexError)
+
+
+def test_two_ellipses(arr: fz.Array) -> None:
+    with pytest.raises(IndexError):
+        arr[..., ...]
+
+
+@pytest.mark.parametrize(
+    "key", [1.0, np.float64(1), (0, 2.5), slice(0.5, 2), slice(0, 2, 1.0), "0"], ids=repr
+)
+def test_non_integer_index(arr: fz.Array, key: Any) -> None:
+    with pytest.raises(TypeError):
+        arr[key]
+    with pytest.raises(TypeError):
+        arr.read(key)
+
+
+@pytest.mark.parametrize("key", [slice(None, None, 0), (0, slice(1, 4, 0))], ids=repr)
+def test_zero_step(arr: fz.Array, key: Any) -> None:
+    with pytest.raises(ValueError, match="zero"):
+        arr[key]
+
+
+def test_selection_on_0d_array(tmp_path: Path) -> None:
+    arr0 = fz.open_array(write_array(tmp_path / "z.zarr", np.array(2.5), zarr_format=2))
+    assert_same(arr0[()], np.array(2.5))
+    assert_same(arr0[...], np.array(2.5))
+    with pytest.raises(IndexError):
+        arr0[0]
+    with pytest.raises(IndexError):
+        arr0[:]
+
+
+def test_errors_do_not_leave_temp_state(arr: fz.Array, tmp_path: Path) -> None:
+    """After a burst of failures, reads still work and nothing was written next to the store."""
+    before = sorted(os.listdir(tmp_path / "a.zarr"))
+    for key in (10, (0, 0, 0), 1.5, slice(None, None, 0)):
+        with pytest.raises((IndexError, TypeError, ValueError)):
+            arr[key]
+    assert_same(arr[...], DATA)
+    assert sorted(os.listdir(tmp_path / "a.zarr")) == before

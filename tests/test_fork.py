@@ -1,0 +1,186 @@
+"""fastzarr keeps working in child processes, whichever way they are started, after the parent
+has already used (and so started) its thread pool."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import threading
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+
+import fastzarr as fz
+import numpy as np
+import pytest
+from conftest import write_array
+
+TIMEOUT = 60
+SHAPE = (64, 48)
+
+
+def expected_data() -> np.ndarray:
+    return (np.arange(np.prod(SHAPE), dtype="f8").reshape(SHAPE) % 97) * 0.5
+
+
+# --- workers: module level so that spawn/forkserver children can import them -----------------
+
+
+def read_sum(path: str) -> float:
+    return float(fz.open_array(path)[...].sum())
+
+
+def read_slice_sum(path: str, row: int) -> float:
+    arr = fz.open_array(path)
+    return float(arr[row, ::-1].sum() + arr[..., row % SHAPE[1]].sum())
+
+
+def read_pickled_array(arr: fz.Array) -> float:
+    return float(arr[...].sum())
+
+
+def read_many_with_threads(path: str, threads: int) -> tuple[int, float]:
+    fz.set_num_threads(threads)
+    arr = fz.open_array(path)
+    parts = fz.read_many([(arr, (slice(i, i + 8), ...)) for i in range(0, SHAPE[0], 8)])
+    return fz.get_num_threads(), float(sum(p.sum() for p in parts))
+
+
+def child_num_threads_and_sum(path: str) -> tuple[int, float]:
+    return fz.get_num_threads(), read_sum(path)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fork_warnings_ignored() -> Iterator[None]:
+    """Python 3.12+ warns (DeprecationWarning) when forking a process that has threads: that is
+    exactly the situation under test."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*fork\(\).*", category=DeprecationWarning)
+        yield
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = write_array(
+        tmp_path_factory.mktemp("fork") / "a.zarr", expected_data(), chunks=(8, 8), zarr_format=3
+    )
+    # Use fastzarr in the parent first so that its thread pool exists before any fork.
+    assert float(fz.open_array(path)[...].sum()) == float(expected_data().sum())
+    return path
+
+
+METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_children_read_correctly(store: str, method: str) -> None:
+    fz.open_array(store)[:8]  # the pool is warm right now
+    ctx = multiprocessing.get_context(method)
+    expected = float(expected_data().sum())
+    with fork_warnings_ignored():
+        pool = ctx.Pool(2)
+    try:
+        results = [pool.apply_async(read_sum, (store,)) for _ in range(4)]
+        assert [r.get(timeout=TIMEOUT) for r in results] == [expected] * 4
+        data = expected_data()
+        rows = [0, 17, 63]
+        got = pool.starmap_async(read_slice_sum, [(store, r) for r in rows]).get(timeout=TIMEOUT)
+        assert got == [float(data[r, ::-1].sum() + data[:, r % SHAPE[1]].sum()) for r in rows]
+    finally:
+        pool.terminate()
+        pool.join()
+    # and the parent still works afterwards
+    assert float(fz.open_array(store)[...].sum()) == expected
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_executor_children_with_pickled_arrays(store: str, method: str) -> None:
+    arr = fz.open_array(store)
+    arr[...]
+    expected = float(expected_data().sum())
+    with (
+        fork_warnings_ignored(),
+        ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as ex,
+    ):
+        futures = [ex.submit(read_pickled_array, arr) for _ in range(3)]
+        futures.append(ex.submit(read_many_with_threads, store, 1))
+        futures.append(ex.submit(read_many_with_threads, store, 3))
+        results = [f.result(timeout=TIMEOUT) for f in futures]
+    assert results[:3] == [expected] * 3
+    assert results[3] == (1, expected)
+    assert results[4] == (3, expected)
+
+
+def test_fork_while_parent_is_reading(store: str) -> None:
+    """Fork while another parent thread is in the middle of parallel reads: the child must not
+    inherit a lock held by a pool thread that no longer exists."""
+    if "fork" not in METHODS:
+        pytest.fail("fork start method unavailable")  # pragma: no cover - Linux always has it
+    expected = float(expected_data().sum())
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        arr = fz.open_array(store)
+        try:
+            while not stop.is_set():
+                assert float(arr[...].sum()) == expected
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    ctx = multiprocessing.get_context("fork")
+    try:
+        for _ in range(3):
+            with fork_warnings_ignored():
+                pool = ctx.Pool(2)
+            try:
+                results = [pool.apply_async(read_sum, (store,)) for _ in range(4)]
+                assert [r.get(timeout=TIMEOUT) for r in results] == [expected] * 4
+            finally:
+                pool.terminate()
+                pool.join()
+    finally:
+        stop.set()
+        thread.join(timeout=TIMEOUT)
+    assert not thread.is_alive()
+    assert errors == []
+
+
+def test_thread_count_survives_fork(store: str, fresh_threads: None) -> None:
+    """A forked child keeps the parent's configured pool size, and its pool works."""
+    fz.set_num_threads(3)
+    fz.open_array(store)[...]
+    ctx = multiprocessing.get_context("fork")
+    with fork_warnings_ignored():
+        pool = ctx.Pool(1)
+    try:
+        threads, total = pool.apply_async(child_num_threads_and_sum, (store,)).get(timeout=TIMEOUT)
+    finally:
+        pool.terminate()
+        pool.join()
+    assert threads == 3
+    assert total == float(expected_data().sum())
+
+
+def test_parent_threads_read_concurrently(store: str) -> None:
+    """Several Python threads sharing one Array read correct, independent results."""
+    arr = fz.open_array(store)
+    data = expected_data()
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = arr[i::4, ::-1]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=TIMEOUT)
+    assert sorted(results) == list(range(8))
+    for i, got in results.items():
+        np.testing.assert_array_equal(got, data[i::4, ::-1])

@@ -1,0 +1,112 @@
+"""Integer-array and mask selections: `oindex`, `read`, `read_many` (outer) and `[]` (numpy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import numpy as np
+import pytest
+import zarr
+from conftest import quiet_zarr, write_array
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+SHAPE = (23, 17, 5)
+CHUNKS = (5, 4, 2)
+
+
+@pytest.fixture(scope="module", params=[2, 3])
+def stored(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[fz.Array, Any, np.ndarray]:
+    data = np.random.default_rng(1).standard_normal(SHAPE)
+    path = write_array(
+        tmp_path_factory.mktemp("idx") / "a.zarr", data, chunks=CHUNKS, zarr_format=request.param
+    )
+    with quiet_zarr():
+        reference = zarr.open_array(path, mode="r")
+    return fz.open_array(path), reference, data
+
+
+def axis_selection(length: int) -> st.SearchStrategy[Any]:
+    ints = st.integers(-length, length - 1)
+    return st.one_of(
+        ints,
+        st.slices(length).filter(lambda s: s.step is None or s.step > 0),
+        st.lists(ints, min_size=1, max_size=8).map(lambda v: np.array(v, dtype=np.int64)),
+        st.lists(st.booleans(), min_size=length, max_size=length).map(np.array),
+    )
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_oindex_matches_zarr_python(stored: tuple[fz.Array, Any, np.ndarray], data: st.DataObject) -> None:
+    arr, reference, _ = stored
+    key = tuple(data.draw(axis_selection(n)) for n in SHAPE)
+    with quiet_zarr():
+        expected = reference.oindex[key]
+    np.testing.assert_array_equal(arr.oindex[key], expected)
+    np.testing.assert_array_equal(arr.read(key), expected)
+    np.testing.assert_array_equal(fz.read_many([(arr, key)])[0], expected)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        [3, 0, 22, 3, -1],
+        np.array([16, 2]),
+        (slice(None), [16, 0, 3]),
+        (slice(2, 20, 3), slice(None), [4, 0]),
+        (4, [3, 1]),  # an integer next to the array: numpy agrees with outer indexing
+        ([3, 1], 2),
+        (..., np.array([True, False, False, True, True])),
+        [],
+    ],
+)
+def test_getitem_with_one_array_follows_numpy(stored: tuple[fz.Array, Any, np.ndarray], key: Any) -> None:
+    arr, _, data = stored
+    np.testing.assert_array_equal(arr[key], data[key])
+
+
+@pytest.mark.parametrize("key", [([1, 2], [3, 4]), (0, slice(None), [1, 2]), ([1, 2], slice(None), 0)])
+def test_getitem_refuses_keys_where_numpy_broadcasts(
+    stored: tuple[fz.Array, Any, np.ndarray], key: Any
+) -> None:
+    arr, _, data = stored
+    with pytest.raises(fz.SelectionError, match="oindex"):
+        arr[key]
+    # oindex reads them with outer semantics.
+    expected = data[np.ix_(*[np.atleast_1d(np.arange(n)[k]) for k, n in zip(key, SHAPE, strict=False)])]
+    got = arr.oindex[key]
+    np.testing.assert_array_equal(got.reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        ([0, 23], IndexError),
+        ([-24], IndexError),
+        (np.zeros((2, 2), dtype=int), IndexError),
+        ([0.5, 1.0], TypeError),
+        (np.array([True, False]), IndexError),  # mask of the wrong length
+    ],
+)
+def test_bad_integer_arrays(
+    stored: tuple[fz.Array, Any, np.ndarray], key: Any, error: type[Exception]
+) -> None:
+    arr, _, _ = stored
+    with pytest.raises(error):
+        arr.oindex[key]
+
+
+def test_repeated_points_in_one_chunk_read_it_once(tmp_path: Path) -> None:
+    data = np.arange(1000, dtype="f4").reshape(10, 100)
+    arr = fz.open_array(write_array(tmp_path / "p.zarr", data, chunks=(10, 100), zarr_format=2))
+    keys = [(slice(None), j) for j in (3, 50, 3, 99)]
+    results, stats = fz.read_many([(arr, k) for k in keys], return_stats=True)
+    for got, key in zip(results, keys, strict=True):
+        np.testing.assert_array_equal(got, data[key])
+    assert stats.chunks == 1
+    assert stats.bytes_out == 4 * 10 * 4
