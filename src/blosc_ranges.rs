@@ -224,6 +224,33 @@ pub fn decode_ranges(
     Ok(Some((bytes, reader.counts())))
 }
 
+/// Decodes a whole blosc buffer straight into `dest`, which must be its decoded size.
+pub fn decode_into(buffer: &[u8], dest: &mut [u8]) -> Result<(), String> {
+    let header = BloscHeader::parse(buffer, dest.len())?;
+    header.check_block_starts(buffer)?;
+    if header.memcpyed() {
+        dest.copy_from_slice(&buffer[HEADER_LEN..]);
+        return Ok(());
+    }
+    // SAFETY: the header was checked against the buffer's real length and `dest`'s
+    // length (`nbytes == dest.len()`), and every block start lies inside the buffer;
+    // C-Blosc writes at most `destsize` bytes.
+    #[allow(unsafe_code)]
+    let written = unsafe {
+        blosc_src::blosc_decompress_ctx(
+            buffer.as_ptr().cast::<c_void>(),
+            dest.as_mut_ptr().cast::<c_void>(),
+            dest.len(),
+            1,
+        )
+    };
+    if usize::try_from(written).ok() == Some(dest.len()) {
+        Ok(())
+    } else {
+        Err(format!("blosc: decompression failed ({written})"))
+    }
+}
+
 /// The byte ranges of a C-order region of a chunk, merged where they touch.
 pub fn region_byte_ranges(
     chunk_shape: &[u64],
@@ -331,6 +358,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn whole_decode_into_matches_and_checks_sizes() {
+        let full = data(3000);
+        let buffer = compress(&full, 4, 2048, 1);
+        let mut dest = vec![0u8; full.len()];
+        decode_into(&buffer, &mut dest).unwrap();
+        assert_eq!(dest, full);
+        let mut short = vec![0u8; full.len() - 4];
+        assert!(decode_into(&buffer, &mut short).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use zarrs::array::{
 };
 
 use crate::array::ArrayHandle;
-use crate::blosc_ranges::{decode_ranges, region_byte_ranges, BlockReader};
+use crate::blosc_ranges::{decode_into, decode_ranges, region_byte_ranges, BlockReader};
 use crate::errors::{Error, Result};
 use crate::plan::{chunk_parts, ChunkPart, Selection};
 use crate::runtime::Cancel;
@@ -156,6 +156,17 @@ fn run_job(
     let itemsize = array.dtype().itemsize;
     if let [(i, part)] = job.parts.as_slice() {
         if let Some((out_start, out_shape)) = part.direct_output() {
+            if let (true, Some(encoded)) = (array.plain_blosc(), encoded.as_deref()) {
+                let output = OutputSpan {
+                    buffer: &requests[*i].output,
+                    shape: &full_shapes[*i],
+                    start: &out_start,
+                    box_shape: &out_shape,
+                };
+                if blosc_whole_chunk_into(job, part, encoded, &output, counters).map_err(corrupt)? {
+                    return Ok(());
+                }
+            }
             let out_subset = ArraySubset::new_with_start_shape(out_start, out_shape)
                 .map_err(|e| Error::Panic(e.to_string()))?;
             // SAFETY: chunk parts of one request place disjoint sets of output elements
@@ -217,6 +228,70 @@ fn run_job(
         );
     }
     Ok(())
+}
+
+/// A box of one request's output.
+struct OutputSpan<'a> {
+    buffer: &'a OutputBuffer,
+    shape: &'a [u64],
+    start: &'a [u64],
+    box_shape: &'a [u64],
+}
+
+impl OutputSpan<'_> {
+    /// The byte range of the box when it is one contiguous run of the C-order output.
+    fn contiguous_bytes(&self, itemsize: usize) -> Option<std::ops::Range<usize>> {
+        let ndim = self.shape.len();
+        let first_wide = (0..ndim).find(|&d| self.box_shape[d] != 1).unwrap_or(ndim);
+        let full_after = (first_wide + 1..ndim)
+            .all(|d| self.start[d] == 0 && self.box_shape[d] == self.shape[d]);
+        if !full_after {
+            return None;
+        }
+        let element: u64 = (0..ndim)
+            .map(|d| self.start[d] * strides(self.shape)[d])
+            .sum();
+        let len: u64 = self.box_shape.iter().product();
+        let begin = element as usize * itemsize;
+        Some(begin..begin + len as usize * itemsize)
+    }
+}
+
+/// Decodes a whole plain-blosc chunk straight into its contiguous place in the output,
+/// with no intermediate buffer. `false` when the part is not a whole chunk or its place
+/// is not contiguous.
+fn blosc_whole_chunk_into(
+    job: &ChunkJob<'_>,
+    part: &ChunkPart,
+    encoded: &[u8],
+    output: &OutputSpan<'_>,
+    counters: &ReadCounters,
+) -> std::result::Result<bool, CodecError> {
+    let array = job.array;
+    let itemsize = array.dtype().itemsize;
+    let chunk_shape = array
+        .zarrs()
+        .chunk_shape(&job.chunk)
+        .map_err(|e| CodecError::Other(e.to_string()))?;
+    let whole = part.region_start.iter().all(|&s| s == 0)
+        && part
+            .region_shape
+            .iter()
+            .zip(&chunk_shape)
+            .all(|(&r, c)| r == c.get());
+    let Some(range) = output.contiguous_bytes(itemsize).filter(|_| whole) else {
+        return Ok(false);
+    };
+    let started = Instant::now();
+    let len = range.len() as u64;
+    let cells = output.buffer.cells();
+    // SAFETY: the range lies inside this request's output (the box is inside its shape),
+    // and no other part writes it: parts of one request place disjoint elements.
+    #[allow(unsafe_code)]
+    let dest = unsafe { cells.index_mut(range) };
+    decode_into(encoded, dest).map_err(CodecError::Other)?;
+    counters.decoded(started, len, false);
+    Ok(true)
 }
 
 /// Places every part of a blosc chunk from the blocks that hold it, each block decoded

@@ -99,6 +99,24 @@ pub fn install<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
         .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
 }
 
+/// Initialises zarrs' global configuration inside our pool, once per process.
+///
+/// Its lazy default asks rayon for the current thread count, which outside a pool
+/// starts rayon's global pool (fork-unsafe). Once it exists, zarrs calls that read
+/// it (array construction, `CodecOptions::default`) no longer touch rayon, and need
+/// not be sent to the pool.
+pub fn ensure_zarrs_configured() -> Result<()> {
+    static CONFIGURED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if CONFIGURED.get().is_none() {
+        install(|| {
+            drop(zarrs::config::global_config());
+            Ok(())
+        })?;
+        let _ = CONFIGURED.set(());
+    }
+    Ok(())
+}
+
 /// How often a waiting caller checks for Ctrl-C and its deadline.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
