@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 # cargo test links against libpython; point the loader at the interpreter's lib dir.
+PY_SOURCES := $(wildcard python tests benches)
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
 .PHONY: help venv build test test-rust test-python lint demo bench clean
@@ -39,8 +40,8 @@ test-python: build
 lint: venv
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest fastzarr._core
 
