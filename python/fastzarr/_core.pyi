@@ -120,6 +120,7 @@ def open_array(
 def open_group(
     url: str | PathLike[str], *, storage_options: dict[str, Any] | None = None, path: str = ""
 ) -> Group: ...
+
 @final
 class ReadStats:
     """What one ``read_many`` pass did."""
