@@ -233,6 +233,108 @@ fn bound_axis(index: &AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> 
     }
 }
 
+/// Points on some axes (`coords[k][p]` is point `p`'s index on `axes[k]`), read like
+/// xarray's vectorized selection: one output axis of points replaces the point axes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointSet {
+    pub axes: Vec<usize>,
+    pub coords: Vec<Vec<u64>>,
+}
+
+impl PointSet {
+    /// Bounds the points by `shape`: same number of points on every axis, in bounds.
+    pub fn new(axes: Vec<usize>, coords: Vec<Vec<i64>>, shape: &[u64]) -> Result<Self> {
+        if axes.is_empty() || axes.len() != coords.len() {
+            return Err(Error::InvalidArgument(
+                "points need at least one axis, each with indices".into(),
+            ));
+        }
+        let count = coords[0].len();
+        let mut seen = vec![false; shape.len()];
+        let mut bounded = Vec::with_capacity(axes.len());
+        for (&axis, indices) in axes.iter().zip(&coords) {
+            if axis >= shape.len() || std::mem::replace(&mut seen[axis], true) {
+                return Err(Error::OutOfBounds(format!(
+                    "point axis {axis} is repeated or not an axis of a {}-dimensional array",
+                    shape.len()
+                )));
+            }
+            if indices.len() != count {
+                return Err(Error::InvalidArgument(format!(
+                    "every point axis needs one index per point: {count} and {}",
+                    indices.len()
+                )));
+            }
+            let resolved: Result<Vec<u64>> = indices
+                .iter()
+                .map(|&i| resolve_int(i, shape[axis], axis))
+                .collect();
+            bounded.push(resolved?);
+        }
+        Ok(Self {
+            axes,
+            coords: bounded,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.coords[0].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The selection of point `p`: `selection` with a single index on each point axis.
+    pub fn selection_of(&self, selection: &Selection, p: usize) -> Selection {
+        let mut axes = selection.axes.clone();
+        for (k, &axis) in self.axes.iter().enumerate() {
+            axes[axis] = AxisSelection {
+                pick: Pick::Progression {
+                    first: self.coords[k][p],
+                    step: 1,
+                    count: 1,
+                },
+                keep: false,
+            };
+        }
+        Selection { axes }
+    }
+
+    /// The output shape: the kept axes of `selection`, with one axis of points where the
+    /// first point axis was; and per array axis, its element stride in that output (0 for
+    /// axes that hold one index), plus the stride between points.
+    pub fn layout(&self, selection: &Selection) -> (Vec<u64>, Vec<u64>, u64) {
+        let first = *self.axes.iter().min().expect("at least one point axis");
+        // Output axes: Some(array axis) or None for the point axis.
+        let mut output_axes: Vec<Option<usize>> = Vec::new();
+        for (d, axis) in selection.axes.iter().enumerate() {
+            if d == first {
+                output_axes.push(None);
+            } else if axis.keep && !self.axes.contains(&d) {
+                output_axes.push(Some(d));
+            }
+        }
+        let shape: Vec<u64> = output_axes
+            .iter()
+            .map(|a| a.map_or(self.len() as u64, |d| selection.axes[d].count()))
+            .collect();
+        let mut output_strides = vec![1u64; shape.len()];
+        for k in (0..shape.len().saturating_sub(1)).rev() {
+            output_strides[k] = output_strides[k + 1] * shape[k + 1];
+        }
+        let mut strides = vec![0u64; selection.axes.len()];
+        let mut point_stride = 0;
+        for (k, axis) in output_axes.iter().enumerate() {
+            match axis {
+                Some(d) => strides[*d] = output_strides[k],
+                None => point_stride = output_strides[k],
+            }
+        }
+        (shape, strides, point_stride)
+    }
+}
+
 /// Where one axis of a chunk's decoded region goes in the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
@@ -605,6 +707,22 @@ mod tests {
         ));
         let mask = Selection::new(&[AxisIndex::Mask(vec![false, true, true])], &[3]).unwrap();
         assert_eq!(mask.axes[0].pick, Pick::List(vec![1, 2].into()));
+    }
+
+    #[test]
+    fn point_layout_replaces_point_axes_with_one_axis() {
+        let shape = [4u64, 6, 10, 12];
+        let sel = Selection::new(&[AxisIndex::Int(1)], &shape).unwrap();
+        let points =
+            PointSet::new(vec![2, 3], vec![vec![0, 9, -1], vec![5, 5, 0]], &shape).unwrap();
+        let (out, strides, point_stride) = points.layout(&sel);
+        assert_eq!(out, vec![6, 3]);
+        assert_eq!((strides, point_stride), (vec![0, 3, 0, 0], 1));
+        let p2 = points.selection_of(&sel, 2);
+        assert_eq!(p2.axes[2].index(0), 9);
+        assert!(PointSet::new(vec![2, 2], vec![vec![0], vec![0]], &shape).is_err());
+        assert!(PointSet::new(vec![2, 3], vec![vec![0, 1], vec![0]], &shape).is_err());
+        assert!(PointSet::new(vec![2], vec![vec![10]], &shape).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use zarrs::array::{
 use crate::array::ArrayHandle;
 use crate::blosc_ranges::{decode_into, decode_ranges, region_byte_ranges, BlockReader};
 use crate::errors::{Error, Result};
-use crate::plan::{chunk_parts, ChunkPart, Selection};
+use crate::plan::{chunk_parts, ChunkPart, PointSet, Selection};
 use crate::runtime::Cancel;
 use crate::stats::{ReadCounters, ReadStats};
 
@@ -60,13 +60,22 @@ impl OutputBuffer {
 pub struct ReadRequest<'a> {
     pub array: &'a ArrayHandle,
     pub selection: Selection,
+    /// Points on some axes (a vectorized selection), or `None` for an outer selection.
+    pub points: Option<PointSet>,
     pub output: OutputBuffer,
 }
 
 impl ReadRequest<'_> {
+    /// Elements of the result.
+    pub fn num_elements(&self) -> u64 {
+        match &self.points {
+            None => self.selection.num_elements(),
+            Some(points) => points.layout(&self.selection).0.iter().product(),
+        }
+    }
+
     fn check(&self) -> Result<()> {
-        let expected =
-            u128::from(self.selection.num_elements()) * self.array.dtype().itemsize as u128;
+        let expected = u128::from(self.num_elements()) * self.array.dtype().itemsize as u128;
         if expected != self.output.len as u128 {
             return Err(Error::InvalidOutput(format!(
                 "output holds {} bytes, the selection needs {expected}",
@@ -75,6 +84,48 @@ impl ReadRequest<'_> {
         }
         Ok(())
     }
+
+    /// Each selection of the request and where its elements go.
+    fn targets(&self, request: usize) -> Vec<(Selection, Target)> {
+        match &self.points {
+            None => {
+                let full_shape = self.selection.full_shape();
+                let target = Target {
+                    request,
+                    strides: strides(&full_shape),
+                    base: 0,
+                    full_shape: Some(full_shape),
+                };
+                vec![(self.selection.clone(), target)]
+            }
+            Some(points) => {
+                let (_, axis_strides, point_stride) = points.layout(&self.selection);
+                (0..points.len())
+                    .map(|p| {
+                        let target = Target {
+                            request,
+                            strides: axis_strides.clone(),
+                            base: p as u64 * point_stride,
+                            full_shape: None,
+                        };
+                        (points.selection_of(&self.selection, p), target)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Where the elements of one selection go in a request's output.
+struct Target {
+    request: usize,
+    /// Per array axis, the element stride of its output positions.
+    strides: Vec<u64>,
+    /// Element offset of output position zero.
+    base: u64,
+    /// `Some` when the output is the selection's own C-order full-rank shape, so that a
+    /// box of it can be written as a view.
+    full_shape: Option<Vec<u64>>,
 }
 
 /// Every part, of any request, that reads one chunk of one array: the chunk is fetched
@@ -82,27 +133,33 @@ impl ReadRequest<'_> {
 struct ChunkJob<'a> {
     array: &'a ArrayHandle,
     chunk: Vec<u64>,
+    /// `(target, part)` pairs.
     parts: Vec<(usize, ChunkPart)>,
 }
 
-fn chunk_jobs<'a>(requests: &[ReadRequest<'a>]) -> Vec<ChunkJob<'a>> {
+fn chunk_jobs<'a>(requests: &[ReadRequest<'a>]) -> (Vec<ChunkJob<'a>>, Vec<Target>) {
     let mut jobs: Vec<ChunkJob<'a>> = Vec::new();
+    let mut targets = Vec::new();
     let mut index: HashMap<(*const ArrayHandle, Vec<u64>), usize> = HashMap::new();
     for (i, request) in requests.iter().enumerate() {
-        for part in chunk_parts(&request.selection, request.array.chunk_shape()) {
-            let key = (std::ptr::from_ref(request.array), part.chunk.clone());
-            let job = *index.entry(key).or_insert_with(|| {
-                jobs.push(ChunkJob {
-                    array: request.array,
-                    chunk: part.chunk.clone(),
-                    parts: Vec::new(),
+        for (selection, target) in request.targets(i) {
+            let t = targets.len();
+            targets.push(target);
+            for part in chunk_parts(&selection, request.array.chunk_shape()) {
+                let key = (std::ptr::from_ref(request.array), part.chunk.clone());
+                let job = *index.entry(key).or_insert_with(|| {
+                    jobs.push(ChunkJob {
+                        array: request.array,
+                        chunk: part.chunk.clone(),
+                        parts: Vec::new(),
+                    });
+                    jobs.len() - 1
                 });
-                jobs.len() - 1
-            });
-            jobs[job].parts.push((i, part));
+                jobs[job].parts.push((t, part));
+            }
         }
     }
-    jobs
+    (jobs, targets)
 }
 
 /// Reads every request; all chunks of all requests share one parallel pass. `cancel`
@@ -111,29 +168,42 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
     for request in requests {
         request.check()?;
     }
-    let full_shapes: Vec<Vec<u64>> = requests.iter().map(|r| r.selection.full_shape()).collect();
-    let jobs = chunk_jobs(requests);
+    let (jobs, targets) = chunk_jobs(requests);
     crate::runtime::install(|| {
         // Chunks are the unit of parallelism; a codec gets inner threads only when
         // there are fewer chunks than threads (one huge chunk, say).
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
         let counters = ReadCounters::default();
+        let context = JobContext {
+            requests,
+            targets: &targets,
+            options: &options,
+            counters: &counters,
+        };
         jobs.par_iter().try_for_each(|job| {
             cancel.check()?;
-            run_job(job, requests, &full_shapes, &options, &counters)
+            run_job(job, &context)
         })?;
         Ok(counters.snapshot())
     })
 }
 
-fn run_job(
-    job: &ChunkJob<'_>,
-    requests: &[ReadRequest<'_>],
-    full_shapes: &[Vec<u64>],
-    options: &CodecOptions,
-    counters: &ReadCounters,
-) -> Result<()> {
+/// What every job of one pass shares.
+struct JobContext<'a, 'r> {
+    requests: &'a [ReadRequest<'r>],
+    targets: &'a [Target],
+    options: &'a CodecOptions,
+    counters: &'a ReadCounters,
+}
+
+impl JobContext<'_, '_> {
+    fn output_of(&self, target: &Target) -> UnsafeCellSlice<'_, u8> {
+        self.requests[target.request].output.cells()
+    }
+}
+
+fn run_job(job: &ChunkJob<'_>, context: &JobContext<'_, '_>) -> Result<()> {
     let array = job.array;
     let key = array.zarrs().chunk_key(&job.chunk);
     let corrupt = |e: CodecError| Error::CorruptChunk {
@@ -152,14 +222,18 @@ fn run_job(
             key: key.as_str().to_string(),
             reason: e.to_string(),
         })?;
+    let counters = context.counters;
     counters.fetched(started, encoded.as_ref().map(zarrs::storage::Bytes::len));
     let itemsize = array.dtype().itemsize;
-    if let [(i, part)] = job.parts.as_slice() {
-        if let Some((out_start, out_shape)) = part.direct_output() {
+    if let [(t, part)] = job.parts.as_slice() {
+        let target = &context.targets[*t];
+        if let (Some(full_shape), Some((out_start, out_shape))) =
+            (&target.full_shape, part.direct_output())
+        {
             if let (true, Some(encoded)) = (array.plain_blosc(), encoded.as_deref()) {
                 let output = OutputSpan {
-                    buffer: &requests[*i].output,
-                    shape: &full_shapes[*i],
+                    buffer: &context.requests[target.request].output,
+                    shape: full_shape,
                     start: &out_start,
                     box_shape: &out_shape,
                 };
@@ -174,14 +248,14 @@ fn run_job(
             #[allow(unsafe_code)]
             let mut out_view = unsafe {
                 ArrayBytesFixedDisjointView::new(
-                    requests[*i].output.cells(),
+                    context.output_of(target),
                     itemsize,
-                    &full_shapes[*i],
+                    full_shape,
                     out_subset,
                 )
             }
             .map_err(|e| Error::Panic(e.to_string()))?;
-            let target = ArrayBytesDecodeIntoTarget::Fixed(&mut out_view);
+            let view = ArrayBytesDecodeIntoTarget::Fixed(&mut out_view);
             let region = ChunkRegion {
                 chunk: &job.chunk,
                 start: &part.region_start,
@@ -191,8 +265,8 @@ fn run_job(
                 array,
                 &region,
                 encoded.as_deref(),
-                target,
-                options,
+                view,
+                context.options,
                 counters,
             )
             .map_err(corrupt);
@@ -202,15 +276,15 @@ fn run_job(
     if let (true, true, Some(encoded)) =
         (array.plain_blosc(), job.parts.len() > 1, encoded.as_deref())
     {
-        if scatter_blosc_blocks(job, encoded, requests, full_shapes, counters).map_err(corrupt)? {
+        if scatter_blosc_blocks(job, encoded, context).map_err(corrupt)? {
             return Ok(());
         }
     }
     // Several parts, strided or integer-array selections: decode the region all the
     // parts span once, then place each selected element.
-    let span = decode_span(job, encoded.as_deref(), options, counters).map_err(corrupt)?;
+    let span = decode_span(job, encoded.as_deref(), context.options, counters).map_err(corrupt)?;
     let ndim = job.chunk.len();
-    for (i, part) in &job.parts {
+    for (t, part) in &job.parts {
         let offset: Vec<u64> = (0..ndim)
             .map(|d| part.region_start[d] - span.start[d])
             .collect();
@@ -219,13 +293,8 @@ fn run_job(
             shape: &span.shape,
             offset: &offset,
         };
-        scatter(
-            &decoded,
-            part,
-            requests[*i].output.cells(),
-            &full_shapes[*i],
-            itemsize,
-        );
+        let target = &context.targets[*t];
+        scatter(&decoded, part, context.output_of(target), target, itemsize);
     }
     Ok(())
 }
@@ -299,9 +368,7 @@ fn blosc_whole_chunk_into(
 fn scatter_blosc_blocks(
     job: &ChunkJob<'_>,
     encoded: &[u8],
-    requests: &[ReadRequest<'_>],
-    full_shapes: &[Vec<u64>],
-    counters: &ReadCounters,
+    context: &JobContext<'_, '_>,
 ) -> std::result::Result<bool, CodecError> {
     let started = Instant::now();
     let array = job.array;
@@ -332,17 +399,14 @@ fn scatter_blosc_blocks(
             shape: &part.region_shape,
             offset: &offset,
         };
-        scatter(
-            &region,
-            part,
-            requests[*i].output.cells(),
-            &full_shapes[*i],
-            itemsize,
-        );
+        let target = &context.targets[*i];
+        scatter(&region, part, context.output_of(target), target, itemsize);
     }
     let blocks = reader.counts();
-    counters.blocks(blocks.decoded, blocks.total);
-    counters.decoded(started, blocks.decoded_bytes, true);
+    context.counters.blocks(blocks.decoded, blocks.total);
+    context
+        .counters
+        .decoded(started, blocks.decoded_bytes, true);
     Ok(true)
 }
 
@@ -426,7 +490,7 @@ fn scatter(
     region: &DecodedRegion<'_>,
     part: &ChunkPart,
     output: UnsafeCellSlice<'_, u8>,
-    output_shape: &[u64],
+    target: &Target,
     itemsize: usize,
 ) {
     let pairs: Vec<Vec<(u64, u64)>> = part
@@ -442,18 +506,19 @@ fn scatter(
                 .collect()
         })
         .collect();
-    let (out_strides, region_strides) = (strides(output_shape), strides(region.shape));
+    let (out_strides, region_strides) = (&target.strides, strides(region.shape));
     let Some((last, outer)) = pairs.split_last() else {
         // A 0-d array: one element.
-        // SAFETY: as below; a 0-d output holds exactly one element.
+        let at = target.base as usize * itemsize;
+        // SAFETY: as below; a 0-d array's selection is one element of the output.
         #[allow(unsafe_code)]
-        let target = unsafe { output.index_mut(0..itemsize) };
-        target.copy_from_slice(&region.bytes[..itemsize]);
+        let element = unsafe { output.index_mut(at..at + itemsize) };
+        element.copy_from_slice(&region.bytes[..itemsize]);
         return;
     };
     let mut counter = vec![0usize; outer.len()];
     loop {
-        let mut out_base = 0;
+        let mut out_base = target.base;
         let mut region_base = 0;
         for (d, &c) in counter.iter().enumerate() {
             let (o, r) = outer[d][c];
@@ -467,8 +532,8 @@ fn scatter(
             // shape), and no other chunk part writes this element: parts of one request
             // place disjoint elements, and each output belongs to one request.
             #[allow(unsafe_code)]
-            let target = unsafe { output.index_mut(to..to + itemsize) };
-            target.copy_from_slice(&region.bytes[from..from + itemsize]);
+            let element = unsafe { output.index_mut(to..to + itemsize) };
+            element.copy_from_slice(&region.bytes[from..from + itemsize]);
         }
         let mut d = outer.len();
         loop {

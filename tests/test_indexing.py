@@ -110,3 +110,53 @@ def test_repeated_points_in_one_chunk_read_it_once(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got, data[key])
     assert stats.chunks == 1
     assert stats.bytes_out == 4 * 10 * 4
+
+
+@pytest.mark.parametrize(
+    ("selection", "points", "expected"),
+    [
+        # Points on axes 1 and 2 replace them with one axis of points (the selection's
+        # entry for a point axis is ignored).
+        (
+            (slice(2, 9), slice(1, 5)),
+            {1: [0, 16, 4, 4], 2: [3, 0, 4, -1]},
+            lambda d: d[2:9][:, [0, 16, 4, 4], [3, 0, 4, -1]],
+        ),
+        ((3,), {2: [0, 4, 1]}, lambda d: d[3][:, [0, 4, 1]]),
+        ((...,), {0: [22, 0, 5]}, lambda d: d[[22, 0, 5]]),
+        ((slice(None), 7), {0: [1, 2], 2: [0, 4]}, lambda d: d[[1, 2], 7, [0, 4]]),
+    ],
+)
+def test_points_match_numpy_vectorized_indexing(
+    stored: tuple[fz.Array, Any, np.ndarray], selection: Any, points: dict[int, list[int]], expected: Any
+) -> None:
+    arr, _, data = stored
+    (got,), stats = fz.read_many([(arr, selection, points)], return_stats=True)
+    np.testing.assert_array_equal(got, expected(data))
+    assert stats.bytes_out == got.nbytes
+
+
+def test_points_read_each_chunk_once(stored: tuple[fz.Array, Any, np.ndarray]) -> None:
+    arr, _, data = stored
+    rows = np.array([0, 1, 2, 3, 4, 0])  # all in the first chunk along axis 0
+    cols = np.array([0, 1, 2, 3, 0, 0])  # all in the first chunk along axis 1
+    (got,), stats = fz.read_many([(arr, (), {0: rows, 1: cols})], return_stats=True)
+    np.testing.assert_array_equal(got, data[rows, cols])
+    assert stats.chunks == 3  # the 3 chunks of axis 2 (5 elements in chunks of 2)
+
+
+@pytest.mark.parametrize(
+    ("points", "error"),
+    [
+        ({0: [0, 1], 1: [0]}, ValueError),
+        ({0: [23]}, IndexError),
+        ({5: [0]}, IndexError),
+        ({0: [0.5]}, TypeError),
+    ],
+)
+def test_bad_points(
+    stored: tuple[fz.Array, Any, np.ndarray], points: dict[int, Any], error: type[Exception]
+) -> None:
+    arr, _, _ = stored
+    with pytest.raises(error):
+        fz.read_many([(arr, (), points)])

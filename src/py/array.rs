@@ -55,6 +55,7 @@ impl PyArray {
         let request = ReadRequest {
             array: handle,
             selection,
+            points: None,
             output: buffer,
         };
         detach_cancellable(py, timeout, |cancel| {

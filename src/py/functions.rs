@@ -3,41 +3,117 @@
 use std::time::Instant;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::errors::Result;
-use crate::plan::Selection;
+use crate::errors::{Error, Result};
+use crate::plan::{AxisIndex, PointSet, Selection};
 use crate::py::array::PyArray;
 use crate::py::stats::PyReadStats;
 use crate::py::{detach_cancellable, output, selection};
 use crate::read::{read_many as read_requests, ReadRequest};
 
+/// One request: `(array, selection)`, or `(array, selection, points)` where `points`
+/// maps axes to equally long integer arrays (a vectorized selection on those axes).
+type RequestItem<'py> = (
+    PyRef<'py, PyArray>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyDict>>,
+);
+
+fn request_item<'py>(item: &Bound<'py, PyAny>) -> Result<RequestItem<'py>> {
+    let array = |value: Bound<'py, PyAny>| -> Result<PyRef<'py, PyArray>> {
+        value.extract::<PyRef<'py, PyArray>>().map_err(|_| {
+            Error::InvalidArgument("the first item of a request must be a fastzarr.Array".into())
+        })
+    };
+    let tuple = item.cast::<PyTuple>().map_err(|_| {
+        Error::InvalidArgument(
+            "each request is (array, selection) or (array, selection, points)".into(),
+        )
+    })?;
+    match tuple.len() {
+        2 => Ok((array(tuple.get_item(0)?)?, tuple.get_item(1)?, None)),
+        3 => {
+            let points = tuple.get_item(2)?;
+            let points = if points.is_none() {
+                None
+            } else {
+                Some(points.cast_into::<PyDict>()?)
+            };
+            Ok((array(tuple.get_item(0)?)?, tuple.get_item(1)?, points))
+        }
+        n => Err(Error::InvalidArgument(format!(
+            "a request has 2 or 3 items, not {n}"
+        ))),
+    }
+}
+
+fn point_set(points: &Bound<'_, PyDict>, shape: &[u64]) -> Result<PointSet> {
+    let mut axes = Vec::new();
+    let mut coords = Vec::new();
+    for (axis, indices) in points.iter() {
+        let axis: i64 = axis.extract()?;
+        let resolved = if axis < 0 {
+            axis + shape.len() as i64
+        } else {
+            axis
+        };
+        axes.push(
+            usize::try_from(resolved).map_err(|_| Error::OutOfBounds(format!("no axis {axis}")))?,
+        );
+        let key = PyTuple::new(points.py(), [indices])?.into_any();
+        match selection::parse_outer(&key)?.pop() {
+            Some(AxisIndex::Array(values)) => coords.push(values),
+            Some(AxisIndex::Int(value)) => coords.push(vec![value]),
+            _ => {
+                return Err(Error::InvalidSelection(
+                    "points must be integer arrays".into(),
+                ))
+            }
+        }
+    }
+    PointSet::new(axes, coords, shape)
+}
+
 /// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks;
-/// with `return_stats=True` also returns what the pass did. `timeout` (seconds) bounds
-/// the whole pass; Ctrl-C stops it.
+/// a third item, `{axis: indices, ...}`, reads points on those axes (one output axis of
+/// points where the first point axis was). With `return_stats=True` also returns what
+/// the pass did. `timeout` (seconds) bounds the whole pass; Ctrl-C stops it.
 #[pyfunction]
 #[pyo3(signature = (requests, *, return_stats = false, timeout = None))]
 pub fn read_many<'py>(
     py: Python<'py>,
-    requests: Vec<(PyRef<'py, PyArray>, Bound<'py, PyAny>)>,
+    requests: Vec<Bound<'py, PyAny>>,
     return_stats: bool,
     timeout: Option<f64>,
 ) -> Result<Bound<'py, PyAny>> {
-    let handles: Vec<_> = requests
+    let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
+    let handles: Vec<_> = items
         .iter()
-        .map(|(array, _)| array.handle.clone())
+        .map(|(array, _, _)| array.handle.clone())
         .collect();
-    let mut results = Vec::with_capacity(requests.len());
-    let mut reads = Vec::with_capacity(requests.len());
-    for ((_, key), handle) in requests.iter().zip(&handles) {
+    let mut results = Vec::with_capacity(items.len());
+    let mut reads = Vec::with_capacity(items.len());
+    for ((_, key, points), handle) in items.iter().zip(&handles) {
         let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
-        let full_shape = selection.full_shape();
-        let full = output::allocate(py, handle.dtype(), &full_shape)?;
-        let output = output::writable_buffer(&full, handle.dtype(), &full_shape)?;
-        results.push(full.call_method1("reshape", (selection.output_shape(),))?);
+        let points = points
+            .as_ref()
+            .map(|p| point_set(p, handle.shape()))
+            .transpose()?;
+        let (alloc_shape, result_shape) = match &points {
+            None => (selection.full_shape(), selection.output_shape()),
+            Some(points) => {
+                let shape = points.layout(&selection).0;
+                (shape.clone(), shape)
+            }
+        };
+        let full = output::allocate(py, handle.dtype(), &alloc_shape)?;
+        let output = output::writable_buffer(&full, handle.dtype(), &alloc_shape)?;
+        results.push(full.call_method1("reshape", (result_shape,))?);
         reads.push(ReadRequest {
             array: handle,
             selection,
+            points,
             output,
         });
     }
@@ -49,7 +125,7 @@ pub fn read_many<'py>(
     }
     let bytes_out = reads
         .iter()
-        .map(|r| r.selection.num_elements() * r.array.dtype().itemsize as u64)
+        .map(|r| r.num_elements() * r.array.dtype().itemsize as u64)
         .sum();
     let stats = PyReadStats {
         stats,
