@@ -149,19 +149,19 @@ class ReadStats:
     def wall_seconds(self) -> float: ...
     def as_dict(self) -> dict[str, int | float]: ...
 
-Request = tuple[Array, Any] | tuple[Array, Any, Mapping[int, Any] | None]
+_Request = tuple[Array, Any] | tuple[Array, Any, Mapping[int, Any] | None]
 """``(array, selection)``, or ``(array, selection, {axis: indices})`` for points on those axes."""
 
 @overload
 def read_many(
-    requests: Sequence[Request],
+    requests: Sequence[_Request],
     *,
     return_stats: Literal[False] = False,
     timeout: float | None = None,
 ) -> list[npt.NDArray[Any]]: ...
 @overload
 def read_many(
-    requests: Sequence[Request], *, return_stats: Literal[True], timeout: float | None = None
+    requests: Sequence[_Request], *, return_stats: Literal[True], timeout: float | None = None
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

@@ -20,6 +20,10 @@ type RequestItem<'py> = (
     Option<Bound<'py, PyDict>>,
 );
 
+fn type_error(message: &str) -> Error {
+    Error::Python(pyo3::exceptions::PyTypeError::new_err(message.to_string()))
+}
+
 fn request_item<'py>(item: &Bound<'py, PyAny>) -> Result<RequestItem<'py>> {
     let array = |value: Bound<'py, PyAny>| -> Result<PyRef<'py, PyArray>> {
         value.extract::<PyRef<'py, PyArray>>().map_err(|_| {
