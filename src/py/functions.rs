@@ -26,14 +26,12 @@ fn type_error(message: &str) -> Error {
 
 fn request_item<'py>(item: &Bound<'py, PyAny>) -> Result<RequestItem<'py>> {
     let array = |value: Bound<'py, PyAny>| -> Result<PyRef<'py, PyArray>> {
-        value.extract::<PyRef<'py, PyArray>>().map_err(|_| {
-            Error::InvalidArgument("the first item of a request must be a fastzarr.Array".into())
-        })
+        value
+            .extract::<PyRef<'py, PyArray>>()
+            .map_err(|_| type_error("the first item of a request must be a fastzarr.Array"))
     };
     let tuple = item.cast::<PyTuple>().map_err(|_| {
-        Error::InvalidArgument(
-            "each request is (array, selection) or (array, selection, points)".into(),
-        )
+        type_error("each request is (array, selection) or (array, selection, points)")
     })?;
     match tuple.len() {
         2 => Ok((array(tuple.get_item(0)?)?, tuple.get_item(1)?, None)),
