@@ -50,6 +50,21 @@ impl ArrayHandle {
     /// Builds the array at `path` of `store` from metadata already read.
     pub fn new(store: Arc<Store>, path: &str, metadata: ArrayMetadata) -> Result<Self> {
         let metadata_json = serde_json::to_value(&metadata).unwrap_or(Value::Null);
+        // The stored document keeps its `fill_value: null`; zarrs gets the zero spelled out.
+        let metadata = match metadata {
+            ArrayMetadata::V2(_) => {
+                let mut patched = metadata_json.clone();
+                crate::metadata::default_null_fill_value(&mut patched);
+                ArrayMetadata::V2(
+                    serde_json::from_value(patched).map_err(|e| Error::Metadata {
+                        url: store.url().to_string(),
+                        file: crate::store::join(path, ".zarray"),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            v3 @ ArrayMetadata::V3(_) => v3,
+        };
         let metadata_file = metadata_file(path, &metadata);
         let unsupported_dtype = |dtype: String| Error::UnsupportedDataType {
             url: store.url().to_string(),

@@ -126,8 +126,7 @@ impl Reader<'_> {
         }
     }
 
-    fn v2_array(&self, file: &str, mut value: Value, attributes: Attributes) -> Result<Node> {
-        default_null_fill_value(&mut value);
+    fn v2_array(&self, file: &str, value: Value, attributes: Attributes) -> Result<Node> {
         let mut metadata: ArrayMetadataV2 =
             serde_json::from_value(value).map_err(|e| self.metadata_error(file, e))?;
         metadata.attributes = attributes;
@@ -246,7 +245,7 @@ impl Reader<'_> {
 
 /// zarr-python reads a v2 `fill_value: null` as zeros; zarrs accepts null only for
 /// numbers and bools, so spell out the zero of complex, unicode and raw dtypes.
-fn default_null_fill_value(value: &mut Value) {
+pub fn default_null_fill_value(value: &mut Value) {
     if !value.get("fill_value").is_some_and(Value::is_null) {
         return;
     }

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastzarr._core import (
     Array,
@@ -30,6 +32,23 @@ from fastzarr._core import (
     set_num_threads,
 )
 
+if TYPE_CHECKING:
+    from fastzarr.loading import load
+    from fastzarr.xarray_backend import open_zarr
+
+# xarray is optional: its integration is imported on first use of these names.
+_XARRAY_NAMES = {"load": "fastzarr.loading", "open_zarr": "fastzarr.xarray_backend"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _XARRAY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastzarr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 # A Group is a read-only mapping of its members: make isinstance(g, Mapping) true.
 Mapping.register(Group)
 
@@ -47,8 +66,10 @@ __all__ = [
     "UnsupportedCodecError",
     "__version__",
     "get_num_threads",
+    "load",
     "open_array",
     "open_group",
+    "open_zarr",
     "read_many",
     "set_num_threads",
 ]

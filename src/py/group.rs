@@ -14,6 +14,9 @@ use crate::py::array::PyArray;
 use crate::py::{json_to_py, storage_options};
 use crate::store::{join, StorageOptions, Store};
 
+/// What a pickled group reopens from: URL, storage options, path, consolidated.
+type ReopenArgs = (String, StorageOptions, String, bool);
+
 #[pyclass(name = "Group", module = "fastzarr", frozen)]
 pub struct PyGroup {
     store: Arc<Store>,
@@ -250,10 +253,7 @@ impl PyGroup {
         )
     }
 
-    fn __reduce__<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Result<(Bound<'py, PyAny>, (String, StorageOptions, String))> {
+    fn __reduce__<'py>(&self, py: Python<'py>) -> Result<(Bound<'py, PyAny>, ReopenArgs)> {
         let reopen = py.import("fastzarr._core")?.getattr("_reopen_group")?;
         Ok((
             reopen,
@@ -261,15 +261,44 @@ impl PyGroup {
                 self.store.url().to_string(),
                 self.store.options().clone(),
                 self.path.clone(),
+                self.node.consolidated.is_some(),
             ),
         ))
     }
 }
 
-pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<PyGroup> {
+/// Opens a group; `use_consolidated`: `None` uses consolidated metadata when present,
+/// `Some(false)` ignores it, `Some(true)` requires it.
+pub fn open(
+    url: &str,
+    options: StorageOptions,
+    path: &str,
+    use_consolidated: Option<bool>,
+) -> Result<PyGroup> {
     let store = Store::open(url, options)?;
     match read_node(&store, path)? {
-        Node::Group(node) => PyGroup::open(store, path, node),
+        Node::Group(mut node) => {
+            match (use_consolidated, node.consolidated.is_some()) {
+                (Some(false), _) => node.consolidated = None,
+                (Some(true), false) => {
+                    return Err(Error::Metadata {
+                        url: url.to_string(),
+                        file: crate::store::join(
+                            path,
+                            if node.zarr_format == 2 {
+                                ".zmetadata"
+                            } else {
+                                "zarr.json"
+                            },
+                        ),
+                        reason: "no consolidated metadata, and use_consolidated=True requires it"
+                            .into(),
+                    })
+                }
+                _ => {}
+            }
+            PyGroup::open(store, path, node)
+        }
         Node::Array(_) => Err(Error::WrongNodeType {
             url: url.to_string(),
             path: path.to_string(),
@@ -286,21 +315,23 @@ pub fn _reopen_group(
     url: String,
     options: StorageOptions,
     path: String,
+    use_consolidated: Option<bool>,
 ) -> Result<PyGroup> {
-    py.detach(|| open(&url, options, &path))
+    py.detach(|| open(&url, options, &path, use_consolidated))
 }
 
 /// Opens a Zarr group (v2 or v3, consolidated or not) at `url`.
 #[pyfunction]
-#[pyo3(signature = (url, *, storage_options = None, path = ""))]
+#[pyo3(signature = (url, *, storage_options = None, path = "", use_consolidated = None))]
 pub fn open_group(
     py: Python<'_>,
     url: &Bound<'_, PyAny>,
     storage_options: Option<&Bound<'_, PyDict>>,
     path: &str,
+    use_consolidated: Option<bool>,
 ) -> Result<PyGroup> {
     let url = crate::py::url_string(url)?;
     let options = storage_options::extract(storage_options)?;
     let path = crate::py::member_path(path)?;
-    py.detach(|| open(&url, options, &path))
+    py.detach(|| open(&url, options, &path, use_consolidated))
 }

@@ -1,0 +1,324 @@
+"""``fastzarr.load``: materialize a Zarr-backed xarray object in one parallel read.
+
+xarray's ``Dataset.load()`` reads variables one after another (xarray#8965) and dask reads one
+chunk per task. :func:`load` finds, for every variable, the Zarr array and selection behind it,
+hands every selection of every variable to :func:`fastzarr.read_many` at once (one parallel
+pass over all chunks), then lets xarray's own lazy wrappers apply what sits on top of the raw
+read (CF decoding: masking, scale/offset, times; later selections; dask operations).
+
+How a variable is mapped back to its store:
+
+- lazily indexed (``chunks=None``, from ``fastzarr.open_zarr`` or ``xr.open_zarr``): xarray
+  keeps a chain of lazy wrappers (``MemoryCachedArray``, ``CopyOnWriteArray``, CF decoding
+  ``_ElementwiseFunctionArray``, ``LazilyIndexedArray`` holding the composed selection) around a
+  backend array (fastzarr's ``FastzarrArrayWrapper`` or xarray's ``ZarrArrayWrapper``). The chain
+  is copied with the backend array swapped for a planning stand-in: a first evaluation records
+  the selection the backend array is asked for (and stops there, reading nothing), a second,
+  after ``read_many``, serves the decoded chunks and runs the decoding wrappers as xarray would.
+- dask-backed (``chunks={}``, ``"auto"``, a dict, also after ``isel``/``sel`` or arithmetic):
+  every ``getter`` task of the (culled) graph that reads from such a chain is planned the same
+  way; the decoded blocks replace those tasks, and the rest of the graph (slicing, arithmetic)
+  runs in a small synchronous executor (see ``fastzarr._dask_graph``). Each getter reads a
+  whole dask block, as dask would: with the default ``chunks={}`` a block is a stored chunk.
+
+Anything else (in-memory data, other backends, dask graphs without a Zarr read, zarr-python
+stores fastzarr cannot open, variables fastzarr cannot decode) is loaded by xarray itself; the
+result is numpy either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+from xarray.backends.zarr import ZarrArrayWrapper
+from xarray.core import indexing
+
+import fastzarr as fz
+from fastzarr.xarray_backend import FastzarrArrayWrapper, Request, fetch, normalize_url
+
+__all__ = ["load"]
+
+T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
+
+_MAX_DEPTH = 64
+
+
+class _Probe(BaseException):
+    """Raised by a planning leaf to stop an evaluation once it knows the selection it needs.
+
+    A ``BaseException`` so that no ``except Exception`` on the way up swallows it."""
+
+
+class _PlannedLeaf(FastzarrArrayWrapper):
+    """Stands in for the backend array of one evaluation: first records, then serves."""
+
+    __slots__ = ("requests", "results", "serving")
+
+    def __init__(self, array: fz.Array, dtype: np.dtype[Any]) -> None:
+        super().__init__(array, dtype)
+        self.requests: list[Request] = []
+        self.results: list[npt.NDArray[Any]] = []
+        self.serving = False
+
+    def _fetch(self, request: Request) -> npt.NDArray[Any]:
+        if not self.serving:
+            self.requests.append(request)
+            raise _Probe
+        if self.results:
+            return self.results.pop(0)
+        return fetch(self._array, request)  # asked again for more: read it directly
+
+
+class _Evaluation:
+    """``fn(chain)`` where ``chain`` is a copy of a lazy xarray chain with its leaf replaced."""
+
+    __slots__ = ("_fn", "_leaf_obj", "_source", "leaf", "value")
+
+    def __init__(
+        self, source: Any, leaf_obj: Any, array: fz.Array, fn: Callable[[Any], Any], dtype: np.dtype[Any]
+    ) -> None:
+        self._source = source
+        self._leaf_obj = leaf_obj
+        self._fn = fn
+        self.leaf = _PlannedLeaf(array, dtype)
+        self.value: Any = None
+
+    def probe(self) -> list[tuple[Any, ...]]:
+        """Runs until the leaf is asked for data; returns the ``read_many`` requests it made."""
+        with contextlib.suppress(_Probe):
+            self.value = self._fn(_replace_leaf(self._source, self._leaf_obj, self.leaf))
+        array = self.leaf.get_array()
+        return [(array, *request) for request in self.leaf.requests]
+
+    def serve(self, results: list[npt.NDArray[Any]]) -> Any:
+        """Runs again with the decoded ``results`` of the probe's requests; returns the value."""
+        if not self.leaf.requests:
+            return self.value
+        self.leaf.results = list(results)
+        self.leaf.serving = True
+        self.value = self._fn(_replace_leaf(self._source, self._leaf_obj, self.leaf))
+        return self.value
+
+
+# --------------------------------------------------------------------------------------------
+# lazy xarray chains
+
+
+def _is_wrapper(obj: Any) -> bool:
+    return isinstance(obj, indexing.ExplicitlyIndexed | indexing.ImplicitToExplicitIndexingAdapter)
+
+
+def _find_leaf(obj: Any) -> Any:
+    """The backend array at the bottom of a chain of xarray lazy wrappers, or ``None``."""
+    for _ in range(_MAX_DEPTH):
+        if isinstance(obj, FastzarrArrayWrapper | ZarrArrayWrapper):
+            return obj
+        if not _is_wrapper(obj) or not hasattr(obj, "array"):
+            return None
+        obj = obj.array
+    return None
+
+
+def _replace_leaf(obj: Any, leaf: Any, replacement: Any) -> Any:
+    """A copy of the chain down to ``leaf`` with ``leaf`` swapped for ``replacement``."""
+    if obj is leaf:
+        return replacement
+    new = copy.copy(obj)
+    new.array = _replace_leaf(obj.array, leaf, replacement)
+    return new
+
+
+class _Resolver:
+    """Maps backend arrays to fastzarr Arrays, opening each store once per :func:`load` call."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, fz.Group | None] = {}
+
+    def __call__(self, leaf: Any) -> fz.Array | None:
+        if isinstance(leaf, FastzarrArrayWrapper):
+            return leaf.get_array()
+        if not isinstance(leaf, ZarrArrayWrapper):
+            return None
+        dtype = np.dtype(leaf.dtype)
+        if dtype.kind not in "biufcUV":
+            return None
+        zarr_wrapper: Any = leaf
+        location = _zarr_location(zarr_wrapper.get_array())
+        if location is None:
+            return None
+        array = self._open(*location)
+        if (
+            array is None
+            or tuple(array.shape) != tuple(leaf.shape)
+            or array.dtype.newbyteorder("=") != dtype.newbyteorder("=")
+        ):
+            return None
+        return array
+
+    def _open(self, url: str, path: str) -> fz.Array | None:
+        if url not in self._groups:
+            try:
+                self._groups[url] = fz.open_group(url)
+            except (fz.FastzarrError, OSError):
+                self._groups[url] = None
+        group = self._groups[url]
+        try:
+            member = group[path] if group is not None else fz.open_array(url, path=path)
+        except (fz.FastzarrError, KeyError, OSError):
+            return None
+        return member if isinstance(member, fz.Array) else None
+
+
+def _zarr_location(zarr_array: Any) -> tuple[str, str] | None:
+    """(store URL, array path) of a zarr-python array on a local store; ``None`` otherwise."""
+    store = getattr(zarr_array, "store", None)
+    path = str(getattr(zarr_array, "path", "")).strip("/")
+    root = getattr(store, "root", None)  # zarr.storage.LocalStore
+    if root is not None and type(store).__name__ == "LocalStore":
+        return normalize_url(str(root)), path
+    fs = getattr(store, "fs", None)  # zarr.storage.FsspecStore over the local filesystem
+    if fs is not None and type(store).__name__ == "FsspecStore":
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol in ("file", "local"):
+            return normalize_url(str(getattr(store, "path", ""))), path
+    return None
+
+
+def _duck_array(chain: Any) -> Any:
+    return chain.get_duck_array()
+
+
+# --------------------------------------------------------------------------------------------
+# the public function
+
+
+def _variables(obj: xr.Dataset | xr.DataArray) -> Iterable[xr.Variable]:
+    if isinstance(obj, xr.Dataset):
+        return obj.variables.values()
+    if isinstance(obj, xr.DataArray):
+        return [obj.variable, *obj.coords.variables.values()]
+    raise TypeError(f"fastzarr.load takes an xarray Dataset or DataArray, not {type(obj).__name__}")
+
+
+def _is_dask(data: Any) -> bool:
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(data, dask_array.Array)
+
+
+class _LoadPlan:
+    """Every variable of one :func:`load` call, sorted by how it will be loaded."""
+
+    def __init__(self) -> None:
+        self.resolve = _Resolver()
+        self.lazy: list[tuple[xr.Variable, _Evaluation]] = []
+        self.fallback_lazy: list[xr.Variable] = []
+        self.fallback_dask: list[xr.Variable] = []
+        self.dask: Any = None  # a fastzarr._dask_graph.DaskPlan once a dask variable is seen
+
+    def plan_chain(self, source: Any, fn: Callable[[Any], Any]) -> _Evaluation | None:
+        leaf_obj = _find_leaf(source)
+        if leaf_obj is None:
+            return None
+        array = self.resolve(leaf_obj)
+        if array is None:
+            return None
+        return _Evaluation(source, leaf_obj, array, fn, np.dtype(leaf_obj.dtype))
+
+    def mappable(self, source: Any) -> bool:
+        """Whether ``source`` is a chain over a Zarr array fastzarr can read."""
+        leaf_obj = _find_leaf(source)
+        return leaf_obj is not None and self.resolve(leaf_obj) is not None
+
+    def add(self, variable: xr.Variable) -> None:
+        data = variable._data
+        if _is_dask(data):
+            if self.dask is None:
+                from fastzarr import _dask_graph  # noqa: PLC0415 - dask is optional
+
+                self.dask = _dask_graph.DaskPlan(self.plan_chain, self.mappable)
+            if not self.dask.add(variable, data):
+                self.fallback_dask.append(variable)
+            return
+        evaluation = self.plan_chain(data, _duck_array)
+        if evaluation is None:
+            self.fallback_lazy.append(variable)
+        else:
+            self.lazy.append((variable, evaluation))
+
+    def read(self) -> None:
+        """Probes every evaluation, reads all their requests in one pass, then serves them."""
+        evaluations = [e for _, e in self.lazy]
+        if self.dask is not None:
+            evaluations += self.dask.evaluations()
+        requests_of = [e.probe() for e in evaluations]
+        requests = [r for rs in requests_of for r in rs]
+        results = fz.read_many(requests) if requests else []
+        start = 0
+        for evaluation, own in zip(evaluations, requests_of, strict=True):
+            evaluation.serve(results[start : start + len(own)])
+            start += len(own)
+
+    def store(self) -> None:
+        """Puts the values read into their variables."""
+        for variable, evaluation in self.lazy:
+            variable.data = evaluation.value
+        if self.dask is not None and self.dask.arrays:
+            for variable, value in self.dask.finish():
+                variable.data = value
+
+    def load_rest(self) -> None:
+        """Loads the variables no Zarr read was found for, the way xarray (or dask) would."""
+        if self.fallback_dask:
+            from fastzarr import _dask_graph  # noqa: PLC0415 - dask is optional
+
+            computed = _dask_graph.compute([v._data for v in self.fallback_dask])
+            for variable, value in zip(self.fallback_dask, computed, strict=True):
+                variable.data = value
+        for variable in self.fallback_lazy:
+            variable.load()
+
+
+def load(obj: T_Xarray) -> T_Xarray:
+    """Loads every variable of ``obj`` into numpy, reading all of them in one parallel pass.
+
+    ``obj`` is a Dataset or DataArray opened by :func:`fastzarr.open_zarr`,
+    ``xr.open_dataset(..., engine="fastzarr")`` or ``xr.open_zarr`` (dask-backed or lazily
+    indexed), after any ``isel``/``sel``. Like ``obj.load()``, it loads in place and returns
+    ``obj``; every variable is then a numpy array, never dask, never lazy. Values are identical
+    to xarray's. Variables that cannot be traced back to a Zarr array fastzarr reads (computed
+    in memory, other backends, remote zarr-python stores, variable-length strings) are loaded
+    by xarray (or dask) itself.
+    """
+    plan = _LoadPlan()
+    with _gc_paused():
+        seen: set[int] = set()
+        for variable in _variables(obj):
+            if id(variable) in seen or variable._in_memory:
+                continue
+            seen.add(id(variable))
+            plan.add(variable)
+        plan.read()
+        plan.store()
+    plan.load_rest()
+    return obj
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector while planning: dask graphs of thousands of variables
+    allocate enough small objects to trigger full collections that cost more than the reads."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -1,0 +1,607 @@
+"""xarray integration: the ``fastzarr`` engine and :func:`open_zarr`.
+
+``xr.open_dataset(url, engine="fastzarr")`` and ``fastzarr.open_zarr(url, ...)`` build the same
+Dataset as ``xr.open_zarr(url, ...)`` (variables, dimension names, attributes, CF decoding and the
+encodings users rely on), but every read goes through fastzarr's parallel Rust core:
+
+- opening reads metadata only (from consolidated metadata when the store has it);
+- ``.isel``/``.sel`` then ``.load()`` reads only the chunks the selection touches, each read
+  decoding its chunks in parallel;
+- ``await ds.load_async()`` reads all variables concurrently;
+- ``chunks={}``, ``"auto"`` or a dict give dask arrays whose tasks read through fastzarr; the
+  backend array pickles to (URL, options, path), so a ``dask.distributed`` cluster can run them.
+
+Indexing: integers, positive-step slices and sorted 1-D integer arrays on every axis go straight
+to the Rust core (``Array.oindex``); negative steps and unsorted or repeated indices are
+decomposed by xarray (``IndexingSupport.OUTER``: the core reads the sorted unique indices, numpy
+reorders them in memory). Vectorized (pointwise) keys become one point read
+(``read_many([(array, selection, {axis: indices})])``), which decodes only the chunks that hold
+points.
+
+Variables fastzarr's core cannot decode (variable-length strings, ``|O`` or ``string`` data types)
+are read through zarr-python for that variable only, exactly as ``xr.open_zarr`` reads them; if
+zarr-python is not installed, opening raises :class:`fastzarr.UnsupportedCodecError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+from xarray.backends import (
+    AbstractDataStore,
+    BackendArray,
+    BackendEntrypoint,
+    StoreBackendEntrypoint,
+    ZarrStore,
+)
+from xarray.backends.zarr import FillValueCoder
+from xarray.core import indexing
+from xarray.namedarray.parallelcompat import guess_chunkmanager
+
+import fastzarr as fz
+
+__all__ = ["FastzarrArrayWrapper", "FastzarrBackendEntrypoint", "FastzarrStore", "open_zarr"]
+
+DIMENSION_KEY = "_ARRAY_DIMENSIONS"
+INDEXING_SUPPORT = indexing.IndexingSupport.OUTER
+
+
+# --------------------------------------------------------------------------------------------
+# one decode pool per dask worker process, sized to the worker's threads
+
+
+_configured_pid: int | None = None
+
+
+def configure_for_dask_worker() -> None:
+    """Inside a ``dask.distributed`` worker, size fastzarr's pool to the worker's threads.
+
+    Runs once per process (cheap to call before every read): a worker with ``n`` threads runs
+    ``n`` tasks at once, and each task's read then shares a pool of ``n`` decode threads instead
+    of every process using all the machine's cores.
+    """
+    global _configured_pid  # noqa: PLW0603 - one flag per process
+    pid = os.getpid()
+    if _configured_pid == pid:
+        return
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return
+    try:
+        worker = distributed.get_worker()
+    except ValueError:
+        return
+    state = getattr(worker, "state", worker)
+    nthreads = getattr(state, "nthreads", None) or getattr(worker, "nthreads", None)
+    if isinstance(nthreads, int) and nthreads > 0:
+        fz.set_num_threads(nthreads)
+    _configured_pid = pid
+
+
+# --------------------------------------------------------------------------------------------
+# the backend array
+
+
+def metadata_fingerprint(array: fz.Array) -> str:
+    """A short hash of an array's stored metadata (shape, chunks, codecs, attributes)."""
+    text = json.dumps(array.metadata, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _is_outer_key(key: tuple[Any, ...]) -> bool:
+    return any(isinstance(k, np.ndarray | list) for k in key)
+
+
+# What the Rust core is asked for: ``(selection,)`` (ints, slices, 1-D integer arrays with outer
+# semantics) or ``(selection, {axis: indices})`` (points: one output axis where the first point
+# axis was, see ``fastzarr.read_many``).
+Request = tuple[tuple[Any, ...]] | tuple[tuple[Any, ...], dict[int, npt.NDArray[np.int64]]]
+
+
+def fetch(array: fz.Array, request: Request) -> npt.NDArray[Any]:
+    """Reads one :data:`Request` from ``array``."""
+    if len(request) == 2:
+        return fz.read_many([(array, request[0], request[1])])[0]
+    key = request[0]
+    if _is_outer_key(key):
+        return array.oindex[key]
+    return array[key]
+
+
+def points_request(
+    key: tuple[Any, ...],
+) -> tuple[Request, Callable[[npt.NDArray[Any]], npt.NDArray[Any]]] | None:
+    """A vectorized (pointwise) key as a point read, and how to shape its result the way xarray
+    orders it (broadcast index dimensions first, then the sliced axes); ``None`` if the key
+    has no points."""
+    array_axes = [axis for axis, k in enumerate(key) if isinstance(k, np.ndarray)]
+    if not array_axes:
+        return None
+    arrays = np.broadcast_arrays(*(key[axis] for axis in array_axes))
+    shape = arrays[0].shape
+    if arrays[0].size == 0:
+        return None
+    points = {
+        axis: np.ascontiguousarray(a.ravel(), dtype=np.int64)
+        for axis, a in zip(array_axes, arrays, strict=True)
+    }
+    selection = tuple(slice(None) if isinstance(k, np.ndarray) else k for k in key)
+    first = array_axes[0]
+
+    def arrange(result: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        moved = np.moveaxis(result, first, 0)
+        return moved.reshape(shape + moved.shape[1:])
+
+    return (selection, points), arrange
+
+
+class FastzarrArrayWrapper(BackendArray):
+    """An xarray ``BackendArray`` over a :class:`fastzarr.Array`.
+
+    Basic and outer keys go to the core as they are (xarray's ``OUTER`` support makes slices'
+    steps positive and integer arrays sorted); vectorized keys become one point read that
+    decodes only the chunks holding points. Pickles to the fastzarr Array (URL, storage options,
+    path) and tokenizes for dask from the store URL, the array path and a metadata fingerprint.
+    """
+
+    __slots__ = ("_array", "dtype", "shape")
+
+    def __init__(self, array: fz.Array, dtype: np.dtype[Any] | None = None) -> None:
+        self._array = array
+        self.shape: tuple[int, ...] = tuple(array.shape)
+        self.dtype: np.dtype[Any] = array.dtype if dtype is None else np.dtype(dtype)
+
+    def get_array(self) -> fz.Array:
+        """The fastzarr Array this wrapper reads from."""
+        return self._array
+
+    def _fetch(self, request: Request) -> npt.NDArray[Any]:
+        """Every read goes through here (``fastzarr.load`` plans reads by overriding it)."""
+        configure_for_dask_worker()
+        return fetch(self._array, request)
+
+    async def _async_fetch(self, request: Request) -> npt.NDArray[Any]:
+        return await asyncio.to_thread(self._fetch, request)
+
+    def _raw_outer(self, key: tuple[Any, ...]) -> npt.NDArray[Any]:
+        return self._fetch((key,))
+
+    async def _async_raw_outer(self, key: tuple[Any, ...]) -> npt.NDArray[Any]:
+        return await self._async_fetch((key,))
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
+        if isinstance(key, indexing.VectorizedIndexer):
+            planned = points_request(key.tuple)
+            if planned is not None:
+                request, arrange = planned
+                return arrange(self._fetch(request))
+        return indexing.explicit_indexing_adapter(key, self.shape, INDEXING_SUPPORT, self._raw_outer)
+
+    async def async_getitem(self, key: indexing.ExplicitIndexer) -> Any:
+        """Reads in a worker thread (the Rust core releases the GIL), so variables load concurrently."""
+        if isinstance(key, indexing.VectorizedIndexer):
+            planned = points_request(key.tuple)
+            if planned is not None:
+                request, arrange = planned
+                return arrange(await self._async_fetch(request))
+        return await indexing.async_explicit_indexing_adapter(
+            key, self.shape, INDEXING_SUPPORT, self._async_raw_outer
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[fz.Array, np.dtype[Any]]]:
+        return (type(self), (self._array, self.dtype))
+
+    def __dask_tokenize__(self) -> tuple[str, str, str, str, str]:
+        array = self._array
+        return (
+            "fastzarr.FastzarrArrayWrapper",
+            array.url,
+            array.path,
+            metadata_fingerprint(array),
+            str(self.dtype),
+        )
+
+    def __repr__(self) -> str:
+        return f"FastzarrArrayWrapper(url={self._array.url!r}, path={self._array.path!r}, shape={self.shape})"
+
+
+# --------------------------------------------------------------------------------------------
+# the data store
+
+
+def normalize_url(url: str | os.PathLike[str]) -> str:
+    """Local paths become absolute (they must mean the same file in a dask worker); URLs stay."""
+    text = os.fspath(url)
+    if "://" in text:
+        return text
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _names(names: str | Iterable[str] | None) -> frozenset[str]:
+    if names is None:
+        return frozenset()
+    if isinstance(names, str):
+        return frozenset([names])
+    return frozenset(str(n) for n in names)
+
+
+def _group_path(group: str | None) -> str:
+    return (group or "").strip("/")
+
+
+def _v2_fill_value(array: fz.Array, meta: Mapping[str, Any]) -> Any:
+    """zarr-python's ``fill_value`` of a v2 array: ``None`` where the metadata says null."""
+    return None if meta.get("fill_value") is None else array.fill_value
+
+
+def _stored_dtype(array: fz.Array, meta: Mapping[str, Any]) -> np.dtype[Any]:
+    """The stored data type (v2 keeps the byte order zarr-python reports; reads are native)."""
+    if array.zarr_format == 2:
+        declared = meta.get("dtype")
+        if isinstance(declared, str):
+            try:
+                stored = np.dtype(declared)
+            except TypeError:
+                return array.dtype
+            if stored.newbyteorder("=") == array.dtype.newbyteorder("="):
+                return stored
+    return array.dtype
+
+
+def dims_and_attrs(
+    array: fz.Array, meta: Mapping[str, Any], name: str
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Dimension names and user attributes, the way xarray's zarr backend finds them."""
+    stored = meta.get("attributes")
+    attrs = dict(stored) if isinstance(stored, dict) else dict(array.attrs)
+    if array.zarr_format == 3:
+        dims = tuple(str(d) for d in (meta.get("dimension_names") or ()))
+        if len(dims) != array.ndim:
+            raise KeyError(
+                f"Zarr array {name!r} is missing the `dimension_names` metadata which is "
+                "required for xarray to determine variable dimensions."
+            )
+        return dims, attrs
+    if DIMENSION_KEY in attrs:
+        dims = tuple(str(d) for d in attrs[DIMENSION_KEY])
+    else:
+        nczarr = meta.get("_NCZARR_ARRAY")
+        if not isinstance(nczarr, dict) or "dimrefs" not in nczarr:
+            raise KeyError(
+                f"Zarr array {name!r} is missing the attribute `{DIMENSION_KEY}` and the NCZarr "
+                "metadata, which are required for xarray to determine variable dimensions."
+            )
+        dims = tuple(os.path.basename(str(d)) for d in nczarr["dimrefs"])
+    hidden = {k for k in attrs if k == DIMENSION_KEY or k.lower().startswith("_nc")}
+    return dims, {k: v for k, v in attrs.items() if k not in hidden}
+
+
+class FastzarrStore(AbstractDataStore):
+    """A read-only xarray data store over a :class:`fastzarr.Group`."""
+
+    __slots__ = (
+        "_consolidated",
+        "_drop",
+        "_group",
+        "_group_path",
+        "_storage_options",
+        "_url",
+        "_use_zarr_fill_value_as_mask",
+        "_zarr_format",
+        "_zarr_store",
+    )
+
+    def __init__(
+        self,
+        group: fz.Group,
+        *,
+        url: str,
+        group_path: str = "",
+        storage_options: dict[str, Any] | None = None,
+        use_zarr_fill_value_as_mask: bool | None = None,
+        drop_variables: str | Iterable[str] | None = None,
+    ) -> None:
+        self._group = group
+        self._drop = _names(drop_variables)
+        self._url = url
+        self._group_path = group_path
+        self._storage_options = storage_options
+        self._zarr_format = group.zarr_format
+        self._consolidated = group.consolidated
+        if use_zarr_fill_value_as_mask is None:
+            use_zarr_fill_value_as_mask = group.zarr_format == 2
+        self._use_zarr_fill_value_as_mask = use_zarr_fill_value_as_mask
+        self._zarr_store: ZarrStore | None = None
+
+    @classmethod
+    def open(
+        cls,
+        url: str | os.PathLike[str],
+        *,
+        group: str | None = None,
+        consolidated: bool | None = None,
+        storage_options: dict[str, Any] | None = None,
+        zarr_format: int | None = None,
+        use_zarr_fill_value_as_mask: bool | None = None,
+        drop_variables: str | Iterable[str] | None = None,
+    ) -> FastzarrStore:
+        """Opens the group at ``group`` of the store at ``url`` (metadata only); arrays named in
+        ``drop_variables`` are never opened."""
+        location = normalize_url(url)
+        use_consolidated = False if consolidated is False else None
+        root = fz.open_group(location, storage_options=storage_options, use_consolidated=use_consolidated)
+        if consolidated and not root.consolidated:
+            raise ValueError(f"consolidated=True but the store {location!r} has no consolidated metadata")
+        if zarr_format is not None and root.zarr_format != zarr_format:
+            raise FileNotFoundError(
+                f"no Zarr v{zarr_format} group at {location!r} (found a v{root.zarr_format} group)"
+            )
+        path = _group_path(group)
+        try:
+            node = root[path] if path else root
+        except KeyError:
+            raise KeyError(f"no group {path!r} in the store {location!r}") from None
+        if not isinstance(node, fz.Group):
+            raise FileNotFoundError(f"{path!r} in {location!r} is an array, not a group")
+        return cls(
+            node,
+            url=location,
+            group_path=path,
+            storage_options=storage_options,
+            use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
+            drop_variables=drop_variables,
+        )
+
+    @property
+    def group(self) -> fz.Group:
+        """The fastzarr Group this store reads."""
+        return self._group
+
+    def get_variables(self) -> dict[str, xr.Variable]:
+        """One lazily indexed variable per array in the group (sub-groups are not variables)."""
+        return {
+            name: self.open_store_variable(name)
+            for name in self._group.array_keys()
+            if name not in self._drop
+        }
+
+    def open_store_variable(self, name: str) -> xr.Variable:
+        """The variable for array ``name``, not yet CF-decoded (as xarray's ZarrStore builds it)."""
+        try:
+            member = self._group[name]
+        except fz.UnsupportedCodecError:
+            return self._zarr_python_variable(name)
+        if not isinstance(member, fz.Array):  # pragma: no cover - array_keys lists arrays only
+            raise TypeError(f"{name!r} is not an array")
+        meta = member.metadata  # parsed once per array
+        dims, attrs = dims_and_attrs(member, meta, name)
+        wrapper = FastzarrArrayWrapper(member, _stored_dtype(member, meta))
+        data = indexing.LazilyIndexedArray(wrapper)
+        chunks = tuple(int(c) for c in member.chunks)
+        shards = member.shards
+        encoding: dict[str, Any] = {
+            "chunks": chunks,
+            "preferred_chunks": dict(zip(dims, chunks, strict=True)),
+            "shards": None if shards is None else tuple(int(s) for s in shards),
+        }
+        if self._use_zarr_fill_value_as_mask:
+            fill_value = _v2_fill_value(member, meta) if member.zarr_format == 2 else member.fill_value
+            if fill_value is not None:
+                attrs["_FillValue"] = fill_value
+        else:
+            if member.zarr_format == 3:
+                encoding["fill_value"] = member.fill_value
+            if "_FillValue" in attrs:
+                attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], member.dtype)
+        return xr.Variable(dims, data, attrs, encoding)
+
+    def _zarr_python_variable(self, name: str) -> xr.Variable:
+        """Reads an array fastzarr's core cannot decode through zarr-python, as xr.open_zarr does."""
+        try:
+            importlib.import_module("zarr")
+        except ImportError as err:
+            raise fz.UnsupportedCodecError(
+                f"fastzarr cannot decode array {name!r} of {self._url!r} (e.g. variable-length "
+                "strings); install zarr-python to read such variables through it"
+            ) from err
+        if self._zarr_store is None:
+            self._zarr_store = ZarrStore.open_group(
+                self._url,
+                group=self._group_path or None,
+                mode="r",
+                consolidated=self._consolidated,
+                storage_options=self._storage_options or None,
+                zarr_format=self._zarr_format,
+                use_zarr_fill_value_as_mask=self._use_zarr_fill_value_as_mask,
+            )
+        variable: xr.Variable = self._zarr_store.open_store_variable(name)
+        return variable
+
+    def get_attrs(self) -> dict[str, Any]:
+        """The group's attributes, without NCZarr's private ones."""
+        return {k: v for k, v in self._group.attrs.items() if not k.lower().startswith("_nc")}
+
+    def get_dimensions(self) -> dict[str, int]:
+        """Dimension lengths over all arrays; conflicting lengths raise ``ValueError``."""
+        dimensions: dict[str, int] = {}
+        for name, variable in self.get_variables().items():
+            for dim, size in zip(variable.dims, variable.shape, strict=True):
+                if dimensions.setdefault(str(dim), size) != size:
+                    raise ValueError(
+                        f"found conflicting lengths for dimension {dim} in {name!r} "
+                        f"({size} != {dimensions[str(dim)]})"
+                    )
+        return dimensions
+
+    def close(self) -> None:
+        """Nothing to release: fastzarr arrays hold no open files."""
+        if self._zarr_store is not None:
+            self._zarr_store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+
+
+class FastzarrBackendEntrypoint(BackendEntrypoint):
+    """xarray backend ``engine="fastzarr"``: Zarr v2/v3 stores read by fastzarr's Rust core."""
+
+    description = "Open Zarr stores (v2 and v3) with fastzarr's parallel Rust reader"
+    url = "https://github.com/fastzarr/fastzarr"
+    open_dataset_parameters: ClassVar[tuple[str, ...] | None] = (
+        "filename_or_obj",
+        "mask_and_scale",
+        "decode_times",
+        "concat_characters",
+        "decode_coords",
+        "drop_variables",
+        "use_cftime",
+        "decode_timedelta",
+        "group",
+        "consolidated",
+        "storage_options",
+        "zarr_format",
+        "use_zarr_fill_value_as_mask",
+    )
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """Never: ``.zarr`` paths stay with xarray's zarr engine unless ``engine="fastzarr"``."""
+        return False
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj: str | os.PathLike[str] | FastzarrStore,
+        *,
+        mask_and_scale: bool = True,
+        decode_times: bool = True,
+        concat_characters: bool = True,
+        decode_coords: bool | Literal["coordinates", "all"] = True,
+        drop_variables: str | Iterable[str] | None = None,
+        use_cftime: bool | None = None,
+        decode_timedelta: bool | None = None,
+        group: str | None = None,
+        consolidated: bool | None = None,
+        storage_options: dict[str, Any] | None = None,
+        zarr_format: int | None = None,
+        use_zarr_fill_value_as_mask: bool | None = None,
+    ) -> xr.Dataset:
+        """Opens a Zarr group as a lazily loaded Dataset, decoded like ``xr.open_zarr``."""
+        if isinstance(filename_or_obj, FastzarrStore):
+            store = filename_or_obj
+        elif isinstance(filename_or_obj, str | os.PathLike):
+            store = FastzarrStore.open(
+                filename_or_obj,
+                group=group,
+                consolidated=consolidated,
+                storage_options=storage_options,
+                zarr_format=zarr_format,
+                use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
+                drop_variables=drop_variables,
+            )
+        else:
+            raise TypeError(f"engine='fastzarr' opens a URL or path, not {type(filename_or_obj).__name__}")
+        try:
+            return StoreBackendEntrypoint().open_dataset(
+                store,
+                mask_and_scale=mask_and_scale,
+                decode_times=decode_times,
+                concat_characters=concat_characters,
+                decode_coords=decode_coords,
+                drop_variables=drop_variables,
+                use_cftime=use_cftime,
+                decode_timedelta=decode_timedelta,
+            )
+        except BaseException:
+            store.close()
+            raise
+
+
+class _Default:
+    """Marks ``chunks`` left out: dask chunks when dask is installed, as in ``xr.open_zarr``."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT_CHUNKS: Any = _Default()
+
+
+def _default_chunks(chunked_array_type: str | None) -> dict[str, Any] | None:
+    try:
+        guess_chunkmanager(chunked_array_type)
+    except (ValueError, ImportError):
+        return None
+    return {}
+
+
+def open_zarr(  # noqa: PLR0917 - the positional order of xr.open_zarr
+    store: str | os.PathLike[str],
+    group: str | None = None,
+    chunks: int | dict[Any, Any] | Literal["auto"] | None = _DEFAULT_CHUNKS,
+    decode_cf: bool = True,
+    mask_and_scale: bool = True,
+    decode_times: bool = True,
+    concat_characters: bool = True,
+    decode_coords: bool | Literal["coordinates", "all"] = True,
+    drop_variables: str | Iterable[str] | None = None,
+    consolidated: bool | None = None,
+    overwrite_encoded_chunks: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    decode_timedelta: bool | None = None,
+    use_cftime: bool | None = None,
+    zarr_format: int | None = None,
+    use_zarr_fill_value_as_mask: bool | None = None,
+    chunked_array_type: str | None = None,
+    from_array_kwargs: Mapping[str, Any] | None = None,
+    create_default_indexes: bool = True,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Opens a Zarr store as an xarray Dataset read by fastzarr: a drop-in for ``xr.open_zarr``.
+
+    Takes the arguments of ``xr.open_zarr`` with the same meaning and defaults (``chunks``
+    defaults to ``{}``, the stored chunks, when dask is installed, else ``None``) and returns
+    the Dataset ``xr.open_zarr`` returns, lazily indexed or dask-backed. ``storage_options`` are
+    fastzarr's (object_store) options. ``consolidated=False`` ignores consolidated metadata;
+    ``consolidated=True`` on a store without it raises ``ValueError``. Load it with
+    :func:`fastzarr.load` (all variables in one parallel pass) or with xarray's ``.load()`` /
+    ``await .load_async()``.
+    """
+    if kwargs:
+        raise TypeError("open_zarr() got unexpected keyword arguments " + ",".join(kwargs))
+    if isinstance(chunks, _Default):
+        chunks = _default_chunks(chunked_array_type)
+    backend_kwargs: dict[str, Any] = {
+        "consolidated": consolidated,
+        "storage_options": storage_options,
+        "zarr_format": zarr_format,
+        "use_zarr_fill_value_as_mask": use_zarr_fill_value_as_mask,
+        "overwrite_encoded_chunks": overwrite_encoded_chunks,
+    }
+    return xr.open_dataset(
+        normalize_url(store),
+        group=group,
+        decode_cf=decode_cf,
+        mask_and_scale=mask_and_scale,
+        decode_times=decode_times,
+        concat_characters=concat_characters,
+        decode_coords=decode_coords,
+        engine=FastzarrBackendEntrypoint,
+        chunks=chunks,
+        drop_variables=drop_variables,
+        create_default_indexes=create_default_indexes,
+        chunked_array_type=chunked_array_type,
+        from_array_kwargs=dict(from_array_kwargs or {}),
+        backend_kwargs=backend_kwargs,
+        decode_timedelta=decode_timedelta,
+        use_cftime=use_cftime,
+    )
