@@ -32,12 +32,31 @@ from fastzarr._core import (
     set_num_threads,
 )
 
+from fastzarr.report import DuplicateRecord, Report
+
 if TYPE_CHECKING:
+    from fastzarr.extract import (
+        DuplicateError,
+        DuplicateWarning,
+        MemoryBudgetError,
+        SourceMismatchError,
+        extract_points,
+        to_features,
+    )
     from fastzarr.loading import load
     from fastzarr.xarray_backend import open_zarr
 
 # xarray is optional: its integration is imported on first use of these names.
-_XARRAY_NAMES = {"load": "fastzarr.loading", "open_zarr": "fastzarr.xarray_backend"}
+_XARRAY_NAMES = {
+    "load": "fastzarr.loading",
+    "open_zarr": "fastzarr.xarray_backend",
+    "extract_points": "fastzarr.extract",
+    "to_features": "fastzarr.extract",
+    "DuplicateError": "fastzarr.extract",
+    "DuplicateWarning": "fastzarr.extract",
+    "MemoryBudgetError": "fastzarr.extract",
+    "SourceMismatchError": "fastzarr.extract",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,16 +74,23 @@ Mapping.register(Group)
 __all__ = [
     "Array",
     "CorruptChunkError",
+    "DuplicateError",
+    "DuplicateRecord",
+    "DuplicateWarning",
     "FastzarrError",
     "Group",
+    "MemoryBudgetError",
     "MetadataError",
     "OuterIndexer",
     "ReadStats",
+    "Report",
     "SelectionError",
+    "SourceMismatchError",
     "StoreNotFoundError",
     "TimeoutError",
     "UnsupportedCodecError",
     "__version__",
+    "extract_points",
     "get_num_threads",
     "load",
     "open_array",
@@ -72,4 +98,5 @@ __all__ = [
     "open_zarr",
     "read_many",
     "set_num_threads",
+    "to_features",
 ]

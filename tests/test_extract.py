@@ -1,0 +1,443 @@
+"""extract_points equals xarray's sel + concat; duplicates, errors, batching, report and to_features."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import fastzarr.extract as extract_module
+import numcodecs
+import numpy as np
+import pytest
+import xarray as xr
+from fastzarr.extract import (
+    DuplicateError,
+    DuplicateWarning,
+    MemoryBudgetError,
+    SourceMismatchError,
+    extract_points,
+    to_features,
+)
+from fastzarr.report import DuplicateRecord, Report
+from fastzarr.testing import make_batches
+
+# xarray's current concat defaults, spelled out as extract_points does.
+CONCAT: dict[str, Any] = {"data_vars": "all", "coords": "different", "compat": "equals", "join": "outer"}
+SMALL = {"variables": 3, "file_ids": 3, "steps": 2, "lat": 8, "lon": 12}
+
+
+def batches(path: Path, **kwargs: Any) -> list[str]:
+    """make_batches with zarr/xarray write warnings silenced (only while writing)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [str(p) for p in make_batches(path, **(SMALL | kwargs))]
+
+
+def as_indexers(points: dict[str, Any]) -> dict[str, Any]:
+    """Sequences become xr.DataArray(dims="point") indexers, as extract_points documents."""
+    return {k: v if np.ndim(v) == 0 else xr.DataArray(np.asarray(v), dims="point") for k, v in points.items()}
+
+
+def expected(
+    sources: list[str], points: dict[str, Any], method: str | None = "nearest", drop: bool = True, **kw: Any
+) -> xr.Dataset:
+    """The xarray reference: sel on each source, concat, then keep the first of each file_id."""
+    parts = [xr.open_zarr(s).sel(as_indexers(points), method=method, **kw) for s in sources]
+    ds = xr.concat(parts, dim="file_id", **CONCAT).load()
+    if drop:
+        _, first = np.unique(ds["file_id"].values, return_index=True)
+        ds = ds.isel(file_id=np.sort(first))
+    return ds
+
+
+def extract_quiet(*args: Any, **kwargs: Any) -> Any:
+    """extract_points with the DuplicateWarning (expected for overlapping batches) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DuplicateWarning)
+        return extract_points(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return batches(tmp_path_factory.mktemp("v2"), zarr_format=2)
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return batches(tmp_path_factory.mktemp("chunked"), zarr_format=3, chunks={"lat": 4, "lon": 5})
+
+
+LAT = np.linspace(90, -90, 8, dtype=np.float32)
+LON = np.linspace(0, 360, 12, endpoint=False, dtype=np.float32)
+
+POINTS = [
+    {"lat": 10.0, "lon": 100.0},
+    {"lat": 90.0, "lon": 0.0},  # grid corner
+    {"lat": -90.0, "lon": 359.0},  # opposite corner, nearest wraps to the last column
+    {"lat": [10.0, -89.0, 90.0], "lon": [100.0, 0.0, 330.0]},
+    {"lat": [float(LAT[3]), float(LAT[4])], "lon": [float(LON[4]), float(LON[5])]},  # chunk edges
+    {"lat": 0.0, "lon": [0.0, 150.0, 151.0]},  # scalar and sequence together
+    {"step": 1, "lat": 30.0, "lon": 200.0},
+]
+
+
+@pytest.mark.parametrize("points", POINTS)
+def test_equals_xarray_v2(v2: list[str], points: dict[str, Any]) -> None:
+    xr.testing.assert_identical(extract_quiet(v2, points=points), expected(v2, points))
+
+
+@pytest.mark.parametrize("points", POINTS)
+def test_equals_xarray_v3_chunked(chunked: list[str], points: dict[str, Any]) -> None:
+    xr.testing.assert_identical(extract_quiet(chunked, points=points), expected(chunked, points))
+
+
+def test_exact_method(chunked: list[str]) -> None:
+    points = {"lat": [float(LAT[0]), float(LAT[7])], "lon": [float(LON[11]), float(LON[5])]}
+    got = extract_quiet(chunked, points=points, method=None)
+    xr.testing.assert_identical(got, expected(chunked, points, method=None))
+    with pytest.raises(KeyError):
+        extract_points(chunked, points={"lat": 10.0, "lon": float(LON[1])}, method=None)
+
+
+def test_tolerance(v2: list[str]) -> None:
+    points = {"lat": float(LAT[2]) + 0.1, "lon": float(LON[2])}
+    got = extract_quiet(v2, points=points, tolerance=0.5)
+    xr.testing.assert_identical(got, expected(v2, points, tolerance=0.5))
+    with pytest.raises(KeyError):
+        extract_quiet(v2, points=points, tolerance=0.01)
+
+
+@pytest.mark.parametrize(
+    ("codec", "zarr_format"),
+    [
+        ("blosc:lz4:5:noshuffle", 2),
+        ("blosc:zstd:3:shuffle", 3),
+        ("blosc:blosclz:5:bitshuffle", 2),
+        ("blosc:zlib:1:bitshuffle", 3),
+        ("zstd:3", 3),
+        ("gzip:5", 2),
+    ],
+)
+def test_codecs(tmp_path: Path, codec: str, zarr_format: int) -> None:
+    paths = batches(tmp_path, batches=2, variables=2, codec=codec, zarr_format=zarr_format)
+    points = {"lat": [10.0, -90.0, 45.0], "lon": [0.0, 359.0, 200.0]}
+    xr.testing.assert_identical(extract_quiet(paths, points=points), expected(paths, points))
+
+
+def write_cf(path: Path, zarr_format: int, offset: int = 0) -> str:
+    """A store with a CF-encoded int16 variable (scale, offset, fill), a time axis and a 0-d var."""
+    rng = np.random.default_rng(offset)
+    values = rng.uniform(-5, 5, (3, 4, 6)).round(1)
+    values[0, 1, 2] = np.nan
+    temp = xr.Variable(("file_id", "y", "x"), values, {"units": "degC"})
+    temp.encoding = {"dtype": "int16", "scale_factor": 0.1, "add_offset": 2.0, "_FillValue": -32768}
+    ds = xr.Dataset(
+        {
+            "temp": temp,
+            "valid": (("file_id", "time"), np.arange(6).reshape(3, 2) + offset),
+            "count": ((), np.int32(7)),
+            "profile": (("y",), np.arange(4.0)),
+        },
+        coords={
+            "file_id": np.arange(3) + offset,
+            "y": np.arange(4) * 10.0,
+            "x": np.arange(6) * 5.0,
+            "time": np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]"),
+        },
+    )
+    store = path / f"cf{zarr_format}_{offset}.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(store, zarr_format=zarr_format, mode="w", consolidated=True)
+    return str(store)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("points", [{"y": 10.0, "x": 9.0}, {"y": [0.0, 30.0, 12.0], "x": [10.0, 25.0, 0.0]}])
+def test_cf_decoding(tmp_path: Path, zarr_format: int, points: dict[str, Any]) -> None:
+    paths = [write_cf(tmp_path, zarr_format, 0), write_cf(tmp_path, zarr_format, 3)]
+    got = extract_points(paths, points=points)
+    xr.testing.assert_identical(got, expected(paths, points))
+    assert got["temp"].dtype == np.float64
+
+
+def test_nan_point_is_masked(tmp_path: Path) -> None:
+    paths = [write_cf(tmp_path, 2)]
+    got = extract_points(paths, points={"y": 10.0, "x": 10.0})
+    assert np.isnan(got["temp"].values[0])
+
+
+def test_single_source_and_variables(v2: list[str]) -> None:
+    got = extract_points(v2[0], points={"lat": 0.0, "lon": 0.0}, variables=["var0001"])
+    assert list(got.data_vars) == ["var0001"]
+    ref = xr.open_zarr(v2[0])[["var0001"]].sel(lat=0.0, lon=0.0, method="nearest")
+    xr.testing.assert_identical(got, xr.concat([ref], dim="file_id", **CONCAT).load())
+
+
+def conflicting(tmp_path: Path) -> list[str]:
+    """Two batches whose shared file_id (2) holds different values (different seeds)."""
+    first = batches(tmp_path / "a", batches=1, seed=0)
+    second = batches(tmp_path / "b", batches=2, seed=1)[1:]
+    return first + second
+
+
+def test_duplicates_drop_warns_identical(v2: list[str]) -> None:
+    with pytest.warns(DuplicateWarning, match="identical") as record:
+        extract_points(v2, points={"lat": 0.0, "lon": 0.0})
+    message = str(record[0].message)
+    assert "CONFLICTING values" in message  # the header counts them: 0
+    assert f"2 from {v2[1]}: identical" in message
+    assert f"4 from {v2[2]}: identical" in message
+
+
+def test_duplicates_conflicting(tmp_path: Path) -> None:
+    paths = conflicting(tmp_path)
+    points = {"lat": 0.0, "lon": [0.0, 10.0]}
+    with pytest.warns(DuplicateWarning, match=r"2 from .*: CONFLICTING"):
+        got, report = extract_points(paths, points=points, return_report=True)
+    xr.testing.assert_identical(got, expected(paths, points))
+    assert report.duplicates == (DuplicateRecord(2, paths[1], False),)
+    with pytest.raises(DuplicateError, match="CONFLICTING"):
+        extract_points(paths, points=points, duplicates="raise")
+    kept = extract_points(paths, points=points, duplicates="keep")
+    xr.testing.assert_identical(kept, expected(paths, points, drop=False))
+
+
+def test_duplicates_within_one_source(tmp_path: Path) -> None:
+    paths = batches(tmp_path, batches=1)
+    with pytest.warns(DuplicateWarning, match="identical"):
+        got = extract_points([paths[0], paths[0]], points={"lat": 0.0, "lon": 0.0})
+    assert list(got["file_id"].values) == [0, 1, 2]
+
+
+def test_mismatched_coordinates(tmp_path: Path, v2: list[str]) -> None:
+    other = batches(tmp_path / "o", batches=1, lat=9)
+    with pytest.raises(SourceMismatchError, match=rf"{other[0]}.*'lat'.*length 9 instead of 8"):
+        extract_quiet([*v2, *other], points={"lat": 0.0, "lon": 0.0})
+    shifted = write_cf(tmp_path, 2, 0)
+    moved = xr.open_zarr(shifted).assign_coords(x=np.arange(6) * 5.0 + 1).load()
+    moved_path = tmp_path / "moved.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        moved.to_zarr(moved_path, zarr_format=2, consolidated=True)
+    with pytest.raises(SourceMismatchError, match=r"moved\.zarr.*'x'.*value 1\.0 instead of 0\.0 at index 0"):
+        extract_points([shifted, str(moved_path)], points={"y": 0.0, "x": 0.0})
+
+
+def test_missing_variable(tmp_path: Path, v2: list[str]) -> None:
+    fewer = batches(tmp_path, batches=1, variables=2)
+    with pytest.raises(SourceMismatchError, match=rf"{fewer[0]} lacks variables \['var0002'\]"):
+        extract_quiet([v2[0], fewer[0]], points={"lat": 0.0, "lon": 0.0})
+    with pytest.raises(SourceMismatchError, match="var0002"):
+        extract_quiet([fewer[0], v2[0]], points={"lat": 0.0, "lon": 0.0})
+    got = extract_quiet([v2[0], fewer[0]], points={"lat": 0.0, "lon": 0.0}, missing="fill")
+    ref = xr.concat(
+        [xr.open_zarr(p).sel(lat=0.0, lon=0.0, method="nearest") for p in [v2[0], fewer[0]]],
+        "file_id",
+        **CONCAT,
+    )
+    _, first = np.unique(ref["file_id"].values, return_index=True)
+    xr.testing.assert_identical(got, ref.isel(file_id=np.sort(first)).load())
+    assert np.isnan(got["var0002"].values[3:]).all()
+
+
+def test_bad_arguments(v2: list[str]) -> None:
+    with pytest.raises(ValueError, match="method"):
+        extract_points(v2, points={"lat": 0.0}, method="pad")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="duplicates"):
+        extract_points(v2, points={"lat": 0.0}, duplicates="nope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no sources"):
+        extract_points([], points={"lat": 0.0})
+    with pytest.raises(ValueError, match="concat_dim"):
+        extract_points(v2, points={"file_id": 0})
+    with pytest.raises(ValueError, match="share one dimension"):
+        extract_points(v2, points={"lat": [0.0, 1.0], "lon": [0.0]})
+    with pytest.raises(KeyError):
+        extract_points(v2, points={"lat": 0.0}, variables=["nope"])
+    with pytest.raises(ValueError, match="max_memory"):
+        extract_points(v2, points={"lat": 0.0}, max_memory="lots")
+
+
+def test_memory_budget_batches(v2: list[str]) -> None:
+    points = {"lat": [0.0, 10.0], "lon": [0.0, 20.0]}
+    one = 3 * 2 * 2 * 4  # bytes of one variable of one source: file_id x step x point x float32
+    got, report = extract_quiet(v2, points=points, max_memory=2 * one, return_report=True)
+    assert report.batches == 9 * one // (2 * one) + 1
+    xr.testing.assert_identical(got, expected(v2, points))
+    with pytest.raises(MemoryBudgetError):
+        extract_quiet(v2, points=points, max_memory=one - 1)
+    _, report = extract_quiet(v2, points=points, max_memory="50%", return_report=True)
+    assert report.batches == 1
+
+
+def test_timeout(v2: list[str]) -> None:
+    with pytest.raises(fz.TimeoutError):
+        extract_quiet(v2, points={"lat": 0.0, "lon": 0.0}, timeout=1e-9)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tqdm") is not None, reason="tqdm is installed")
+def test_progress_needs_tqdm(v2: list[str]) -> None:
+    with pytest.raises(ImportError, match="tqdm"):
+        extract_quiet(v2, points={"lat": 0.0, "lon": 0.0}, progress=True)
+    extract_quiet(v2, points={"lat": 0.0, "lon": 0.0}, progress=None)
+
+
+def test_report_counts_chunks(chunked: list[str]) -> None:
+    # lat chunks of 4 (2 chunks), lon chunks of 5 (3 chunks), one file_id per chunk, steps whole.
+    lat_idx = np.array([0, 3, 4, 7, 3])
+    lon_idx = np.array([0, 4, 5, 11, 0])
+    points = {"lat": LAT[lat_idx].tolist(), "lon": LON[lon_idx].tolist()}
+    got, report = extract_quiet(chunked, points=points, return_report=True)
+    assert isinstance(report, Report)
+    distinct = len(set(zip(lat_idx // 4, lon_idx // 5, strict=True)))  # 4 distinct (lat, lon) chunks
+    assert report.chunks == len(chunked) * 3 * 3 * distinct  # sources x variables x file_ids x chunks
+    assert report.chunks_missing == 0
+    assert report.sources == tuple(chunked)
+    assert report.variables == ("var0000", "var0001", "var0002")
+    assert report.bytes_returned == len(chunked) * 3 * got["var0000"].isel(file_id=slice(0, 3)).nbytes
+    assert report.bytes_read > 0
+    assert report.bytes_decoded > 0
+    assert report.peak_memory > 0
+    assert set(report.seconds) >= {"metadata", "plan", "fetch", "decode", "read", "assemble"}
+    assert len(report.duplicates) == 2
+    assert all(d.identical for d in report.duplicates)
+    text = repr(report)
+    assert "chunks touched" in text
+    assert "identical" in text
+    assert report._repr_html_().startswith("<table>")
+    assert report.as_dict()["chunks"] == report.chunks
+
+
+def test_report_partial_blosc(tmp_path: Path) -> None:
+    # One 128 KiB chunk per file_id in several blosc blocks: one point needs one block of each chunk.
+    values = np.random.default_rng(0).standard_normal((2, 128, 256)).astype(np.float32)
+    ds = xr.Dataset(
+        {"t": (("file_id", "lat", "lon"), values)},
+        coords={"file_id": [0, 1], "lat": np.arange(128.0), "lon": np.arange(256.0)},
+    )
+    blosc = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=1, blocksize=16384)
+    store = str(tmp_path / "blocks.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(store, zarr_format=2, encoding={"t": {"chunks": (1, 128, 256), "compressors": blosc}})
+    got, report = extract_points(store, points={"lat": 64.0, "lon": 3.0}, return_report=True)
+    np.testing.assert_array_equal(got["t"].values, values[:, 64, 3])
+    assert report.chunks == 2
+    assert report.chunks_partial == 2
+    assert report.blocks_decoded == 2
+    assert report.blocks_total > report.blocks_decoded  # blosc may enlarge the block size it was given
+
+
+def test_to_features(v2: list[str]) -> None:
+    ds = extract_quiet(v2, points={"lat": [0.0, 10.0], "lon": [0.0, 20.0]})
+    x, names = to_features(ds)
+    assert x.shape == (7, 3 * 2 * 2)
+    assert x.dtype == np.float64
+    assert names[:3] == ["var0000[step=0,point=0]", "var0000[step=0,point=1]", "var0000[step=1,point=0]"]
+    assert len(set(names)) == len(names)
+    np.testing.assert_array_equal(x[:, 5], ds["var0001"].isel(step=0, point=1).values)
+    x2, names2 = to_features(ds.isel(step=1, point=0), sample_dims="file_id")
+    assert names2 == ["var0000", "var0001", "var0002"]
+    np.testing.assert_array_equal(x2[:, 0], ds["var0000"].isel(step=1, point=0).values)
+    x3, _ = to_features(ds, sample_dims=("file_id", "point"))
+    assert x3.shape == (14, 6)
+    with pytest.raises(ValueError, match="lacks sample dims"):
+        to_features(ds.assign(extra=("point", [1.0, 2.0])))
+    with pytest.raises(ValueError, match="not a dimension"):
+        to_features(ds, sample_dims=("nope",))
+
+
+def test_sharded_v3(tmp_path: Path) -> None:
+    values = np.random.default_rng(1).standard_normal((4, 16, 20)).astype(np.float32)
+    ds = xr.Dataset(
+        {"t": (("file_id", "lat", "lon"), values)},
+        coords={"file_id": np.arange(4), "lat": np.arange(16.0), "lon": np.arange(20.0)},
+    )
+    store = str(tmp_path / "sharded.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.to_zarr(store, zarr_format=3, encoding={"t": {"chunks": (1, 4, 5), "shards": (2, 8, 10)}})
+    points = {"lat": [0.0, 7.0, 8.0, 15.0], "lon": [0.0, 9.0, 10.0, 19.0]}
+    got, report = extract_points(store, points=points, return_report=True)
+    xr.testing.assert_identical(got, expected([store], points))
+    assert 0 < report.chunks <= 4 * 4  # shards or inner chunks holding a point
+
+
+def test_point_on_time_dim(tmp_path: Path) -> None:
+    paths = [write_cf(tmp_path, 3, 0), write_cf(tmp_path, 3, 3)]
+    points = {"time": "2020-01-02"}
+    xr.testing.assert_identical(extract_points(paths, points=points), expected(paths, points))
+    points = {"time": ["2020-01-02", "2020-01-01"], "y": [0.0, 20.0]}
+    xr.testing.assert_identical(extract_points(paths, points=points), expected(paths, points))
+
+
+def test_distributed_client(v2: list[str], tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    conflicting_paths = conflicting(tmp_path)
+    points = {"lat": [10.0, -90.0], "lon": [0.0, 200.0]}
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        got, report = extract_quiet(v2, points=points, client=client, return_report=True)
+        xr.testing.assert_identical(got, expected(v2, points))
+        assert report.chunks == 3 * 3 * 3
+        with pytest.warns(DuplicateWarning, match="CONFLICTING"):
+            got = extract_points(conflicting_paths, points=points, client=client)
+        xr.testing.assert_identical(got, expected(conflicting_paths, points))
+
+
+def test_dataarray_points_keep_their_coords(v2: list[str]) -> None:
+    station = {"station": ["a", "b"]}
+    points = {
+        "lat": xr.DataArray([10.0, 20.0], dims="station", coords=station),
+        "lon": xr.DataArray([100.0, 3.0], dims="station", coords=station),
+    }
+    got = extract_quiet(v2, points=points)
+    ref = xr.concat([xr.open_zarr(p).sel(points, method="nearest") for p in v2], dim="file_id", **CONCAT)
+    _, first = np.unique(ref["file_id"].values, return_index=True)
+    xr.testing.assert_identical(got, ref.isel(file_id=np.sort(first)).load())
+    assert list(got["station"].values) == ["a", "b"]
+
+
+def test_concat_in_groups_is_exact(tmp_path: Path, v2: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # extract_points concatenates a few variables at a time: one at a time must change nothing.
+    monkeypatch.setattr(extract_module, "_CONCAT_GROUP", 1)
+    cf = [write_cf(tmp_path, 2, 0), write_cf(tmp_path, 2, 3)]
+    points = {"y": [0.0, 30.0], "x": [10.0, 25.0]}
+    xr.testing.assert_identical(extract_points(cf, points=points), expected(cf, points))
+    points = {"lat": 0.0, "lon": [0.0, 150.0]}
+    xr.testing.assert_identical(extract_quiet(v2, points=points), expected(v2, points))
+    fewer = batches(tmp_path / "fewer", batches=1, variables=2)
+    got = extract_quiet([fewer[0], v2[0]], points=points, missing="fill")
+    ref = xr.concat(
+        [xr.open_zarr(p).sel(as_indexers(points), method="nearest") for p in [fewer[0], v2[0]]],
+        "file_id",
+        **CONCAT,
+    )
+    _, first = np.unique(ref["file_id"].values, return_index=True)
+    xr.testing.assert_identical(got, ref.isel(file_id=np.sort(first)).load())
+    assert list(got.data_vars) == ["var0000", "var0001", "var0002"]
+
+
+def test_incompatible_dtypes(tmp_path: Path) -> None:
+    stores = []
+    for i, values in enumerate([np.arange(4.0), np.array(["a", "b", "c", "d"])]):
+        ds = xr.Dataset({"v": (("file_id", "x"), np.stack([values, values]))}, coords={"x": np.arange(4.0)})
+        store = tmp_path / f"s{i}.zarr"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.to_zarr(store, zarr_format=2, consolidated=True)
+        stores.append(str(store))
+    with pytest.raises(SourceMismatchError, match="'v' has incompatible dtypes"):
+        extract_points(stores, points={"x": 1.0})
