@@ -31,7 +31,6 @@ from fastzarr._core import (
     read_many,
     set_num_threads,
 )
-
 from fastzarr.report import DuplicateRecord, Report
 
 if TYPE_CHECKING:
