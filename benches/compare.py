@@ -1,4 +1,10 @@
-"""Benchmark fastzarr against its peers: load every data variable of Zarr v2 stores into numpy.
+"""Benchmark fastzarr against its peers on seed-like Zarr v2 stores, in two suites:
+
+- ``load``: every data variable of every store into numpy (``read_many``, and the xarray paths
+  ``fz.load(xr.open_zarr(p))`` / ``engine="fastzarr"``), against xarray, zarr-python,
+  tensorstore and a single-thread floor;
+- ``points``: one coordinate's series out of every store (``fz.extract_points``), against
+  ``xr.concat`` of per-store ``sel``, zarr-python and tensorstore (peers in ``points.py``).
 
 Each (dataset, peer) pair runs in a fresh subprocess: one warm-up load (which also warms the
 OS page cache), then ``--repeat`` timed loads; the best and median times and the process's
@@ -34,14 +40,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from points import POINT_PEERS
 
 
 class Target(NamedTuple):
-    """A goal for fastzarr on one dataset: a speedup over ``peer``, or (peer None) peak RSS."""
+    """A goal for fastzarr on one dataset: ``subject``'s speedup over ``peer`` (at least
+    ``threshold``), or (peer None) peak RSS / output (at most ``threshold``)."""
 
     dataset: str
     peer: str | None
     threshold: float
+    subject: str = "fastzarr"
 
 
 #: What fastzarr should reach. Speedup = peer's best time / fastzarr's best time (at least
@@ -52,7 +61,20 @@ TARGETS: dict[str, Target] = {
     "full load: >= 7x xarray+dask": Target("batches", "xarray-dask", 7.0),
     "thousands of small variables: >= 2x tensorstore": Target("small-vars", "tensorstore", 2.0),
     "full load: peak RSS <= 1.1x output size": Target("batches", None, 1.1),
+    "200 variables: fz.load(xr.open_zarr) >= 5x xarray+dask": Target(
+        "vars-200", "xarray-dask", 5.0, "fz-load-xr"
+    ),
+    "thousands of variables: fz.load(xr.open_zarr) >= 20x xarray+dask": Target(
+        "small-vars", "xarray-dask", 20.0, "fz-load-xr"
+    ),
+    "points, batches: >= 1.2x tensorstore": Target("points/batches", "tensorstore", 1.2),
+    "points, batches: >= 5x xarray+dask": Target("points/batches", "xarray-dask", 5.0),
+    "points, small variables: >= 2x tensorstore": Target("points/small-vars", "tensorstore", 2.0),
+    "points, small variables: >= 50x xarray+dask": Target("points/small-vars", "xarray-dask", 50.0),
+    "points, ERA5-like: >= 10x tensorstore": Target("points/era5", "tensorstore", 10.0),
 }
+#: 100 points at once should cost less than this many times one point (fastzarr, per dataset).
+MANY_POINTS_MAX_RATIO = 2.0
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATA_DIR = BENCH_DIR / "data"
@@ -67,16 +89,54 @@ DATASETS: dict[str, dict[str, dict[str, int]]] = {
     "full": {
         "batches": {"batches": 3, "variables": 40, "file_ids": 8, "steps": 24, "lat": 96, "lon": 128},
         "small-vars": {"batches": 1, "variables": 3000, "file_ids": 4, "steps": 2, "lat": 8, "lon": 16},
+        "vars-200": {"batches": 1, "variables": 200, "file_ids": 4, "steps": 24, "lat": 32, "lon": 64},
     },
     "quick": {
         "batches": {"batches": 2, "variables": 8, "file_ids": 4, "steps": 6, "lat": 32, "lon": 64},
         "small-vars": {"batches": 1, "variables": 300, "file_ids": 4, "steps": 2, "lat": 8, "lon": 16},
+        "vars-200": {"batches": 1, "variables": 50, "file_ids": 4, "steps": 6, "lat": 32, "lon": 64},
     },
 }
+#: Datasets of the points suite: the load suite's batches and small variables, plus an
+#: ERA5-like store whose every chunk is one 721 x 1440 field (``chunks`` below).
+POINT_DATASETS: dict[str, dict[str, dict[str, int]]] = {
+    "full": {
+        "batches": DATASETS["full"]["batches"],
+        "small-vars": DATASETS["full"]["small-vars"],
+        "era5": {
+            "batches": 1,
+            "variables": 2,
+            "file_ids": 1,
+            "steps": 48,
+            "lat": 721,
+            "lon": 1440,
+            "overlap": 0,
+        },
+    },
+    "quick": {
+        "batches": DATASETS["quick"]["batches"],
+        "small-vars": DATASETS["quick"]["small-vars"],
+        "era5": {
+            "batches": 1,
+            "variables": 1,
+            "file_ids": 1,
+            "steps": 8,
+            "lat": 721,
+            "lon": 1440,
+            "overlap": 0,
+        },
+    },
+}
+#: Chunking other than make_batches' default (one file_id per chunk).
+DATASET_CHUNKS: dict[str, dict[str, int]] = {"era5": {"step": 1}}
 
 DATASET_TITLES = {
     "batches": "Seed-like batch stores (full load)",
     "small-vars": "Thousands of small variables",
+    "vars-200": "200 variables through xarray",
+    "points/batches": "Points: seed-like batch stores",
+    "points/small-vars": "Points: thousands of small variables",
+    "points/era5": "Points: ERA5-like, one 721 x 1440 field per chunk",
 }
 
 # A store to load: its path and the names of its data variables.
@@ -99,6 +159,38 @@ def load_fastzarr(stores: list[StoreSpec]) -> Loaded:
         group = fastzarr.open_group(path)
         arrays = fastzarr.read_many([(group[name], ...) for name in names])
         out.update(zip((f"{path}/{name}" for name in names), arrays, strict=True))
+    return out
+
+
+def load_fastzarr_xarray(stores: list[StoreSpec]) -> Loaded:
+    """``fz.load(xr.open_zarr(p))``: xarray opens (dask-backed), fastzarr loads in one pass."""
+    xr = importlib.import_module("xarray")
+    fastzarr = importlib.import_module("fastzarr")
+    out: Loaded = {}
+    for path, names in stores:
+        ds = fastzarr.load(xr.open_zarr(path))
+        out.update({f"{path}/{name}": ds[name].values for name in names})
+    return out
+
+
+def load_fastzarr_open_load(stores: list[StoreSpec]) -> Loaded:
+    """``fz.load(fz.open_zarr(p))``: fastzarr opens (lazy, no dask) and loads in one pass."""
+    fastzarr = importlib.import_module("fastzarr")
+    out: Loaded = {}
+    for path, names in stores:
+        ds = fastzarr.load(fastzarr.open_zarr(path))
+        out.update({f"{path}/{name}": ds[name].values for name in names})
+    return out
+
+
+def load_fastzarr_engine(stores: list[StoreSpec]) -> Loaded:
+    """``xr.open_dataset(p, engine="fastzarr").load()``: xarray's own load, variable by variable,
+    each read chunk-parallel by the fastzarr backend."""
+    xr = importlib.import_module("xarray")
+    out: Loaded = {}
+    for path, names in stores:
+        ds = xr.open_dataset(path, engine="fastzarr").load()
+        out.update({f"{path}/{name}": ds[name].values for name in names})
     return out
 
 
@@ -221,6 +313,11 @@ class Peer(NamedTuple):
 
 PEERS: dict[str, Peer] = {
     "fastzarr": Peer("fastzarr (read_many)", ("fastzarr",), load_fastzarr),
+    "fz-load-xr": Peer(
+        "fz.load(xr.open_zarr(p))", ("fastzarr", "xarray", "dask.array", "zarr"), load_fastzarr_xarray
+    ),
+    "fz-open-load": Peer("fz.load(fz.open_zarr(p))", ("fastzarr", "xarray"), load_fastzarr_open_load),
+    "fz-engine": Peer('open_dataset(engine="fastzarr").load()', ("fastzarr", "xarray"), load_fastzarr_engine),
     "xarray-dask": Peer("xarray + dask", ("xarray", "dask.array", "zarr"), load_xarray_dask),
     "xarray": Peer("xarray, no dask", ("xarray", "zarr"), load_xarray_nodask),
     "zarrs": Peer("zarr-python + zarrs pipeline", ("zarr", "zarrs"), load_zarrs),
@@ -229,6 +326,17 @@ PEERS: dict[str, Peer] = {
     "floor": Peer("floor: 1 thread, numcodecs", ("numcodecs", "numcodecs.blosc"), load_floor),
 }
 REFERENCE = "fastzarr"
+SUITES = ("load", "points")
+
+
+def suite_peers(suite: str) -> dict[str, Any]:
+    """The peers of a suite by name (``Peer`` or ``points.PointPeer``: label, modules, load)."""
+    return dict(PEERS) if suite == "load" else dict(POINT_PEERS)
+
+
+def is_checked(suite: str, peer: str) -> bool:
+    """Whether the peer's result must equal fastzarr's (the 100-point row reads other points)."""
+    return bool(getattr(suite_peers(suite)[peer], "checked", True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,11 +403,12 @@ def wait_for_quiet_cpu(max_wait_s: float, threshold: float = QUIET_SHARE) -> flo
 def run_child(spec_path: Path) -> None:
     """Runs one peer as described by the JSON spec and writes its measurements next to it."""
     spec = json.loads(spec_path.read_text())
-    peer = PEERS[spec["peer"]]
+    peer = suite_peers(spec["suite"])[spec["peer"]]
     stores: list[StoreSpec] = [(path, names) for path, names in spec["stores"]]
     for module in peer.modules:
         importlib.import_module(module)
-    threads = importlib.import_module("fastzarr").get_num_threads() if spec["peer"] == "fastzarr" else None
+    uses_fastzarr = "fastzarr" in peer.modules
+    threads = importlib.import_module("fastzarr").get_num_threads() if uses_fastzarr else None
     base_rss = peak_rss_bytes()
     times, other_cpu = [], []
     digests: dict[str, str] = {}
@@ -363,7 +472,8 @@ class Measurement:
 def ensure_dataset(name: str, params: dict[str, int], root: Path) -> list[Path]:
     """Writes the dataset's batch stores under ``root`` unless they exist with the same params."""
     params_file = root / "params.json"
-    wanted = {"params": params, "codec": CODEC, "zarr_format": 2}
+    chunks = DATASET_CHUNKS.get(name)
+    wanted = {"params": params, "codec": CODEC, "zarr_format": 2, **({"chunks": chunks} if chunks else {})}
     stores = sorted(root.glob("batch_*.zarr"))
     if params_file.exists() and json.loads(params_file.read_text()) == wanted and stores:
         return stores
@@ -371,7 +481,7 @@ def ensure_dataset(name: str, params: dict[str, int], root: Path) -> list[Path]:
     print(f"generating {name} data in {root} ...", flush=True)
     shutil.rmtree(root, ignore_errors=True)
     start = time.perf_counter()
-    stores = testing.make_batches(root, zarr_format=2, codec=CODEC, **params)
+    stores = testing.make_batches(root, zarr_format=2, codec=CODEC, chunks=chunks, **params)
     params_file.write_text(json.dumps(wanted, indent=2))
     print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
     return stores
@@ -393,15 +503,15 @@ def disk_bytes(paths: list[Path]) -> int:
 
 
 def measure(
-    peer: str, stores: list[StoreSpec], repeat: int, threads: int | None
+    suite: str, peer: str, stores: list[StoreSpec], repeat: int, threads: int | None
 ) -> tuple[Measurement, dict[str, str]]:
     """Runs ``peer`` in a fresh subprocess; returns its measurement and its result digests."""
     env = dict(os.environ)
-    if peer == "fastzarr" and threads is not None:
+    if "fastzarr" in suite_peers(suite)[peer].modules and threads is not None:
         env["FASTZARR_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory(prefix="fastzarr-bench-") as tmp:
         spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps({"peer": peer, "stores": stores, "repeat": repeat}))
+        spec_path.write_text(json.dumps({"suite": suite, "peer": peer, "stores": stores, "repeat": repeat}))
         try:
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", str(spec_path)],
@@ -440,6 +550,35 @@ def check_against(reference: dict[str, str], digests: dict[str, str]) -> str | N
 def fmt_mb(n: int) -> str:
     """Bytes as whole megabytes with thousands separators."""
     return f"{n / 1e6:,.0f}"
+
+
+def points_table(rows: list[Measurement]) -> list[list[str]]:
+    """Rows of a points-suite table (header first): times, not throughput (outputs are tiny)."""
+    header = ["peer", "best s", "median s", "peak RSS MB", "fastzarr speedup", "other procs CPU"]
+    table = [header]
+    ref = next((m for m in rows if m.peer == REFERENCE and not m.error), None)
+    for m in rows:
+        label = POINT_PEERS[m.peer].label
+        if m.error:
+            table.append([label, "FAILED (see notes)", *["—"] * (len(header) - 2)])
+            continue
+        if m.peer == REFERENCE:
+            speedup = "—"
+        elif not is_checked("points", m.peer):
+            speedup = f"cost {m.best / ref.best:.2f}x one point" if ref else "n/a"
+        else:
+            speedup = f"{m.best / ref.best:.2f}x" if ref else "n/a"
+        table.append(
+            [
+                label,
+                f"{m.best:.4f}",
+                f"{m.median:.4f}",
+                fmt_mb(m.peak_rss),
+                speedup,
+                f"{m.other_cpu_at_best:.0%}",
+            ]
+        )
+    return table
 
 
 def results_table(rows: list[Measurement], output_bytes: int) -> list[list[str]]:
@@ -510,7 +649,7 @@ def evaluate_targets(results: dict[str, list[Measurement]], output_bytes: dict[s
     rows = [["target", "measured", "status"]]
     for goal, target in TARGETS.items():
         by_peer = {m.peer: m for m in results.get(target.dataset, []) if not m.error}
-        ref = by_peer.get(REFERENCE)
+        ref = by_peer.get(target.subject)
         if ref is None or (target.peer is not None and target.peer not in by_peer):
             rows.append([goal, "not measured", "—"])
             continue
@@ -525,6 +664,17 @@ def evaluate_targets(results: dict[str, list[Measurement]], output_bytes: dict[s
             met = ratio >= target.threshold
             measured = f"{ratio:.2f}x ({by_peer[target.peer].best:.3f} s vs {ref.best:.3f} s)"
         rows.append([goal, measured, "met" if met else "NOT met"])
+    for dataset, measurements in results.items():
+        by_peer = {m.peer: m for m in measurements if not m.error}
+        if dataset.startswith("points/") and {"fastzarr", "fastzarr-100"} <= by_peer.keys():
+            ratio = by_peer["fastzarr-100"].best / by_peer["fastzarr"].best
+            rows.append(
+                [
+                    f"{dataset}: 100 points < {MANY_POINTS_MAX_RATIO:g}x one point",
+                    f"{ratio:.2f}x",
+                    "met" if ratio < MANY_POINTS_MAX_RATIO else "NOT met",
+                ]
+            )
     return rows
 
 
@@ -554,11 +704,13 @@ def machine_description() -> list[str]:
 def dataset_description(name: str, params: dict[str, int], stores: list[Path], output_bytes: int) -> str:
     """One line describing a dataset."""
     p = params
-    chunk_bytes = p["steps"] * p["lat"] * p["lon"] * 4
+    chunking = {"steps": p["steps"], "lat": p["lat"], "lon": p["lon"]}
+    chunking |= {f"{d}s" if d == "step" else d: n for d, n in DATASET_CHUNKS.get(name, {}).items()}
+    chunk_bytes = math.prod(chunking.values()) * 4
     return (
         f"**{DATASET_TITLES[name]}** (`{name}`): {p['batches']} store(s) x {p['variables']} "
         f"float32 variables (file_id={p['file_ids']}, step={p['steps']}, lat={p['lat']}, "
-        f"lon={p['lon']}), one file_id per chunk "
+        f"lon={p['lon']}), chunks of {chunking['steps']} step(s) x {chunking['lat']} x {chunking['lon']} "
         f"({chunk_bytes / 1e3:,.0f} kB decoded), Zarr v2, `{CODEC}`, consolidated; "
         f"{output_bytes / 1e6:,.1f} MB decoded, {disk_bytes(stores) / 1e6:,.1f} MB on disk."
     )
@@ -597,6 +749,11 @@ def write_results(
             "nothing is subtracted: it includes the interpreter and the peer's imports "
             '(shown as "RSS before load"), so RSS / output only means something for the large '
             "dataset.",
+            "- Points suite: every peer reads, for every data variable, the series at the grid point "
+            "nearest to one coordinate from every store and concatenates along `file_id` "
+            "(`xr.concat(...).load()` for xarray; `oindex[:, :, i, j]` for zarr-python; "
+            "`[:, :, i, j].read()` futures for tensorstore); metadata opening included. "
+            "The 100-points row reads 100 points at once with fastzarr.",
             "- Every peer's arrays are checked against fastzarr's (dtype, shape and CRC-32 of the bytes).",
             "- Speedup = peer's best time / fastzarr's best time.",
             '- "other procs CPU": the share of all cores that *other* processes used during the '
@@ -628,10 +785,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small data for a ~1 minute smoke run; prints only"
     )
+    all_peers = list(dict.fromkeys([*PEERS, *POINT_PEERS]))
     parser.add_argument(
         "--peers",
-        default=",".join(PEERS),
-        help=f"comma-separated peers (fastzarr always runs: it is the reference); default: {','.join(PEERS)}",
+        default=",".join(all_peers),
+        help="comma-separated peers, of either suite (fastzarr always runs: it is the reference); "
+        f"default: {','.join(all_peers)}",
+    )
+    parser.add_argument(
+        "--suites", default=",".join(SUITES), help=f"comma-separated suites; default: {','.join(SUITES)}"
     )
     parser.add_argument(
         "--repeat", type=int, default=5, help="timed loads per peer after the warm-up (default 5)"
@@ -647,10 +809,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(peers) - set(PEERS))
+    unknown = sorted(set(peers) - set(all_peers))
     if unknown:
-        parser.error(f"unknown peers {unknown}; choose from {list(PEERS)}")
+        parser.error(f"unknown peers {unknown}; choose from {all_peers}")
     args.peers = [REFERENCE] + [p for p in peers if p != REFERENCE]
+    args.suites = [x.strip() for x in args.suites.split(",") if x.strip()]
+    if bad := sorted(set(args.suites) - set(SUITES)):
+        parser.error(f"unknown suites {bad}; choose from {list(SUITES)}")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
@@ -662,45 +827,57 @@ def decoded_bytes(params: dict[str, int]) -> int:
 
 
 def measure_after_wait(
-    peer: str, specs: list[StoreSpec], args: argparse.Namespace
+    suite: str, peer: str, specs: list[StoreSpec], args: argparse.Namespace
 ) -> tuple[Measurement, dict[str, str]]:
     """``measure``, after waiting (up to ``--quiet-wait`` seconds) for a quiet CPU."""
     if args.quiet_wait > 0 and (share := wait_for_quiet_cpu(args.quiet_wait)) >= QUIET_SHARE:
         print(f"(other processes use {share:.0%} of the CPU)", end=" ", flush=True)
-    return measure(peer, specs, args.repeat, args.threads)
+    return measure(suite, peer, specs, args.repeat, args.threads)
 
 
 def measure_when_quiet(
-    peer: str, specs: list[StoreSpec], args: argparse.Namespace
+    suite: str, peer: str, specs: list[StoreSpec], args: argparse.Namespace
 ) -> tuple[Measurement, dict[str, str]]:
     """Measures ``peer`` on a quiet CPU; if other processes still competed during its best load,
     measures it once more and keeps the faster of the two."""
-    first = measure_after_wait(peer, specs, args)
+    first = measure_after_wait(suite, peer, specs, args)
     m = first[0]
     if m.error or m.other_cpu_at_best < QUIET_SHARE:
         return first
     print(f"(busy: {m.best:.3f} s with {m.other_cpu_at_best:.0%} taken; again)", end=" ", flush=True)
-    second = measure_after_wait(peer, specs, args)
+    second = measure_after_wait(suite, peer, specs, args)
     return first if second[0].error or second[0].best >= m.best else second
 
 
 def run_dataset(
-    dataset: str, specs: list[StoreSpec], expected_bytes: int, args: argparse.Namespace, notes: list[str]
+    suite: str,
+    dataset: str,
+    specs: list[StoreSpec],
+    *,
+    expected_bytes: int | None,
+    args: argparse.Namespace,
+    notes: list[str],
 ) -> list[Measurement]:
-    """Measures every selected peer on one dataset, checking each against fastzarr."""
+    """Measures every selected peer of the suite on one dataset, checking each against fastzarr."""
     reference: dict[str, str] = {}
     rows = []
-    for peer in args.peers:
+    peers = suite_peers(suite)
+    selected = [p for p in args.peers if p in peers]
+    if suite == "points" and REFERENCE in selected:
+        selected += [p for p in peers if not is_checked(suite, p) and p not in selected]
+    for peer in selected:
         print(f"  {peer} ...", end=" ", flush=True)
-        m, digests = measure_when_quiet(peer, specs, args)
+        m, digests = measure_when_quiet(suite, peer, specs, args)
         if not m.error:
             if peer == REFERENCE:
                 reference = digests
+            elif not is_checked(suite, peer):
+                pass
             elif reference:
                 m.error = check_against(reference, digests)
             else:
                 notes.append(f"{dataset} / {peer}: not verified ({REFERENCE} failed)")
-            if not m.error and m.output_bytes != expected_bytes:
+            if not m.error and expected_bytes is not None and m.output_bytes != expected_bytes:
                 m.error = f"output {m.output_bytes} bytes, expected {expected_bytes}"
         if m.error:
             notes.append(f"{dataset} / {peer}: {m.error}")
@@ -719,18 +896,30 @@ def main(argv: list[str]) -> int:
     results: dict[str, list[Measurement]] = {}
     output_bytes: dict[str, int] = {}
     descriptions: list[str] = []
+    described: set[str] = set()
     md_tables: dict[str, str] = {}
     notes: list[str] = []
-    for dataset, params in DATASETS[size].items():
-        stores = ensure_dataset(dataset, params, DATA_DIR / size / dataset)
-        specs: list[StoreSpec] = [(str(s), data_variables(s)) for s in stores]
-        output_bytes[dataset] = decoded_bytes(params)
-        descriptions.append(dataset_description(dataset, params, stores, output_bytes[dataset]))
-        print(f"\n== {DATASET_TITLES[dataset]}: {output_bytes[dataset] / 1e6:,.1f} MB decoded ==", flush=True)
-        results[dataset] = run_dataset(dataset, specs, output_bytes[dataset], args, notes)
-        table = results_table(results[dataset], output_bytes[dataset])
-        print("\n" + render_text(table), flush=True)
-        md_tables[dataset] = render_markdown(table)
+    for suite in args.suites:
+        datasets = DATASETS[size] if suite == "load" else POINT_DATASETS[size]
+        for dataset, params in datasets.items():
+            stores = ensure_dataset(dataset, params, DATA_DIR / size / dataset)
+            specs: list[StoreSpec] = [(str(s), data_variables(s)) for s in stores]
+            key = dataset if suite == "load" else f"points/{dataset}"
+            if dataset not in described:
+                described.add(dataset)
+                descriptions.append(dataset_description(dataset, params, stores, decoded_bytes(params)))
+            if suite == "load":
+                output_bytes[key] = decoded_bytes(params)
+            print(f"\n== {DATASET_TITLES[key]} ==", flush=True)
+            expected = output_bytes.get(key)
+            results[key] = run_dataset(suite, dataset, specs, expected_bytes=expected, args=args, notes=notes)
+            table = (
+                results_table(results[key], output_bytes[key])
+                if suite == "load"
+                else points_table(results[key])
+            )
+            print("\n" + render_text(table), flush=True)
+            md_tables[key] = render_markdown(table)
     targets = evaluate_targets(results, output_bytes)
     print("\n" + render_text(targets))
     threads = next((m.threads for rows in results.values() for m in rows if m.threads), None)
