@@ -558,7 +558,7 @@ def _concat_along_existing(parts: list[xr.Dataset], concat_dim: Hashable) -> xr.
                 return None
             data = np.concatenate([np.asarray(v.values) for v in column], axis=axis)
             variables[name] = xr.Variable(head.dims, data, head.attrs, head.encoding)
-        elif name in first.data_vars or any(not head.equals(v) for v in column[1:]):
+        elif name in first.data_vars or any(not head.equals(v) for v in column[1:]):  # type: ignore[no-untyped-call]
             return None  # xarray would broadcast a data variable, or concatenate differing coords
         else:
             variables[name] = head
