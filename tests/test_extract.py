@@ -43,14 +43,19 @@ def as_indexers(points: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected(
-    sources: list[str], points: dict[str, Any], method: str | None = "nearest", drop: bool = True, **kw: Any
+    sources: list[str],
+    points: dict[str, Any],
+    method: str | None = "nearest",
+    drop: bool = True,
+    concat_dim: str = "file_id",
+    **kw: Any,
 ) -> xr.Dataset:
     """The xarray reference: sel on each source, concat, then keep the first of each file_id."""
     parts = [xr.open_zarr(s).sel(as_indexers(points), method=method, **kw) for s in sources]
-    ds = xr.concat(parts, dim="file_id", **CONCAT).load()
+    ds = xr.concat(parts, dim=concat_dim, **CONCAT).load()
     if drop:
-        _, first = np.unique(ds["file_id"].values, return_index=True)
-        ds = ds.isel(file_id=np.sort(first))
+        _, first = np.unique(ds[concat_dim].values, return_index=True)
+        ds = ds.isel({concat_dim: np.sort(first)})
     return ds
 
 
@@ -128,13 +133,13 @@ def test_codecs(tmp_path: Path, codec: str, zarr_format: int) -> None:
     xr.testing.assert_identical(extract_quiet(paths, points=points), expected(paths, points))
 
 
-def write_cf(path: Path, zarr_format: int, offset: int = 0) -> str:
+def write_cf(path: Path, zarr_format: int, offset: int = 0, scale: float = 0.1) -> str:
     """A store with a CF-encoded int16 variable (scale, offset, fill), a time axis and a 0-d var."""
     rng = np.random.default_rng(offset)
     values = rng.uniform(-5, 5, (3, 4, 6)).round(1)
     values[0, 1, 2] = np.nan
     temp = xr.Variable(("file_id", "y", "x"), values, {"units": "degC"})
-    temp.encoding = {"dtype": "int16", "scale_factor": 0.1, "add_offset": 2.0, "_FillValue": -32768}
+    temp.encoding = {"dtype": "int16", "scale_factor": scale, "add_offset": 2.0, "_FillValue": -32768}
     ds = xr.Dataset(
         {
             "temp": temp,
@@ -163,6 +168,37 @@ def test_cf_decoding(tmp_path: Path, zarr_format: int, points: dict[str, Any]) -
     got = extract_points(paths, points=points)
     xr.testing.assert_identical(got, expected(paths, points))
     assert got["temp"].dtype == np.float64
+
+
+def test_sources_encoded_differently(tmp_path: Path) -> None:
+    # Each source is decoded with its own scale_factor before concatenation.
+    paths = [write_cf(tmp_path, 2, 0, scale=0.1), write_cf(tmp_path, 3, 3, scale=0.05)]
+    points = {"y": 10.0, "x": [9.0, 21.0]}
+    xr.testing.assert_identical(extract_points(paths, points=points), expected(paths, points))
+
+
+def test_duplicate_times_are_reported_decoded(tmp_path: Path) -> None:
+    paths = []
+    for start in ("2020-01-01", "2020-01-03"):
+        time = np.arange(
+            np.datetime64(start, "ns"),
+            np.datetime64(start, "ns") + np.timedelta64(3, "D"),
+            np.timedelta64(1, "D"),
+        )
+        ds = xr.Dataset(
+            {"t2m": (("time", "y"), np.arange(6.0).reshape(3, 2))}, coords={"time": time, "y": [0, 1]}
+        )
+        ds["time"].encoding = {"units": "hours since 2000-01-01", "dtype": "int64"}
+        store = tmp_path / f"t{start}.zarr"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.to_zarr(store, mode="w", consolidated=True)
+        paths.append(str(store))
+    with pytest.warns(DuplicateWarning, match="2020-01-03"):
+        got, report = extract_points(paths, points={"y": 1}, concat_dim="time", return_report=True)
+    assert [r.label for r in report.duplicates] == [np.datetime64("2020-01-03", "ns")]
+    assert report.duplicates[0].identical is False
+    xr.testing.assert_identical(got, expected(paths, {"y": 1}, concat_dim="time"))
 
 
 def test_nan_point_is_masked(tmp_path: Path) -> None:

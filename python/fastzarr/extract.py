@@ -366,17 +366,54 @@ def _compare_repeats(
     return identical
 
 
+def _same_encoding(parts: list[xr.Dataset]) -> bool:
+    """Whether every variable has the same dtype and attributes (scale, offset, fill value, time
+    units, ...) in every part: then decoding the concatenation equals concatenating the decoded
+    parts, and comparing stored values compares decoded ones."""
+    first = parts[0]
+    for part in parts[1:]:
+        if list(part.variables) != list(first.variables):
+            return False
+        for name, var in part.variables.items():
+            head = first.variables[name]
+            if var.dtype != head.dtype or var.attrs.keys() != head.attrs.keys():
+                return False
+            if any(not _same_attr(var.attrs[k], head.attrs[k]) for k in head.attrs):
+                return False
+    return True
+
+
+def _same_attr(a: Any, b: Any) -> bool:
+    """Attribute values equal (arrays elementwise, NaN equal to NaN)."""
+    if isinstance(a, np.ndarray | list | tuple) or isinstance(b, np.ndarray | list | tuple):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape or x.dtype.kind != y.dtype.kind:
+            return False
+        return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+    return type(a) is type(b) and (a == b or (_is_nan(a) and _is_nan(b)))
+
+
+def _labels(part: xr.Dataset, concat_dim: Hashable, *, decoded: bool) -> Any:
+    """The part's ``concat_dim`` labels as users see them (decoded, e.g. datetimes), or None."""
+    if concat_dim not in part.indexes:
+        return None
+    if decoded:
+        return part.indexes[concat_dim]
+    return _decode(xr.Dataset(coords={concat_dim: part.variables[concat_dim]})).indexes[concat_dim]
+
+
 def _find_duplicates(
-    parts: list[xr.Dataset], names: list[str], concat_dim: Hashable, sources: list[str]
+    parts: list[xr.Dataset], labels: list[Any], names: list[str], concat_dim: Hashable, sources: list[str]
 ) -> tuple[list[list[int]], list[DuplicateRecord]]:
-    """Rows to keep per source (first occurrence of each label) and the repeated labels found."""
+    """Rows to keep per source (first occurrence of each label) and the repeated labels found;
+    ``labels`` are each part's decoded ``concat_dim`` index (None where it has none)."""
     seen: dict[Any, tuple[int, int]] = {}
     keep: list[list[int]] = []
     repeats: list[tuple[int, int, int, int, Any]] = []  # (source, row, kept source, kept row, label)
-    for i, part in enumerate(parts):
+    for i, (part, index) in enumerate(zip(parts, labels, strict=True)):
         rows: list[int] = []
-        if concat_dim in part.indexes:
-            for row, label in enumerate(part.indexes[concat_dim]):
+        if index is not None:
+            for row, label in enumerate(index):
                 key = label.to_datetime64() if hasattr(label, "to_datetime64") else label
                 if key in seen:
                     repeats.append((i, row, *seen[key], key))
@@ -444,12 +481,13 @@ def _read(
 
 @dataclass
 class _Done:
-    """Decoded per-source selections and what reading them took."""
+    """Per-source selections (CF-decoded or not yet) and what reading them took."""
 
-    decoded: list[xr.Dataset]
+    parts: list[xr.Dataset]
     totals: dict[str, float]
     batches: int
     plan_seconds: float
+    decoded: bool
 
 
 @dataclass(frozen=True)
@@ -464,36 +502,71 @@ class _Job:
     timeout: float | None
 
 
-def _read_decoded(
+def _selected_dims(
+    var: xr.Variable, positions: Mapping[Hashable, Any], cache: dict[Any, tuple[Hashable, ...]]
+) -> tuple[Hashable, ...]:
+    """The dims ``var.isel(positions)`` has (where vectorized indexing puts the point dim), worked
+    out by xarray once per (dims, shape) on a zero-strided stand-in instead of per variable."""
+    key = (var.dims, var.shape)
+    if key not in cache:
+        stand_in = np.broadcast_to(np.zeros((), dtype=np.int8), var.shape)
+        probe = xr.Dataset({"v": (var.dims, stand_in)})
+        cache[key] = probe.isel({d: p for d, p in positions.items() if d in var.dims})["v"].dims
+    return cache[key]
+
+
+def _decode(part: xr.Dataset) -> xr.Dataset:
+    """xarray's CF decoding of a selection read undecoded."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+        return xr.decode_cf(part)
+
+
+def _read_parts(
     opened: list[_Opened], job: _Job, *, progress: bool | None, deadline: float | None
 ) -> _Done:
-    """Plans every variable of every source, reads them all in one pass per batch, decodes each source.
+    """Plans every variable of every source and reads them all in one pass per batch; returns
+    each source's selection still CF-encoded (decoding once after concatenation is cheaper).
 
-    The undecoded lazy selection ``raw.isel(positions)`` gives the result's structure (dims,
-    coordinates, attributes); the numbers read by fastzarr replace its lazy data; xarray decodes.
+    The coordinates come from xarray's ``isel`` of the lazy, undecoded source (so they are exactly
+    what ``sel`` gives); each data variable is built directly from what fastzarr read, with the
+    dims xarray's indexing gives it and the stored attributes and encoding.
     """
     start = time.perf_counter()
-    parts: list[xr.Dataset] = []
+    skeletons: list[tuple[xr.Dataset, list[str]]] = []
     requests: list[_Request] = []
+    dims_cache: dict[Any, tuple[Hashable, ...]] = {}
     for i, o in enumerate(opened):
-        present = [n for n in job.names if n in o.raw.variables]
-        part = o.raw[present].isel({d: p for d, p in job.positions.items() if d in o.raw.dims})
-        parts.append(part)
-        for n in part.variables:
-            if n in o.raw.variables and n not in o.raw.xindexes:  # skip in-memory indexes
+        present = [n for n in job.names if n in o.raw.data_vars]
+        subset = o.raw[present]
+        selection = {d: p for d, p in job.positions.items() if d in o.raw.dims}
+        coords = subset.drop_vars(present).isel(selection)
+        skeletons.append((coords, present))
+        for n in coords.variables:
+            # In-memory indexes are already there, and the indexers' own coordinates too.
+            if n in o.raw.variables and n not in o.raw.xindexes:
                 requests.append(_plan_variable(i, o, str(n), job.positions, job.point_dim))
+        requests.extend(_plan_variable(i, o, n, job.positions, job.point_dim) for n in present)
     groups = _batches(requests, job.budget)
     plan_seconds = time.perf_counter() - start
     results, totals = _read(requests, groups, progress, deadline, job.timeout)
-    filled = [p.copy(deep=False) for p in parts]
+    coord_data: list[dict[Hashable, xr.Variable]] = [{} for _ in opened]
+    data_vars: list[dict[Hashable, xr.Variable]] = [{} for _ in opened]
     for req, arr in zip(requests, results, strict=True):
-        var = filled[req.source].variables[req.name]
-        order = [req.out_dims.index(d) for d in var.dims]
-        var.data = np.transpose(arr, order)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=xr.SerializationWarning)
-        decoded = [xr.decode_cf(p) for p in filled]
-    return _Done(decoded, totals, len(groups), plan_seconds)
+        raw = opened[req.source].raw.variables[req.name]
+        dims = _selected_dims(raw, job.positions, dims_cache)
+        variable = xr.Variable(dims, np.transpose(arr, [req.out_dims.index(d) for d in dims]), raw.attrs)
+        variable.encoding = dict(raw.encoding)
+        is_coord = req.name in skeletons[req.source][0].variables
+        (coord_data if is_coord else data_vars)[req.source][req.name] = variable
+    parts = []
+    for (coords, present), o, read_coords, read_vars in zip(
+        skeletons, opened, coord_data, data_vars, strict=True
+    ):
+        all_coords = {n: read_coords.get(n, coords.variables[n]) for n in coords.variables}
+        ordered = {n: read_vars[n] for n in present}
+        parts.append(xr.Dataset(ordered, coords=all_coords, attrs=o.raw.attrs))
+    return _Done(parts, totals, len(groups), plan_seconds, decoded=False)
 
 
 def _read_source_task(source: str, job: _Job, remaining: float | None) -> _Done:
@@ -503,7 +576,8 @@ def _read_source_task(source: str, job: _Job, remaining: float | None) -> _Done:
     configure_for_dask_worker()
     deadline = None if remaining is None else time.perf_counter() + remaining
     opened = _open(source, list(job.positions), job.concat_dim)
-    return _read_decoded([opened], job, progress=False, deadline=deadline)
+    done = _read_parts([opened], job, progress=False, deadline=deadline)
+    return _Done([_decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
 
 
 def _read_distributed(client: Any, opened: list[_Opened], job: _Job, deadline: float | None) -> _Done:
@@ -526,7 +600,7 @@ def _read_distributed(client: Any, opened: list[_Opened], job: _Job, deadline: f
         for key, value in d.totals.items():
             totals[key] = totals.get(key, 0) + value
     plan = max((d.plan_seconds for d in done), default=0.0)
-    return _Done([d.decoded[0] for d in done], totals, sum(d.batches for d in done), plan)
+    return _Done([d.parts[0] for d in done], totals, sum(d.batches for d in done), plan, decoded=True)
 
 
 _CONCAT_GROUP = 64
@@ -707,24 +781,29 @@ def extract_points(
     positions = _positions(opened[0], indexers, method, tolerance)
     job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
     if client is None:
-        done = _read_decoded(opened, job, progress=progress, deadline=deadline)
+        done = _read_parts(opened, job, progress=progress, deadline=deadline)
     else:
         done = _read_distributed(client, opened, job, deadline)
-    decoded, totals = done.decoded, done.totals
+    parts, totals, decoded = done.parts, done.totals, done.decoded
+    if not decoded and not _same_encoding(parts):
+        parts, decoded = [_decode(p) for p in parts], True
     t_plan = t_metadata + done.plan_seconds
     t_read = time.perf_counter()
 
     # Assemble: repeated labels, then xarray's concat.
-    keep, records = _find_duplicates(decoded, names, concat_dim, [o.name for o in opened])
+    labels = [_labels(p, concat_dim, decoded=decoded) for p in parts]
+    keep, records = _find_duplicates(parts, labels, names, concat_dim, [o.name for o in opened])
     if records and duplicates == "raise":
         raise DuplicateError(_duplicate_message(records, concat_dim, "found"))
     if records and duplicates == "drop":
         warnings.warn(_duplicate_message(records, concat_dim, "dropped"), DuplicateWarning, stacklevel=2)
-        decoded = [
+        parts = [
             d.isel({concat_dim: rows}) if concat_dim in d.dims and len(rows) < d.sizes[concat_dim] else d
-            for d, rows in zip(decoded, keep, strict=True)
+            for d, rows in zip(parts, keep, strict=True)
         ]
-    result = _concat(decoded, concat_dim)
+    result = _concat(parts, concat_dim)
+    if not decoded:
+        result = _decode(result)
     end = time.perf_counter()
     if not return_report:
         return result
