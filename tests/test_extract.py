@@ -170,9 +170,11 @@ def test_cf_decoding(tmp_path: Path, zarr_format: int, points: dict[str, Any]) -
     assert got["temp"].dtype == np.float64
 
 
-def test_sources_encoded_differently(tmp_path: Path) -> None:
-    # Each source is decoded with its own scale_factor before concatenation.
-    paths = [write_cf(tmp_path, 2, 0, scale=0.1), write_cf(tmp_path, 3, 3, scale=0.05)]
+@pytest.mark.parametrize("formats", [(2, 2), (2, 3)])
+def test_sources_encoded_differently(tmp_path: Path, formats: tuple[int, int]) -> None:
+    # Each source is decoded with its own scale_factor before concatenation; with equal formats
+    # the other variables' metadata is equal, and shared between the sources when opening.
+    paths = [write_cf(tmp_path, formats[0], 0, scale=0.1), write_cf(tmp_path, formats[1], 3, scale=0.05)]
     points = {"y": 10.0, "x": [9.0, 21.0]}
     xr.testing.assert_identical(extract_points(paths, points=points), expected(paths, points))
 

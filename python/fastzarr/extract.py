@@ -65,6 +65,8 @@ class _Opened:
     raw: xr.Dataset
     group: _core.Group
     coords: xr.Dataset
+    metadata: dict[Hashable, Any] | None = None
+    """Stored metadata per data variable, when other sources were compared with this one."""
 
 
 @dataclass
@@ -83,12 +85,47 @@ def _source_name(src: Source) -> str:
     return os.fspath(src)
 
 
-def _open(src: Source, point_dims: Sequence[Hashable], concat_dim: Hashable) -> _Opened:
-    """Opens a source lazily, undecoded, and decodes only the coordinates of the point and concat dims."""
+def _array_metadata(group: _core.Group, names: Iterable[Hashable]) -> dict[Hashable, Any]:
+    """The stored metadata document (with attributes) of each named array fastzarr can open."""
+    out: dict[Hashable, Any] = {}
+    keys = set(group.array_keys())
+    for n in names:
+        if n in keys:
+            try:
+                member = group[str(n)]
+            except FastzarrError:  # e.g. a codec only zarr-python reads: the backend handles it
+                continue
+            if isinstance(member, _core.Array):
+                out[n] = member.metadata
+    return out
+
+
+def _open(
+    src: Source, point_dims: Sequence[Hashable], concat_dim: Hashable, template: _Opened | None = None
+) -> _Opened:
+    """Opens a source lazily, undecoded, and decodes only the coordinates of the point and concat dims.
+
+    Batch stores usually repeat each data variable's metadata exactly; the lazy variable of the
+    ``template`` source then stands in for this source's (only its dims, dtype, attributes and
+    encoding are used: data is read through this source's own group), which skips most of the
+    per-variable cost of opening thousands of variables per source.
+    """
     name = _source_name(src)
-    # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in Rust.
-    raw = open_zarr(name, decode_cf=False, chunks=None)
     group = _core.open_group(name)
+    shared: list[str] = []
+    if template is not None:
+        if template.metadata is None:
+            template.metadata = _array_metadata(template.group, template.raw.data_vars)
+        mine = _array_metadata(group, template.metadata)
+        shared = [str(n) for n, m in mine.items() if m == template.metadata[n]]
+    # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in Rust.
+    raw = open_zarr(name, decode_cf=False, chunks=None, drop_variables=shared or None)
+    if shared:
+        assert template is not None
+        borrowed = {n: template.raw.variables[n] for n in shared}
+        order = [n for n in group.array_keys() if n in borrowed or n in raw.data_vars]
+        data_vars = {n: borrowed[n] if n in borrowed else raw.variables[n] for n in order}
+        raw = xr.Dataset(data_vars, coords=raw.coords, attrs=raw.attrs)
     wanted = [d for d in (*point_dims, concat_dim) if d in raw.xindexes]
     coords = xr.decode_cf(xr.Dataset(coords={d: raw.variables[d] for d in wanted}))
     return _Opened(name, raw, group, coords)
@@ -522,9 +559,7 @@ def _decode(part: xr.Dataset) -> xr.Dataset:
         return xr.decode_cf(part)
 
 
-def _read_parts(
-    opened: list[_Opened], job: _Job, *, progress: bool | None, deadline: float | None
-) -> _Done:
+def _read_parts(opened: list[_Opened], job: _Job, *, progress: bool | None, deadline: float | None) -> _Done:
     """Plans every variable of every source and reads them all in one pass per batch; returns
     each source's selection still CF-encoded (decoding once after concatenation is cheaper).
 
@@ -771,7 +806,8 @@ def extract_points(
     indexers, point_dim = _indexers(points)
 
     # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    opened = [_open(s, list(indexers), concat_dim) for s in source_list]
+    opened = [_open(source_list[0], list(indexers), concat_dim)]
+    opened += [_open(s, list(indexers), concat_dim, template=opened[0]) for s in source_list[1:]]
     names = _select_variables(opened, variables, missing)
     _check_sources(opened, list(indexers), names, missing)
     t_metadata = time.perf_counter()
