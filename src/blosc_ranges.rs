@@ -232,6 +232,9 @@ pub fn decode_into(buffer: &[u8], dest: &mut [u8]) -> Result<(), String> {
         dest.copy_from_slice(&buffer[HEADER_LEN..]);
         return Ok(());
     }
+    if crate::blosc_zstd::decode_into(buffer, &header, dest)? {
+        return Ok(());
+    }
     // SAFETY: the header was checked against the buffer's real length and `dest`'s
     // length (`nbytes == dest.len()`), and every block start lies inside the buffer;
     // C-Blosc writes at most `destsize` bytes.

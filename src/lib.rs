@@ -4,6 +4,7 @@
 
 pub mod array;
 pub mod blosc_ranges;
+pub mod blosc_zstd;
 pub mod codecs;
 pub mod errors;
 pub mod metadata;

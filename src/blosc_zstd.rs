@@ -1,0 +1,270 @@
+//! Whole-buffer decoding of zstd-compressed blosc (v1) chunks with one zstd context per thread.
+//!
+//! C-Blosc 1 decompresses every split of every block with `ZSTD_decompress`, which creates
+//! and frees a decompression context each time (an allocation and CPU-feature probing per
+//! call). With typesize-4 data that is four contexts per block: on small chunks this costs
+//! more than the decompression itself. Here each pool thread keeps one context and one
+//! scratch buffer; the byte unshuffle is C-Blosc's own SIMD routine. Buffers this module
+//! does not handle (other compressors, bit-shuffle, flags from later formats) go back to
+//! C-Blosc, which then decodes them exactly as before.
+
+use std::cell::RefCell;
+
+use zstd::zstd_safe::DCtx;
+
+use crate::blosc_ranges::BloscHeader;
+
+const HEADER_LEN: usize = 16;
+const FLAG_SHUFFLE: u8 = 0x01;
+const FLAG_MEMCPYED: u8 = 0x02;
+const FLAG_BITSHUFFLE: u8 = 0x04;
+const FLAG_FUTURE: u8 = 0x08;
+const FLAG_DONT_SPLIT: u8 = 0x10;
+const ZSTD_FORMAT: u8 = 4;
+/// C-Blosc's limits for splitting a block into one stream per byte of the type.
+const MAX_SPLITS: usize = 16;
+const MIN_BUFFERSIZE: usize = 128;
+
+extern "C" {
+    /// C-Blosc's byte unshuffle (SSE2/AVX2 dispatch), linked from blosc-src's static library.
+    fn blosc_internal_unshuffle(
+        bytesoftype: usize,
+        blocksize: usize,
+        src: *const u8,
+        dest: *const u8,
+    );
+}
+
+struct Scratch {
+    dctx: DCtx<'static>,
+    shuffled: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
+fn read_i32(buffer: &[u8], at: usize) -> Result<i64, String> {
+    let bytes = buffer
+        .get(at..at + 4)
+        .ok_or_else(|| format!("blosc: split size at {at} lies past the end"))?;
+    Ok(i64::from(i32::from_le_bytes(
+        bytes.try_into().expect("4 bytes"),
+    )))
+}
+
+/// Decodes a checked blosc buffer into `dest` if it is zstd-compressed with byte or no
+/// shuffle; returns `Ok(false)` (nothing written) for buffers C-Blosc should decode.
+///
+/// `header` must come from `BloscHeader::parse(buffer, dest.len())` with the block table
+/// checked: every block start lies between the table and the end of the buffer.
+pub fn decode_into(buffer: &[u8], header: &BloscHeader, dest: &mut [u8]) -> Result<bool, String> {
+    let flags = header.flags;
+    let handled = flags >> 5 == ZSTD_FORMAT
+        && flags & (FLAG_MEMCPYED | FLAG_BITSHUFFLE | FLAG_FUTURE) == 0
+        && header.nbytes == dest.len()
+        && header.nbytes > 0;
+    if !handled {
+        return Ok(false);
+    }
+    SCRATCH.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let scratch = slot.get_or_insert_with(|| Scratch {
+            dctx: DCtx::create(),
+            shuffled: Vec::new(),
+        });
+        decode_blocks(buffer, header, dest, scratch)
+    })?;
+    Ok(true)
+}
+
+fn decode_blocks(
+    buffer: &[u8],
+    header: &BloscHeader,
+    dest: &mut [u8],
+    scratch: &mut Scratch,
+) -> Result<(), String> {
+    let typesize = header.typesize;
+    let doshuffle = flags_shuffle(header.flags) && typesize > 1;
+    let dont_split = header.flags & FLAG_DONT_SPLIT != 0;
+    let nblocks = header.nblocks();
+    if doshuffle && scratch.shuffled.len() < header.blocksize {
+        scratch.shuffled.resize(header.blocksize, 0);
+    }
+    for (block, out) in dest.chunks_mut(header.blocksize).enumerate() {
+        debug_assert!(block < nblocks);
+        let bsize = out.len();
+        let leftover = bsize < header.blocksize;
+        let nsplits = if !dont_split
+            && typesize <= MAX_SPLITS
+            && bsize / typesize >= MIN_BUFFERSIZE
+            && !leftover
+        {
+            typesize
+        } else {
+            1
+        };
+        let neblock = bsize / nsplits;
+        if neblock * nsplits != bsize {
+            return Err(format!(
+                "blosc: block {block} of {bsize} bytes does not split into {nsplits} streams"
+            ));
+        }
+        let start = read_i32(buffer, HEADER_LEN + 4 * block)?;
+        let mut offset = usize::try_from(start)
+            .map_err(|_| format!("blosc: block {block} starts at {start}"))?;
+        let target: &mut [u8] = if doshuffle {
+            &mut scratch.shuffled[..bsize]
+        } else {
+            out
+        };
+        for split in target.chunks_mut(neblock).take(nsplits) {
+            let cbytes = read_i32(buffer, offset)?;
+            offset += 4;
+            let cbytes = usize::try_from(cbytes)
+                .ok()
+                .filter(|&n| n <= buffer.len() - offset)
+                .ok_or_else(|| {
+                    format!("blosc: block {block} has a split of {cbytes} bytes at {offset}, past the end")
+                })?;
+            let src = &buffer[offset..offset + cbytes];
+            if cbytes == neblock {
+                split.copy_from_slice(src);
+            } else {
+                let written = scratch.dctx.decompress(split, src).map_err(|code| {
+                    format!(
+                        "blosc: zstd error in block {block}: {}",
+                        zstd::zstd_safe::get_error_name(code)
+                    )
+                })?;
+                if written != neblock {
+                    return Err(format!(
+                        "blosc: block {block} decoded to {written} bytes, expected {neblock}"
+                    ));
+                }
+            }
+            offset += cbytes;
+        }
+        if doshuffle {
+            // SAFETY: `scratch.shuffled` holds at least `bsize` initialised bytes and `out`
+            // is exactly `bsize` bytes; the routine reads `bsize` bytes from the first and
+            // writes `bsize` bytes to the second (its trailing partial element included).
+            #[allow(unsafe_code)]
+            unsafe {
+                blosc_internal_unshuffle(
+                    typesize,
+                    bsize,
+                    scratch.shuffled.as_ptr(),
+                    out.as_mut_ptr(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flags_shuffle(flags: u8) -> bool {
+    flags & FLAG_SHUFFLE != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(
+        data: &[u8],
+        typesize: usize,
+        blocksize: usize,
+        shuffle: i32,
+        cname: &std::ffi::CStr,
+    ) -> Vec<u8> {
+        let mut out = vec![0u8; data.len() + 16];
+        // SAFETY: `out` has room for the worst case (`nbytes + BLOSC_MAX_OVERHEAD`).
+        #[allow(unsafe_code)]
+        let n = unsafe {
+            blosc_src::blosc_compress_ctx(
+                3,
+                shuffle,
+                typesize,
+                data.len(),
+                data.as_ptr().cast(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+                cname.as_ptr(),
+                blocksize,
+                1,
+            )
+        };
+        assert!(n > 0);
+        out.truncate(n as usize);
+        out
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) >> (i % 13)) as u8 & 0x3f)
+            .collect()
+    }
+
+    fn decode(encoded: &[u8], n: usize) -> Result<(bool, Vec<u8>), String> {
+        let header = BloscHeader::parse(encoded, n)?;
+        let mut out = vec![0u8; n];
+        let handled = decode_into(encoded, &header, &mut out)?;
+        Ok((handled, out))
+    }
+
+    #[test]
+    fn matches_the_input_for_every_layout() {
+        // typesizes with and without splits, leftover blocks, tiny and large blocks.
+        for typesize in [1, 2, 3, 4, 8, 16, 17] {
+            for shuffle in [0, 1] {
+                for (n_items, blocksize) in [
+                    (1, 0),
+                    (50, 0),
+                    (1000, 256),
+                    (4099, 0),
+                    (70_001, 4096),
+                    (300_000, 0),
+                ] {
+                    let original = data(n_items * typesize, typesize as u32);
+                    let encoded = compress(&original, typesize, blocksize, shuffle, c"zstd");
+                    if encoded[2] & FLAG_MEMCPYED != 0 {
+                        continue; // stored uncompressed: C-Blosc's copy path
+                    }
+                    let (handled, out) = decode(&encoded, original.len()).unwrap();
+                    assert!(handled, "typesize {typesize} shuffle {shuffle} n {n_items}");
+                    assert!(
+                        out == original,
+                        "typesize {typesize} shuffle {shuffle} n {n_items}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_compressors_and_bitshuffle_go_to_c_blosc() {
+        let original = data(40_000, 1);
+        let lz4 = compress(&original, 4, 0, 1, c"lz4");
+        assert!(!decode(&lz4, original.len()).unwrap().0);
+        let bitshuffled = compress(&original, 4, 0, 2, c"zstd");
+        assert!(!decode(&bitshuffled, original.len()).unwrap().0);
+    }
+
+    #[test]
+    fn lying_split_sizes_are_errors() {
+        let original = data(40_000, 2);
+        let encoded = compress(&original, 4, 0, 1, c"zstd");
+        let first_block = u32::from_le_bytes(encoded[16..20].try_into().unwrap()) as usize;
+        for lie in [-1i32, i32::MAX, (encoded.len() as i32) - 3] {
+            let mut bad = encoded.clone();
+            bad[first_block..first_block + 4].copy_from_slice(&lie.to_le_bytes());
+            assert!(decode(&bad, original.len()).is_err(), "split size {lie}");
+        }
+        // A stream that decodes to more than its share of the block is refused, not written past.
+        let mut garbage = encoded.clone();
+        let len = garbage.len();
+        garbage[first_block + 8..len].fill(0x55);
+        assert!(decode(&garbage, original.len()).is_err());
+    }
+}
