@@ -169,7 +169,7 @@ def load_fastzarr_xarray(stores: list[StoreSpec]) -> Loaded:
     out: Loaded = {}
     for path, names in stores:
         ds = fastzarr.load(xr.open_zarr(path))
-        out.update({f"{path}/{name}": ds[name].values for name in names})
+        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
     return out
 
 
@@ -179,7 +179,7 @@ def load_fastzarr_open_load(stores: list[StoreSpec]) -> Loaded:
     out: Loaded = {}
     for path, names in stores:
         ds = fastzarr.load(fastzarr.open_zarr(path))
-        out.update({f"{path}/{name}": ds[name].values for name in names})
+        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
     return out
 
 
@@ -190,7 +190,7 @@ def load_fastzarr_engine(stores: list[StoreSpec]) -> Loaded:
     out: Loaded = {}
     for path, names in stores:
         ds = xr.open_dataset(path, engine="fastzarr").load()
-        out.update({f"{path}/{name}": ds[name].values for name in names})
+        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
     return out
 
 
@@ -200,7 +200,7 @@ def _load_xarray(stores: list[StoreSpec], **open_kwargs: Any) -> Loaded:
     out: Loaded = {}
     for path, names in stores:
         ds = xr.open_zarr(path, **open_kwargs).load()
-        out.update({f"{path}/{name}": ds[name].values for name in names})
+        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
     return out
 
 
@@ -707,8 +707,9 @@ def dataset_description(name: str, params: dict[str, int], stores: list[Path], o
     chunking = {"steps": p["steps"], "lat": p["lat"], "lon": p["lon"]}
     chunking |= {f"{d}s" if d == "step" else d: n for d, n in DATASET_CHUNKS.get(name, {}).items()}
     chunk_bytes = math.prod(chunking.values()) * 4
+    title = DATASET_TITLES.get(name) or DATASET_TITLES[f"points/{name}"]
     return (
-        f"**{DATASET_TITLES[name]}** (`{name}`): {p['batches']} store(s) x {p['variables']} "
+        f"**{title}** (`{name}`): {p['batches']} store(s) x {p['variables']} "
         f"float32 variables (file_id={p['file_ids']}, step={p['steps']}, lat={p['lat']}, "
         f"lon={p['lon']}), chunks of {chunking['steps']} step(s) x {chunking['lat']} x {chunking['lon']} "
         f"({chunk_bytes / 1e3:,.0f} kB decoded), Zarr v2, `{CODEC}`, consolidated; "

@@ -39,7 +39,7 @@ def extract_fastzarr(stores: list[StoreSpec]) -> Loaded:
     fz = importlib.import_module("fastzarr")
     names = _names(stores)
     ds = fz.extract_points([path for path, _ in stores], points=POINT, variables=names, duplicates="keep")
-    return {name: ds[name].values for name in names}
+    return {name: ds.variables[name].values for name in names}
 
 
 def extract_fastzarr_100(stores: list[StoreSpec]) -> Loaded:
@@ -47,7 +47,7 @@ def extract_fastzarr_100(stores: list[StoreSpec]) -> Loaded:
     fz = importlib.import_module("fastzarr")
     names = _names(stores)
     ds = fz.extract_points([path for path, _ in stores], points=POINTS, variables=names, duplicates="keep")
-    return {name: ds[name].values for name in names}
+    return {name: ds.variables[name].values for name in names}
 
 
 def _extract_xarray(stores: list[StoreSpec], **open_kwargs: Any) -> Loaded:
@@ -56,7 +56,7 @@ def _extract_xarray(stores: list[StoreSpec], **open_kwargs: Any) -> Loaded:
     names = _names(stores)
     parts = [xr.open_zarr(path, **open_kwargs)[names].sel(POINT, method="nearest") for path, _ in stores]
     ds = xr.concat(parts, dim="file_id").load()
-    return {name: ds[name].values for name in names}
+    return {name: ds.variables[name].values for name in names}
 
 
 def extract_xarray_dask(stores: list[StoreSpec]) -> Loaded:
