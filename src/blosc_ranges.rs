@@ -122,6 +122,9 @@ fn decode_block(buffer: &[u8], header: &BloscHeader, block: usize) -> Result<Vec
         return Ok(buffer[HEADER_LEN + start..HEADER_LEN + start + len].to_vec());
     }
     let mut out = vec![0u8; len];
+    if crate::blosc_zstd::decode_block_into(buffer, header, block, &mut out)? {
+        return Ok(out);
+    }
     let first_item = i32::try_from(start / header.typesize).map_err(|e| e.to_string())?;
     let items = i32::try_from(len / header.typesize).map_err(|e| e.to_string())?;
     // SAFETY: the header and the block table were checked against the buffer's real

@@ -59,40 +59,71 @@ fn read_i32(buffer: &[u8], at: usize) -> Result<i64, String> {
 /// `header` must come from `BloscHeader::parse(buffer, dest.len())` with the block table
 /// checked: every block start lies between the table and the end of the buffer.
 pub fn decode_into(buffer: &[u8], header: &BloscHeader, dest: &mut [u8]) -> Result<bool, String> {
-    let flags = header.flags;
-    let handled = flags >> 5 == ZSTD_FORMAT
-        && flags & (FLAG_MEMCPYED | FLAG_BITSHUFFLE | FLAG_FUTURE) == 0
-        && header.nbytes == dest.len()
-        && header.nbytes > 0;
-    if !handled {
+    if !handles(header) || header.nbytes != dest.len() {
         return Ok(false);
     }
+    with_scratch(|scratch| {
+        for (block, out) in dest.chunks_mut(header.blocksize).enumerate() {
+            decode_block(buffer, header, block, out, scratch)?;
+        }
+        Ok(())
+    })?;
+    Ok(true)
+}
+
+/// Decodes block `block` of a checked blosc buffer into `out` (exactly that block's decoded
+/// length) if this module handles the buffer; `Ok(false)` otherwise.
+pub fn decode_block_into(
+    buffer: &[u8],
+    header: &BloscHeader,
+    block: usize,
+    out: &mut [u8],
+) -> Result<bool, String> {
+    if !handles(header) {
+        return Ok(false);
+    }
+    let start = block * header.blocksize;
+    if start >= header.nbytes || out.len() != header.blocksize.min(header.nbytes - start) {
+        return Err(format!("blosc: block {block} is outside the buffer"));
+    }
+    with_scratch(|scratch| decode_block(buffer, header, block, out, scratch))?;
+    Ok(true)
+}
+
+/// zstd-compressed, byte- or not shuffled, not stored raw, no flags from later formats.
+fn handles(header: &BloscHeader) -> bool {
+    let flags = header.flags;
+    flags >> 5 == ZSTD_FORMAT
+        && flags & (FLAG_MEMCPYED | FLAG_BITSHUFFLE | FLAG_FUTURE) == 0
+        && header.nbytes > 0
+}
+
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> Result<T, String>) -> Result<T, String> {
     SCRATCH.with(|cell| {
         let mut slot = cell.borrow_mut();
         let scratch = slot.get_or_insert_with(|| Scratch {
             dctx: DCtx::create(),
             shuffled: Vec::new(),
         });
-        decode_blocks(buffer, header, dest, scratch)
-    })?;
-    Ok(true)
+        f(scratch)
+    })
 }
 
-fn decode_blocks(
+/// Decodes one block into `out`: its decoded length (the block size, or less for the last).
+fn decode_block(
     buffer: &[u8],
     header: &BloscHeader,
-    dest: &mut [u8],
+    block: usize,
+    out: &mut [u8],
     scratch: &mut Scratch,
 ) -> Result<(), String> {
     let typesize = header.typesize;
     let doshuffle = flags_shuffle(header.flags) && typesize > 1;
     let dont_split = header.flags & FLAG_DONT_SPLIT != 0;
-    let nblocks = header.nblocks();
     if doshuffle && scratch.shuffled.len() < header.blocksize {
         scratch.shuffled.resize(header.blocksize, 0);
     }
-    for (block, out) in dest.chunks_mut(header.blocksize).enumerate() {
-        debug_assert!(block < nblocks);
+    {
         let bsize = out.len();
         let leftover = bsize < header.blocksize;
         let nsplits = if !dont_split
@@ -240,6 +271,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn single_blocks_match_the_input() {
+        let original = data(70_001 * 4, 9);
+        let encoded = compress(&original, 4, 4096, 1, c"zstd");
+        let header = BloscHeader::parse(&encoded, original.len()).unwrap();
+        for block in 0..header.nblocks() {
+            let start = block * header.blocksize;
+            let len = header.blocksize.min(header.nbytes - start);
+            let mut out = vec![0u8; len];
+            assert!(decode_block_into(&encoded, &header, block, &mut out).unwrap());
+            assert!(out == original[start..start + len], "block {block}");
+        }
+        let mut out = vec![0u8; 10];
+        assert!(decode_block_into(&encoded, &header, header.nblocks(), &mut out).is_err());
     }
 
     #[test]
