@@ -83,7 +83,7 @@ class S3Stores:
     names: tuple[str, ...]
     region: str = "us-east-1"
     access_key_id: str = "testing"
-    secret_access_key: str = "testing"  # noqa: S105 - moto accepts any credentials
+    secret_access_key: str = "testing"  # moto accepts any credentials
 
     @property
     def urls(self) -> list[str]:

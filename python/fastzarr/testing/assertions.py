@@ -111,7 +111,7 @@ def assert_materialized(obj: Any) -> None:
         reason = _lazy_backing(obj) or "not an xarray object"
         raise AssertionError(f"expected a numpy-backed xarray object, got {type(obj).__name__}: {reason}")
     variables = _named_variables(obj)
-    lazy = [(name, why) for name, var in variables if (why := _lazy_backing(var._data)) is not None]  # noqa: SLF001
+    lazy = [(name, why) for name, var in variables if (why := _lazy_backing(var._data)) is not None]
     if lazy:
         lines = [f"  {name}: {why}" for name, why in lazy[:_LISTED]]
         if len(lazy) > _LISTED:
@@ -148,7 +148,8 @@ def assert_unique(obj: xr.Dataset | xr.DataArray, dim: Hashable) -> None:
     extra = int(counts[repeated].sum() - len(repeated))
     raise AssertionError(
         f"{dim!r}{_where(obj)} has {_plural(len(repeated), 'repeated label')} "
-        f"({_plural(extra, 'duplicate entry', 'duplicate entries')} among {len(labels)}):\n" + "\n".join(lines)
+        f"({_plural(extra, 'duplicate entry', 'duplicate entries')} among {len(labels)}):\n"
+        + "\n".join(lines)
     )
 
 
@@ -176,10 +177,7 @@ def assert_not_all_nan(
     else:
         candidates = dict(obj.variables)
         default = list(obj.data_vars)
-    if variables is None:
-        names = default
-    else:
-        names = [variables] if isinstance(variables, str) else list(variables)
+    names = default if variables is None else [variables] if isinstance(variables, str) else list(variables)
     missing = [n for n in names if n not in candidates]
     if missing:
         raise AssertionError(f"variables {missing} are missing{_where(obj)}; it has {list(candidates)}")
@@ -198,7 +196,9 @@ def assert_not_all_nan(
         if len(bad) > _LISTED:
             lines.append(f"  ... and {len(bad) - _LISTED} more")
         limit = "all NaN" if max_fraction == 1.0 else f"more than {max_fraction:.1%} NaN, or all NaN"
-        raise AssertionError(f"{_plural(len(bad), 'variable')}{_where(obj)} {_is_are(len(bad))} {limit}:\n" + "\n".join(lines))
+        raise AssertionError(
+            f"{_plural(len(bad), 'variable')}{_where(obj)} {_is_are(len(bad))} {limit}:\n" + "\n".join(lines)
+        )
 
 
 def assert_cache_valid(cache: Any) -> None:
