@@ -150,6 +150,11 @@ def test_materialized_passes(store: Path) -> None:
     assert_materialized(xr.open_zarr(store).load())
     assert_materialized(xr.open_zarr(store, chunks=None).isel(lat=0).compute())
     assert_materialized(np.zeros(3))
+    # Values read through xarray's MemoryCachedArray stay cached there: in memory.
+    lazy = xr.open_zarr(store, chunks=None)
+    for name in lazy.data_vars:
+        assert lazy[name].values.size
+    assert_materialized(lazy)
 
 
 @pytest.mark.parametrize(
@@ -581,3 +586,14 @@ def test_cache_fixture(pytester: pytest.Pytester) -> None:
     else:  # until fastzarr.Cache exists, the fixture says so
         result.assert_outcomes(skipped=1)
         result.stdout.fnmatch_lines(["*SKIPPED*this version of fastzarr has no fastzarr.Cache*"])
+
+
+def test_readme_example(pytester: pytest.Pytester) -> None:
+    """The example test of the README's "Guard your pipeline in CI" runs and passes as printed."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Guard your pipeline in CI", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(example.splitlines()) <= 20
+    pytester.makeini(PROJECT_INI)
+    pytester.makepyfile(test_readme=example)
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)

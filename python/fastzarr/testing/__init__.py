@@ -1,8 +1,9 @@
 """Sample data and assertions for test suites that guard pipelines built on fastzarr.
 
+>>> import fastzarr as fz
 >>> from fastzarr.testing import make_batches, assert_materialized, assert_unique
->>> paths = make_batches(tmp_path, batches=2, variables=3)   # seed-like weather batch stores
->>> ds = fastzarr.load(fastzarr.open_zarr(paths[0]))
+>>> paths = make_batches("sample", batches=2, variables=3)   # seed-like weather batch stores
+>>> ds = fz.load(fz.open_zarr(paths[0]))
 >>> assert_materialized(ds)          # numpy, not dask or a lazy backend array
 >>> assert_unique(ds, "file_id")     # no repeated labels
 
