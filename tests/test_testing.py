@@ -334,6 +334,15 @@ def test_same_as_xarray_with_nan_fill_and_v3(tmp_path: Path) -> None:
         assert_same_as_xarray(path, consolidated=consolidated, a=20, isel={"b": slice(1, None)})
 
 
+def test_same_as_xarray_group(tmp_path: Path) -> None:
+    path = tmp_path / "grouped.zarr"
+    inner = xr.Dataset({"t": (("y", "x"), np.arange(6.0).reshape(2, 3))}, coords={"y": [1, 2]})
+    xr.Dataset({"top": ("z", np.ones(2))}).to_zarr(path, zarr_format=2, consolidated=False)
+    inner.to_zarr(path, group="inner", zarr_format=2, consolidated=False)
+    assert_same_as_xarray(path, group="inner", consolidated=False, y=2)
+    assert_same_as_xarray(path, consolidated=False)
+
+
 def corrupt_load(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
     """fastzarr.load, with ``change`` applied to its result: a read that differs from xarray's."""
     real = fz.load
