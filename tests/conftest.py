@@ -14,6 +14,9 @@ import pytest
 import zarr
 import zarr.errors
 
+# pytester runs throwaway test projects against the installed fastzarr (its pytest plugin).
+pytest_plugins = ["pytester"]
+
 _DEFAULT = object()
 NOTHING: Any = "nothing"  # region value: create the array but write no chunk at all
 
