@@ -6,6 +6,7 @@ pub mod array;
 pub mod blosc_ranges;
 pub mod codecs;
 pub mod errors;
+pub mod inventory;
 pub mod metadata;
 pub mod plan;
 pub mod py;
@@ -26,6 +27,8 @@ mod _core {
     use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray};
     #[pymodule_export]
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
+    #[pymodule_export]
+    use crate::py::inspect::_chunk_inventory;
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
     #[pymodule_export]
