@@ -41,8 +41,12 @@ pub fn inventory(store: &Store, path: &str) -> Result<Inventory> {
     let prefix = StorePrefix::new(prefix_text.as_str())
         .map_err(|e| Error::InvalidArgument(format!("invalid array path '{path}': {e}")))?;
     let storage = store.storage();
-    let keys = storage.list_prefix(&prefix).map_err(|e| storage_error(&e))?;
-    let total = storage.size_prefix(&prefix).map_err(|e| storage_error(&e))?;
+    let keys = storage
+        .list_prefix(&prefix)
+        .map_err(|e| storage_error(&e))?;
+    let total = storage
+        .size_prefix(&prefix)
+        .map_err(|e| storage_error(&e))?;
     let mut metadata_bytes = 0;
     let mut chunks = 0;
     for key in &keys {
@@ -111,9 +115,6 @@ mod tests {
                 bytes: 1000
             }
         );
-        assert_eq!(
-            inventory(&store, "absent").unwrap(),
-            Inventory::default()
-        );
+        assert_eq!(inventory(&store, "absent").unwrap(), Inventory::default());
     }
 }

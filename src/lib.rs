@@ -28,9 +28,9 @@ mod _core {
     #[pymodule_export]
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
     #[pymodule_export]
-    use crate::py::inspect::_chunk_inventory;
-    #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
+    #[pymodule_export]
+    use crate::py::inspect::_chunk_inventory;
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
 

@@ -110,7 +110,7 @@ def test_repr_html_and_json(batch: Path) -> None:
     assert text.startswith("<fastzarr.InspectReport>")
     assert "var0002" in text
     assert "missing chunks" in text
-    assert "decode (3 arrays)" in text
+    assert "(2 chunks of 3 arrays: var0000 ... var0002)" in text
     html = report._repr_html_()
     assert html.startswith("<div><table>")
     assert "<th style='text-align:left'>codecs</th>" in html

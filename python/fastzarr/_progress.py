@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -39,9 +40,15 @@ def _in_notebook() -> bool:
 
 
 def _tqdm() -> Any:
-    """``tqdm.auto.tqdm``, or None when tqdm is not installed."""
+    """``tqdm.auto.tqdm`` (a widget in Jupyter), or None when tqdm is not installed.
+
+    In a notebook without ipywidgets, tqdm.auto would warn and fall back to the text bar: use
+    the text bar directly."""
     try:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
+        if _in_notebook() and importlib.util.find_spec("ipywidgets") is None:
+            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
+        else:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
     except ImportError:
         return None
     return tqdm

@@ -131,7 +131,7 @@ def _grid_count(shape: Sequence[int], chunks: Sequence[int]) -> int:
     return math.prod(-(-s // c) if c else 1 for s, c in zip(shape, chunks, strict=True))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # the repr is Report's
 class InspectReport(Report):
     """What `fastzarr.inspect` found (``repr`` for a terminal, an HTML table in Jupyter)."""
 
@@ -163,11 +163,12 @@ class InspectReport(Report):
         for t in self.throughput:
             if t.one_core is None or t.all_cores is None:
                 continue
+            names = t.arrays[0] if len(t.arrays) == 1 else f"{t.arrays[0]} ... {t.arrays[-1]}"
             rows.append(
                 (
-                    f"decode ({len(t.arrays)} arrays)",
+                    "decode speed",
                     f"{format_size(t.one_core)}/s on 1 thread, {format_size(t.all_cores)}/s on "
-                    f"{t.threads} threads ({t.chunks} chunks of {t.layout})",
+                    f"{t.threads} threads ({t.chunks} chunks of {len(t.arrays)} arrays: {names})",
                 )
             )
         return rows

@@ -133,7 +133,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # the repr is Report's
 class ExtractReport(Report):
     """What an extraction read and how long each stage took (``extract_points(..., return_report=True)``)."""
 

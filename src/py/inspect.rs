@@ -8,8 +8,8 @@ use crate::py::array::PyArray;
 
 /// `(chunk objects stored, their total bytes)` for `array`, from one listing of its prefix.
 #[pyfunction]
-pub fn _chunk_inventory(py: Python<'_>, array: PyRef<'_, PyArray>) -> Result<(u64, u64)> {
-    let handle = array.handle.clone();
+pub fn _chunk_inventory(py: Python<'_>, array: &Bound<'_, PyArray>) -> Result<(u64, u64)> {
+    let handle = array.get().handle.clone();
     let found = py.detach(move || inventory(handle.store(), handle.path()))?;
     Ok((found.chunks, found.bytes))
 }
