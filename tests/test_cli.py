@@ -53,7 +53,7 @@ def test_console_script_version() -> None:
 
 def test_help_on_every_subcommand() -> None:
     names = list(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert names == ["inspect", "extract"]
+    assert names[:2] == ["inspect", "extract"]  # and whatever subcommands are added later
     assert len(_SUBCOMMANDS) == len(names)
     for args in (["--help"], *([n, "--help"] for n in names)):
         done = run(*args)

@@ -20,7 +20,7 @@ def test_committed_with_outputs_cleared() -> None:
 
 def test_quickstart_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's path migration notice
-    monkeypatch.setenv("MPLBACKEND", "agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws PNGs
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # the debugger's frozen-modules note
     monkeypatch.delenv("FASTZARR_LOG", raising=False)
     from nbclient import NotebookClient  # noqa: PLC0415 - after the environment is set
