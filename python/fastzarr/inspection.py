@@ -1,13 +1,12 @@
 """``fastzarr.inspect``: what a store holds, what reading it costs, and how to make it cheaper.
 
-For every array: shape, dtype, chunk shape and bytes, codecs, stored vs decoded size (one listing
-of the array's chunk objects), missing chunks, what a single-point read touches (measured with
-``read_many(..., return_stats=True)``, so partial blosc decoding shows), what a point's series
-along the non-spatial axes and a full read touch (arithmetic on the chunk grid), and decode
-throughput measured on a sample of chunks on one core and on all cores. Plain-language advice
-follows from those numbers. (The module is not called ``inspect`` so as not to shadow the
-standard library's.)
-"""
+For every array: shape, dtype, chunk shape and bytes, codecs, stored vs decoded size (one
+listing of each array's chunk objects, in parallel), missing chunks, what a single-point read
+touches (measured with ``read_many(..., return_stats=True)``, so partial blosc decoding shows),
+what a point's series along the non-spatial axes and a full read touch (arithmetic on the
+chunk grid), and decode throughput measured on a sample of chunks on one core and on all
+cores. Plain-language advice follows from those numbers. (The module is not called ``inspect``
+so as not to shadow the standard library's.)"""
 
 from __future__ import annotations
 
@@ -91,7 +90,8 @@ class ArrayInfo:
     decoded_bytes: int
     """Bytes the present chunk objects decode to."""
     point_chunks: int
-    """Chunks one single-element read touches (measured)."""
+    """Chunks one single-element read (the centre element) touches: measured in one pass over the
+    centre points of all arrays sharing this array's layout, averaged over them."""
     point_bytes_read: int
     """Bytes that read fetched (measured)."""
     point_bytes_decoded: int
@@ -253,8 +253,46 @@ def _dim_name(array: _core.Array, axis: int) -> str:
     return name if name is not None else f"dim_{axis}"
 
 
-def _describe(array: _core.Array) -> ArrayInfo:
-    """Everything but throughput for one array: metadata, inventory, one measured point read."""
+def _layout(array: _core.Array) -> str:
+    """``codecs | dtype | chunk shape``: arrays alike in what reading them costs."""
+    return f"{array.codecs} | {array.dtype} | {'x'.join(map(str, array.chunks))}"
+
+
+def _point(array: _core.Array) -> tuple[int, ...]:
+    """The centre element: the single point read measured for every array."""
+    return tuple(s // 2 for s in array.shape)
+
+
+_SLICE = 64
+"""Arrays listed and point-read together in one step (one progress update)."""
+
+
+def _measure(arrays: Sequence[_core.Array]) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """Per array: (chunk objects stored, their bytes, (point chunks, bytes read, bytes decoded)).
+
+    The listing runs for all arrays in parallel; the centre points of arrays sharing a layout
+    are read in one pass, and each gets the pass's average (they cost the same by layout)."""
+    inventory = _core._chunk_inventory(list(arrays))
+    points: list[tuple[int, int, int]] = [(0, 0, 0)] * len(arrays)
+    by_layout: dict[str, list[int]] = {}
+    for i, array in enumerate(arrays):
+        if array.size:
+            by_layout.setdefault(_layout(array), []).append(i)
+    for members in by_layout.values():
+        _, stats = _core.read_many([(arrays[i], _point(arrays[i])) for i in members], return_stats=True)
+        n = len(members)
+        average = (
+            round(stats.chunks / n),
+            round(stats.bytes_read / n),
+            round(stats.bytes_decoded / n),
+        )
+        for i in members:
+            points[i] = average
+    return [(stored, nbytes, point) for (stored, nbytes), point in zip(inventory, points, strict=True)]
+
+
+def _describe(array: _core.Array, stored: int, stored_bytes: int, point: tuple[int, int, int]) -> ArrayInfo:
+    """One array's facts from its metadata, its inventory and the measured point read."""
     shape = tuple(array.shape)
     chunks = tuple(array.chunks)
     shards = array.shards
@@ -262,11 +300,7 @@ def _describe(array: _core.Array) -> ArrayInfo:
     chunk_bytes = math.prod(chunks) * itemsize
     object_shape = tuple(shards) if shards is not None else chunks
     objects_total = _grid_count(shape, object_shape)
-    stored, stored_bytes = _core._chunk_inventory(array)
-    point_chunks = point_read = point_decoded = 0
-    if array.size:
-        _, stats = _core.read_many([(array, tuple(s // 2 for s in shape))], return_stats=True)
-        point_chunks, point_read, point_decoded = stats.chunks, stats.bytes_read, stats.bytes_decoded
+    point_chunks, point_read, point_decoded = point
     spatial = _spatial_axes(array)
     series_axes = [i for i in range(array.ndim) if i not in spatial] if spatial else []
     series_chunks = math.prod(-(-shape[i] // chunks[i]) for i in series_axes) if series_axes else 0
@@ -292,7 +326,7 @@ def _describe(array: _core.Array) -> ArrayInfo:
         series_dims=tuple(_dim_name(array, i) for i in series_axes),
         series_chunks=series_chunks,
         spatial_dims=tuple(_dim_name(array, i) for i in spatial),
-        layout=f"{array.codecs} | {array.dtype} | {'x'.join(map(str, chunks))}",
+        layout=_layout(array),
     )
 
 
@@ -377,10 +411,13 @@ def inspect(
     stages.done("metadata", arrays=len(arrays))
     infos: list[ArrayInfo] = []
     with Progress(progress, total=len(arrays), desc="fastzarr inspect", unit="array") as bar:
-        for array in arrays:
-            info = _describe(array)
-            infos.append(info)
-            bar.update(nbytes=info.point_bytes_decoded, chunks=info.point_chunks)
+        for start in range(0, len(arrays), _SLICE):
+            part = arrays[start : start + _SLICE]
+            measured = _measure(part)
+            infos += [_describe(a, *m) for a, m in zip(part, measured, strict=True)]
+            bar.update(
+                len(part), nbytes=sum(m[2][2] for m in measured), chunks=sum(m[2][0] for m in measured)
+            )
     stages.done("inventory and point reads")
     layouts: dict[str, list[int]] = {}
     for i, info in enumerate(infos):
