@@ -7,6 +7,7 @@ pub mod blosc_ranges;
 pub mod blosc_zstd;
 pub mod codecs;
 pub mod errors;
+pub mod inventory;
 pub mod metadata;
 pub mod plan;
 pub mod py;
@@ -29,6 +30,8 @@ mod _core {
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
+    #[pymodule_export]
+    use crate::py::inspect::_chunk_inventory;
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
 

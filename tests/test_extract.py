@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from fastzarr.extract import (
     extract_points,
     to_features,
 )
-from fastzarr.report import DuplicateRecord, Report
+from fastzarr.report import DuplicateRecord, ExtractReport
 from fastzarr.testing import make_batches
 
 # xarray's current concat defaults, spelled out as extract_points does.
@@ -317,20 +316,14 @@ def test_timeout(v2: list[str]) -> None:
         extract_quiet(v2, points={"lat": 0.0, "lon": 0.0}, timeout=1e-9)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tqdm") is not None, reason="tqdm is installed")
-def test_progress_needs_tqdm(v2: list[str]) -> None:
-    with pytest.raises(ImportError, match="tqdm"):
-        extract_quiet(v2, points={"lat": 0.0, "lon": 0.0}, progress=True)
-    extract_quiet(v2, points={"lat": 0.0, "lon": 0.0}, progress=None)
-
-
 def test_report_counts_chunks(chunked: list[str]) -> None:
     # lat chunks of 4 (2 chunks), lon chunks of 5 (3 chunks), one file_id per chunk, steps whole.
     lat_idx = np.array([0, 3, 4, 7, 3])
     lon_idx = np.array([0, 4, 5, 11, 0])
     points = {"lat": LAT[lat_idx].tolist(), "lon": LON[lon_idx].tolist()}
     got, report = extract_quiet(chunked, points=points, return_report=True)
-    assert isinstance(report, Report)
+    assert isinstance(report, ExtractReport)
+    assert isinstance(report, fz.Report)
     distinct = len(set(zip(lat_idx // 4, lon_idx // 5, strict=True)))  # 4 distinct (lat, lon) chunks
     assert report.chunks == len(chunked) * 3 * 3 * distinct  # sources x variables x file_ids x chunks
     assert report.chunks_missing == 0

@@ -31,7 +31,11 @@ from fastzarr._core import (
     read_many,
     set_num_threads,
 )
-from fastzarr.report import DuplicateRecord, Report
+from fastzarr._progress import configure_from_env as _configure_logging
+from fastzarr.inspection import InspectReport, inspect
+from fastzarr.report import DuplicateRecord, ExtractReport, Report
+
+_configure_logging()  # FASTZARR_LOG=debug shows fastzarr's stage logs without code
 
 if TYPE_CHECKING:
     from fastzarr.extract import (
@@ -76,8 +80,10 @@ __all__ = [
     "DuplicateError",
     "DuplicateRecord",
     "DuplicateWarning",
+    "ExtractReport",
     "FastzarrError",
     "Group",
+    "InspectReport",
     "MemoryBudgetError",
     "MetadataError",
     "OuterIndexer",
@@ -91,6 +97,7 @@ __all__ = [
     "__version__",
     "extract_points",
     "get_num_threads",
+    "inspect",
     "load",
     "open_array",
     "open_group",

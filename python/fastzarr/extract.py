@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import sys
 import time
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -26,7 +25,8 @@ import xarray as xr
 
 from fastzarr import _core
 from fastzarr._core import FastzarrError
-from fastzarr.report import DuplicateRecord, Report, peak_memory_bytes
+from fastzarr._progress import Progress, log_stage, progress_enabled
+from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 from fastzarr.xarray_backend import open_zarr
 
 __all__ = [
@@ -338,19 +338,20 @@ def _batches(requests: list[_Request], budget: int) -> list[list[int]]:
     return groups
 
 
-def _progress_bar(progress: bool | None, total: int) -> Any:
-    """A tqdm.auto bar over read passes, or None (tqdm missing and not asked for, or not interactive)."""
-    if progress is False:
-        return None
-    if progress is None and not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        if progress:
-            raise ImportError("progress=True needs tqdm: pip install tqdm") from None
-        return None
-    return tqdm(total=total, desc="fastzarr extract", unit="pass")
+_PROGRESS_STEPS = 20
+"""With a progress bar, a read pass of many requests is cut into about this many passes, so the
+bar moves; each pass still reads its chunks in parallel."""
+_PROGRESS_MIN_REQUESTS = 64
+"""Passes with fewer requests than this are not cut (the bar would not be worth the passes)."""
+
+
+def _progress_groups(groups: list[list[int]]) -> list[list[int]]:
+    """``groups`` cut into about `_PROGRESS_STEPS` passes in all, for a moving progress bar."""
+    total = sum(len(g) for g in groups)
+    if total < _PROGRESS_MIN_REQUESTS:
+        return groups
+    step = max(-(-total // _PROGRESS_STEPS), _PROGRESS_MIN_REQUESTS // 4)
+    return [g[k : k + step] for g in groups for k in range(0, len(g), step)]
 
 
 def _equal_rows(a: npt.NDArray[Any], b: npt.NDArray[Any], axis: int) -> npt.NDArray[np.bool_]:
@@ -491,8 +492,7 @@ def _read(
     """Runs the read passes; returns each request's array and the summed read statistics."""
     results: list[npt.NDArray[Any] | None] = [None] * len(requests)
     totals: dict[str, float] = {}
-    bar = _progress_bar(progress, len(groups))
-    try:
+    with Progress(progress, total=len(groups), desc="fastzarr extract", unit="pass") as bar:
         for group in groups:
             remaining = None
             if deadline is not None:
@@ -506,11 +506,7 @@ def _read(
                 results[k] = arr
             for key, value in stats.as_dict().items():
                 totals[key] = totals.get(key, 0) + value
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(nbytes=stats.bytes_decoded, chunks=stats.chunks)
     done = [r for r in results if r is not None]
     assert len(done) == len(results)
     return done, totals
@@ -583,6 +579,8 @@ def _read_parts(opened: list[_Opened], job: _Job, *, progress: bool | None, dead
                 requests.append(_plan_variable(i, o, str(n), job.positions, job.point_dim))
         requests.extend(_plan_variable(i, o, n, job.positions, job.point_dim) for n in present)
     groups = _batches(requests, job.budget)
+    if progress_enabled(progress):
+        groups = _progress_groups(groups)
     plan_seconds = time.perf_counter() - start
     results, totals = _read(requests, groups, progress, deadline, job.timeout)
     coord_data: list[dict[Hashable, xr.Variable]] = [{} for _ in opened]
@@ -725,9 +723,9 @@ def _make_report(
     batches: int,
     seconds: dict[str, float],
     records: list[DuplicateRecord],
-) -> Report:
-    """The Report of one extraction."""
-    return Report(
+) -> ExtractReport:
+    """The report of one extraction."""
+    return ExtractReport(
         sources=tuple(o.name for o in opened),
         variables=tuple(names),
         chunks=int(totals.get("chunks", 0)),
@@ -760,7 +758,7 @@ def extract_points(
     timeout: float | None = None,
     return_report: bool = False,
     client: Any = None,
-) -> xr.Dataset | tuple[xr.Dataset, Report]:
+) -> xr.Dataset | tuple[xr.Dataset, ExtractReport]:
     """Extracts points from one or many Zarr stores, reading only the chunks that hold them.
 
     The result equals ``xr.concat([xr.open_zarr(s).sel(**points, method=method, tolerance=tolerance)
@@ -782,9 +780,11 @@ def extract_points(
             (NaN, as ``xr.concat`` fills it).
         max_memory: bytes, or a percentage of RAM like ``"20%"``, that one read pass may return;
             half the available memory by default. Larger work is split into several passes.
-        progress: a tqdm bar over read passes; by default shown when stderr is a terminal.
+        progress: a tqdm bar over read passes with bytes and chunks per second; by default shown
+            when stderr is a terminal or in a notebook (and tqdm is installed). With a bar, a
+            large pass is cut into about 20 passes so that the bar moves.
         timeout: seconds for the whole call (`fastzarr.TimeoutError`).
-        return_report: also return a `fastzarr.report.Report`.
+        return_report: also return a `fastzarr.report.ExtractReport` (a `fastzarr.Report`).
         client: a ``dask.distributed.Client``: each source is read by one task on the cluster's
             workers (with fastzarr there) and the result assembled here; the same result.
 
@@ -811,6 +811,7 @@ def extract_points(
     names = _select_variables(opened, variables, missing)
     _check_sources(opened, list(indexers), names, missing)
     t_metadata = time.perf_counter()
+    log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
 
     # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
     # read pass over all variables of all sources (here, or one task per source on a cluster).
@@ -825,6 +826,15 @@ def extract_points(
         parts, decoded = [_decode(p) for p in parts], True
     t_plan = t_metadata + done.plan_seconds
     t_read = time.perf_counter()
+    log_stage("extract_points", "plan", t_plan - t_metadata)
+    log_stage(
+        "extract_points",
+        "read",
+        t_read - t_plan,
+        passes=done.batches,
+        chunks=int(totals.get("chunks", 0)),
+        bytes_decoded=int(totals.get("bytes_decoded", 0)),
+    )
 
     # Assemble: repeated labels, then xarray's concat.
     labels = [_labels(p, concat_dim, decoded=decoded) for p in parts]
@@ -841,6 +851,8 @@ def extract_points(
     if not decoded:
         result = _decode(result)
     end = time.perf_counter()
+    log_stage("extract_points", "assemble", end - t_read, duplicates=len(records))
+    log_stage("extract_points", "total", end - start)
     if not return_report:
         return result
     seconds = {

@@ -42,6 +42,7 @@ from xarray.backends.zarr import ZarrArrayWrapper
 from xarray.core import indexing
 
 import fastzarr as fz
+from fastzarr._progress import Progress, Stages, progress_enabled
 from fastzarr.xarray_backend import FastzarrArrayWrapper, Request, fetch, normalize_url
 
 __all__ = ["load"]
@@ -253,18 +254,31 @@ class _LoadPlan:
         else:
             self.lazy.append((variable, evaluation))
 
-    def read(self) -> None:
-        """Probes every evaluation, reads all their requests in one pass, then serves them."""
+    def read(self, progress: bool | None) -> int:
+        """Probes every evaluation, reads all their requests in one pass, then serves them.
+
+        With a progress bar, many requests are read in about 20 passes so that the bar moves.
+        Returns the number of requests."""
         evaluations = [e for _, e in self.lazy]
         if self.dask is not None:
             evaluations += self.dask.evaluations()
         requests_of = [e.probe() for e in evaluations]
         requests = [r for rs in requests_of for r in rs]
-        results = fz.read_many(requests) if requests else []
+        step = len(requests) or 1
+        if progress_enabled(progress) and len(requests) >= 64:
+            step = max(-(-len(requests) // 20), 16)
+        results: list[Any] = []
+        bar_on = progress if requests else False
+        with Progress(bar_on, total=-(-len(requests) // step), desc="fastzarr load", unit="pass") as bar:
+            for k in range(0, len(requests), step):
+                arrays, stats = fz.read_many(requests[k : k + step], return_stats=True)
+                results += arrays
+                bar.update(nbytes=stats.bytes_decoded, chunks=stats.chunks)
         start = 0
         for evaluation, own in zip(evaluations, requests_of, strict=True):
             evaluation.serve(results[start : start + len(own)])
             start += len(own)
+        return len(requests)
 
     def store(self) -> None:
         """Puts the values read into their variables."""
@@ -286,7 +300,7 @@ class _LoadPlan:
             variable.load()
 
 
-def load(obj: T_Xarray) -> T_Xarray:
+def load(obj: T_Xarray, *, progress: bool | None = None) -> T_Xarray:
     """Loads every variable of ``obj`` into numpy, reading all of them in one parallel pass.
 
     ``obj`` is a Dataset or DataArray opened by :func:`fastzarr.open_zarr`,
@@ -296,7 +310,12 @@ def load(obj: T_Xarray) -> T_Xarray:
     to xarray's. Variables that cannot be traced back to a Zarr array fastzarr reads (computed
     in memory, other backends, remote zarr-python stores, variable-length strings) are loaded
     by xarray (or dask) itself.
+
+    ``progress``: a tqdm bar with bytes and chunks per second; by default shown when stderr is
+    a terminal or in a notebook (and tqdm is installed). Stage timings and memory go to
+    ``logging.getLogger("fastzarr")`` at DEBUG level (``FASTZARR_LOG=debug``).
     """
+    stages = Stages("load")
     plan = _LoadPlan()
     with _gc_paused():
         seen: set[int] = set()
@@ -305,9 +324,13 @@ def load(obj: T_Xarray) -> T_Xarray:
                 continue
             seen.add(id(variable))
             plan.add(variable)
-        plan.read()
+        stages.done("plan", variables=len(seen))
+        requests = plan.read(progress)
+        stages.done("read", requests=requests)
         plan.store()
     plan.load_rest()
+    stages.done("store and rest")
+    stages.total()
     return obj
 
 

@@ -1,14 +1,28 @@
-"""What one `fastzarr.extract.extract_points` call did: sources, chunks, bytes, seconds, duplicates."""
+"""Reports: what a fastzarr call read or found, readable in a terminal (``repr``) and in Jupyter.
+
+`Report` is the base: a title and (label, value) rows give the text and HTML forms.
+`ExtractReport` describes one `fastzarr.extract_points` call; `InspectReport` (in
+`fastzarr.inspection`) describes a store.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import os
 import resource
 import sys
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
-__all__ = ["DuplicateRecord", "Report", "peak_memory_bytes"]
+__all__ = [
+    "DuplicateRecord",
+    "ExtractReport",
+    "Report",
+    "current_rss_bytes",
+    "format_size",
+    "peak_memory_bytes",
+]
 
 
 class DuplicateRecord(NamedTuple):
@@ -28,7 +42,16 @@ def peak_memory_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _size(n: float) -> str:
+def current_rss_bytes() -> int:
+    """The process's resident memory now (Linux ``/proc``), else its peak where ``/proc`` is absent."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_memory_bytes()
+
+
+def format_size(n: float) -> str:
     """``1536`` -> ``"1.5 KiB"``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -37,8 +60,81 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
-@dataclass(frozen=True)
 class Report:
+    """The base of fastzarr's reports: ``repr`` and ``_repr_html_`` from (label, value) rows.
+
+    Subclasses set ``_title`` and implement `_rows`; `_details` adds free lines below the table
+    (text and HTML alike); `as_dict` gives plain values for logging or JSON.
+    """
+
+    _title: ClassVar[str] = "fastzarr.Report"
+
+    def _rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs shared by the text and HTML forms."""
+        raise NotImplementedError
+
+    def _details(self) -> list[str]:
+        """Lines shown below the rows (e.g. one per duplicate or per piece of advice)."""
+        return []
+
+    def _tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """(caption, header, rows) tables shown between the rows and the details."""
+        return []
+
+    def __repr__(self) -> str:
+        """A readable multi-line summary."""
+        rows = self._rows()
+        width = max((len(k) for k, _ in rows), default=0)
+        lines = [f"<{self._title}>"]
+        lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        for caption, header, body in self._tables():
+            widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+            lines.append(f"  {caption}:")
+            for r in [header, *body]:
+                lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        lines += [f"  {d}" for d in self._details()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """HTML tables for Jupyter: the rows and details, then any further tables."""
+        cells = "".join(
+            f"<tr><th style='text-align:left;vertical-align:top'>{html.escape(k)}</th>"
+            f"<td style='text-align:left;white-space:pre'>{html.escape(v)}</td></tr>"
+            for k, v in self._rows()
+        )
+        cells += "".join(
+            f"<tr><td colspan='2' style='text-align:left'>{html.escape(d)}</td></tr>" for d in self._details()
+        )
+        parts = [f"<table><caption>{html.escape(self._title)}</caption>{cells}</table>"]
+        left = "style='text-align:left'"
+        for caption, header, body in self._tables():
+            head = "".join(f"<th {left}>{html.escape(c)}</th>" for c in header)
+            trs = "".join(
+                "<tr>" + "".join(f"<td {left}>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body
+            )
+            parts.append(f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{trs}</table>")
+        return parts[0] if len(parts) == 1 else "<div>" + "".join(parts) + "</div>"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain Python values (for logging or JSON)."""
+        if dataclasses.is_dataclass(self):
+            return _plain(dataclasses.asdict(self))
+        raise NotImplementedError
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and numpy scalars to Python ones, recursively, so that json.dumps takes it."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True, repr=False)  # the repr is Report's
+class ExtractReport(Report):
     """What an extraction read and how long each stage took (``extract_points(..., return_report=True)``)."""
 
     sources: tuple[str, ...]
@@ -70,6 +166,8 @@ class Report:
     peak_memory: int = 0
     """Peak resident memory of the process in bytes when the call finished."""
 
+    _title: ClassVar[str] = "fastzarr.ExtractReport"
+
     def _rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs shared by the text and HTML forms."""
         conflicting = sum(not d.identical for d in self.duplicates)
@@ -81,40 +179,24 @@ class Report:
                 "blosc partial",
                 f"{self.chunks_partial} chunks, {self.blocks_decoded}/{self.blocks_total} blocks decoded",
             ),
-            ("bytes read", _size(self.bytes_read)),
-            ("bytes decoded", _size(self.bytes_decoded)),
-            ("bytes returned", _size(self.bytes_returned)),
+            ("bytes read", format_size(self.bytes_read)),
+            ("bytes decoded", format_size(self.bytes_decoded)),
+            ("bytes returned", format_size(self.bytes_returned)),
             ("read passes", str(self.batches)),
             ("seconds", ", ".join(f"{k} {v:.3f}" for k, v in self.seconds.items())),
             ("duplicates", f"{len(self.duplicates)} ({conflicting} conflicting)"),
-            ("peak memory", _size(self.peak_memory)),
+            ("peak memory", format_size(self.peak_memory)),
         ]
 
-    def __repr__(self) -> str:
-        """A readable multi-line summary."""
-        rows = self._rows()
-        width = max(len(k) for k, _ in rows)
-        lines = ["<fastzarr.Report>"] + [f"  {k:<{width}}  {v}" for k, v in rows]
-        for d in self.duplicates[:10]:
-            state = "identical" if d.identical else "CONFLICTING"
-            lines.append(f"    duplicate {d.label!r} from {d.source}: {state}")
+    def _details(self) -> list[str]:
+        """One line per duplicate (the first ten)."""
+        lines = [
+            f"duplicate {d.label!r} from {d.source}: {'identical' if d.identical else 'CONFLICTING'}"
+            for d in self.duplicates[:10]
+        ]
         if len(self.duplicates) > 10:
-            lines.append(f"    ... and {len(self.duplicates) - 10} more duplicates")
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        """An HTML table for Jupyter."""
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-            for k, v in self._rows()
-        )
-        for d in self.duplicates:
-            state = "identical" if d.identical else "<b>CONFLICTING</b>"
-            cells += (
-                f"<tr><td>duplicate {html.escape(repr(d.label))}</td>"
-                f"<td>{html.escape(d.source)}: {state}</td></tr>"
-            )
-        return f"<table><caption>fastzarr.Report</caption>{cells}</table>"
+            lines.append(f"... and {len(self.duplicates) - 10} more duplicates")
+        return lines
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain Python values (for logging or JSON)."""

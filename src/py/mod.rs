@@ -3,6 +3,7 @@
 pub mod array;
 pub mod functions;
 pub mod group;
+pub mod inspect;
 pub mod output;
 pub mod selection;
 pub mod stats;

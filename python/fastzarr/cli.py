@@ -1,0 +1,330 @@
+"""The ``fastzarr`` command: inspect stores and extract points from the shell.
+
+Exit status: 0 on success, 1 on an error (one line on stderr; ``--debug`` adds the traceback
+and fastzarr's stage logs), 2 on a usage error (argparse's message), 130 on Ctrl-C.
+
+Adding a subcommand is one function: decorate it with `subcommand`; it receives the
+subparsers, creates its parser with `add_parser` and sets ``run`` to a handler that takes the
+parsed arguments and returns the exit status::
+
+    @subcommand
+    def _hello(sub: Subparsers) -> None:
+        parser = add_parser(sub, "hello", "say hello")
+        parser.add_argument("name")
+        parser.set_defaults(run=lambda args: print(f"hello {args.name}") or 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+import fastzarr
+from fastzarr._progress import logger
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["add_parser", "build_parser", "main", "subcommand"]
+
+Subparsers = Any
+"""``argparse``'s subparsers action (its class is private)."""
+Add = TypeVar("Add", bound=Callable[[Subparsers], None])
+
+_SUBCOMMANDS: list[Callable[[Subparsers], None]] = []
+
+
+class UserError(Exception):
+    """A mistake in the command's input that deserves a one-line message and exit status 1."""
+
+
+def subcommand(add: Add) -> Add:
+    """Registers a function that adds one subcommand's parser (in the order registered)."""
+    _SUBCOMMANDS.append(add)
+    return add
+
+
+def add_parser(sub: Subparsers, name: str, help_text: str, description: str | None = None) -> Any:
+    """A subcommand parser with the options every subcommand takes (``--debug``)."""
+    parser = sub.add_parser(name, help=help_text, description=description or help_text)
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and stage logs"
+    )
+    parser.set_defaults(parser=parser)
+    return parser
+
+
+def _key_values(text: str) -> dict[str, str]:
+    """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``; argparse turns the ValueError into a usage error."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,NAME=VALUE...], got {text!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _label(value: str) -> Any:
+    """A coordinate label from the command line: a number where it reads as one, else the text."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _storage_options(pairs: Sequence[dict[str, str]] | None) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    merged: dict[str, Any] = {}
+    for p in pairs:
+        merged.update(p)
+    return merged
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+@subcommand
+def _inspect(sub: Subparsers) -> None:
+    parser = add_parser(
+        sub,
+        "inspect",
+        "describe a store: arrays, chunks, codecs, sizes, read costs, decode speed, advice",
+    )
+    parser.add_argument("url", metavar="URL", help="a Zarr store, group or array (path or URL)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--sample", type=int, default=32, metavar="N", help="chunks per layout to time (0: none)"
+    )
+    parser.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        type=_key_values,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a storage option (repeatable)",
+    )
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        if args.sample < 0:
+            args.parser.error("--sample must be 0 or more")
+        report = fastzarr.inspect(
+            args.url,
+            storage_options=_storage_options(args.storage_options),
+            sample=args.sample,
+            progress=args.progress,
+        )
+        if args.json:
+            json.dump(report.as_dict(), sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+        else:
+            print(report)
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+# --- extract ---------------------------------------------------------------------------------
+
+_FORMATS = {".zarr": "zarr", ".nc": "netcdf", ".nc4": "netcdf", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _output_format(path: str, given: str | None) -> str:
+    if given is not None:
+        return given
+    suffix = Path(path.rstrip("/")).suffix.lower()
+    if suffix not in _FORMATS:
+        raise UserError(
+            f"cannot tell the output format from {path!r}: use a suffix ({', '.join(_FORMATS)}) or --format"
+        )
+    return _FORMATS[suffix]
+
+
+def _need(modules: Sequence[str], what: str) -> None:
+    """Raises UserError unless one of ``modules`` is importable."""
+    if not any(importlib.util.find_spec(m) is not None for m in modules):
+        raise UserError(f"{what} needs {' or '.join(modules)}: pip install {modules[0]}")
+
+
+def _write(ds: xr.Dataset, out: str, fmt: str, overwrite: bool) -> None:
+    """Writes the extraction result; refuses to replace an existing output unless asked."""
+    if os.path.exists(out) and not overwrite:
+        raise UserError(f"{out} exists (use --overwrite to replace it)")
+    ds = ds.copy()
+    for var in ds.variables.values():
+        var.encoding = {}  # the source's chunking and codecs do not fit the extracted shape
+    if fmt == "zarr":
+        _need(["zarr"], "writing Zarr")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr-python's notes on v3 specs and consolidation
+            ds.to_zarr(out, mode="w")
+    elif fmt == "netcdf":
+        _need(["netCDF4", "h5netcdf", "scipy"], "writing NetCDF")
+        ds.to_netcdf(out)
+    elif fmt == "csv":
+        ds.to_dataframe().to_csv(out)
+    else:
+        _need(["pyarrow", "fastparquet"], "writing Parquet")
+        ds.to_dataframe().to_parquet(out)
+
+
+@subcommand
+def _extract(sub: Subparsers) -> None:
+    parser = add_parser(
+        sub,
+        "extract",
+        "extract points from one or many Zarr stores into a Zarr, NetCDF, CSV or Parquet file",
+        description=(
+            "Extract points from one or many Zarr stores (concatenated along --concat-dim), "
+            "reading only the chunks that hold them. One --point selects a single location; "
+            "several select locations along a new 'point' dimension."
+        ),
+    )
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="Zarr stores (paths or URLs)")
+    parser.add_argument(
+        "--point",
+        dest="points",
+        type=_key_values,
+        action="append",
+        required=True,
+        metavar="DIM=LABEL,...",
+        help="a point, e.g. lat=52.5,lon=13.4 (repeatable)",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write")
+    parser.add_argument("--format", choices=sorted(set(_FORMATS.values())), help="default: from OUT's suffix")
+    parser.add_argument(
+        "--variables", action="append", metavar="NAME[,NAME...]", help="variables to extract (default: all)"
+    )
+    parser.add_argument("--method", choices=["nearest", "exact"], default="nearest", help="label matching")
+    parser.add_argument("--tolerance", type=float, help="largest distance allowed with nearest")
+    parser.add_argument(
+        "--duplicates", choices=["drop", "raise", "keep"], default="drop", help="repeated concat labels"
+    )
+    parser.add_argument("--concat-dim", default="file_id", help="the dimension sources are joined along")
+    parser.add_argument("--max-memory", metavar="BYTES|PCT%", help="memory for one read pass")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--report", action="store_true", help="print what was read to stderr")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        keys = [tuple(p) for p in args.points]
+        if len(set(keys)) > 1:
+            args.parser.error("every --point must name the same dimensions")
+        points: dict[Hashable, Any] = {k: [_label(p[k]) for p in args.points] for k in keys[0]}
+        if len(args.points) == 1:
+            points = {k: v[0] for k, v in points.items()}
+        variables = None
+        if args.variables:
+            variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
+        max_memory: Any = args.max_memory
+        if max_memory is not None and not max_memory.strip().endswith("%"):
+            try:
+                max_memory = int(max_memory)
+            except ValueError:
+                args.parser.error(f"--max-memory must be bytes or a percentage, not {max_memory!r}")
+        fmt = _output_format(args.output, args.format)
+        if os.path.exists(args.output) and not args.overwrite:
+            raise UserError(f"{args.output} exists (use --overwrite to replace it)")
+        result = fastzarr.extract_points(
+            args.sources,
+            points=points,
+            method=None if args.method == "exact" else "nearest",
+            tolerance=args.tolerance,
+            variables=variables,
+            concat_dim=args.concat_dim,
+            duplicates=args.duplicates,
+            max_memory=max_memory,
+            progress=args.progress,
+            return_report=True,
+        )
+        assert isinstance(result, tuple)
+        ds, report = result
+        _write(ds, args.output, fmt, args.overwrite)
+        if args.report:
+            print(report, file=sys.stderr)
+        sizes = ", ".join(f"{d}={n}" for d, n in ds.sizes.items())
+        print(f"wrote {args.output} ({fmt}): {len(ds.data_vars)} variables, {sizes or 'scalars'}")
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fastzarr`` parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fastzarr", description="Fast, trustworthy Zarr reads: inspect stores, extract points."
+    )
+    parser.add_argument("--version", action="version", version=f"fastzarr {fastzarr.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and stage logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = text.strip().splitlines() or [type(exc).__name__]
+    more = f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else ""
+    name = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
+    return f"{name}{lines[0]}{more}"
+
+
+def _show_warning(  # noqa: PLR0917 - warnings.showwarning's signature
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as ``fastzarr: warning: ...`` lines instead of Python's source-location format."""
+    print(f"fastzarr: warning: {category.__name__}: {message}", file=file or sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        logger.setLevel(logging.DEBUG)
+        if not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+    warnings.showwarning = _show_warning
+    try:
+        status: int = args.run(args)
+    except KeyboardInterrupt:
+        print("fastzarr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug or isinstance(exc, UserError) else " (--debug shows the traceback)"
+        print(f"fastzarr: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m fastzarr.cli
+    sys.exit(main())

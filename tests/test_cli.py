@@ -1,0 +1,170 @@
+"""The fastzarr command line, run in subprocesses: help, version, inspect, extract, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from fastzarr.cli import _SUBCOMMANDS, build_parser
+from fastzarr.testing import make_batches
+
+SMALL = {"variables": 2, "file_ids": 3, "steps": 2, "lat": 8, "lon": 12}
+
+
+def run(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m fastzarr ARGS`` (or ``python -c CODE ARGS``), as a user would run it."""
+    env = {k: v for k, v in os.environ.items() if k != "FASTZARR_LOG"}
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "fastzarr", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [str(p) for p in make_batches(tmp_path_factory.mktemp("cli"), batches=2, **SMALL)]
+
+
+def reference(stores: list[str], **points: Any) -> xr.Dataset:
+    """xarray's answer: sel on each store, concat, repeated file_ids dropped (keep the first)."""
+    parts = [xr.open_zarr(s).sel(points, method="nearest") for s in stores]
+    ds = xr.concat(parts, dim="file_id", data_vars="all", coords="different", compat="equals", join="outer")
+    _, first = np.unique(ds["file_id"].values, return_index=True)
+    return ds.isel(file_id=np.sort(first)).load()
+
+
+def test_console_script_version() -> None:
+    script = Path(sys.executable).with_name("fastzarr")
+    assert script.exists(), "the console script is installed with the package"
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"fastzarr {fz.__version__}"
+
+
+def test_help_on_every_subcommand() -> None:
+    names = list(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert names[:2] == ["inspect", "extract"]  # and whatever subcommands are added later
+    assert len(_SUBCOMMANDS) == len(names)
+    for args in (["--help"], *([n, "--help"] for n in names)):
+        done = run(*args)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("usage: fastzarr")
+    assert "inspect" in run("--help").stdout
+
+
+def test_usage_errors_exit_2(stores: list[str]) -> None:
+    assert run().returncode == 2
+    assert run("frobnicate").returncode == 2
+    bad_point = run("extract", stores[0], "--point", "lat", "-o", "x.csv")
+    assert bad_point.returncode == 2
+    assert "NAME=VALUE" in bad_point.stderr
+    mixed = run("extract", stores[0], "--point", "lat=1,lon=2", "--point", "lat=3", "-o", "x.csv")
+    assert mixed.returncode == 2
+    assert "same dimensions" in mixed.stderr
+
+
+def test_inspect_text_and_json(stores: list[str]) -> None:
+    text = run("inspect", stores[0], "--sample", "2")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("<fastzarr.InspectReport>")
+    assert "var0001" in text.stdout
+    done = run("inspect", stores[0], "--json", "--sample", "0")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    expected = fz.inspect(stores[0], sample=0).as_dict()
+    assert [a["name"] for a in data["arrays"]] == [a["name"] for a in expected["arrays"]]
+    for got, want in zip(data["arrays"], expected["arrays"], strict=True):
+        assert got["shape"] == want["shape"]
+        assert got["stored_bytes"] == want["stored_bytes"]
+        assert got["chunks_missing"] == want["chunks_missing"] == 0
+
+
+def test_user_error_is_one_line_unless_debug(tmp_path: Path) -> None:
+    absent = str(tmp_path / "absent.zarr")
+    done = run("inspect", absent)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("fastzarr: error: StoreNotFoundError: ")
+    assert absent in lines[0]
+    debug = run("--debug", "inspect", absent)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert run("inspect", absent, "--debug").returncode == 1  # --debug after the subcommand too
+
+
+def test_extract_to_zarr_matches_xarray(stores: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "point.zarr"
+    done = run("extract", *stores, "--point", "lat=10.0,lon=100.0", "-o", str(out), "--report")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out} (zarr): 2 variables, file_id=5, step=2")
+    # The duplicate file_id between the batches is dropped with a warning the user sees.
+    assert "fastzarr: warning: DuplicateWarning: 1 repeated 'file_id' labels dropped" in done.stderr
+    assert "<fastzarr.ExtractReport>" in done.stderr
+    got = xr.open_zarr(out).load()
+    xr.testing.assert_identical(got, reference(stores, lat=10.0, lon=100.0))
+    again = run("extract", *stores, "--point", "lat=10.0,lon=100.0", "-o", str(out))
+    assert again.returncode == 1
+    assert "exists (use --overwrite" in again.stderr
+    assert run("extract", *stores, "--point", "lat=1,lon=1", "-o", str(out), "--overwrite").returncode == 0
+
+
+def test_extract_formats(stores: list[str], tmp_path: Path) -> None:
+    points = ["--point", "lat=10,lon=100", "--point", "lat=-30,lon=200"]
+    expected, _ = fz.extract_points(
+        stores, points={"lat": [10, -30], "lon": [100, 200]}, duplicates="keep", return_report=True
+    )
+    common = [*points, "--variables", "var0000,var0001", "--duplicates", "keep"]
+    nc = tmp_path / "p.nc"
+    assert run("extract", *stores, *common, "-o", str(nc)).returncode == 0
+    xr.testing.assert_identical(xr.open_dataset(nc).load(), expected.drop_encoding())
+    csv = tmp_path / "p.csv"
+    assert run("extract", *stores, *common, "-o", str(csv)).returncode == 0
+    frame = pd.read_csv(csv)
+    want = expected.to_dataframe().reset_index()
+    assert list(frame.columns) == list(want.columns)
+    np.testing.assert_allclose(frame["var0000"], want["var0000"], rtol=1e-6)
+    pq = tmp_path / "p.parquet"
+    assert run("extract", *stores, *common, "-o", str(pq)).returncode == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(pq), expected.to_dataframe())
+    unknown = run("extract", *stores, *common, "-o", str(tmp_path / "p.txt"))
+    assert unknown.returncode == 1
+    assert "--format" in unknown.stderr
+    assert run("extract", *stores, *common, "-o", str(tmp_path / "p.txt"), "--format", "csv").returncode == 0
+
+
+def test_extract_errors(stores: list[str], tmp_path: Path) -> None:
+    raised = run(
+        "extract", *stores, "--point", "lat=0,lon=0", "--duplicates", "raise", "-o", str(tmp_path / "r.csv")
+    )
+    assert raised.returncode == 1
+    assert raised.stderr.startswith("fastzarr: error: DuplicateError: 1 repeated 'file_id' labels found")
+    assert len(raised.stderr.strip().splitlines()) == 1
+    missing = run(
+        "extract", *stores, "--point", "lat=0,lon=0", "--variables", "nope", "-o", str(tmp_path / "m.csv")
+    )
+    assert missing.returncode == 1
+    assert "variable 'nope' is in none of the sources" in missing.stderr
+    # Parquet without pyarrow or fastparquet: a clear message, not an ImportError traceback.
+    code = (
+        "import sys; sys.modules['pyarrow'] = None; sys.modules['fastparquet'] = None; "
+        "from fastzarr.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    no_arrow = run(
+        "extract", stores[0], "--point", "lat=0,lon=0", "-o", str(tmp_path / "p.parquet"), code=code
+    )
+    assert no_arrow.returncode == 1
+    assert (
+        "fastzarr: error: writing Parquet needs pyarrow or fastparquet: pip install pyarrow"
+        in no_arrow.stderr
+    )
