@@ -13,6 +13,7 @@ pub mod read;
 pub mod runtime;
 pub mod stats;
 pub mod store;
+pub mod write;
 
 use pyo3::prelude::*;
 
@@ -30,6 +31,9 @@ mod _core {
     use crate::py::group::{_reopen_group, open_group, PyGroup};
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
+    #[pymodule_export]
+    use crate::py::write::{
+        _checksum_files, _sync_dirs, _tree_listing, _verify_chunks, _write_region};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

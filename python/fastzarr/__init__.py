@@ -31,10 +31,10 @@ from fastzarr._core import (
     read_many,
     set_num_threads,
 )
-
 from fastzarr.report import DuplicateRecord, Report
 
 if TYPE_CHECKING:
+    from fastzarr.cache import Cache, CacheError, CacheWarning, SuspiciousDataError
     from fastzarr.extract import (
         DuplicateError,
         DuplicateWarning,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         to_features,
     )
     from fastzarr.loading import load
+    from fastzarr.writer import to_zarr
     from fastzarr.xarray_backend import open_zarr
 
 # xarray is optional: its integration is imported on first use of these names.
@@ -56,6 +57,11 @@ _XARRAY_NAMES = {
     "DuplicateWarning": "fastzarr.extract",
     "MemoryBudgetError": "fastzarr.extract",
     "SourceMismatchError": "fastzarr.extract",
+    "to_zarr": "fastzarr.writer",
+    "Cache": "fastzarr.cache",
+    "CacheError": "fastzarr.cache",
+    "CacheWarning": "fastzarr.cache",
+    "SuspiciousDataError": "fastzarr.cache",
 }
 
 
@@ -73,6 +79,9 @@ Mapping.register(Group)
 
 __all__ = [
     "Array",
+    "Cache",
+    "CacheError",
+    "CacheWarning",
     "CorruptChunkError",
     "DuplicateError",
     "DuplicateRecord",
@@ -87,6 +96,7 @@ __all__ = [
     "SelectionError",
     "SourceMismatchError",
     "StoreNotFoundError",
+    "SuspiciousDataError",
     "TimeoutError",
     "UnsupportedCodecError",
     "__version__",
@@ -99,4 +109,5 @@ __all__ = [
     "read_many",
     "set_num_threads",
     "to_features",
+    "to_zarr",
 ]

@@ -12,6 +12,8 @@ small coordinates only) and the CF decoding, so the result matches by constructi
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 import os
 import sys
 import time
@@ -26,6 +28,7 @@ import xarray as xr
 
 from fastzarr import _core
 from fastzarr._core import FastzarrError
+from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, Report, peak_memory_bytes
 
 __all__ = [
@@ -574,7 +577,7 @@ def _check_arguments(method: Any, duplicates: Any, missing: Any) -> None:
 
 def _make_report(
     *,
-    opened: list[_Opened],
+    opened: Sequence[_Opened | str],
     names: list[str],
     totals: Mapping[str, float],
     batches: int,
@@ -583,7 +586,7 @@ def _make_report(
 ) -> Report:
     """The Report of one extraction."""
     return Report(
-        sources=tuple(o.name for o in opened),
+        sources=tuple(o if isinstance(o, str) else o.name for o in opened),
         variables=tuple(names),
         chunks=int(totals.get("chunks", 0)),
         chunks_missing=int(totals.get("chunks_missing", 0)),
@@ -598,6 +601,131 @@ def _make_report(
         duplicates=tuple(records),
         peak_memory=peak_memory_bytes(),
     )
+
+
+class _CacheLookup:
+    """The cache entries of one ``extract_points`` call: one per source, looked up before any
+    source is opened (the key is the arguments and the source's fingerprint, not its contents)."""
+
+    def __init__(self, cache: Cache, sources: Sequence[Source], arguments: Mapping[str, Any]) -> None:
+        from fastzarr.cache import source_fingerprint  # noqa: PLC0415
+
+        self.cache = cache
+        self.params = [
+            {
+                "operation": "extract_points",
+                "source": os.path.abspath(_source_name(s))
+                if "://" not in _source_name(s)
+                else _source_name(s),
+                "fingerprint": source_fingerprint(s),
+                **arguments,
+            }
+            for s in sources
+        ]
+        self.found = [cache._try_read(make_key(p), p) for p in self.params]
+
+    def hits(self) -> list[xr.Dataset]:
+        return [f[0] for f in self.found if f is not None]
+
+    def all_hit(self, missing: str) -> bool:
+        """Whether every source was found, and the entries agree (point coordinates, variables,
+        dtypes) as the sources' own checks would demand; otherwise the sources are opened."""
+        if any(f is None for f in self.found):
+            return False
+        extras = [f[1].get("extra", {}) for f in self.found if f is not None]
+        if len({json.dumps(e.get("coords"), sort_keys=True) for e in extras}) > 1:
+            return False
+        if missing == "raise" and len({tuple(e.get("variables", ())) for e in extras}) > 1:
+            return False
+        kinds: dict[str, set[bool]] = {}
+        for d in self.hits():
+            for n, v in d.data_vars.items():
+                kinds.setdefault(str(n), set()).add(v.dtype.kind in "biufc")
+        return all(len(k) == 1 for k in kinds.values())
+
+    def fill(
+        self,
+        opened: list[_Opened],
+        job: _Job,
+        *,
+        progress: bool | None,
+        deadline: float | None,
+        allow_nan: bool,
+    ) -> _Done:
+        """Each source's result: its valid entry, or read now and stored before the next source."""
+        decoded: list[xr.Dataset] = []
+        totals: dict[str, float] = {}
+        batches = 0
+        plan = 0.0
+        for o, params, found in zip(opened, self.params, self.found, strict=True):
+            if found is not None:
+                decoded.append(found[0])
+                continue
+
+            def build(o: _Opened = o) -> xr.Dataset:
+                nonlocal batches, plan
+                done = _read_decoded([o], job, progress=progress, deadline=deadline)
+                for key, value in done.totals.items():
+                    totals[key] = totals.get(key, 0) + value
+                batches += done.batches
+                plan += done.plan_seconds
+                return done.decoded[0]
+
+            extra = {
+                "coords": _coords_digest(o, job),
+                "variables": sorted(n for n in job.names if n in o.raw.variables),
+            }
+            ds, _ = self.cache.get_or_build(params, build, source=o.name, extra=extra, allow_nan=allow_nan)
+            decoded.append(ds)
+        return _Done(decoded, totals, batches, plan)
+
+
+def _coords_digest(opened: _Opened, job: _Job) -> str:
+    """A digest of a source's point-dimension coordinates (which the sources must share)."""
+    h = hashlib.sha256()
+    for d in sorted(job.positions, key=str):
+        h.update(f"{d}:{opened.raw.sizes.get(d)}:".encode())
+        if d in opened.coords.variables:
+            values = np.ascontiguousarray(opened.coords.variables[d].values)
+            h.update(values.dtype.str.encode())
+            h.update(
+                values.view(np.uint8).tobytes()
+                if values.dtype.kind != "O"
+                else repr(values.tolist()).encode()
+            )
+    return h.hexdigest()
+
+
+def _source_list(
+    sources: Source | Sequence[Source], points: Mapping[Hashable, Any], concat_dim: Hashable
+) -> list[Source]:
+    """The sources as a list, after checking the arguments that do not need them opened."""
+    source_list = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    if not source_list:
+        raise ValueError("no sources given")
+    if not points:
+        raise ValueError("points must name at least one dimension")
+    if concat_dim in points:
+        raise ValueError(f"points cannot select along concat_dim {concat_dim!r}")
+    return source_list
+
+
+def _read_all(
+    opened: list[_Opened],
+    job: _Job,
+    cached: _CacheLookup | None,
+    client: Any,
+    *,
+    progress: bool | None,
+    deadline: float | None,
+    allow_nan: bool,
+) -> _Done:
+    """Every source's decoded selection: through the cache, on a cluster, or in one local pass."""
+    if cached is not None:
+        return cached.fill(opened, job, progress=progress, deadline=deadline, allow_nan=allow_nan)
+    if client is None:
+        return _read_decoded(opened, job, progress=progress, deadline=deadline)
+    return _read_distributed(client, opened, job, deadline)
 
 
 def extract_points(
@@ -615,6 +743,8 @@ def extract_points(
     timeout: float | None = None,
     return_report: bool = False,
     client: Any = None,
+    cache: Cache | None = None,
+    allow_nan: bool = False,
 ) -> xr.Dataset | tuple[xr.Dataset, Report]:
     """Extracts points from one or many Zarr stores, reading only the chunks that hold them.
 
@@ -642,6 +772,11 @@ def extract_points(
         return_report: also return a `fastzarr.report.Report`.
         client: a ``dask.distributed.Client``: each source is read by one task on the cluster's
             workers (with fastzarr there) and the result assembled here; the same result.
+        cache: a `fastzarr.Cache`: each source's extraction is stored as one validated entry
+            (keyed by the arguments and the source's fingerprint) as soon as it is read, so an
+            interrupted run resumes with the sources already done, and a rerun reads the entries.
+        allow_nan: with ``cache``, store results whose variables are entirely NaN instead of
+            raising `fastzarr.SuspiciousDataError`.
 
     Returns:
         The dataset, or ``(dataset, report)`` with ``return_report=True``.
@@ -649,37 +784,48 @@ def extract_points(
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     _check_arguments(method, duplicates, missing)
-    if isinstance(sources, str | os.PathLike):
-        sources = [sources]
-    source_list = list(sources)
-    if not source_list:
-        raise ValueError("no sources given")
-    if not points:
-        raise ValueError("points must name at least one dimension")
-    if concat_dim in points:
-        raise ValueError(f"points cannot select along concat_dim {concat_dim!r}")
+    source_list = _source_list(sources, points, concat_dim)
     indexers, point_dim = _indexers(points)
+    if variables is not None and not isinstance(variables, str):
+        variables = list(variables)
 
-    # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    opened = [_open(s, list(indexers), concat_dim) for s in source_list]
-    names = _select_variables(opened, variables, missing)
-    _check_sources(opened, list(indexers), names, missing)
-    t_metadata = time.perf_counter()
-
-    # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
-    # read pass over all variables of all sources (here, or one task per source on a cluster).
-    positions = _positions(opened[0], indexers, method, tolerance)
-    job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
-    if client is None:
-        done = _read_decoded(opened, job, progress=progress, deadline=deadline)
+    cached: _CacheLookup | None = None
+    if cache is not None:
+        if client is not None:
+            raise ValueError("cache= and client= cannot be combined yet")
+        arguments = {"points": indexers, "method": method, "tolerance": tolerance}
+        arguments |= {"variables": variables, "concat_dim": concat_dim, "missing": missing}
+        cached = _CacheLookup(cache, source_list, arguments)
+    if cached is not None and cached.all_hit(missing):
+        # Every source is in the cache, consistently: no source is opened at all.
+        decoded = cached.hits()
+        names = list(dict.fromkeys(str(n) for d in decoded for n in d.data_vars))
+        opened_names: Sequence[_Opened | str] = [_source_name(s) for s in source_list]
+        t_metadata = t_plan = t_read = time.perf_counter()
+        done = _Done(decoded, {}, 0, 0.0)
     else:
-        done = _read_distributed(client, opened, job, deadline)
-    decoded, totals = done.decoded, done.totals
-    t_plan = t_metadata + done.plan_seconds
-    t_read = time.perf_counter()
+        # Metadata: open every source lazily, undecoded; decode only the small coordinates.
+        opened = [_open(s, list(indexers), concat_dim) for s in source_list]
+        opened_names = opened
+        names = _select_variables(opened, variables, missing)
+        _check_sources(opened, list(indexers), names, missing)
+        t_metadata = time.perf_counter()
+
+        # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
+        # read pass over all variables of all sources (here, or one task per source on a cluster).
+        positions = _positions(opened[0], indexers, method, tolerance)
+        job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
+        done = _read_all(
+            opened, job, cached, client, progress=progress, deadline=deadline, allow_nan=allow_nan
+        )
+        decoded = done.decoded
+        t_plan = t_metadata + done.plan_seconds
+        t_read = time.perf_counter()
+    totals = done.totals
 
     # Assemble: repeated labels, then xarray's concat.
-    keep, records = _find_duplicates(decoded, names, concat_dim, [o.name for o in opened])
+    labels = [o if isinstance(o, str) else o.name for o in opened_names]
+    keep, records = _find_duplicates(decoded, names, concat_dim, labels)
     if records and duplicates == "raise":
         raise DuplicateError(_duplicate_message(records, concat_dim, "found"))
     if records and duplicates == "drop":
@@ -702,7 +848,12 @@ def extract_points(
         "total": end - start,
     }
     report = _make_report(
-        opened=opened, names=names, totals=totals, batches=done.batches, seconds=seconds, records=records
+        opened=opened_names,
+        names=names,
+        totals=totals,
+        batches=done.batches,
+        seconds=seconds,
+        records=records,
     )
     return result, report
 

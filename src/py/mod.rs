@@ -6,6 +6,7 @@ pub mod group;
 pub mod output;
 pub mod selection;
 pub mod stats;
+pub mod write;
 
 use pyo3::prelude::*;
 
