@@ -33,7 +33,8 @@ mod _core {
     use crate::py::stats::PyReadStats;
     #[pymodule_export]
     use crate::py::write::{
-        _checksum_files, _sync_dirs, _tree_listing, _verify_chunks, _write_region};
+        _checksum_files, _sync_dirs, _tree_listing, _verify_chunks, _write_region,
+    };
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

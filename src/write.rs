@@ -72,7 +72,9 @@ impl WriteRegion<'_> {
 }
 
 /// The regular chunk shape of an array (zarrs' answer for chunk 0).
-fn regular_chunk_shape(array: &Array<dyn zarrs::storage::ReadableStorageTraits>) -> Option<Vec<u64>> {
+fn regular_chunk_shape(
+    array: &Array<dyn zarrs::storage::ReadableStorageTraits>,
+) -> Option<Vec<u64>> {
     let origin = vec![0; array.dimensionality()];
     let shape = array.chunk_shape(&origin).ok()?;
     Some(shape.iter().map(|n| n.get()).collect())
@@ -160,13 +162,16 @@ pub fn write_region(region: &WriteRegion<'_>, cancel: &Cancel) -> Result<Vec<Chu
         Arc::new(zarrs::storage::store::MemoryStore::new());
     // The array is placed at the root: zarrs refuses some valid member names (those starting
     // with "__", like xarray's "__xarray_dataarray_variable__"); keys are prefixed below.
-    let array = Array::new_with_metadata(storage, "/", metadata)
-        .map_err(|e| region.metadata_error(e))?;
-    let itemsize = array.data_type().fixed_size().ok_or_else(|| Error::UnsupportedDataType {
-        url: region.url(),
-        path: region.array_path.to_string(),
-        dtype: "variable-length data types cannot be written".into(),
-    })?;
+    let array =
+        Array::new_with_metadata(storage, "/", metadata).map_err(|e| region.metadata_error(e))?;
+    let itemsize = array
+        .data_type()
+        .fixed_size()
+        .ok_or_else(|| Error::UnsupportedDataType {
+            url: region.url(),
+            path: region.array_path.to_string(),
+            dtype: "variable-length data types cannot be written".into(),
+        })?;
     let array_shape = array.shape().to_vec();
     let ndim = array_shape.len();
     if region.start.len() != ndim || region.shape.len() != ndim {
@@ -203,7 +208,11 @@ pub fn write_region(region: &WriteRegion<'_>, cancel: &Cancel) -> Result<Vec<Chu
             )));
         }
         first.push(start / chunk);
-        counts.push(if len == 0 { 0 } else { end.div_ceil(chunk) - start / chunk });
+        counts.push(if len == 0 {
+            0
+        } else {
+            end.div_ceil(chunk) - start / chunk
+        });
     }
     let fill = array.fill_value().as_ne_bytes().to_vec();
     let chunk_elements = chunk_shape.iter().product::<u64>() as usize;
@@ -219,7 +228,11 @@ pub fn write_region(region: &WriteRegion<'_>, cancel: &Cancel) -> Result<Vec<Chu
             .map(|offset| {
                 cancel.check()?;
                 let indices: Vec<u64> = first.iter().zip(offset).map(|(f, o)| f + o).collect();
-                let origin: Vec<u64> = indices.iter().zip(&chunk_shape).map(|(i, c)| i * c).collect();
+                let origin: Vec<u64> = indices
+                    .iter()
+                    .zip(&chunk_shape)
+                    .map(|(i, c)| i * c)
+                    .collect();
                 let block: Vec<u64> = (0..ndim)
                     .map(|a| chunk_shape[a].min(array_shape[a] - origin[a]))
                     .collect();
@@ -378,11 +391,7 @@ pub fn tree_listing(root: &Path) -> Result<Vec<u8>> {
             } else {
                 let relative = path.strip_prefix(root).unwrap_or(&path);
                 let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                lines.push(format!(
-                    "{}\t{}\t{mtime}\n",
-                    relative.display(),
-                    meta.len()
-                ));
+                lines.push(format!("{}\t{}\t{mtime}\n", relative.display(), meta.len()));
             }
         }
     }
@@ -427,10 +436,7 @@ mod tests {
         assert_eq!(records.len(), 6);
         assert!(records.iter().any(|r| r.key == "a/c/2/1"));
         let store = Arc::new(zarrs::filesystem::FilesystemStore::new(dir.path()).unwrap());
-        let array = crate::runtime::install(|| {
-            Ok(Array::open(store, "/a").unwrap())
-        })
-        .unwrap();
+        let array = crate::runtime::install(|| Ok(Array::open(store, "/a").unwrap())).unwrap();
         let subset = array.subset_all();
         let read: Vec<i32> = crate::runtime::install(|| {
             Ok(array
@@ -439,7 +445,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(read, (0..15).collect::<Vec<_>>());
-        assert_eq!(verify_chunks(dir.path(), &records, &Cancel::default()).unwrap(), records.iter().map(|r| r.size).sum::<u64>());
+        assert_eq!(
+            verify_chunks(dir.path(), &records, &Cancel::default()).unwrap(),
+            records.iter().map(|r| r.size).sum::<u64>()
+        );
         sync_dirs(dir.path()).unwrap();
         let listing = String::from_utf8(tree_listing(dir.path()).unwrap()).unwrap();
         assert_eq!(listing.lines().count(), 7);
@@ -456,7 +465,10 @@ mod tests {
         bytes[last] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let err = verify_chunks(dir.path(), &records, &Cancel::default()).unwrap_err();
-        assert!(err.to_string().contains(&victim.key) && err.to_string().contains("CRC"), "{err}");
+        assert!(
+            err.to_string().contains(&victim.key) && err.to_string().contains("CRC"),
+            "{err}"
+        );
         std::fs::write(&path, &bytes[..4]).unwrap();
         let err = verify_chunks(dir.path(), &records, &Cancel::default()).unwrap_err();
         assert!(err.to_string().contains("bytes stored"), "{err}");

@@ -52,26 +52,40 @@ def test_cold_and_warm_equal_uncached(tmp_path: Path, sources: list[str]) -> Non
     expected = extract(sources, None)
     cold = extract(sources, cache)
     xr.testing.assert_identical(cold, expected)
-    assert (cache.stats.hits, cache.stats.misses) == (0, 2)
+    assert (cache.stats.hits, cache.stats.misses) == (0, 3)  # two sources and the whole result
     warm = extract(sources, cache)
     xr.testing.assert_identical(warm, expected)
-    assert (cache.stats.hits, cache.stats.misses) == (2, 2)
+    assert (cache.stats.hits, cache.stats.misses) == (1, 3)
     assert cache.stats.bytes_served > 0
-    entries = cache.entries()
+    entries = per_source(cache)
     assert len(entries) == 2
     assert {e.source for e in entries} == {os.path.abspath(s) for s in sources}
     assert all(e.size > 0 and e.params["method"] == "nearest" for e in entries)
-    assert cache.size == sum(e.size for e in entries)
+    assert cache.size == sum(e.size for e in cache.entries())
+    # without the whole result, the per-source entries serve the call
+    remove_combined(cache)
+    xr.testing.assert_identical(extract(sources, cache), expected)
+    assert (cache.stats.hits, cache.stats.misses) == (3, 4)
     # another point is another entry; a scalar selection too
     other = extract_points(sources[:1], points={"lat": 0.0, "lon": 7.0}, cache=cache)
     assert isinstance(other, xr.Dataset)
-    assert len(cache.entries()) == 3
+    assert len(per_source(cache)) == 3
+
+
+def per_source(cache: Cache) -> list[Any]:
+    return [e for e in cache.entries() if e.params.get("operation") == "extract_points"]
+
+
+def remove_combined(cache: Cache) -> None:
+    for e in cache.entries():
+        if e.params.get("operation") == "extract_points/combined":
+            cache.remove(e)
 
 
 def test_entry_is_a_verified_zarr_store_with_manifest(tmp_path: Path, sources: list[str]) -> None:
     cache = Cache(tmp_path / "cache")
     extract(sources[:1], cache)
-    (entry,) = cache.entries()
+    (entry,) = per_source(cache)
     manifest = json.loads((entry.path / "manifest.json").read_text())
     assert manifest["key"] == entry.key
     assert manifest["fastzarr_version"] == fz.__version__
@@ -101,11 +115,18 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-5])
 
 
+@pytest.mark.parametrize("combined", [False, True])
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest", "foreign", "metadata"])
-def test_damaged_entries_are_detected_and_rebuilt(tmp_path: Path, sources: list[str], damage: str) -> None:
+def test_damaged_entries_are_detected_and_rebuilt(
+    tmp_path: Path, sources: list[str], damage: str, combined: bool
+) -> None:
     cache = Cache(tmp_path / "cache")
     expected = extract(sources, cache)
-    first, second = sorted(cache.entries(), key=lambda e: e.source)
+    first, second = sorted(per_source(cache), key=lambda e: e.source)
+    if combined:  # damage the whole result's entry (which a rerun reads first)
+        first = next(e for e in cache.entries() if e.params.get("operation") != "extract_points")
+    else:  # damage a source's entry, and make the rerun need it
+        remove_combined(cache)
     if damage == "flip":
         _flip(_chunk_of(first.path))
     elif damage == "truncate":
@@ -127,21 +148,22 @@ def test_damaged_entries_are_detected_and_rebuilt(tmp_path: Path, sources: list[
     # and the rebuilt entry is served next time
     hits = cache.stats.hits
     xr.testing.assert_identical(extract(sources, cache), expected)
-    assert cache.stats.hits == hits + 2
+    assert cache.stats.hits == hits + 1
 
 
 def test_verify_reports_and_prune_removes(tmp_path: Path, sources: list[str]) -> None:
     cache = Cache(tmp_path / "cache")
     extract(sources, cache)
-    victim = cache.entries()[0]
+    victim = per_source(cache)[0]
     _flip(_chunk_of(victim.path))
     problems = cache.verify()
     assert list(problems) == [victim.key]
     assert "CRC-32C" in problems[victim.key]
-    assert len(cache.entries()) == 1
+    assert len(cache.entries()) == 2
     assert cache.prune() == []
     assert not any((tmp_path / "cache" / "invalid").iterdir())
-    cache.remove(cache.entries()[0])
+    for entry in cache.entries():
+        cache.remove(entry)
     assert cache.entries() == []
     extract(sources, cache)
     cache.clear()
@@ -180,7 +202,7 @@ def test_source_changed_after_caching_is_a_miss(tmp_path: Path, sources: list[st
         ds[["var0001"]].to_zarr(sources[0], mode="r+", zarr_format=2)
     misses = cache.stats.misses
     after = extract(sources, cache)
-    assert cache.stats.misses == misses + 1
+    assert cache.stats.misses == misses + 2  # the changed source's entry and the whole result
     xr.testing.assert_identical(after, extract(sources, None))
     assert not after["var0001"].equals(before["var0001"])
 
@@ -288,7 +310,7 @@ def test_kill_during_fill_never_leaves_a_wrong_entry(tmp_path: Path, sources: li
     cache = Cache(root)
     assert cache.verify() == {}  # every entry that exists is complete and valid
     assert cache.entries()
-    for entry in cache.entries():
+    for entry in per_source(cache):
         lat = entry.params["points"]["lat"]["dataarray"]
         assert lat["dtype"] == "<f8"
     # and what they hold is what the sources give

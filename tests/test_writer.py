@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -59,6 +60,13 @@ def sample_dataset(seed: int = 0) -> xr.Dataset:
     ds["scaled"].encoding = {"dtype": "i2", "scale_factor": 0.1, "add_offset": 5.0, "_FillValue": -999}
     ds["temp"].encoding = {"chunks": (2, 7, 5)}
     return ds
+
+
+def wait_for_discards() -> None:
+    """Replaced stores are deleted by background threads; wait for them."""
+    for thread in threading.enumerate():
+        if thread.name == "fastzarr-discard":
+            thread.join()
 
 
 def assert_round_trip(back: xr.Dataset, ds: xr.Dataset) -> None:
@@ -157,6 +165,7 @@ def test_modes(tmp_path: Path) -> None:
         to_zarr(other, target)
     to_zarr(other, target, mode="w")
     assert_round_trip(open_xr(target), other)
+    wait_for_discards()
     assert [p.name for p in tmp_path.iterdir()] == ["m.zarr"]  # no temporary sibling left
     with pytest.raises(ValueError, match="mode must be one of"):
         to_zarr(ds, target, mode="a")
@@ -232,4 +241,5 @@ def test_kill_during_write_leaves_old_or_new(tmp_path: Path) -> None:
     assert seen, "no write finished in any attempt"
     # leftovers of the killed writers are removed by the next write
     to_zarr(xr.Dataset({"x": ("a", np.arange(3))}), target, mode="w")
+    wait_for_discards()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.zarr", "writer.py"]

@@ -622,7 +622,47 @@ class _CacheLookup:
             }
             for s in sources
         ]
-        self.found = [cache._try_read(make_key(p), p) for p in self.params]
+        self.found: list[tuple[xr.Dataset, dict[str, Any]] | None] = []
+
+    def lookup(self, duplicates: str, *, combined: bool) -> xr.Dataset | None:
+        """The whole call's stored result (with ``combined``), if there is one; otherwise reads (and
+        validates) every source's entry that exists and returns None."""
+        found = self.combined_hit(duplicates) if combined else None
+        if found is None:
+            self.found = [self.cache._try_read(make_key(p), p) for p in self.params]
+        return found
+
+    def combined_hit(self, duplicates: str) -> xr.Dataset | None:
+        """The whole call's stored result (warning again about dropped duplicates), or None."""
+        combined = self.combined_params(duplicates)
+        found = self.cache._try_read(make_key(combined), combined)
+        if found is None:
+            return None
+        message = found[1].get("extra", {}).get("duplicates")
+        if message:
+            warnings.warn(message, DuplicateWarning, stacklevel=4)
+        return found[0]
+
+    def store_combined(
+        self, result: xr.Dataset, duplicates: str, labels: list[str], message: str | None, allow_nan: bool
+    ) -> xr.Dataset:
+        """Stores the whole call's result; returns it as read back from its entry."""
+        stored, _ = self.cache.get_or_build(
+            self.combined_params(duplicates),
+            lambda: result,
+            source=", ".join(labels),
+            extra={"duplicates": message},
+            allow_nan=allow_nan,
+        )
+        return stored
+
+    def combined_params(self, duplicates: str) -> dict[str, Any]:
+        """The key parameters of the whole call's result: every source's key, in order."""
+        return {
+            "operation": "extract_points/combined",
+            "sources": [make_key(p) for p in self.params],
+            "duplicates": duplicates,
+        }
 
     def hits(self) -> list[xr.Dataset]:
         return [f[0] for f in self.found if f is not None]
@@ -793,9 +833,12 @@ def extract_points(
     if cache is not None:
         if client is not None:
             raise ValueError("cache= and client= cannot be combined yet")
-        arguments = {"points": indexers, "method": method, "tolerance": tolerance}
-        arguments |= {"variables": variables, "concat_dim": concat_dim, "missing": missing}
-        cached = _CacheLookup(cache, source_list, arguments)
+        arguments = {"points": indexers, "method": method, "tolerance": tolerance, "variables": variables}
+        cached = _CacheLookup(cache, source_list, {**arguments, "concat_dim": concat_dim, "missing": missing})
+        # The whole result is stored too: a rerun of the same call reads one entry, no concat.
+        found = cached.lookup(duplicates, combined=not return_report)
+        if found is not None:
+            return found
     if cached is not None and cached.all_hit(missing):
         # Every source is in the cache, consistently: no source is opened at all.
         decoded = cached.hits()
@@ -835,6 +878,11 @@ def extract_points(
             for d, rows in zip(decoded, keep, strict=True)
         ]
     result = _concat(decoded, concat_dim)
+    if cached is not None and not return_report:
+        message = (
+            _duplicate_message(records, concat_dim, "dropped") if records and duplicates == "drop" else None
+        )
+        result = cached.store_combined(result, duplicates, labels, message, allow_nan)
     end = time.perf_counter()
     if not return_report:
         return result

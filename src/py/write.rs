@@ -34,7 +34,13 @@ fn contiguous_bytes<'a>(array: &'a Bound<'_, PyAny>) -> Result<(&'a [u8], Vec<u6
     // SAFETY: `untyped` is a live numpy array (checked by the cast above); we read its
     // data pointer only.
     #[allow(unsafe_code)]
-    let data = unsafe { (*untyped.as_array_ptr()).fields.data.cast::<u8>().cast_const() };
+    let data = unsafe {
+        (*untyped.as_array_ptr())
+            .fields
+            .data
+            .cast::<u8>()
+            .cast_const()
+    };
     // SAFETY: a C-contiguous array of `len` bytes at `data`, kept alive by `array`, which
     // the caller holds for the slice's lifetime `'a`. It is only read.
     #[allow(unsafe_code)]
@@ -113,7 +119,10 @@ pub fn _sync_dirs(py: Python<'_>, path: &Bound<'_, PyAny>) -> Result<()> {
 /// Every file below `path` as `relative path \t size \t mtime_ns \n` lines, sorted: the raw
 /// material of a source fingerprint.
 #[pyfunction]
-pub fn _tree_listing<'py>(py: Python<'py>, path: &Bound<'py, PyAny>) -> Result<Bound<'py, PyBytes>> {
+pub fn _tree_listing<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+) -> Result<Bound<'py, PyBytes>> {
     let root = PathBuf::from(url_string(path)?);
     let listing = py.detach(|| write::tree_listing(&root))?;
     Ok(PyBytes::new(py, &listing))
