@@ -137,9 +137,9 @@ def test_damaged_entries_are_detected_and_rebuilt(
         (first.path / "manifest.json").write_text("{not json")
     elif damage == "foreign":  # the manifest of another key
         shutil.copy(second.path / "manifest.json", first.path / "manifest.json")
-    elif damage == "metadata":
-        meta = first.path / "var0001" / "zarr.json"
-        meta.write_text(meta.read_text().replace('"float32"', '"int32"'))
+    elif damage == "metadata":  # the consolidated metadata reads use
+        meta = first.path / "zarr.json"
+        meta.write_text(meta.read_text().replace('"float32"', '"int32"', 1))
     with pytest.warns(CacheWarning, match=f"{first.key}.*invalid.*rebuilt"):
         again = extract(sources, cache)
     xr.testing.assert_identical(again, expected)
@@ -160,10 +160,15 @@ def test_verify_reports_and_prune_removes(tmp_path: Path, sources: list[str]) ->
     assert list(problems) == [victim.key]
     assert "CRC-32C" in problems[victim.key]
     assert len(cache.entries()) == 2
+    # verify() also checks every array's own zarr.json (reads use the consolidated copy)
+    damaged = cache.entries()[0]
+    meta = damaged.path / "var0002" / "zarr.json"
+    meta.write_text(meta.read_text().replace('"K"', '"C"'))
+    assert list(cache.verify()) == [damaged.key]
+    assert len(cache.entries()) == 1
     assert cache.prune() == []
     assert not any((tmp_path / "cache" / "invalid").iterdir())
-    for entry in cache.entries():
-        cache.remove(entry)
+    cache.remove(cache.entries()[0])
     assert cache.entries() == []
     extract(sources, cache)
     cache.clear()
