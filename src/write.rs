@@ -153,131 +153,179 @@ fn write_file(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Encodes and writes every chunk of `region`, in parallel on fastzarr's pool.
-pub fn write_region(region: &WriteRegion<'_>, cancel: &Cancel) -> Result<Vec<ChunkRecord>> {
-    let metadata: ArrayMetadata =
-        serde_json::from_str(region.metadata).map_err(|e| region.metadata_error(e))?;
-    crate::runtime::ensure_zarrs_configured()?;
-    let storage: Arc<dyn zarrs::storage::ReadableStorageTraits> =
-        Arc::new(zarrs::storage::store::MemoryStore::new());
-    // The array is placed at the root: zarrs refuses some valid member names (those starting
-    // with "__", like xarray's "__xarray_dataarray_variable__"); keys are prefixed below.
-    let array =
-        Array::new_with_metadata(storage, "/", metadata).map_err(|e| region.metadata_error(e))?;
-    let itemsize = array
-        .data_type()
-        .fixed_size()
-        .ok_or_else(|| Error::UnsupportedDataType {
-            url: region.url(),
-            path: region.array_path.to_string(),
-            dtype: "variable-length data types cannot be written".into(),
-        })?;
-    let array_shape = array.shape().to_vec();
-    let ndim = array_shape.len();
-    if region.start.len() != ndim || region.shape.len() != ndim {
-        return Err(Error::InvalidArgument(format!(
-            "a region of {} dimensions for array '{}' of {ndim}",
-            region.shape.len(),
-            region.array_path
-        )));
-    }
-    let expected_len = region.shape.iter().product::<u64>() as usize * itemsize;
-    if region.data.len() != expected_len {
-        return Err(Error::InvalidArgument(format!(
-            "{} bytes given for a region of {expected_len} bytes of array '{}'",
-            region.data.len(),
-            region.array_path
-        )));
-    }
-    let chunk_shape = regular_chunk_shape(&array)
-        .ok_or_else(|| region.metadata_error("only regular chunk grids can be written"))?;
-    let mut first = Vec::with_capacity(ndim);
-    let mut counts = Vec::with_capacity(ndim);
-    for axis in 0..ndim {
-        let (start, len, size, chunk) = (
-            region.start[axis],
-            region.shape[axis],
-            array_shape[axis],
-            chunk_shape[axis],
-        );
-        let end = start + len;
-        if start % chunk != 0 || end > size || (end % chunk != 0 && end != size) {
+/// An array opened from metadata for encoding, and the chunk grid of one region.
+struct RegionPlan {
+    array: Array<dyn zarrs::storage::ReadableStorageTraits>,
+    itemsize: usize,
+    array_shape: Vec<u64>,
+    chunk_shape: Vec<u64>,
+    nonzero_chunk_shape: Vec<NonZeroU64>,
+    /// Index of the region's first chunk, per axis.
+    first: Vec<u64>,
+    /// Chunks of the region, per axis.
+    counts: Vec<u64>,
+    fill: Vec<u8>,
+}
+
+impl RegionPlan {
+    fn new(region: &WriteRegion<'_>) -> Result<Self> {
+        let metadata: ArrayMetadata =
+            serde_json::from_str(region.metadata).map_err(|e| region.metadata_error(e))?;
+        crate::runtime::ensure_zarrs_configured()?;
+        let storage: Arc<dyn zarrs::storage::ReadableStorageTraits> =
+            Arc::new(zarrs::storage::store::MemoryStore::new());
+        // The array is placed at the root: zarrs refuses some valid member names (those starting
+        // with "__", like xarray's "__xarray_dataarray_variable__"); keys are prefixed later.
+        let array = Array::new_with_metadata(storage, "/", metadata)
+            .map_err(|e| region.metadata_error(e))?;
+        let itemsize =
+            array
+                .data_type()
+                .fixed_size()
+                .ok_or_else(|| Error::UnsupportedDataType {
+                    url: region.url(),
+                    path: region.array_path.to_string(),
+                    dtype: "variable-length data types cannot be written".into(),
+                })?;
+        let array_shape = array.shape().to_vec();
+        let ndim = array_shape.len();
+        if region.start.len() != ndim || region.shape.len() != ndim {
             return Err(Error::InvalidArgument(format!(
-                "region {:?}+{:?} of array '{}' (shape {array_shape:?}) is not aligned with its chunks {chunk_shape:?}",
-                region.start, region.shape, region.array_path
+                "a region of {} dimensions for array '{}' of {ndim}",
+                region.shape.len(),
+                region.array_path
             )));
         }
-        first.push(start / chunk);
-        counts.push(if len == 0 {
-            0
-        } else {
-            end.div_ceil(chunk) - start / chunk
-        });
+        let expected_len = region.shape.iter().product::<u64>() as usize * itemsize;
+        if region.data.len() != expected_len {
+            return Err(Error::InvalidArgument(format!(
+                "{} bytes given for a region of {expected_len} bytes of array '{}'",
+                region.data.len(),
+                region.array_path
+            )));
+        }
+        let chunk_shape = regular_chunk_shape(&array)
+            .ok_or_else(|| region.metadata_error("only regular chunk grids can be written"))?;
+        let mut first = Vec::with_capacity(ndim);
+        let mut counts = Vec::with_capacity(ndim);
+        for axis in 0..ndim {
+            let (start, len, chunk) = (region.start[axis], region.shape[axis], chunk_shape[axis]);
+            let end = start + len;
+            if start % chunk != 0
+                || end > array_shape[axis]
+                || (end % chunk != 0 && end != array_shape[axis])
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "region {:?}+{:?} of array '{}' (shape {array_shape:?}) is not aligned with its chunks {chunk_shape:?}",
+                    region.start, region.shape, region.array_path
+                )));
+            }
+            first.push(start / chunk);
+            counts.push(if len == 0 {
+                0
+            } else {
+                end.div_ceil(chunk) - start / chunk
+            });
+        }
+        let nonzero_chunk_shape = chunk_shape
+            .iter()
+            .map(|&n| NonZeroU64::new(n).expect("zarrs chunk shapes are non-zero"))
+            .collect();
+        Ok(Self {
+            fill: array.fill_value().as_ne_bytes().to_vec(),
+            array,
+            itemsize,
+            array_shape,
+            chunk_shape,
+            nonzero_chunk_shape,
+            first,
+            counts,
+        })
     }
-    let fill = array.fill_value().as_ne_bytes().to_vec();
-    let chunk_elements = chunk_shape.iter().product::<u64>() as usize;
-    let nonzero_shape: Vec<NonZeroU64> = chunk_shape
-        .iter()
-        .map(|&n| NonZeroU64::new(n).expect("zarrs chunk shapes are non-zero"))
-        .collect();
-    let jobs = grid_indices(&counts);
+
+    /// The decoded bytes of the chunk at `indices`: copied from the region, the part outside
+    /// the array (an edge chunk) filled with the fill value.
+    fn chunk_bytes(&self, region: &WriteRegion<'_>, indices: &[u64]) -> Vec<u8> {
+        let ndim = indices.len();
+        let origin: Vec<u64> = indices
+            .iter()
+            .zip(&self.chunk_shape)
+            .map(|(i, c)| i * c)
+            .collect();
+        let block: Vec<u64> = (0..ndim)
+            .map(|a| self.chunk_shape[a].min(self.array_shape[a] - origin[a]))
+            .collect();
+        let elements = self.chunk_shape.iter().product::<u64>() as usize;
+        let mut buffer = vec![0u8; elements * self.itemsize];
+        if block != self.chunk_shape {
+            for element in buffer.chunks_exact_mut(self.itemsize) {
+                element.copy_from_slice(&self.fill);
+            }
+        }
+        let src_start: Vec<u64> = (0..ndim).map(|a| origin[a] - region.start[a]).collect();
+        copy_block(
+            region.data,
+            region.shape,
+            &src_start,
+            &mut buffer,
+            &self.chunk_shape,
+            &vec![0; ndim],
+            &block,
+            self.itemsize,
+        );
+        buffer
+    }
+
+    /// Encodes, writes and records the chunk `offset` chunks into the region.
+    fn write_chunk(
+        &self,
+        region: &WriteRegion<'_>,
+        offset: &[u64],
+        options: &CodecOptions,
+    ) -> Result<ChunkRecord> {
+        let indices: Vec<u64> = self.first.iter().zip(offset).map(|(f, o)| f + o).collect();
+        let buffer = self.chunk_bytes(region, &indices);
+        let key = crate::store::join(region.array_path, self.array.chunk_key(&indices).as_str());
+        let encoded = self
+            .array
+            .codecs()
+            .encode(
+                ArrayBytes::new_flen(buffer),
+                &self.nonzero_chunk_shape,
+                self.array.data_type(),
+                self.array.fill_value(),
+                options,
+            )
+            .map_err(|e| Error::CorruptChunk {
+                url: region.url(),
+                path: region.array_path.to_string(),
+                key: key.clone(),
+                reason: format!("could not encode: {e}"),
+            })?;
+        write_file(&region.store_dir.join(&key), &encoded, region.fsync)
+            .map_err(|e| region.io_error(&key, &e))?;
+        Ok(ChunkRecord {
+            array: region.array_path.to_string(),
+            size: encoded.len() as u64,
+            crc32c: crc32c::crc32c(&encoded),
+            key,
+        })
+    }
+}
+
+/// Encodes and writes every chunk of `region`, in parallel on fastzarr's pool.
+pub fn write_region(region: &WriteRegion<'_>, cancel: &Cancel) -> Result<Vec<ChunkRecord>> {
+    let plan = RegionPlan::new(region)?;
+    let jobs = grid_indices(&plan.counts);
     crate::runtime::install(|| {
+        // Chunks are the unit of parallelism; a codec gets inner threads only when there are
+        // fewer chunks than threads.
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
         jobs.par_iter()
             .map(|offset| {
                 cancel.check()?;
-                let indices: Vec<u64> = first.iter().zip(offset).map(|(f, o)| f + o).collect();
-                let origin: Vec<u64> = indices
-                    .iter()
-                    .zip(&chunk_shape)
-                    .map(|(i, c)| i * c)
-                    .collect();
-                let block: Vec<u64> = (0..ndim)
-                    .map(|a| chunk_shape[a].min(array_shape[a] - origin[a]))
-                    .collect();
-                let mut buffer = vec![0u8; chunk_elements * itemsize];
-                if block != chunk_shape {
-                    // An edge chunk: the part outside the array holds the fill value.
-                    for element in buffer.chunks_exact_mut(itemsize) {
-                        element.copy_from_slice(&fill);
-                    }
-                }
-                let src_start: Vec<u64> = (0..ndim).map(|a| origin[a] - region.start[a]).collect();
-                copy_block(
-                    region.data,
-                    region.shape,
-                    &src_start,
-                    &mut buffer,
-                    &chunk_shape,
-                    &vec![0; ndim],
-                    &block,
-                    itemsize,
-                );
-                let key = crate::store::join(region.array_path, array.chunk_key(&indices).as_str());
-                let encoded = array
-                    .codecs()
-                    .encode(
-                        ArrayBytes::new_flen(buffer),
-                        &nonzero_shape,
-                        array.data_type(),
-                        array.fill_value(),
-                        &options,
-                    )
-                    .map_err(|e| Error::CorruptChunk {
-                        url: region.url(),
-                        path: region.array_path.to_string(),
-                        key: key.clone(),
-                        reason: format!("could not encode: {e}"),
-                    })?;
-                write_file(&region.store_dir.join(&key), &encoded, region.fsync)
-                    .map_err(|e| region.io_error(&key, &e))?;
-                Ok(ChunkRecord {
-                    array: region.array_path.to_string(),
-                    size: encoded.len() as u64,
-                    crc32c: crc32c::crc32c(&encoded),
-                    key,
-                })
+                plan.write_chunk(region, offset, &options)
             })
             .collect()
     })

@@ -55,6 +55,8 @@ fn contiguous_bytes<'a>(array: &'a Bound<'_, PyAny>) -> Result<(&'a [u8], Vec<u6
 /// `(array, key, size, crc32c)` per chunk written.
 #[pyfunction]
 #[pyo3(signature = (store, array_path, metadata, data, start, *, fsync = true, timeout = None))]
+// The arguments mirror the Python call, keyword-only options included.
+#[allow(clippy::too_many_arguments)]
 pub fn _write_region(
     py: Python<'_>,
     store: &Bound<'_, PyAny>,
