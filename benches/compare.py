@@ -896,7 +896,14 @@ def only_cache(args: argparse.Namespace) -> int:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("| cache: ")
                           and not line.startswith("| to_zarr ")) + "\n"  # fmt: skip
     when = dt.datetime.now().astimezone()
-    stamp = f"Measured by `benches/compare.py --only-cache` on {when:%Y-%m-%d %H:%M %Z}."
+    load = os.getloadavg()[0]
+    stamp = (
+        f"Measured by `benches/compare.py --only-cache --repeat {args.repeat}` on {when:%Y-%m-%d %H:%M %Z}; "
+        f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores (a shared machine: "
+        "every row is pessimistic when it is well above 0). Page-cache-warm sources. to_zarr rows "
+        "include encoding, writing, (fsync,) re-reading every chunk's CRC-32C and the atomic rename; "
+        "xarray's to_zarr neither fsyncs nor verifies."
+    )
     section = f"{heading}\n\n{stamp}\n\n{render_markdown(table)}\n\n"
     text = text.replace("## Targets", section + "## Targets", 1)
     rows = "\n".join("| " + " | ".join(r) + " |" for r in targets)
