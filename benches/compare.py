@@ -137,6 +137,7 @@ DATASET_TITLES = {
     "points/batches": "Points: seed-like batch stores",
     "points/small-vars": "Points: thousands of small variables",
     "points/era5": "Points: ERA5-like, one 721 x 1440 field per chunk",
+    "cache": "Cache and writer (extract_points of 64 points from the batch stores; to_zarr of one store)",
 }
 
 # A store to load: its path and the names of its data variables.
@@ -808,6 +809,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "mostly idle (default 10; 0 disables)",
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-cache-section", action="store_true", help="skip the cache/writer section")
+    parser.add_argument(
+        "--only-cache",
+        action="store_true",
+        help="run only the cache/writer section and update its part of RESULTS.md",
+    )
     args = parser.parse_args(argv)
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = sorted(set(peers) - set(all_peers))
@@ -887,12 +895,215 @@ def run_dataset(
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# Cache and writer: extract_points cold vs warm (validated cache) vs xarray's to_zarr/open_zarr
+# round trip, validation's share of a warm read, fz.to_zarr vs xr.Dataset.to_zarr. Runs in one
+# child process (``--cache-child``) on the "batches" dataset.
+# --------------------------------------------------------------------------------------------
+
+CACHE_TITLE = "Cache and writer"
+CACHE_POINTS = 64
+
+
+def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Best wall time of ``repeat`` calls (after one warm-up call) and the last call's result."""
+    result = fn()
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def run_cache_child(spec_path: Path) -> None:
+    """Measures the cache and the writer; writes the figures next to the spec."""
+    spec = json.loads(spec_path.read_text())
+    xr = importlib.import_module("xarray")
+    fz = importlib.import_module("fastzarr")
+    importlib.import_module("zarr")
+    work = Path(spec["work"])
+    sources, repeat = spec["sources"], spec["repeat"]
+    rng = np.random.default_rng(0)
+    points = {
+        "lat": xr.DataArray(rng.uniform(-89, 89, CACHE_POINTS), dims="point"),
+        "lon": xr.DataArray(rng.uniform(0, 359, CACHE_POINTS), dims="point"),
+    }
+    out: dict[str, float] = {}
+
+    def cold() -> Any:
+        return fz.extract_points(sources, points=points)
+
+    out["cold"], expected = _best(cold, repeat)
+
+    cache_root = work / "cache"
+    start = time.perf_counter()
+    fz.extract_points(sources, points=points, cache=fz.Cache(cache_root))
+    out["fill"] = time.perf_counter() - start
+    cache = fz.Cache(cache_root)
+
+    def warm() -> Any:
+        return fz.extract_points(sources, points=points, cache=cache)
+
+    before = (cache.stats.validation_seconds, cache.stats.hits)
+    out["warm"], got = _best(warm, repeat)
+    xr.testing.assert_identical(got, expected)
+    calls = repeat + 1  # each warm call validates the entries it reads (one: the whole result)
+    out["validation"] = (cache.stats.validation_seconds - before[0]) / calls
+    out["entries_read_per_call"] = (cache.stats.hits - before[1]) / calls
+
+    # xarray's manual cache: sel + concat, to_zarr, then open_zarr(...).load() on later runs.
+    def xr_extract() -> Any:
+        parts = [xr.open_zarr(s).sel(points, method="nearest") for s in sources]
+        return xr.concat(
+            parts, dim="file_id", data_vars="all", coords="different", compat="equals", join="outer"
+        )
+
+    xr_store = work / "xr-cache.zarr"
+
+    compressors = importlib.import_module("fastzarr.testing").parse_codec(CODEC, 3)["compressors"]
+
+    def xr_fill() -> Any:
+        ds = xr_extract()
+        for var in ds.variables.values():  # the v2 sources' numcodecs encodings do not fit v3
+            var.encoding = {}
+        encoding = {n: {"compressors": compressors} for n in ds.data_vars}
+        ds.to_zarr(xr_store, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
+        return ds
+
+    out["xr_fill"], _ = _best(xr_fill, 1)
+    out["xr_warm"], _ = _best(lambda: xr.open_zarr(xr_store).load(), repeat)
+
+    # the writer: one loaded batch store, written by each
+    ds = xr.open_zarr(sources[0]).load()
+    for var in ds.variables.values():
+        var.encoding = {}
+    out["write_bytes"] = float(sum(v.nbytes for v in ds.data_vars.values()))
+    chunks = {"file_id": 1}
+    encoding = {
+        n: {
+            "chunks": tuple(1 if d == "file_id" else ds.sizes[d] for d in ds[n].dims),
+            "compressors": compressors,
+        }
+        for n in ds.data_vars
+    }
+
+    def fz_write(fsync: bool) -> Callable[[], Any]:
+        return lambda: fz.to_zarr(ds, work / "fz.zarr", mode="w", codec=CODEC, chunks=chunks, fsync=fsync)
+
+    out["fz_write"], _ = _best(fz_write(True), repeat)
+    out["fz_write_nofsync"], _ = _best(fz_write(False), repeat)
+    out["xr_write"], _ = _best(
+        lambda: ds.to_zarr(work / "xr.zarr", mode="w", zarr_format=3, consolidated=True, encoding=encoding),
+        repeat,
+    )
+    xr.testing.assert_identical(xr.open_zarr(work / "fz.zarr").load(), xr.open_zarr(work / "xr.zarr").load())
+    spec_path.with_suffix(".result.json").write_text(json.dumps(out))
+
+
+def run_cache_section(
+    sources: list[Path], args: argparse.Namespace
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Runs the cache/writer child; returns its table and its target rows."""
+    with tempfile.TemporaryDirectory(prefix="fastzarr-bench-cache-", dir=DATA_DIR) as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec = {"sources": [str(s) for s in sources], "repeat": args.repeat, "work": tmp}
+        spec_path.write_text(json.dumps(spec))
+        if args.quiet_wait > 0:
+            wait_for_quiet_cpu(args.quiet_wait)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--cache-child", str(spec_path)],
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT_S,
+            check=False,
+        )
+        result_path = spec_path.with_suffix(".result.json")
+        if proc.returncode != 0 or not result_path.exists():
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+            row = [["cache/writer", f"FAILED: exit {proc.returncode}: {tail}", "—"]]
+            return [["what", "measured", "status"], *row], row
+        r = json.loads(result_path.read_text())
+    mb = r["write_bytes"] / 1e6
+
+    def row(what: str, seconds: float, versus: str | None = None) -> list[str]:
+        return [what, f"{seconds:.4f}", versus if versus is not None else f"{r['cold'] / seconds:.2f}x"]
+
+    table = [
+        ["what", "best s", "vs cold extract"],
+        row("extract_points, no cache (cold)", r["cold"]),
+        row("extract_points, filling an empty cache", r["fill"]),
+        row("extract_points, warm from the cache (validated)", r["warm"]),
+        row("  of which validation (manifest + CRC-32C of every chunk)", r["validation"],
+            f"{r['validation'] / r['warm']:.1%} of warm"),
+        row("xarray: sel + concat + to_zarr (filling its cache)", r["xr_fill"]),
+        row("xarray: open_zarr(...).load() of that store (warm)", r["xr_warm"]),
+        row(f"fz.to_zarr, one batch store ({mb:,.0f} MB), fsync + verify", r["fz_write"],
+            f"{mb / r['fz_write']:,.0f} MB/s"),
+        row("fz.to_zarr, same, verify but no fsync", r["fz_write_nofsync"],
+            f"{mb / r['fz_write_nofsync']:,.0f} MB/s"),
+        row("xr.Dataset.to_zarr, same (v3, same codec and chunks)", r["xr_write"],
+            f"{mb / r['xr_write']:,.0f} MB/s"),
+    ]  # fmt: skip
+    speedup, share, write = r["cold"] / r["warm"], r["validation"] / r["warm"], r["xr_write"] / r["fz_write"]
+    targets = [
+        ["cache: warm >= 30x cold extract_points", f"{speedup:.1f}x ({r['cold']:.4f} s vs {r['warm']:.4f} s)",
+         "met" if speedup >= 30 else "NOT met"],
+        ["cache: validation <= 10% of a warm read", f"{share:.1%}", "met" if share <= 0.10 else "NOT met"],
+        ["to_zarr >= 3x xr.Dataset.to_zarr", f"{write:.2f}x ({r['xr_write']:.3f} s vs {r['fz_write']:.3f} s)",
+         "met" if write >= 3 else "NOT met"],
+    ]  # fmt: skip
+    return table, targets
+
+
+def only_cache(args: argparse.Namespace) -> int:
+    """Runs the cache/writer section alone and puts its table and targets into RESULTS.md."""
+    size = "quick" if args.quick else "full"
+    stores = ensure_dataset("batches", DATASETS[size]["batches"], DATA_DIR / size / "batches")
+    table, targets = run_cache_section(stores, args)
+    print("\n" + render_text(table) + "\n\n" + render_text([["target", "measured", "status"], *targets]))
+    if args.quick or not RESULTS_PATH.exists():
+        return 0
+    text = RESULTS_PATH.read_text()
+    heading = f"## {DATASET_TITLES['cache']}"
+    if heading in text:  # replace the previous section and its target rows
+        before, rest = text.split(heading, 1)
+        after = rest[rest.index("\n## ") :] if "\n## " in rest else ""
+        text = before.rstrip("\n") + "\n\n" + after.lstrip("\n")
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("| cache: ")
+                          and not line.startswith("| to_zarr ")) + "\n"  # fmt: skip
+    when = dt.datetime.now().astimezone()
+    load = os.getloadavg()[0]
+    stamp = (
+        f"Measured by `benches/compare.py --only-cache --repeat {args.repeat}` on {when:%Y-%m-%d %H:%M %Z}; "
+        f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores (a shared machine: "
+        "every row is pessimistic when it is well above 0). Page-cache-warm sources. to_zarr rows "
+        "include encoding, writing, (fsync,) re-reading every chunk's CRC-32C and the atomic rename; "
+        "xarray's to_zarr neither fsyncs nor verifies."
+    )
+    section = f"{heading}\n\n{stamp}\n\n{render_markdown(table)}\n\n"
+    text = text.replace("## Targets", section + "## Targets", 1)
+    rows = "\n".join("| " + " | ".join(r) + " |" for r in targets)
+    head, sep, tail = text.partition("## Targets")
+    table_end = tail.find("\n\n", tail.find("|"))
+    tail = tail[:table_end] + "\n" + rows + tail[table_end:] if table_end >= 0 else tail + rows + "\n"
+    RESULTS_PATH.write_text(head + sep + tail)
+    print(f"\nupdated {RESULTS_PATH}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Runs a child measurement (``--child``) or the whole comparison."""
     args = parse_args(argv)
     if args.child is not None:
         run_child(args.child)
         return 0
+    if args.cache_child is not None:
+        run_cache_child(args.cache_child)
+        return 0
+    if args.only_cache:
+        return only_cache(args)
     size = "quick" if args.quick else "full"
     results: dict[str, list[Measurement]] = {}
     output_bytes: dict[str, int] = {}
@@ -922,6 +1133,13 @@ def main(argv: list[str]) -> int:
             print("\n" + render_text(table), flush=True)
             md_tables[key] = render_markdown(table)
     targets = evaluate_targets(results, output_bytes)
+    if not args.no_cache_section:
+        print(f"\n== {CACHE_TITLE} ==", flush=True)
+        batch_stores = ensure_dataset("batches", DATASETS[size]["batches"], DATA_DIR / size / "batches")
+        cache_table, cache_targets = run_cache_section(batch_stores, args)
+        print("\n" + render_text(cache_table), flush=True)
+        md_tables["cache"] = render_markdown(cache_table)
+        targets += cache_targets
     print("\n" + render_text(targets))
     threads = next((m.threads for rows in results.values() for m in rows if m.threads), None)
     run = f"`--repeat {args.repeat}`; fastzarr decode threads: {threads}."

@@ -15,6 +15,7 @@ pub mod read;
 pub mod runtime;
 pub mod stats;
 pub mod store;
+pub mod write;
 
 use pyo3::prelude::*;
 
@@ -34,6 +35,10 @@ mod _core {
     use crate::py::inspect::_chunk_inventory;
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
+    #[pymodule_export]
+    use crate::py::write::{
+        _checksum_files, _sync_dirs, _tree_listing, _verify_chunks, _write_region,
+    };
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -38,6 +38,7 @@ from fastzarr.report import DuplicateRecord, ExtractReport, Report
 _configure_logging()  # FASTZARR_LOG=debug shows fastzarr's stage logs without code
 
 if TYPE_CHECKING:
+    from fastzarr.cache import Cache, CacheError, CacheWarning, SuspiciousDataError
     from fastzarr.extract import (
         DuplicateError,
         DuplicateWarning,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         to_features,
     )
     from fastzarr.loading import load
+    from fastzarr.writer import to_zarr
     from fastzarr.xarray_backend import open_zarr
 
 # xarray is optional: its integration is imported on first use of these names.
@@ -59,6 +61,11 @@ _XARRAY_NAMES = {
     "DuplicateWarning": "fastzarr.extract",
     "MemoryBudgetError": "fastzarr.extract",
     "SourceMismatchError": "fastzarr.extract",
+    "to_zarr": "fastzarr.writer",
+    "Cache": "fastzarr.cache",
+    "CacheError": "fastzarr.cache",
+    "CacheWarning": "fastzarr.cache",
+    "SuspiciousDataError": "fastzarr.cache",
 }
 
 
@@ -76,6 +83,9 @@ Mapping.register(Group)
 
 __all__ = [
     "Array",
+    "Cache",
+    "CacheError",
+    "CacheWarning",
     "CorruptChunkError",
     "DuplicateError",
     "DuplicateRecord",
@@ -92,6 +102,7 @@ __all__ = [
     "SelectionError",
     "SourceMismatchError",
     "StoreNotFoundError",
+    "SuspiciousDataError",
     "TimeoutError",
     "UnsupportedCodecError",
     "__version__",
@@ -105,4 +116,5 @@ __all__ = [
     "read_many",
     "set_num_threads",
     "to_features",
+    "to_zarr",
 ]

@@ -22,8 +22,13 @@ __all__ = [
     "UnsupportedCodecError",
     "__version__",
     "_chunk_inventory",
+    "_checksum_files",
     "_reopen_array",
     "_reopen_group",
+    "_sync_dirs",
+    "_tree_listing",
+    "_verify_chunks",
+    "_write_region",
     "get_num_threads",
     "open_array",
     "open_group",
@@ -173,3 +178,23 @@ def get_num_threads() -> int: ...
 def _reopen_array(url: str, options: dict[str, str], path: str) -> Array: ...
 def _reopen_group(url: str, options: dict[str, str], path: str, use_consolidated: bool | None) -> Group: ...
 def _chunk_inventory(arrays: Sequence[Array]) -> list[tuple[int, int]]: ...
+
+_ChunkRecord = tuple[str, str, int, int]
+"""``(array path, chunk key, stored size, CRC-32C)``."""
+
+def _write_region(
+    store: str | PathLike[str],
+    array_path: str,
+    metadata: str,
+    data: npt.NDArray[Any],
+    start: Sequence[int],
+    *,
+    fsync: bool = True,
+    timeout: float | None = None,
+) -> list[_ChunkRecord]: ...
+def _verify_chunks(
+    store: str | PathLike[str], records: Sequence[_ChunkRecord], *, timeout: float | None = None
+) -> int: ...
+def _checksum_files(store: str | PathLike[str], keys: Sequence[str]) -> list[_ChunkRecord]: ...
+def _sync_dirs(path: str | PathLike[str]) -> None: ...
+def _tree_listing(path: str | PathLike[str]) -> bytes: ...

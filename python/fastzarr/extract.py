@@ -12,6 +12,8 @@ small coordinates only) and the CF decoding, so the result matches by constructi
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 import os
 import time
 import warnings
@@ -26,6 +28,7 @@ import xarray as xr
 from fastzarr import _core
 from fastzarr._core import FastzarrError
 from fastzarr._progress import Progress, log_stage, progress_enabled
+from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 from fastzarr.xarray_backend import open_zarr
 
@@ -602,6 +605,14 @@ def _read_parts(opened: list[_Opened], job: _Job, *, progress: bool | None, dead
     return _Done(parts, totals, len(groups), plan_seconds, decoded=False)
 
 
+def _read_decoded(
+    opened: list[_Opened], job: _Job, *, progress: bool | None, deadline: float | None
+) -> _Done:
+    """`_read_parts`, each source's selection CF-decoded on its own (as a cache entry stores it)."""
+    done = _read_parts(opened, job, progress=progress, deadline=deadline)
+    return _Done([_decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
+
+
 def _read_source_task(source: str, job: _Job, remaining: float | None) -> _Done:
     """One source's extraction on a dask.distributed worker (opened, read and decoded there)."""
     from fastzarr.xarray_backend import configure_for_dask_worker  # noqa: PLC0415
@@ -609,8 +620,7 @@ def _read_source_task(source: str, job: _Job, remaining: float | None) -> _Done:
     configure_for_dask_worker()
     deadline = None if remaining is None else time.perf_counter() + remaining
     opened = _open(source, list(job.positions), job.concat_dim)
-    done = _read_parts([opened], job, progress=False, deadline=deadline)
-    return _Done([_decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
+    return _read_decoded([opened], job, progress=False, deadline=deadline)
 
 
 def _read_distributed(client: Any, opened: list[_Opened], job: _Job, deadline: float | None) -> _Done:
@@ -717,7 +727,7 @@ def _check_arguments(method: Any, duplicates: Any, missing: Any) -> None:
 
 def _make_report(
     *,
-    opened: list[_Opened],
+    opened: Sequence[_Opened | str],
     names: list[str],
     totals: Mapping[str, float],
     batches: int,
@@ -726,7 +736,7 @@ def _make_report(
 ) -> ExtractReport:
     """The report of one extraction."""
     return ExtractReport(
-        sources=tuple(o.name for o in opened),
+        sources=tuple(o if isinstance(o, str) else o.name for o in opened),
         variables=tuple(names),
         chunks=int(totals.get("chunks", 0)),
         chunks_missing=int(totals.get("chunks_missing", 0)),
@@ -741,6 +751,172 @@ def _make_report(
         duplicates=tuple(records),
         peak_memory=peak_memory_bytes(),
     )
+
+
+class _CacheLookup:
+    """The cache entries of one ``extract_points`` call: one per source, looked up before any
+    source is opened (the key is the arguments and the source's fingerprint, not its contents)."""
+
+    def __init__(self, cache: Cache, sources: Sequence[Source], arguments: Mapping[str, Any]) -> None:
+        from fastzarr.cache import source_fingerprint  # noqa: PLC0415
+
+        self.cache = cache
+        self.params = [
+            {
+                "operation": "extract_points",
+                "source": os.path.abspath(_source_name(s))
+                if "://" not in _source_name(s)
+                else _source_name(s),
+                "fingerprint": source_fingerprint(s),
+                **arguments,
+            }
+            for s in sources
+        ]
+        self.found: list[tuple[xr.Dataset, dict[str, Any]] | None] = []
+
+    def lookup(self, duplicates: str, *, combined: bool) -> xr.Dataset | None:
+        """The whole call's stored result (with ``combined``), if there is one; otherwise reads (and
+        validates) every source's entry that exists and returns None."""
+        found = self.combined_hit(duplicates) if combined else None
+        if found is None:
+            self.found = [self.cache._try_read(make_key(p), p) for p in self.params]
+        return found
+
+    def combined_hit(self, duplicates: str) -> xr.Dataset | None:
+        """The whole call's stored result (warning again about dropped duplicates), or None."""
+        combined = self.combined_params(duplicates)
+        found = self.cache._try_read(make_key(combined), combined)
+        if found is None:
+            return None
+        message = found[1].get("extra", {}).get("duplicates")
+        if message:
+            warnings.warn(message, DuplicateWarning, stacklevel=4)
+        return found[0]
+
+    def store_combined(
+        self, result: xr.Dataset, duplicates: str, labels: list[str], message: str | None, allow_nan: bool
+    ) -> xr.Dataset:
+        """Stores the whole call's result; returns it as read back from its entry."""
+        stored, _ = self.cache.get_or_build(
+            self.combined_params(duplicates),
+            lambda: result,
+            source=", ".join(labels),
+            extra={"duplicates": message},
+            allow_nan=allow_nan,
+        )
+        return stored
+
+    def combined_params(self, duplicates: str) -> dict[str, Any]:
+        """The key parameters of the whole call's result: every source's key, in order."""
+        return {
+            "operation": "extract_points/combined",
+            "sources": [make_key(p) for p in self.params],
+            "duplicates": duplicates,
+        }
+
+    def hits(self) -> list[xr.Dataset]:
+        return [f[0] for f in self.found if f is not None]
+
+    def all_hit(self, missing: str) -> bool:
+        """Whether every source was found, and the entries agree (point coordinates, variables,
+        dtypes) as the sources' own checks would demand; otherwise the sources are opened."""
+        if any(f is None for f in self.found):
+            return False
+        extras = [f[1].get("extra", {}) for f in self.found if f is not None]
+        if len({json.dumps(e.get("coords"), sort_keys=True) for e in extras}) > 1:
+            return False
+        if missing == "raise" and len({tuple(e.get("variables", ())) for e in extras}) > 1:
+            return False
+        kinds: dict[str, set[bool]] = {}
+        for d in self.hits():
+            for n, v in d.data_vars.items():
+                kinds.setdefault(str(n), set()).add(v.dtype.kind in "biufc")
+        return all(len(k) == 1 for k in kinds.values())
+
+    def fill(
+        self,
+        opened: list[_Opened],
+        job: _Job,
+        *,
+        progress: bool | None,
+        deadline: float | None,
+        allow_nan: bool,
+    ) -> _Done:
+        """Each source's result: its valid entry, or read now and stored before the next source."""
+        decoded: list[xr.Dataset] = []
+        totals: dict[str, float] = {}
+        batches = 0
+        plan = 0.0
+        for o, params, found in zip(opened, self.params, self.found, strict=True):
+            if found is not None:
+                decoded.append(found[0])
+                continue
+
+            def build(o: _Opened = o) -> xr.Dataset:
+                nonlocal batches, plan
+                done = _read_decoded([o], job, progress=progress, deadline=deadline)
+                for key, value in done.totals.items():
+                    totals[key] = totals.get(key, 0) + value
+                batches += done.batches
+                plan += done.plan_seconds
+                return done.parts[0]
+
+            extra = {
+                "coords": _coords_digest(o, job),
+                "variables": sorted(n for n in job.names if n in o.raw.variables),
+            }
+            ds, _ = self.cache.get_or_build(params, build, source=o.name, extra=extra, allow_nan=allow_nan)
+            decoded.append(ds)
+        return _Done(decoded, totals, batches, plan, decoded=True)
+
+
+def _coords_digest(opened: _Opened, job: _Job) -> str:
+    """A digest of a source's point-dimension coordinates (which the sources must share)."""
+    h = hashlib.sha256()
+    for d in sorted(job.positions, key=str):
+        h.update(f"{d}:{opened.raw.sizes.get(d)}:".encode())
+        if d in opened.coords.variables:
+            values = np.ascontiguousarray(opened.coords.variables[d].values)
+            h.update(values.dtype.str.encode())
+            h.update(
+                values.view(np.uint8).tobytes()
+                if values.dtype.kind != "O"
+                else repr(values.tolist()).encode()
+            )
+    return h.hexdigest()
+
+
+def _source_list(
+    sources: Source | Sequence[Source], points: Mapping[Hashable, Any], concat_dim: Hashable
+) -> list[Source]:
+    """The sources as a list, after checking the arguments that do not need them opened."""
+    source_list = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    if not source_list:
+        raise ValueError("no sources given")
+    if not points:
+        raise ValueError("points must name at least one dimension")
+    if concat_dim in points:
+        raise ValueError(f"points cannot select along concat_dim {concat_dim!r}")
+    return source_list
+
+
+def _read_all(
+    opened: list[_Opened],
+    job: _Job,
+    cached: _CacheLookup | None,
+    client: Any,
+    *,
+    progress: bool | None,
+    deadline: float | None,
+    allow_nan: bool,
+) -> _Done:
+    """Every source's selection: through the cache or on a cluster (decoded), or in one local pass
+    (still CF-encoded: see `_Done.decoded`)."""
+    if cached is not None:
+        return cached.fill(opened, job, progress=progress, deadline=deadline, allow_nan=allow_nan)
+    if client is None:
+        return _read_parts(opened, job, progress=progress, deadline=deadline)
+    return _read_distributed(client, opened, job, deadline)
 
 
 def extract_points(
@@ -758,6 +934,8 @@ def extract_points(
     timeout: float | None = None,
     return_report: bool = False,
     client: Any = None,
+    cache: Cache | None = None,
+    allow_nan: bool = False,
 ) -> xr.Dataset | tuple[xr.Dataset, ExtractReport]:
     """Extracts points from one or many Zarr stores, reading only the chunks that hold them.
 
@@ -787,6 +965,11 @@ def extract_points(
         return_report: also return a `fastzarr.report.ExtractReport` (a `fastzarr.Report`).
         client: a ``dask.distributed.Client``: each source is read by one task on the cluster's
             workers (with fastzarr there) and the result assembled here; the same result.
+        cache: a `fastzarr.Cache`: each source's extraction is stored as one validated entry
+            (keyed by the arguments and the source's fingerprint) as soon as it is read, so an
+            interrupted run resumes with the sources already done, and a rerun reads the entries.
+        allow_nan: with ``cache``, store results whose variables are entirely NaN instead of
+            raising `fastzarr.SuspiciousDataError`.
 
     Returns:
         The dataset, or ``(dataset, report)`` with ``return_report=True``.
@@ -794,51 +977,66 @@ def extract_points(
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     _check_arguments(method, duplicates, missing)
-    if isinstance(sources, str | os.PathLike):
-        sources = [sources]
-    source_list = list(sources)
-    if not source_list:
-        raise ValueError("no sources given")
-    if not points:
-        raise ValueError("points must name at least one dimension")
-    if concat_dim in points:
-        raise ValueError(f"points cannot select along concat_dim {concat_dim!r}")
+    source_list = _source_list(sources, points, concat_dim)
     indexers, point_dim = _indexers(points)
+    if variables is not None and not isinstance(variables, str):
+        variables = list(variables)
 
-    # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    opened = [_open(source_list[0], list(indexers), concat_dim)]
-    opened += [_open(s, list(indexers), concat_dim, template=opened[0]) for s in source_list[1:]]
-    names = _select_variables(opened, variables, missing)
-    _check_sources(opened, list(indexers), names, missing)
-    t_metadata = time.perf_counter()
-    log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
-
-    # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
-    # read pass over all variables of all sources (here, or one task per source on a cluster).
-    positions = _positions(opened[0], indexers, method, tolerance)
-    job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
-    if client is None:
-        done = _read_parts(opened, job, progress=progress, deadline=deadline)
+    cached: _CacheLookup | None = None
+    if cache is not None:
+        if client is not None:
+            raise ValueError("cache= and client= cannot be combined yet")
+        arguments = {"points": indexers, "method": method, "tolerance": tolerance, "variables": variables}
+        cached = _CacheLookup(cache, source_list, {**arguments, "concat_dim": concat_dim, "missing": missing})
+        # The whole result is stored too: a rerun of the same call reads one entry, no concat.
+        found = cached.lookup(duplicates, combined=not return_report)
+        if found is not None:
+            return found
+    if cached is not None and cached.all_hit(missing):
+        # Every source is in the cache, consistently: no source is opened at all.
+        parts = cached.hits()
+        decoded = True
+        names = list(dict.fromkeys(str(n) for d in parts for n in d.data_vars))
+        opened_names: Sequence[_Opened | str] = [_source_name(s) for s in source_list]
+        t_metadata = t_plan = t_read = time.perf_counter()
+        done = _Done(parts, {}, 0, 0.0, decoded=True)
     else:
-        done = _read_distributed(client, opened, job, deadline)
-    parts, totals, decoded = done.parts, done.totals, done.decoded
-    if not decoded and not _same_encoding(parts):
-        parts, decoded = [_decode(p) for p in parts], True
-    t_plan = t_metadata + done.plan_seconds
-    t_read = time.perf_counter()
-    log_stage("extract_points", "plan", t_plan - t_metadata)
-    log_stage(
-        "extract_points",
-        "read",
-        t_read - t_plan,
-        passes=done.batches,
-        chunks=int(totals.get("chunks", 0)),
-        bytes_decoded=int(totals.get("bytes_decoded", 0)),
-    )
+        # Metadata: open every source lazily, undecoded; decode only the small coordinates.
+        opened = [_open(source_list[0], list(indexers), concat_dim)]
+        opened += [_open(s, list(indexers), concat_dim, template=opened[0]) for s in source_list[1:]]
+        opened_names = opened
+        names = _select_variables(opened, variables, missing)
+        _check_sources(opened, list(indexers), names, missing)
+        t_metadata = time.perf_counter()
+        log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
+
+        # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
+        # read pass over all variables of all sources (here, or one task per source on a cluster).
+        positions = _positions(opened[0], indexers, method, tolerance)
+        job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
+        done = _read_all(
+            opened, job, cached, client, progress=progress, deadline=deadline, allow_nan=allow_nan
+        )
+        parts, decoded = done.parts, done.decoded
+        if not decoded and not _same_encoding(parts):
+            parts, decoded = [_decode(p) for p in parts], True
+        t_plan = t_metadata + done.plan_seconds
+        t_read = time.perf_counter()
+        log_stage("extract_points", "plan", t_plan - t_metadata)
+        log_stage(
+            "extract_points",
+            "read",
+            t_read - t_plan,
+            passes=done.batches,
+            chunks=int(done.totals.get("chunks", 0)),
+            bytes_decoded=int(done.totals.get("bytes_decoded", 0)),
+        )
+    totals = done.totals
 
     # Assemble: repeated labels, then xarray's concat.
+    source_names = [o if isinstance(o, str) else o.name for o in opened_names]
     labels = [_labels(p, concat_dim, decoded=decoded) for p in parts]
-    keep, records = _find_duplicates(parts, labels, names, concat_dim, [o.name for o in opened])
+    keep, records = _find_duplicates(parts, labels, names, concat_dim, source_names)
     if records and duplicates == "raise":
         raise DuplicateError(_duplicate_message(records, concat_dim, "found"))
     if records and duplicates == "drop":
@@ -850,6 +1048,11 @@ def extract_points(
     result = _concat(parts, concat_dim)
     if not decoded:
         result = _decode(result)
+    if cached is not None and not return_report:
+        message = (
+            _duplicate_message(records, concat_dim, "dropped") if records and duplicates == "drop" else None
+        )
+        result = cached.store_combined(result, duplicates, source_names, message, allow_nan)
     end = time.perf_counter()
     log_stage("extract_points", "assemble", end - t_read, duplicates=len(records))
     log_stage("extract_points", "total", end - start)
@@ -865,7 +1068,12 @@ def extract_points(
         "total": end - start,
     }
     report = _make_report(
-        opened=opened, names=names, totals=totals, batches=done.batches, seconds=seconds, records=records
+        opened=opened_names,
+        names=names,
+        totals=totals,
+        batches=done.batches,
+        seconds=seconds,
+        records=records,
     )
     return result, report
 

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod output;
 pub mod selection;
 pub mod stats;
+pub mod write;
 
 use pyo3::prelude::*;
 

@@ -1,0 +1,572 @@
+"""A validated on-disk cache of extraction results: never a cache of references, NaN or stale data.
+
+An entry is a Zarr v3 store written by fastzarr's verified writer (``blosc:zstd:3:shuffle``) plus
+``manifest.json``: the parameters that shaped the result and their hash (the key), the source's
+fingerprint (its metadata and the sizes and mtimes of its files, so a source changed after caching
+is a different key: a miss, not stale data), every chunk's size and CRC-32C, every variable's NaN
+fraction, when and by which fastzarr it was made, and how long building it took.
+
+Every read validates the entry before trusting it: the manifest parses and names the key looked
+up, every chunk and metadata file is there with its size and checksum (checked in Rust, at disk
+speed), every array has all its chunks. An invalid entry is moved aside, rebuilt, and a
+`CacheWarning` says why. A result whose variables are all NaN is refused
+(`SuspiciousDataError`) instead of cached. Two processes filling one entry take turns on a file
+lock: one builds, the other waits and reads its result. After each write, least recently used
+entries are evicted to keep the cache under ``max_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.backends.zarr import FillValueCoder
+
+from fastzarr import _core
+from fastzarr._core import FastzarrError
+from fastzarr.writer import ChunkRecord, Codec, write_store
+
+__all__ = ["Cache", "CacheEntry", "CacheError", "CacheStats", "CacheWarning", "SuspiciousDataError"]
+
+FORMAT = 1
+"""Version of the entry layout and of the results stored; part of every key."""
+
+MANIFEST = "manifest.json"
+_CODEC = Codec.parse("blosc:zstd:3:shuffle")
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+class CacheError(FastzarrError):
+    """The cache cannot be used: a lock not obtained in time, an unusable root directory."""
+
+
+class SuspiciousDataError(FastzarrError, ValueError):
+    """A result that looks wrong (variables entirely NaN, or above ``max_nan_fraction``) was refused."""
+
+
+class CacheWarning(UserWarning):
+    """An invalid cache entry was found and is being rebuilt."""
+
+
+@dataclass
+class CacheStats:
+    """What this `Cache` object did since it was created."""
+
+    hits: int = 0
+    misses: int = 0
+    rebuilt: int = 0
+    bytes_served: int = 0
+    seconds_saved: float = 0.0
+    validation_seconds: float = 0.0
+    read_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry, as `Cache.entries` lists it."""
+
+    key: str
+    path: Path
+    source: str
+    params: Mapping[str, Any]
+    size: int
+    created: str
+    last_used: float
+    nan_fraction: Mapping[str, float] = field(default_factory=dict)
+
+
+def parse_size(size: int | str | None) -> int | None:
+    """Bytes from an int or a string like ``"50GB"``, ``"1.5 GiB"``, ``"200MB"``."""
+    if size is None or isinstance(size, int):
+        if isinstance(size, int) and size <= 0:
+            raise ValueError(f"max_size must be positive, not {size}")
+        return size
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(size))
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"max_size must be bytes or a size like '50GB', not {size!r}")
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"max_size must be positive, not {size!r}")
+    return value
+
+
+def default_root() -> Path:
+    """``$FASTZARR_CACHE_DIR``, else the platform's user cache directory + ``fastzarr``."""
+    env = os.environ.get("FASTZARR_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "fastzarr"
+    if sys.platform.startswith("win"):
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "fastzarr" / "Cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastzarr"
+
+
+def _canonical_array(value: np.ndarray[Any, Any]) -> Any:
+    if value.dtype.kind == "O":
+        return {"list": [_canonical(v) for v in value.tolist()]}
+    contiguous = np.ascontiguousarray(value)
+    digest = hashlib.sha256(contiguous.view(np.uint8).tobytes() if contiguous.size else b"").hexdigest()
+    return {"dtype": value.dtype.str, "shape": list(value.shape), "sha256": digest}
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able, deterministic form of a key parameter (arrays by dtype, shape and digest)."""
+    if isinstance(value, xr.DataArray):
+        return {"dataarray": _canonical(value.values), "dims": [str(d) for d in value.dims]}
+    if isinstance(value, np.ndarray | np.generic):
+        return _canonical_array(np.asarray(value))
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if (
+        value is None
+        or isinstance(value, bool | int | str)
+        or (isinstance(value, float) and math.isfinite(value))
+    ):
+        return value
+    return {"repr": repr(value), "type": type(value).__name__}
+
+
+def make_key(params: Mapping[str, Any]) -> str:
+    """The hash of every parameter that shaped a result (and the cache format)."""
+    text = json.dumps({"format": FORMAT, **_canonical(params)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def source_fingerprint(source: str | os.PathLike[str]) -> str:
+    """The sizes and mtimes of every file of a local store (metadata included), hashed."""
+    path = Path(os.fspath(source).removeprefix("file://"))
+    if not path.is_dir():
+        raise _core.StoreNotFoundError(f"store not found: {source}")
+    return hashlib.sha256(_core._tree_listing(path)).hexdigest()
+
+
+def nan_fractions(ds: xr.Dataset) -> dict[str, float]:
+    """Per data variable: the fraction of NaN (or NaT) values; 0 for other dtypes."""
+    out = {}
+    for name, var in ds.data_vars.items():
+        values = np.asarray(var.values)
+        if values.size == 0 or values.dtype.kind not in "fcmM":
+            out[str(name)] = 0.0
+        elif values.dtype.kind in "mM":
+            out[str(name)] = float(np.isnat(values).mean())
+        else:
+            out[str(name)] = float(np.isnan(values).mean())
+    return out
+
+
+def check_suspicious(fractions: Mapping[str, float], max_nan_fraction: float, what: str) -> None:
+    """Raises SuspiciousDataError for all-NaN variables or variables above ``max_nan_fraction``."""
+    bad = {n: f for n, f in fractions.items() if f >= 1.0 or f > max_nan_fraction}
+    if bad:
+        described = ", ".join(f"{n} ({f:.0%} NaN)" for n, f in sorted(bad.items()))
+        how = "entirely NaN" if all(f >= 1 for f in bad.values()) else "mostly NaN"
+        raise SuspiciousDataError(
+            f"{what}: refusing to cache variables that are {how}: {described} "
+            f"(max_nan_fraction={max_nan_fraction}); pass allow_nan=True if that is expected"
+        )
+
+
+class _InvalidEntryError(Exception):
+    """An entry failed validation (the message says why)."""
+
+
+class Cache:
+    """A validated on-disk cache of extraction results (see the module docstring).
+
+    Args:
+        root: the cache directory; ``$FASTZARR_CACHE_DIR`` or the platform cache dir by default
+            (created with mode 0700).
+        max_size: bytes, or a size like ``"50GB"``; least recently used entries are evicted after
+            each write to stay under it. Unlimited by default.
+        max_nan_fraction: a result with a variable above this NaN fraction is refused
+            (`SuspiciousDataError`); the default 1.0 refuses only all-NaN variables.
+        lock_timeout: seconds to wait for another process filling the same entry (`CacheError`).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        max_size: int | str | None = None,
+        max_nan_fraction: float = 1.0,
+        lock_timeout: float = 600.0,
+    ) -> None:
+        self.root = Path(root).expanduser().absolute() if root is not None else default_root().absolute()
+        self.max_size = parse_size(max_size)
+        if not 0.0 <= max_nan_fraction <= 1.0:
+            raise ValueError(f"max_nan_fraction must be within [0, 1], not {max_nan_fraction}")
+        self.max_nan_fraction = max_nan_fraction
+        self.lock_timeout = lock_timeout
+        self.stats = CacheStats()
+        try:
+            for sub in (self.root, self._entries, self._locks, self._quarantine):
+                if not sub.exists():
+                    sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create the cache directory {self.root}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        limit = "unlimited" if self.max_size is None else f"{self.max_size:,} bytes"
+        return f"Cache({str(self.root)!r}, max_size={limit})"
+
+    # ----------------------------------------------------------------------------------------
+    # layout
+
+    @property
+    def _entries(self) -> Path:
+        return self.root / "entries"
+
+    @property
+    def _locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def _quarantine(self) -> Path:
+        return self.root / "invalid"
+
+    def path_of(self, key: str) -> Path:
+        """Where the entry with ``key`` lives."""
+        return self._entries / key
+
+    # ----------------------------------------------------------------------------------------
+    # the main operation
+
+    def get_or_build(
+        self,
+        params: Mapping[str, Any],
+        build: Callable[[], xr.Dataset],
+        *,
+        source: str,
+        extra: Mapping[str, Any] | None = None,
+        allow_nan: bool = False,
+    ) -> tuple[xr.Dataset, dict[str, Any]]:
+        """The dataset for ``params``: read from a valid entry, else built by ``build()``, stored
+        and read back. Returns it and the entry's manifest."""
+        key = make_key(params)
+        found = self._try_read(key, params)
+        if found is not None:
+            return found
+        with self._lock(key):
+            found = self._try_read(key, params)  # another process may have filled it meanwhile
+            if found is not None:
+                return found
+            self.stats.misses += 1
+            started = time.perf_counter()
+            ds = build()
+            build_seconds = time.perf_counter() - started
+            fractions = nan_fractions(ds)
+            if not allow_nan:
+                check_suspicious(fractions, self.max_nan_fraction, f"source {source}")
+            manifest = {
+                "format": FORMAT,
+                "key": key,
+                "source": source,
+                "params": _canonical(params),
+                "extra": _canonical(dict(extra or {})),
+                "nan_fraction": fractions,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "fastzarr_version": _core.__version__,
+                "build_seconds": build_seconds,
+            }
+            self._write(key, ds, manifest)
+        self._evict(keep=key)
+        return self._read(key, params)
+
+    # ----------------------------------------------------------------------------------------
+    # reading and validating
+
+    def _try_read(self, key: str, params: Mapping[str, Any]) -> tuple[xr.Dataset, dict[str, Any]] | None:
+        path = self.path_of(key)
+        if not (path / MANIFEST).exists() and not path.exists():
+            return None
+        try:
+            ds, manifest = self._read(key, params)
+        except _InvalidEntryError as exc:
+            self._set_aside(key, str(exc))
+            return None
+        self.stats.hits += 1
+        self.stats.seconds_saved += max(float(manifest.get("build_seconds", 0.0)) - self._last_read, 0.0)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last used, for LRU eviction
+        return ds, manifest
+
+    def _validate(
+        self, key: str, params: Mapping[str, Any] | None, *, full: bool = False
+    ) -> tuple[dict[str, Any], list[ChunkRecord]]:
+        """Checks an entry; raises _InvalidEntryError saying why. Returns its manifest and records.
+        ``full`` also checks every array's own metadata file (reads need only the root's)."""
+        path = self.path_of(key)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise _InvalidEntryError("its manifest is missing") from None
+        except (OSError, ValueError) as exc:
+            raise _InvalidEntryError(f"its manifest cannot be read: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise _InvalidEntryError("its manifest is not a JSON object")
+        if manifest.get("format") != FORMAT:
+            raise _InvalidEntryError(f"its manifest has format {manifest.get('format')!r}, not {FORMAT}")
+        if manifest.get("key") != key:
+            raise _InvalidEntryError(f"its manifest belongs to key {manifest.get('key')!r}, not {key!r}")
+        if params is not None and manifest.get("params") != json.loads(json.dumps(_canonical(params))):
+            raise _InvalidEntryError("its manifest's parameters differ from the key's")
+        try:
+            records = [(str(a), str(k), int(s), int(c)) for a, k, s, c in manifest["chunks"]]
+            files = [(str(a), str(k), int(s), int(c)) for a, k, s, c in manifest["files"]]
+            arrays = {str(n): int(c) for n, c in manifest["arrays"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _InvalidEntryError(f"its manifest lacks chunk records: {exc}") from None
+        counts: dict[str, int] = {}
+        for a, *_ in records:
+            counts[a] = counts.get(a, 0) + 1
+        for name, expected in arrays.items():
+            if counts.get(name, 0) != expected:
+                raise _InvalidEntryError(
+                    f"array {name!r} has {counts.get(name, 0)} chunk records, expected {expected}"
+                )
+        if not full:
+            # Reads use the consolidated metadata in the root zarr.json only; the arrays' own
+            # zarr.json files are checked by verify().
+            files = [f for f in files if f[1] == "zarr.json"]
+        try:
+            _core._verify_chunks(path, records + files)
+        except _core.CorruptChunkError as exc:
+            raise _InvalidEntryError(str(exc)) from None
+        return manifest, records
+
+    _last_read = 0.0
+
+    def _read(self, key: str, params: Mapping[str, Any] | None) -> tuple[xr.Dataset, dict[str, Any]]:
+        started = time.perf_counter()
+        manifest, records = self._validate(key, params)
+        validated = time.perf_counter()
+        counts: dict[str, int] = {}
+        for a, *_ in records:
+            counts[a] = counts.get(a, 0) + 1
+        try:
+            ds = _read_store(self.path_of(key), counts)
+        except (FastzarrError, OSError, KeyError, ValueError, TypeError) as exc:
+            raise _InvalidEntryError(f"it cannot be read: {exc}") from None
+        ended = time.perf_counter()
+        self._last_read = ended - started
+        self.stats.validation_seconds += validated - started
+        self.stats.read_seconds += ended - started
+        self.stats.bytes_served += sum(r[2] for r in records)
+        return ds, manifest
+
+    def _set_aside(self, key: str, reason: str) -> None:
+        """Moves an invalid entry to the quarantine directory and warns why."""
+        path = self.path_of(key)
+        warnings.warn(
+            f"fastzarr cache entry {key} ({path}) is invalid and will be rebuilt: {reason}",
+            CacheWarning,
+            stacklevel=4,
+        )
+        self.stats.rebuilt += 1
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path, self._quarantine / f"{key}-{time.time_ns()}")
+
+    # ----------------------------------------------------------------------------------------
+    # writing
+
+    def _write(self, key: str, ds: xr.Dataset, manifest: dict[str, Any]) -> None:
+        target = self.path_of(key)
+
+        def add_manifest(tmp: Path, records: list[ChunkRecord]) -> None:
+            metadata = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("zarr.json"))
+            arrays: dict[str, int] = {}
+            for a, *_ in records:
+                arrays[a] = arrays.get(a, 0) + 1
+            for name in ds.variables:
+                arrays.setdefault(str(name), 0)
+            full = {
+                **manifest,
+                "chunks": [list(r) for r in records],
+                "files": [list(r) for r in _core._checksum_files(tmp, metadata)],
+                "arrays": arrays,
+                "nbytes": sum(r[2] for r in records),
+            }
+            with open(tmp / MANIFEST, "w") as f:
+                json.dump(full, f)
+                f.flush()
+                os.fsync(f.fileno())
+
+        if target.exists():
+            self._set_aside(key, "it was replaced while being rebuilt")
+        write_store(ds, target, mode="w-", codec=_CODEC, before_publish=add_manifest)
+
+    @contextlib.contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        """An exclusive file lock for ``key`` (waits up to ``lock_timeout``, then CacheError)."""
+        path = self._locks / f"{key}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise CacheError(
+                            f"timed out after {self.lock_timeout} s waiting for another process to "
+                            f"finish cache entry {key} (lock {path})"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    # ----------------------------------------------------------------------------------------
+    # management
+
+    def _keys(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                e.name for e in os.scandir(self._entries) if e.is_dir() and not e.name.startswith(".")
+            )
+        return []
+
+    def entries(self) -> list[CacheEntry]:
+        """Every entry (valid or not yet checked), least recently used first."""
+        out = []
+        for key in self._keys():
+            path = self.path_of(key)
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+                last_used = path.stat().st_mtime
+            except (OSError, ValueError):
+                continue
+            size = int(manifest.get("nbytes", 0)) + sum(int(f[2]) for f in manifest.get("files", []))
+            out.append(
+                CacheEntry(
+                    key=key,
+                    path=path,
+                    source=str(manifest.get("source", "")),
+                    params=manifest.get("params", {}),
+                    size=size,
+                    created=str(manifest.get("created", "")),
+                    last_used=last_used,
+                    nan_fraction=manifest.get("nan_fraction", {}),
+                )
+            )
+        return sorted(out, key=lambda e: e.last_used)
+
+    @property
+    def size(self) -> int:
+        """Stored bytes of all entries."""
+        return sum(e.size for e in self.entries())
+
+    def verify(self) -> dict[str, str]:
+        """Validates every entry; invalid ones are moved aside. Returns ``{key: problem}``."""
+        problems = {}
+        for key in self._keys():
+            try:
+                self._validate(key, None, full=True)
+            except _InvalidEntryError as exc:
+                problems[key] = str(exc)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.path_of(key), self._quarantine / f"{key}-{time.time_ns()}")
+        return problems
+
+    def remove(self, entry: CacheEntry | str) -> None:
+        """Deletes one entry (a `CacheEntry` or its key)."""
+        key = entry.key if isinstance(entry, CacheEntry) else str(entry)
+        with self._lock(key):
+            self._delete(self.path_of(key))
+
+    def _delete(self, path: Path) -> None:
+        """Renames, then deletes: a half-deleted entry never sits under its key."""
+        doomed = self._quarantine / f"{path.name}-{time.time_ns()}-deleted"
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _evict(self, keep: str | None = None) -> list[str]:
+        """Deletes least recently used entries until the cache fits ``max_size``."""
+        if self.max_size is None:
+            return []
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        evicted = []
+        for e in entries:
+            if total <= self.max_size:
+                break
+            if e.key == keep:
+                continue
+            self._delete(e.path)
+            total -= e.size
+            evicted.append(e.key)
+        return evicted
+
+    def prune(self) -> list[str]:
+        """Removes invalid entries, leftovers of interrupted writes, and least recently used
+        entries beyond ``max_size``. Returns the keys removed."""
+        removed = list(self.verify())
+        shutil.rmtree(self._quarantine, ignore_errors=True)
+        self._quarantine.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            for e in os.scandir(self._entries):
+                if e.name.startswith("."):
+                    shutil.rmtree(e.path, ignore_errors=True)
+        return removed + self._evict()
+
+    def clear(self) -> None:
+        """Deletes every entry."""
+        for key in self._keys():
+            self._delete(self.path_of(key))
+        shutil.rmtree(self._quarantine, ignore_errors=True)
+        self._quarantine.mkdir(mode=0o700, exist_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# reading an entry back
+
+
+def _read_store(path: Path, chunk_counts: Mapping[str, int]) -> xr.Dataset:
+    """Reads a store written by fastzarr's writer into an xarray Dataset in one parallel pass,
+    decoded as ``xr.open_zarr`` would decode it. Every array must have all its chunks on record
+    (``chunk_counts``): an array whose chunks are not all real data is refused."""
+    group = _core.open_group(os.fspath(path))
+    names = group.array_keys()
+    arrays = [a for a in (group[n] for n in names) if isinstance(a, _core.Array)]
+    for name, array in zip(names, arrays, strict=True):
+        grid = math.prod(-(-n // c) for n, c in zip(array.shape, array.chunks, strict=True))
+        if 0 in array.shape:
+            grid = 0
+        if chunk_counts.get(name, 0) != grid:
+            raise ValueError(f"array {name!r} has {chunk_counts.get(name, 0)} chunks on record, not {grid}")
+    values = _core.read_many([(a, ...) for a in arrays]) if arrays else []
+    variables = {}
+    for name, array, data in zip(names, arrays, values, strict=True):
+        attrs = dict(array.attrs)
+        if "_FillValue" in attrs:
+            attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], data.dtype)
+        dims = array.dimension_names or [f"dim_{i}" for i in range(data.ndim)]
+        variables[name] = xr.Variable(dims, data, attrs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+        return xr.decode_cf(xr.Dataset(variables, attrs=dict(group.attrs)))

@@ -1,0 +1,402 @@
+"""``fastzarr.to_zarr``: write an xarray Dataset as a Zarr store, in parallel, verified, atomically.
+
+The dataset is CF-encoded by xarray's own functions (the ones ``Dataset.to_zarr`` uses), so
+``xr.open_zarr`` gives back the same values, coordinates, attributes and encodings. The chunks
+are encoded on all cores by fastzarr's Rust core (GIL released) and written to a temporary
+sibling directory; every chunk's stored size and CRC-32C are kept, the files and directories are
+fsynced, every chunk is re-read and checked, and only then is the directory renamed into place
+(with ``mode="w"``, atomically exchanged with the store it replaces). A crash or Ctrl-C at any
+moment leaves the old store or the new one, never a half-written store at ``url``.
+
+Dask-backed variables are computed here, a chunk-aligned slab at a time under ``max_memory``:
+never written as references.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import secrets
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+
+from fastzarr import _core
+from fastzarr._encoding import Codec, Variable, encode
+
+__all__ = ["ChunkRecord", "Codec", "WriteResult", "to_zarr", "write_store"]
+
+ChunkRecord = tuple[str, str, int, int]
+"""``(array path, chunk key, stored size, CRC-32C)`` of one stored chunk."""
+
+MODES = ("w-", "w")
+_DATAARRAY_NAME = "__xarray_dataarray_variable__"  # what xarray's DataArray.to_zarr uses
+_DEFAULT_SLAB = 256 * 2**20
+_STORE_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+
+
+@dataclass
+class WriteResult:
+    """What :func:`to_zarr` wrote: the store, every chunk's record, and how long it took."""
+
+    path: Path
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        """Stored bytes of all chunks."""
+        return sum(r[2] for r in self.chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def _is_dask(data: Any) -> bool:
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(data, dask_array.Array)
+
+
+def _slabs(
+    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, budget: int
+) -> Iterator[tuple[slice, ...]]:
+    """Chunk-aligned regions covering ``shape``, each within ``budget`` bytes where a chunk allows."""
+
+    def rec(axis: int, prefix: tuple[slice, ...]) -> Iterator[tuple[slice, ...]]:
+        if axis == len(shape):
+            yield prefix
+            return
+        rest = math.prod(shape[axis + 1 :]) * itemsize
+        step_bytes = chunks[axis] * rest
+        if step_bytes <= budget or axis == len(shape) - 1:
+            steps = max(1, budget // max(step_bytes, 1))
+            size = steps * chunks[axis]
+            for start in range(0, max(shape[axis], 1), size):
+                yield (
+                    *prefix,
+                    slice(start, min(start + size, shape[axis])),
+                    *(slice(None),) * (len(shape) - axis - 1),
+                )
+            return
+        for start in range(0, shape[axis], chunks[axis]):
+            yield from rec(axis + 1, (*prefix, slice(start, min(start + chunks[axis], shape[axis]))))
+
+    if not shape:
+        yield ()
+        return
+    if 0 in shape:
+        return
+    yield from rec(0, ())
+
+
+def _materialize(data: Any, region: tuple[slice, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """One region of a variable's data as a C-contiguous numpy array of ``dtype`` (native order)."""
+    part = data[region] if region else data
+    if _is_dask(part):
+        part = part.compute()
+    values = np.asarray(part)
+    if values.dtype.kind in "OT" or (values.dtype.kind == "S" and dtype.kind == "U"):
+        values = values.astype(dtype)
+    # ascontiguousarray makes 0-d arrays 1-d: put the shape back
+    return np.ascontiguousarray(values, dtype=dtype).reshape(values.shape)
+
+
+def _region_start(region: tuple[slice, ...], shape: tuple[int, ...]) -> list[int]:
+    return [s.indices(n)[0] for s, n in zip(region, shape, strict=True)]
+
+
+def _write_data(
+    tmp: Path, variables: list[Variable], *, budget: int, fsync: bool, deadline: float | None
+) -> list[ChunkRecord]:
+    """Writes every variable's chunks; numpy data in one go, other data in slabs."""
+    records: list[ChunkRecord] = []
+    for v in variables:
+        if v.data is None or 0 in v.shape:
+            continue
+        in_memory = isinstance(v.data, np.ndarray)
+        limit = max(budget, v.nbytes) if in_memory else budget
+        for region in _slabs(v.shape, v.chunks, v.dtype.itemsize, limit):
+            values = _materialize(v.data, region, v.dtype)
+            remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+            start = _region_start(region, v.shape) if region else []
+            records += _core._write_region(
+                tmp, v.name, v.rust_metadata, values, start, fsync=fsync, timeout=remaining
+            )
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# files, renames
+
+
+def _write_json(path: Path, value: Any, fsync: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, allow_nan=False)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _write_metadata(
+    tmp: Path,
+    variables: list[Variable],
+    attrs: dict[str, Any],
+    *,
+    zarr_format: int,
+    consolidated: bool,
+    fsync: bool,
+) -> None:
+    if zarr_format == 3:
+        for v in variables:
+            _write_json(tmp / v.name / "zarr.json", v.metadata, fsync)
+        group: dict[str, Any] = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
+        if consolidated:
+            group["consolidated_metadata"] = {
+                "kind": "inline",
+                "must_understand": False,
+                "metadata": {v.name: v.metadata for v in variables},
+            }
+        _write_json(tmp / "zarr.json", group, fsync)
+        return
+    meta: dict[str, Any] = {".zgroup": {"zarr_format": 2}, ".zattrs": attrs}
+    for v in variables:
+        zattrs = {**v.attrs, "_ARRAY_DIMENSIONS": list(v.dims)}
+        _write_json(tmp / v.name / ".zarray", v.metadata, fsync)
+        _write_json(tmp / v.name / ".zattrs", zattrs, fsync)
+        meta[f"{v.name}/.zarray"] = v.metadata
+        meta[f"{v.name}/.zattrs"] = zattrs
+    _write_json(tmp / ".zgroup", {"zarr_format": 2}, fsync)
+    _write_json(tmp / ".zattrs", attrs, fsync)
+    if consolidated:
+        _write_json(tmp / ".zmetadata", {"zarr_consolidated_format": 1, "metadata": meta}, fsync)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.fastzarr-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Deletes temporary siblings of ``target`` left by writers that died (their pid is gone)."""
+    prefix = f".{target.name}.fastzarr-"
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(target.parent):
+            if not entry.name.startswith(prefix):
+                continue
+            parts = entry.name[len(prefix) :].split("-")
+            if len(parts) == 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the process already has libc loaded
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+def _is_store_or_empty(path: Path) -> bool:
+    return not any(path.iterdir()) or any((path / m).exists() for m in _STORE_MARKERS)
+
+
+def _publish(tmp: Path, target: Path, mode: str) -> None:
+    """Moves the finished ``tmp`` to ``target``: a plain rename, or an exchange with the old store."""
+    if not target.exists():
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if mode == "w-" or not target.exists():
+                raise
+        else:
+            _fsync_dir(target.parent)
+            return
+    if mode == "w-":
+        raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
+    if not target.is_dir() or not _is_store_or_empty(target):
+        raise FileExistsError(f"{target} exists and is not a Zarr store: refusing to replace it")
+    if _exchange(tmp, target):
+        old = tmp  # after the exchange, tmp's name holds the old store
+    else:
+        old = _sibling(target, "old")
+        os.rename(target, old)
+        os.rename(tmp, target)
+    _fsync_dir(target.parent)
+    _discard(old)
+
+
+def _discard(path: Path) -> None:
+    """Deletes a replaced store in a background thread: on some filesystems every ``rmdir`` costs
+    milliseconds, and the new store is already in place. If the process ends first, the leftover
+    is removed by the next write next to it (its writer's pid is gone)."""
+    threading.Thread(target=shutil.rmtree, args=(path, True), name="fastzarr-discard").start()
+
+
+def _target_path(url: str | os.PathLike[str]) -> Path:
+    text = os.fspath(url)
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme != "file":
+            raise ValueError(f"fastzarr.to_zarr writes local stores only, not {text!r}")
+        text = rest
+    return Path(text).absolute()
+
+
+def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
+    if isinstance(obj, xr.Dataset):
+        return obj
+    if isinstance(obj, xr.DataArray):
+        if obj.name is None:
+            return obj.to_dataset(name=_DATAARRAY_NAME)
+        return obj.to_dataset()
+    raise TypeError(f"to_zarr takes an xarray Dataset or DataArray, not {type(obj).__name__}")
+
+
+def to_zarr(
+    obj: xr.Dataset | xr.DataArray,
+    url: str | os.PathLike[str],
+    *,
+    mode: str = "w-",
+    zarr_format: int = 3,
+    codec: str = "blosc:zstd:3:shuffle",
+    chunks: Mapping[Hashable, int] | int | None = None,
+    consolidated: bool = True,
+    fsync: bool = True,
+    max_memory: int = _DEFAULT_SLAB,
+    timeout: float | None = None,
+) -> WriteResult:
+    """Writes ``obj`` as a Zarr store at ``url``: parallel, verified, atomic.
+
+    Args:
+        obj: a Dataset or DataArray, numpy- or dask-backed (dask is computed here in chunk-aligned
+            slabs of at most ``max_memory`` bytes; lazily indexed data is read slab by slab too).
+        url: a local path (or ``file://`` URL) of the store to create.
+        mode: ``"w-"`` creates and fails if ``url`` exists; ``"w"`` replaces an existing Zarr store
+            (atomically). Appending (``"a"``) is not supported yet.
+        zarr_format: 3 (default) or 2.
+        codec: ``"blosc:<cname>:<level>:<shuffle>"``, ``"zstd:<level>"``, ``"gzip:<level>"`` or ``"none"``.
+        chunks: chunk length per dimension (``-1`` for the whole dimension) or one int for all;
+            by default a variable's ``encoding["chunks"]``, its uniform dask chunks, or ~4 MB chunks.
+        consolidated: also write consolidated metadata.
+        fsync: flush every file and directory to disk before the store is renamed into place.
+        max_memory: bytes of data materialized at a time for dask-backed or lazy variables.
+        timeout: seconds for the whole write (`fastzarr.TimeoutError`); Ctrl-C stops it too.
+
+    Returns:
+        A `WriteResult`: the store's path and every chunk's ``(array, key, size, crc32c)``.
+
+    Raises:
+        FileExistsError: ``url`` exists with ``mode="w-"``, or is not a Zarr store with ``mode="w"``.
+        fastzarr.CorruptChunkError: the written chunks did not read back as written.
+    """
+    start = time.perf_counter()
+    deadline = None if timeout is None else start + timeout
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES} (appending is not supported yet), not {mode!r}")
+    if zarr_format not in (2, 3):
+        raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
+    if max_memory <= 0:
+        raise ValueError(f"max_memory must be positive, not {max_memory!r}")
+    parsed = Codec.parse(codec)
+    ds = _as_dataset(obj)
+    target = _target_path(url)
+    if mode == "w-" and target.exists():
+        raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
+    records = write_store(
+        ds,
+        target,
+        mode=mode,
+        zarr_format=zarr_format,
+        codec=parsed,
+        chunks=chunks,
+        consolidated=consolidated,
+        fsync=fsync,
+        max_memory=max_memory,
+        deadline=deadline,
+    )
+    return WriteResult(target, records, time.perf_counter() - start)
+
+
+def write_store(
+    ds: xr.Dataset,
+    target: Path,
+    *,
+    mode: str,
+    zarr_format: int = 3,
+    codec: Codec,
+    chunks: Mapping[Hashable, int] | int | None = None,
+    consolidated: bool = True,
+    fsync: bool = True,
+    max_memory: int = _DEFAULT_SLAB,
+    deadline: float | None = None,
+    before_publish: Callable[[Path, list[ChunkRecord]], None] | None = None,
+) -> list[ChunkRecord]:
+    """The body of :func:`to_zarr` for a Dataset and a local target; ``before_publish(tmp, records)``
+    may add files to the verified store before it is renamed into place (the cache's manifest)."""
+    variables, attrs = encode(ds, zarr_format=zarr_format, codec=codec, chunks=chunks)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
+    tmp = _sibling(target, "tmp")
+    tmp.mkdir()
+    try:
+        records = _write_data(tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline)
+        _write_metadata(
+            tmp, variables, attrs, zarr_format=zarr_format, consolidated=consolidated, fsync=fsync
+        )
+        remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+        _core._verify_chunks(tmp, records, timeout=remaining)
+        if before_publish is not None:
+            before_publish(tmp, records)
+        if fsync:
+            _core._sync_dirs(tmp)
+        _publish(tmp, target, mode)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return records

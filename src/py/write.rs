@@ -1,0 +1,147 @@
+//! Bindings of the write path: encode a numpy region into chunk files, verify them, sync.
+//!
+//! These are private (`_`-prefixed) building blocks of `fastzarr.to_zarr` and the cache;
+//! the Python layer writes metadata and decides where and when to rename.
+
+use std::path::PathBuf;
+
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::{Error, Result};
+use crate::py::{detach_cancellable, url_string};
+use crate::write::{self, ChunkRecord, WriteRegion};
+
+/// `(array path, chunk key, stored size, CRC-32C)` as Python sees a chunk record.
+type RecordTuple = (String, String, u64, u32);
+
+/// The bytes of a C-contiguous numpy array, borrowed while `array` is alive.
+fn contiguous_bytes<'a>(array: &'a Bound<'_, PyAny>) -> Result<(&'a [u8], Vec<u64>)> {
+    let untyped = array.cast::<PyUntypedArray>().map_err(|_| {
+        Error::InvalidArgument(format!("expected a numpy array, got {}", array.get_type()))
+    })?;
+    if !untyped.is_c_contiguous() {
+        return Err(Error::InvalidArgument(
+            "the array to write must be C-contiguous".into(),
+        ));
+    }
+    let shape: Vec<u64> = untyped.shape().iter().map(|&n| n as u64).collect();
+    let len = untyped.len() * untyped.dtype().itemsize();
+    if len == 0 {
+        return Ok((&[], shape));
+    }
+    // SAFETY: `untyped` is a live numpy array (checked by the cast above); we read its
+    // data pointer only.
+    #[allow(unsafe_code)]
+    let data = unsafe {
+        (*untyped.as_array_ptr())
+            .fields
+            .data
+            .cast::<u8>()
+            .cast_const()
+    };
+    // SAFETY: a C-contiguous array of `len` bytes at `data`, kept alive by `array`, which
+    // the caller holds for the slice's lifetime `'a`. It is only read.
+    #[allow(unsafe_code)]
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+    Ok((bytes, shape))
+}
+
+/// Encodes `data` (C-contiguous, native byte order, the array's dtype) as the chunks of
+/// the region starting at `start` of the array at `array_path` in the store directory
+/// `store`, whose metadata is the JSON `metadata`; writes the chunk files (fsynced with
+/// `fsync=True`) in parallel with the GIL released and returns one
+/// `(array, key, size, crc32c)` per chunk written.
+#[pyfunction]
+#[pyo3(signature = (store, array_path, metadata, data, start, *, fsync = true, timeout = None))]
+// The arguments mirror the Python call, keyword-only options included.
+#[allow(clippy::too_many_arguments)]
+pub fn _write_region(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    array_path: String,
+    metadata: String,
+    data: &Bound<'_, PyAny>,
+    start: Vec<u64>,
+    fsync: bool,
+    timeout: Option<f64>,
+) -> Result<Vec<RecordTuple>> {
+    let store_dir = PathBuf::from(url_string(store)?);
+    let (bytes, shape) = contiguous_bytes(data)?;
+    let region = WriteRegion {
+        store_dir: &store_dir,
+        array_path: &array_path,
+        metadata: &metadata,
+        start: &start,
+        shape: &shape,
+        data: bytes,
+        fsync,
+    };
+    let records = detach_cancellable(py, timeout, |cancel| write::write_region(&region, cancel))?;
+    Ok(records
+        .into_iter()
+        .map(|r| (r.array, r.key, r.size, r.crc32c))
+        .collect())
+}
+
+/// Re-reads every chunk of `records` (`(array, key, size, crc32c)`) below the store
+/// directory `store`, in parallel; raises `CorruptChunkError` naming the store, array and
+/// chunk of a missing file, a wrong size or a wrong checksum. Returns the bytes checked.
+#[pyfunction]
+#[pyo3(signature = (store, records, *, timeout = None))]
+pub fn _verify_chunks(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    records: Vec<RecordTuple>,
+    timeout: Option<f64>,
+) -> Result<u64> {
+    let store_dir = PathBuf::from(url_string(store)?);
+    let records: Vec<ChunkRecord> = records
+        .into_iter()
+        .map(|(array, key, size, crc32c)| ChunkRecord {
+            array,
+            key,
+            size,
+            crc32c,
+        })
+        .collect();
+    detach_cancellable(py, timeout, |cancel| {
+        write::verify_chunks(&store_dir, &records, cancel)
+    })
+}
+
+/// fsyncs every directory below (and including) `path`.
+#[pyfunction]
+pub fn _sync_dirs(py: Python<'_>, path: &Bound<'_, PyAny>) -> Result<()> {
+    let root = PathBuf::from(url_string(path)?);
+    py.detach(|| write::sync_dirs(&root))
+}
+
+/// Every file below `path` as `relative path \t size \t mtime_ns \n` lines, sorted: the raw
+/// material of a source fingerprint.
+#[pyfunction]
+pub fn _tree_listing<'py>(
+    py: Python<'py>,
+    path: &Bound<'py, PyAny>,
+) -> Result<Bound<'py, PyBytes>> {
+    let root = PathBuf::from(url_string(path)?);
+    let listing = py.detach(|| write::tree_listing(&root))?;
+    Ok(PyBytes::new(py, &listing))
+}
+
+/// `(array, key, size, crc32c)` records of existing files below `store` (e.g. metadata files),
+/// to be checked later by `_verify_chunks`.
+#[pyfunction]
+pub fn _checksum_files(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    keys: Vec<String>,
+) -> Result<Vec<RecordTuple>> {
+    let store_dir = PathBuf::from(url_string(store)?);
+    let records = py.detach(|| write::checksum_files(&store_dir, &keys))?;
+    Ok(records
+        .into_iter()
+        .map(|r| (r.array, r.key, r.size, r.crc32c))
+        .collect())
+}
