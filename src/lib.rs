@@ -6,7 +6,9 @@ pub mod array;
 pub mod blosc_ranges;
 pub mod codecs;
 pub mod errors;
+pub mod limits;
 pub mod metadata;
+pub mod paths;
 pub mod plan;
 pub mod py;
 pub mod read;
@@ -16,7 +18,10 @@ pub mod store;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// Not declared free-threading safe: the wheel is abi3 (CPython 3.10+), which free-threaded
+// CPython (3.13t/3.14t) cannot load, so no free-threaded build has been tested. Threads on a
+// GIL build are tested (tests/test_threads.py): the work runs with the GIL released.
+#[pymodule(gil_used = true)]
 mod _core {
     use super::{errors, Bound, PyModule, PyModuleMethods, PyResult};
 
@@ -26,6 +31,8 @@ mod _core {
     use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray};
     #[pymodule_export]
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
+    #[pymodule_export]
+    use crate::py::guard::{_busy_count, _debug_panic};
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
     #[pymodule_export]

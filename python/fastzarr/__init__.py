@@ -33,6 +33,7 @@ from fastzarr._core import (
 )
 
 from fastzarr.report import DuplicateRecord, Report
+from fastzarr import _fork  # noqa: F401  (registers the fork warning)
 
 if TYPE_CHECKING:
     from fastzarr.extract import (
