@@ -35,7 +35,9 @@ def blosc_seeds() -> None:
         for cname in ("lz4", "zstd", "blosclz"):
             encoded = numcodecs.Blosc(cname=cname, shuffle=shuffle, blocksize=1024).encode(data)
             ranges = [(0, 8), (data.nbytes // 2, 16), (data.nbytes - 4, 4)]
-            prefix = struct.pack("<IB", data.nbytes, len(ranges)) + b"".join(struct.pack("<II", *r) for r in ranges)
+            prefix = struct.pack("<IB", data.nbytes, len(ranges)) + b"".join(
+                struct.pack("<II", *r) for r in ranges
+            )
             write("blosc_ranges", f"{name}-{cname}", prefix + encoded)
     tiny = numcodecs.Blosc(cname="lz4").encode(np.zeros(4, "u1"))  # stored uncompressed (memcpyed)
     write("blosc_ranges", "memcpyed", struct.pack("<IB", 4, 0) + tiny)
@@ -65,7 +67,11 @@ def metadata_seeds() -> None:
 
 def plan_seeds() -> None:
     write("plan", "2d-slices", bytes([2, 10, 12, 3, 4, 2, 1, 7, 1, 9, 2, 1, 0, 0, 5, 1, 3]))
-    write("plan", "3d-array-mask", bytes([3, 7, 5, 9, 2, 2, 4, 3, 3, 3, 0, 250, 6, 4, 5, 1, 0, 1, 0, 1, 2, 3, 1, 2, 3]))
+    write(
+        "plan",
+        "3d-array-mask",
+        bytes([3, 7, 5, 9, 2, 2, 4, 3, 3, 3, 0, 250, 6, 4, 5, 1, 0, 1, 0, 1, 2, 3, 1, 2, 3]),
+    )
     write("plan", "points", bytes([2, 20, 20, 3, 3, 1, 2, 1, 1, 3, 5, 255, 19, 2, 9, 4]))
 
 

@@ -32,9 +32,9 @@ mod _core {
     #[pymodule_export]
     use crate::py::functions::{get_num_threads, read_many, set_num_threads};
     #[pymodule_export]
-    use crate::py::guard::{_busy_count, _debug_panic};
-    #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
+    #[pymodule_export]
+    use crate::py::guard::{_busy_count, _debug_panic};
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
 

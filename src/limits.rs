@@ -15,13 +15,14 @@ pub fn check_sizes(shape: &[u64], chunk_shape: &[u64], itemsize: usize) -> Resul
         ));
     }
     if chunk_shape.contains(&0) {
-        return Err(format!("chunk shape {chunk_shape:?} has a zero-length dimension"));
+        return Err(format!(
+            "chunk shape {chunk_shape:?} has a zero-length dimension"
+        ));
     }
     if checked_product(shape).is_none() {
         return Err(format!("shape {shape:?} has more than 2^64 elements"));
     }
-    let chunk_bytes =
-        checked_product(chunk_shape).and_then(|n| n.checked_mul(itemsize as u64));
+    let chunk_bytes = checked_product(chunk_shape).and_then(|n| n.checked_mul(itemsize as u64));
     match chunk_bytes {
         Some(bytes) if bytes <= MAX_CHUNK_BYTES => Ok(()),
         _ => Err(format!(
@@ -43,9 +44,15 @@ mod tests {
         assert!(check_sizes(&[4, 6], &[2, 3], 8).is_ok());
         assert!(check_sizes(&[], &[], 8).is_ok());
         assert!(check_sizes(&[u64::MAX], &[1], 8).is_ok());
-        assert!(check_sizes(&[4, 6], &[2], 8).unwrap_err().contains("dimensions"));
-        assert!(check_sizes(&[4, 6], &[2, 0], 8).unwrap_err().contains("zero"));
-        assert!(check_sizes(&[1 << 62, 1 << 62], &[1, 1], 8).unwrap_err().contains("2^64"));
+        assert!(check_sizes(&[4, 6], &[2], 8)
+            .unwrap_err()
+            .contains("dimensions"));
+        assert!(check_sizes(&[4, 6], &[2, 0], 8)
+            .unwrap_err()
+            .contains("zero"));
+        assert!(check_sizes(&[1 << 62, 1 << 62], &[1, 1], 8)
+            .unwrap_err()
+            .contains("2^64"));
         assert!(check_sizes(&[1 << 40, 1 << 40], &[1 << 40, 1 << 40], 1).is_err());
         assert!(check_sizes(&[u64::MAX], &[1 << 62], 8).is_err());
     }

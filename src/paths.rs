@@ -122,7 +122,15 @@ mod tests {
             assert_eq!(checked_key(good), Some(good));
         }
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../x", "a\\..\\x", "a\0b", "a//b", "./a", "a/",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\\..\\x",
+            "a\0b",
+            "a//b",
+            "./a",
+            "a/",
         ] {
             assert_eq!(checked_key(bad), None, "{bad:?}");
         }
@@ -135,7 +143,8 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"secret").unwrap();
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("data"), b"data").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("leak")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("leak"))
+            .unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("dir")).unwrap();
         std::os::unix::fs::symlink(root.path().join("data"), root.path().join("alias")).unwrap();
         let store = ConfinedStore::new(root.path()).unwrap();
@@ -145,7 +154,10 @@ mod tests {
         assert!(get("missing").unwrap().is_none());
         for bad in ["leak", "dir/secret", "../secret"] {
             let err = get(bad).unwrap_err().to_string();
-            assert!(err.contains("outside") || err.contains("not a key"), "{bad}: {err}");
+            assert!(
+                err.contains("outside") || err.contains("not a key"),
+                "{bad}: {err}"
+            );
         }
     }
 }

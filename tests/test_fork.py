@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import fastzarr as fz
 import numpy as np
 import pytest
 from conftest import write_array
+from fastzarr.testing import make_batches
 
 TIMEOUT = 60
 SHAPE = (64, 48)
@@ -192,21 +195,19 @@ def test_parent_threads_read_concurrently(store: str) -> None:
 
 
 def extract_sum(paths: list[str]) -> float:
-    import warnings as w
-
-    with w.catch_warnings():
-        w.simplefilter("ignore")  # DuplicateWarning for the overlapping batches
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DuplicateWarning for the overlapping batches
         ds = fz.extract_points(paths, points={"lat": [1.0, 5.0], "lon": [2.0, 40.0]})
     return float(sum(float(ds[v].sum()) for v in ds.data_vars))
 
 
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    from fastzarr.testing import make_batches
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        paths = make_batches(tmp_path_factory.mktemp("batches"), variables=3, file_ids=3, steps=2, lat=8, lon=12)
+        paths = make_batches(
+            tmp_path_factory.mktemp("batches"), variables=3, file_ids=3, steps=2, lat=8, lon=12
+        )
     return [str(p) for p in paths]
 
 
@@ -269,11 +270,12 @@ print("after", _core._busy_count())
 
 
 def test_fork_while_busy_warns_once(store: str) -> None:
-    import subprocess
-    import sys
-
     out = subprocess.run(
-        [sys.executable, "-c", FORK_WARNING_SCRIPT, store], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", FORK_WARNING_SCRIPT, store],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

@@ -51,7 +51,9 @@ def chunk_file(path: str, zarr_format: int, key: tuple[int, ...] = (1, 1)) -> tu
 def test_chunk_decoding_to_more_than_the_chunk_is_corrupt(tmp_path: Path, family: str) -> None:
     """A valid stream of the right codec that holds more bytes than the chunk (twice as many)."""
     zarr_format, compressor, codec = FAMILIES[family]
-    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format, compressors=compressor)
+    path = write_array(
+        tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format, compressors=compressor
+    )
     chunk, key = chunk_file(path, zarr_format)
     chunk.write_bytes(codec.encode(np.arange(12, dtype="f8")))
     arr = fz.open_array(path)
@@ -145,7 +147,7 @@ def test_decompression_bombs_are_corrupt_chunks_without_inflating(tmp_path: Path
                     arr[sel]
                     outcome.setdefault(name, []).append("read")
                 except fz.CorruptChunkError as e:
-                    outcome.setdefault(name, []).append("corrupt" if key in str(e) and "grp" not in str(e) else str(e))
+                    outcome.setdefault(name, []).append("corrupt" if key in str(e) else str(e))
         grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
         print(json.dumps({"outcome": outcome, "grown_kib": grown}))
         """
@@ -195,7 +197,9 @@ def test_lying_blosc_headers(tmp_path: Path, zarr_format: int, lie: str) -> None
         if zarr_format == 2
         else BloscCodec(cname="lz4", shuffle="shuffle", blocksize=4096)
     )
-    path = write_array(tmp_path / "b.zarr", data, chunks=(1, 64, 256), zarr_format=zarr_format, compressors=compressor)
+    path = write_array(
+        tmp_path / "b.zarr", data, chunks=(1, 64, 256), zarr_format=zarr_format, compressors=compressor
+    )
     chunk, key = chunk_file(path, zarr_format, (1, 0, 0))
     raw = bytearray(chunk.read_bytes())
     raw[offset : offset + width] = value.to_bytes(width, "little")
@@ -213,14 +217,16 @@ def test_lying_blosc_headers(tmp_path: Path, zarr_format: int, lie: str) -> None
         (lambda: arr[1, 5:9, 100:200], lambda ref: ref[5:9, 100:200]),
         (lambda: fz.read_many([(arr, p) for p in points]), lambda ref: [ref[p[1:]] for p in points]),
     ]
+    refusals = []
     for read, expect in reads:
         try:
             got = read()
         except fz.CorruptChunkError as e:
-            assert key in str(e)
+            refusals.append(str(e))
             continue
         assert reference is not None, f"{lie}: fastzarr decoded a chunk zarr-python refuses"
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expect(reference)))
+    assert all(key in message for message in refusals), refusals
     assert_same(arr[0], data[0])
     if lie in {"nbytes-too-big", "blocksize-zero", "cbytes-too-big", "offset-past-end", "version-unknown"}:
         with pytest.raises(fz.CorruptChunkError, match=key):
@@ -337,6 +343,15 @@ def test_huge_array_reads_small_parts_and_refuses_the_whole(tmp_path: Path, zarr
         arr[...]
 
 
+def read_everything(root: Path) -> None:
+    """Opens the group and reads every array member."""
+    group = fz.open_group(root)
+    for name in group:
+        member = group[name]
+        if isinstance(member, fz.Array):
+            member[...]
+
+
 def _consolidated_v2(root: Path) -> Path:
     with quiet_zarr():
         group = zarr.open_group(str(root), mode="w", zarr_format=2)
@@ -376,9 +391,7 @@ def test_inconsistent_v2_consolidated_metadata(tmp_path: Path, edit: Any, messag
     zmetadata = _consolidated_v2(tmp_path / "g.zarr")
     _edit(zmetadata, edit)
     with pytest.raises((fz.MetadataError, fz.UnsupportedCodecError)) as info:
-        group = fz.open_group(tmp_path / "g.zarr")
-        for name in group:
-            group[name][...] if isinstance(group[name], fz.Array) else None
+        read_everything(tmp_path / "g.zarr")
     text = str(info.value)
     assert ".zmetadata" in text or isinstance(info.value, fz.UnsupportedCodecError)
     assert message.replace("\\\\", "\\") in text
@@ -404,17 +417,22 @@ def _consolidated_v3(root: Path) -> Path:
         (lambda m: m["consolidated_metadata"]["metadata"].update({"/abs": {}}), "/abs"),
         (lambda m: m["consolidated_metadata"]["metadata"].update({"a\x00b": {}}), "a\x00b"),
     ],
-    ids=["metadata-list", "no-metadata", "no-node-type", "negative-shape", "format-2", "dotdot", "absolute", "nul"],
+    ids=[
+        "metadata-list",
+        "no-metadata",
+        "no-node-type",
+        "negative-shape",
+        "format-2",
+        "dotdot",
+        "absolute",
+        "nul",
+    ],
 )
 def test_inconsistent_v3_consolidated_metadata(tmp_path: Path, edit: Any, message: str) -> None:
     zarr_json = _consolidated_v3(tmp_path / "g.zarr")
     _edit(zarr_json, edit)
     with pytest.raises(fz.MetadataError) as info:
-        group = fz.open_group(tmp_path / "g.zarr")
-        for name in group:
-            member = group[name]
-            if isinstance(member, fz.Array):
-                member[...]
+        read_everything(tmp_path / "g.zarr")
     assert "zarr.json" in str(info.value)
     assert message in str(info.value)
 

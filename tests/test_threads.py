@@ -24,7 +24,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("threads")
     rng = np.random.default_rng(3)
     return [
-        write_array(root / "a.zarr", rng.standard_normal((40, 50)).astype("f4"), chunks=(8, 16), zarr_format=2),
+        write_array(
+            root / "a.zarr", rng.standard_normal((40, 50)).astype("f4"), chunks=(8, 16), zarr_format=2
+        ),
         write_array(
             root / "b.zarr",
             rng.integers(0, 1000, (30, 20, 10)).astype("i8"),
@@ -51,7 +53,7 @@ def run_threads(work: Callable[[int], None]) -> None:
         try:
             barrier.wait(timeout=60)
             work(i)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=target, args=(i,)) for i in range(THREADS)]
@@ -67,7 +69,13 @@ def run_threads(work: Callable[[int], None]) -> None:
 def test_threads_on_the_same_array(stores: list[str]) -> None:
     arr = fz.open_array(stores[0])
     expected = zarr_read(stores[0])
-    keys: list[Any] = [..., (slice(3, 30), slice(None, None, -3)), (5,), (slice(None), 7), (slice(1, 40, 4), 2)]
+    keys: list[Any] = [
+        ...,
+        (slice(3, 30), slice(None, None, -3)),
+        (5,),
+        (slice(None), 7),
+        (slice(1, 40, 4), 2),
+    ]
 
     def work(i: int) -> None:
         for r in range(ROUNDS):
@@ -133,7 +141,7 @@ def test_threads_with_failures_and_timeouts_mixed_in(stores: list[str], tmp_path
 def test_panics_become_fastzarr_errors(place: str) -> None:
     """A Rust panic anywhere in a call (with the GIL, without it, in a pool task) is a
     FastzarrError (an Exception), not pyo3's PanicException (a BaseException)."""
-    with pytest.raises(fz.FastzarrError, match="internal error.*debug panic") as info:
+    with pytest.raises(fz.FastzarrError, match=r"internal error.*debug panic") as info:
         _core._debug_panic(place)
     assert isinstance(info.value, Exception)
     # and the pool still works afterwards

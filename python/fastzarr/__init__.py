@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fastzarr import _fork  # noqa: F401  (registers the fork warning)
 from fastzarr._core import (
     Array,
     CorruptChunkError,
@@ -31,9 +32,7 @@ from fastzarr._core import (
     read_many,
     set_num_threads,
 )
-
 from fastzarr.report import DuplicateRecord, Report
-from fastzarr import _fork  # noqa: F401  (registers the fork warning)
 
 if TYPE_CHECKING:
     from fastzarr.extract import (

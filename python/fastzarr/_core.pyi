@@ -21,6 +21,8 @@ __all__ = [
     "TimeoutError",
     "UnsupportedCodecError",
     "__version__",
+    "_busy_count",
+    "_debug_panic",
     "_reopen_array",
     "_reopen_group",
     "get_num_threads",
@@ -173,5 +175,6 @@ def _reopen_array(url: str, options: dict[str, str], path: str) -> Array: ...
 def _reopen_group(url: str, options: dict[str, str], path: str, use_consolidated: bool | None) -> Group: ...
 def _debug_panic(place: str) -> None:
     """Internal test hook: panics in Rust on purpose ("python", "detached" or "pool")."""
+
 def _busy_count() -> int:
     """Internal: fastzarr calls running without the GIL right now (for the fork warning)."""

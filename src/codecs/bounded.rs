@@ -14,9 +14,9 @@ use std::sync::Arc;
 use zarrs::array::codec::{BloscCodec, Bz2Codec, GzipCodec, ZlibCodec, ZstdCodec};
 use zarrs::array::{ArrayBytesRaw, BytesRepresentation};
 use zarrs_codec::{
-    BytesToBytesCodecTraits, Codec, CodecError, CodecMetadataOptions, CodecOptions,
-    CodecPluginV2, CodecPluginV3, CodecTraits, PartialDecoderCapability,
-    PartialEncoderCapability, RecommendedConcurrency,
+    BytesToBytesCodecTraits, Codec, CodecError, CodecMetadataOptions, CodecOptions, CodecPluginV2,
+    CodecPluginV3, CodecTraits, PartialDecoderCapability, PartialEncoderCapability,
+    RecommendedConcurrency,
 };
 use zarrs_metadata::v2::MetadataV2;
 use zarrs_metadata::v3::MetadataV3;
@@ -84,22 +84,32 @@ fn wrap(codec: Codec) -> Codec {
     }
 }
 
-/// Builds zarrs' own (compile-time registered) codec for v2 `metadata`, bounded.
-pub fn create_v2(metadata: &MetadataV2) -> Result<Codec, PluginCreateError> {
+/// zarrs' own (compile-time registered) codec for v2 `metadata`.
+fn zarrs_codec_v2(metadata: &MetadataV2) -> Result<Codec, PluginCreateError> {
     let plugin = inventory::iter::<CodecPluginV2>
         .into_iter()
         .find(|plugin| plugin.match_name(metadata.id()))
         .ok_or_else(|| PluginCreateError::from(format!("no codec {}", metadata.id())))?;
-    Ok(wrap(plugin.create(metadata)?))
+    plugin.create(metadata)
 }
 
-/// Builds zarrs' own (compile-time registered) codec for v3 `metadata`, bounded.
-pub fn create_v3(metadata: &MetadataV3) -> Result<Codec, PluginCreateError> {
+/// zarrs' own codec for v2 `metadata`, bounded.
+pub fn create_v2(metadata: &MetadataV2) -> Result<Codec, PluginCreateError> {
+    Ok(wrap(zarrs_codec_v2(metadata)?))
+}
+
+/// zarrs' own (compile-time registered) codec for v3 `metadata`.
+fn zarrs_codec_v3(metadata: &MetadataV3) -> Result<Codec, PluginCreateError> {
     let plugin = inventory::iter::<CodecPluginV3>
         .into_iter()
         .find(|plugin| plugin.match_name(metadata.name()))
         .ok_or_else(|| PluginCreateError::from(format!("no codec {}", metadata.name())))?;
-    Ok(wrap(plugin.create(metadata)?))
+    plugin.create(metadata)
+}
+
+/// zarrs' own codec for v3 `metadata`, bounded.
+pub fn create_v3(metadata: &MetadataV3) -> Result<Codec, PluginCreateError> {
+    Ok(wrap(zarrs_codec_v3(metadata)?))
 }
 
 fn corrupt(kind: Kind, reason: impl std::fmt::Display) -> CodecError {
@@ -158,7 +168,9 @@ impl Bounded {
                 if declared > limit {
                     return Err(corrupt(
                         kind,
-                        format!("the header declares {declared} decoded bytes, the chunk holds {limit}"),
+                        format!(
+                            "the header declares {declared} decoded bytes, the chunk holds {limit}"
+                        ),
                     ));
                 }
                 return Ok(None);
@@ -249,12 +261,20 @@ mod tests {
     use super::*;
 
     fn codec(kind: Kind) -> Bounded {
-        let metadata: MetadataV2 = serde_json::from_value(match kind {
-            Kind::Blosc => serde_json::json!({"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}),
-            other => serde_json::json!({"id": other.name(), "level": 1}),
-        })
-        .unwrap();
-        match create_v2(&metadata).unwrap() {
+        // zarrs builds blosc from v3 metadata only (v2 arrays are converted first).
+        let created = if kind == Kind::Blosc {
+            let metadata: MetadataV3 = serde_json::from_value(serde_json::json!({
+                "name": "blosc",
+                "configuration": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 1, "blocksize": 0}
+            }))
+            .unwrap();
+            zarrs_codec_v3(&metadata)
+        } else {
+            let metadata: MetadataV2 =
+                serde_json::from_value(serde_json::json!({"id": kind.name(), "level": 1})).unwrap();
+            zarrs_codec_v2(&metadata)
+        };
+        match created.unwrap_or_else(|e| panic!("{kind:?}: {e}")) {
             Codec::BytesToBytes(codec) => Bounded {
                 kind: Kind::of(codec.as_ref()).unwrap(),
                 inner: codec,
@@ -269,10 +289,15 @@ mod tests {
         let options = CodecOptions::default();
         for kind in [Kind::Zstd, Kind::Gzip, Kind::Zlib, Kind::Bz2, Kind::Blosc] {
             let codec = codec(kind);
-            let encoded = codec.encode(Cow::Borrowed(&zeros), &options).unwrap().into_owned();
+            let encoded = codec
+                .encode(Cow::Borrowed(&zeros), &options)
+                .unwrap()
+                .into_owned();
             // Honest: the chunk holds all of it.
             let fits = BytesRepresentation::FixedSize(zeros.len() as u64);
-            let decoded = codec.decode(Cow::Borrowed(&encoded), &fits, &options).unwrap();
+            let decoded = codec
+                .decode(Cow::Borrowed(&encoded), &fits, &options)
+                .unwrap();
             assert_eq!(decoded.len(), zeros.len(), "{kind:?}");
             // A bomb: the chunk holds 1 KiB but the stream inflates to 1 MiB.
             let small = BytesRepresentation::FixedSize(1024);

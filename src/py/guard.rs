@@ -31,7 +31,11 @@ static BUSY: AtomicU64 = AtomicU64::new(0);
 fn update_busy(change: impl Fn(u32) -> u32) {
     let pid = std::process::id();
     let _ = BUSY.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |packed| {
-        let count = if (packed >> 32) as u32 == pid { packed as u32 } else { 0 };
+        let count = if (packed >> 32) as u32 == pid {
+            packed as u32
+        } else {
+            0
+        };
         Some((u64::from(pid) << 32) | u64::from(change(count)))
     });
 }
