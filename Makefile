@@ -9,12 +9,13 @@ export PYO3_PYTHON := $(abspath $(PY))
 PY_SOURCES := $(wildcard python tests benches)
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: help venv build test test-rust test-python lint demo bench clean
+.PHONY: help venv build test test-rust test-python lint demo bench clean fuzz
 
 help:
 	@echo "make demo   - set up, build (release) and read the bundled sample batches"
 	@echo "make test   - set up, build, cargo test, lints, pytest"
 	@echo "make bench  - benchmark fastzarr against its peers (writes benches/RESULTS.md)"
+	@echo "make fuzz   - run each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -54,6 +55,19 @@ $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.dev-installed
 
 bench: build $(VENV)/.bench-installed
 	$(PY) benches/compare.py
+
+# cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+# The fuzz crate has its own target dir (sanitizer builds share nothing with release).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := blosc_ranges metadata plan
+fuzz: venv
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t && \
+		CARGO_TARGET_DIR=$(CURDIR)/fuzz/target RUSTC_BOOTSTRAP=1 LD_LIBRARY_PATH=$(PYLIBDIR) \
+			cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+			|| exit 1; \
+	done
 
 clean:
 	rm -rf target $(VENV) .demo benches/data

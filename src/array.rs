@@ -107,6 +107,13 @@ impl ArrayHandle {
             file: metadata_file.clone(),
             reason: "only regular chunk grids are supported".to_string(),
         })?;
+        crate::limits::check_sizes(array.shape(), &chunk_shape, dtype.itemsize).map_err(
+            |reason| Error::Metadata {
+                url: store.url().to_string(),
+                file: metadata_file.clone(),
+                reason,
+            },
+        )?;
         Ok(Self {
             store,
             path: path.to_string(),

@@ -8,7 +8,9 @@ pub mod blosc_zstd;
 pub mod codecs;
 pub mod errors;
 pub mod inventory;
+pub mod limits;
 pub mod metadata;
+pub mod paths;
 pub mod plan;
 pub mod py;
 pub mod read;
@@ -19,7 +21,10 @@ pub mod write;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// Not declared free-threading safe: the wheel is abi3 (CPython 3.10+), which free-threaded
+// CPython (3.13t/3.14t) cannot load, so no free-threaded build has been tested. Threads on a
+// GIL build are tested (tests/test_threads.py): the work runs with the GIL released.
+#[pymodule(gil_used = true)]
 mod _core {
     use super::{errors, Bound, PyModule, PyModuleMethods, PyResult};
 
@@ -33,6 +38,7 @@ mod _core {
     use crate::py::group::{_reopen_group, open_group, PyGroup};
     #[pymodule_export]
     use crate::py::inspect::_chunk_inventory;
+    use crate::py::guard::{_busy_count, _debug_panic};
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
     #[pymodule_export]

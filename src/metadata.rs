@@ -223,7 +223,7 @@ impl Reader<'_> {
             })?;
             let entry_file = format!("{file} (key '{key}')");
             let attributes = match documents.remove(&format!("{path}/.zattrs")) {
-                Some(value) => self.object(&entry_file, value)?,
+                Some(value) => self.object(&format!("{file} (key '{path}/.zattrs')"), value)?,
                 None => Attributes::new(),
             };
             let document = documents.remove(&key).unwrap_or(Value::Null);

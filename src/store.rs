@@ -104,7 +104,8 @@ fn open_local(url: &str, path: &str) -> Result<ReadableListableStorage> {
             url: url.to_string(),
         });
     }
-    let store = zarrs::filesystem::FilesystemStore::new(&path).map_err(|e| Error::Storage {
+    // Confined: no key, symlink or `..` reads outside the store's directory (paths.rs).
+    let store = crate::paths::ConfinedStore::new(&path).map_err(|e| Error::Storage {
         url: url.to_string(),
         key: String::new(),
         reason: e.to_string(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import fastzarr as fz
 import numpy as np
 import pytest
 from conftest import write_array
+from fastzarr.testing import make_batches
 
 TIMEOUT = 60
 SHAPE = (64, 48)
@@ -59,6 +62,8 @@ def fork_warnings_ignored() -> Iterator[None]:
     exactly the situation under test."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*fork\(\).*", category=DeprecationWarning)
+        # fastzarr's own warning when a fork happens mid-read (tested on its own below).
+        warnings.filterwarnings("ignore", message="fastzarr: the process forks", category=RuntimeWarning)
         yield
 
 
@@ -184,3 +189,97 @@ def test_parent_threads_read_concurrently(store: str) -> None:
     assert sorted(results) == list(range(8))
     for i, got in results.items():
         np.testing.assert_array_equal(got, data[i::4, ::-1])
+
+
+# --- extract_points in children, and the fork warning -------------------------------------------
+
+
+def extract_sum(paths: list[str]) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DuplicateWarning for the overlapping batches
+        ds = fz.extract_points(paths, points={"lat": [1.0, 5.0], "lon": [2.0, 40.0]})
+    return float(sum(float(ds[v].sum()) for v in ds.data_vars))
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = make_batches(
+            tmp_path_factory.mktemp("batches"), variables=3, file_ids=3, steps=2, lat=8, lon=12
+        )
+    return [str(p) for p in paths]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_extract_points_in_executor_children(batches: list[str], method: str) -> None:
+    """extract_points in the parent (pool warm), then in children of each start method."""
+    expected = extract_sum(batches)
+    with (
+        fork_warnings_ignored(),
+        ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as ex,
+    ):
+        futures = [ex.submit(extract_sum, batches) for _ in range(3)]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [expected] * 3
+    assert extract_sum(batches) == expected
+
+
+FORK_WARNING_SCRIPT = """
+import os, sys, threading, time, warnings
+import fastzarr as fz
+from fastzarr import _core
+
+warnings.simplefilter("always")
+arr = fz.open_array(sys.argv[1])
+arr[...]
+
+def fork_and_wait():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pid = os.fork()
+        if pid == 0:
+            # Reading in a child forked mid-read is test_fork_while_parent_is_reading's job;
+            # here only the warning is checked, so the child leaves at once.
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    ours = [w for w in caught if "fastzarr" in str(w.message)]
+    return os.waitstatus_to_exitcode(status), len(ours), [str(w.message) for w in ours]
+
+print("idle", *fork_and_wait()[:2])
+stop = threading.Event()
+def hammer():
+    while not stop.is_set():
+        fz.read_many([(arr, ...)] * 64)
+thread = threading.Thread(target=hammer)
+thread.start()
+def wait_busy():
+    deadline = time.monotonic() + 60
+    while _core._busy_count() == 0:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.001)
+wait_busy()
+first = fork_and_wait()
+wait_busy()
+second = fork_and_wait()
+stop.set()
+thread.join()
+print("busy", first[0], first[1], second[0], second[1])
+print("message", first[2][0] if first[2] else "")
+print("after", _core._busy_count())
+"""
+
+
+def test_fork_while_busy_warns_once(store: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_WARNING_SCRIPT, store],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "idle 0 0"  # no warning when nothing runs
+    assert lines[1] == "busy 0 1 0 0"  # warned on the first busy fork only
+    assert "forkserver" in lines[2]
+    assert lines[3] == "after 0"

@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fastzarr import _fork  # noqa: F401  (registers the fork warning)
 from fastzarr._core import (
     Array,
     CorruptChunkError,

@@ -23,6 +23,8 @@ __all__ = [
     "__version__",
     "_chunk_inventory",
     "_checksum_files",
+    "_busy_count",
+    "_debug_panic",
     "_reopen_array",
     "_reopen_group",
     "_sync_dirs",
@@ -198,3 +200,8 @@ def _verify_chunks(
 def _checksum_files(store: str | PathLike[str], keys: Sequence[str]) -> list[_ChunkRecord]: ...
 def _sync_dirs(path: str | PathLike[str]) -> None: ...
 def _tree_listing(path: str | PathLike[str]) -> bytes: ...
+def _debug_panic(place: str) -> None:
+    """Internal test hook: panics in Rust on purpose ("python", "detached" or "pool")."""
+
+def _busy_count() -> int:
+    """Internal: fastzarr calls running without the GIL right now (for the fork warning)."""

@@ -41,6 +41,16 @@ impl PyArray {
         out: Option<Bound<'py, PyAny>>,
         timeout: Option<f64>,
     ) -> Result<Bound<'py, PyAny>> {
+        crate::py::guard::catch(|| self.read_into_unguarded(py, indices, out, timeout))
+    }
+
+    fn read_into_unguarded<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &[AxisIndex],
+        out: Option<Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+    ) -> Result<Bound<'py, PyAny>> {
         let handle = &self.handle;
         let selection = Selection::new(indices, handle.shape())?;
         let output_shape = selection.output_shape();
@@ -277,7 +287,7 @@ pub fn _reopen_array(
     options: StorageOptions,
     path: String,
 ) -> Result<PyArray> {
-    let handle = py.detach(|| open(&url, options, &path))?;
+    let handle = crate::py::guard::detach(py, || open(&url, options, &path))?;
     Ok(PyArray {
         handle: Arc::new(handle),
     })
@@ -295,7 +305,7 @@ pub fn open_array(
     let url = crate::py::url_string(url)?;
     let options = storage_options::extract(storage_options)?;
     let path = crate::py::member_path(path)?;
-    let handle = py.detach(|| open(&url, options, &path))?;
+    let handle = crate::py::guard::detach(py, || open(&url, options, &path))?;
     Ok(PyArray {
         handle: Arc::new(handle),
     })

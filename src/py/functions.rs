@@ -89,6 +89,15 @@ pub fn read_many<'py>(
     return_stats: bool,
     timeout: Option<f64>,
 ) -> Result<Bound<'py, PyAny>> {
+    crate::py::guard::catch(|| read_many_unguarded(py, requests, return_stats, timeout))
+}
+
+fn read_many_unguarded<'py>(
+    py: Python<'py>,
+    requests: Vec<Bound<'py, PyAny>>,
+    return_stats: bool,
+    timeout: Option<f64>,
+) -> Result<Bound<'py, PyAny>> {
     let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
     let handles: Vec<_> = items
         .iter()

@@ -76,7 +76,7 @@ impl PyGroup {
     }
 
     fn member_object<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
-        let member = py.detach(|| self.member(name))?;
+        let member = crate::py::guard::detach(py, || self.member(name))?;
         Ok(match member {
             Member::Array(array) => Bound::new(py, array)?.into_any(),
             Member::Group(group) => Bound::new(py, group)?.into_any(),
@@ -317,7 +317,7 @@ pub fn _reopen_group(
     path: String,
     use_consolidated: Option<bool>,
 ) -> Result<PyGroup> {
-    py.detach(|| open(&url, options, &path, use_consolidated))
+    crate::py::guard::detach(py, || open(&url, options, &path, use_consolidated))
 }
 
 /// Opens a Zarr group (v2 or v3, consolidated or not) at `url`.
@@ -333,5 +333,5 @@ pub fn open_group(
     let url = crate::py::url_string(url)?;
     let options = storage_options::extract(storage_options)?;
     let path = crate::py::member_path(path)?;
-    py.detach(|| open(&url, options, &path, use_consolidated))
+    crate::py::guard::detach(py, || open(&url, options, &path, use_consolidated))
 }

@@ -4,6 +4,7 @@ pub mod array;
 pub mod functions;
 pub mod group;
 pub mod inspect;
+pub mod guard;
 pub mod output;
 pub mod selection;
 pub mod stats;
@@ -32,7 +33,9 @@ pub fn detach_cancellable<R: Send>(
     // The method path does not satisfy `attach`'s higher-ranked lifetime, the closure does.
     #[allow(clippy::redundant_closure_for_method_calls)]
     let interrupted = || Python::attach(|py| py.check_signals()).map_err(Error::Python);
-    py.detach(|| crate::runtime::run_cancellable(timeout, interrupted, work))
+    guard::detach(py, || {
+        crate::runtime::run_cancellable(timeout, interrupted, work)
+    })
 }
 
 /// JSON to Python objects, through the json module so that every value type round-trips.

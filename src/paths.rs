@@ -1,0 +1,163 @@
+//! Keeps every read of a local store inside its root directory.
+//!
+//! Keys reach the filesystem from metadata we do not control (consolidated entries,
+//! member names) and from users (array paths). [`checked_key`] refuses any key that
+//! could name a file elsewhere (`..`, absolute, backslashes, NUL, empty parts), and
+//! [`ConfinedStore`] also refuses a key whose file resolves, through symlinks, to a
+//! place outside the root: a store is what lies below its directory, nothing more.
+
+use std::path::{Path, PathBuf};
+
+use zarrs::storage::{
+    byte_range::ByteRangeIterator, ListableStorageTraits, MaybeBytes, MaybeBytesIterator,
+    ReadableStorageTraits, StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix,
+};
+use zarrs_filesystem::FilesystemStore;
+
+/// `key` if it names something below the root: relative, `/`-separated parts that are
+/// neither empty, `.` nor `..`, with no backslash or NUL anywhere.
+pub fn checked_key(key: &str) -> Option<&str> {
+    let valid = !key.is_empty()
+        && !key.contains(['\\', '\0'])
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    valid.then_some(key)
+}
+
+/// A filesystem store that reads only files inside its root.
+#[derive(Debug)]
+pub struct ConfinedStore {
+    inner: FilesystemStore,
+    /// The root with every symlink resolved.
+    root: PathBuf,
+}
+
+impl ConfinedStore {
+    pub fn new(path: &Path) -> Result<Self, StorageError> {
+        let root = path.canonicalize()?;
+        let inner = FilesystemStore::new(&root).map_err(|e| StorageError::Other(e.to_string()))?;
+        Ok(Self { inner, root })
+    }
+
+    /// Refuses a key outside the root: by its spelling, or because its file (or a
+    /// directory on the way) is a symlink to somewhere else.
+    fn check(&self, key: &str) -> Result<(), StorageError> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        if checked_key(key).is_none() {
+            return Err(StorageError::Other(format!(
+                "'{key}' is not a key inside the store"
+            )));
+        }
+        let path = self.root.join(key);
+        match path.canonicalize() {
+            Ok(resolved) if resolved.starts_with(&self.root) => Ok(()),
+            Ok(resolved) => Err(StorageError::Other(format!(
+                "'{key}' is a symlink to {}, outside the store {}",
+                resolved.display(),
+                self.root.display()
+            ))),
+            // Missing (a chunk never written, say): nothing is read.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl ReadableStorageTraits for ConfinedStore {
+    fn get(&self, key: &StoreKey) -> Result<MaybeBytes, StorageError> {
+        self.check(key.as_str())?;
+        self.inner.get(key)
+    }
+
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        self.check(key.as_str())?;
+        self.inner.get_partial_many(key, byte_ranges)
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.check(key.as_str())?;
+        self.inner.size_key(key)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.inner.supports_get_partial()
+    }
+}
+
+impl ListableStorageTraits for ConfinedStore {
+    fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.inner.list()
+    }
+
+    fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        self.check(prefix.as_str().trim_end_matches('/'))?;
+        self.inner.list_prefix(prefix)
+    }
+
+    fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        self.check(prefix.as_str().trim_end_matches('/'))?;
+        self.inner.list_dir(prefix)
+    }
+
+    fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        self.check(prefix.as_str().trim_end_matches('/'))?;
+        self.inner.size_prefix(prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_leave_the_root_are_refused() {
+        for good in ["zarr.json", "a/b/c/0.0", "c/1/2", ".zarray", "a/.zattrs"] {
+            assert_eq!(checked_key(good), Some(good));
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\\..\\x",
+            "a\0b",
+            "a//b",
+            "./a",
+            "a/",
+        ] {
+            assert_eq!(checked_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_the_root_are_refused_inside_ones_kept() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("data"), b"data").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("leak"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("data"), root.path().join("alias")).unwrap();
+        let store = ConfinedStore::new(root.path()).unwrap();
+        let get = |key: &str| store.get(&StoreKey::new(key).unwrap());
+        assert_eq!(get("data").unwrap().unwrap().as_ref(), b"data");
+        assert_eq!(get("alias").unwrap().unwrap().as_ref(), b"data");
+        assert!(get("missing").unwrap().is_none());
+        for bad in ["leak", "dir/secret", "../secret"] {
+            let err = get(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("outside") || err.contains("not a key"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,501 @@
+"""Hostile stores: chunk bytes that lie, decompression bombs, malformed metadata and paths that try
+to leave the store. Each is a clear fastzarr exception, never a crash, a huge allocation, wrong
+data or a read outside the store. (Plain truncated/garbage/empty chunks are in test_errors.py.)"""
+
+from __future__ import annotations
+
+import bz2
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from conftest import assert_same, quiet_zarr, write_array
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+DATA = np.arange(24, dtype="f8").reshape(4, 6)
+CHUNK_BYTES = 2 * 3 * 8
+
+# --- chunk bytes -------------------------------------------------------------------------------
+
+# (zarr_format, compressor as zarr-python writes it, numcodecs codec producing the same format)
+FAMILIES: dict[str, tuple[int, Any, Any]] = {
+    "v2-zstd": (2, numcodecs.Zstd(level=1), numcodecs.Zstd(level=1)),
+    "v2-blosc": (2, numcodecs.Blosc(cname="lz4", shuffle=1), numcodecs.Blosc(cname="lz4", shuffle=1)),
+    "v2-gzip": (2, numcodecs.GZip(), numcodecs.GZip()),
+    "v2-zlib": (2, numcodecs.Zlib(), numcodecs.Zlib()),
+    "v2-bz2": (2, numcodecs.BZ2(), numcodecs.BZ2()),
+    "v2-lz4": (2, numcodecs.LZ4(), numcodecs.LZ4()),
+    "v3-zstd": (3, ZstdCodec(level=1), numcodecs.Zstd(level=1)),
+    "v3-blosc": (3, BloscCodec(cname="zstd"), numcodecs.Blosc(cname="zstd", shuffle=1)),
+    "v3-gzip": (3, GzipCodec(), numcodecs.GZip()),
+}
+
+
+def chunk_file(path: str, zarr_format: int, key: tuple[int, ...] = (1, 1)) -> tuple[Path, str]:
+    name = ".".join(map(str, key)) if zarr_format == 2 else "c/" + "/".join(map(str, key))
+    return Path(path) / name, name
+
+
+@pytest.mark.parametrize("family", list(FAMILIES), ids=str)
+def test_chunk_decoding_to_more_than_the_chunk_is_corrupt(tmp_path: Path, family: str) -> None:
+    """A valid stream of the right codec that holds more bytes than the chunk (twice as many)."""
+    zarr_format, compressor, codec = FAMILIES[family]
+    path = write_array(
+        tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format, compressors=compressor
+    )
+    chunk, key = chunk_file(path, zarr_format)
+    chunk.write_bytes(codec.encode(np.arange(12, dtype="f8")))
+    arr = fz.open_array(path)
+    for read in (lambda: arr[...], lambda: arr[3, 4], lambda: arr[2:, 3:], lambda: arr[::3, ::5]):
+        with pytest.raises(fz.CorruptChunkError, match=key):
+            read()
+    assert_same(arr[:2], DATA[:2])
+
+
+def zstd_rle_bomb(size: int, claimed: int | None = None) -> bytes:
+    """A zstd frame of RLE blocks: 4 bytes per 128 KiB of zeros. ``claimed`` writes a frame
+    content size into the header (any value: it is not checked against the blocks)."""
+    block = 1 << 17
+    header = b"\x28\xb5\x2f\xfd"
+    if claimed is None:
+        header += bytes([0x00, 0x38])  # no content size; window 128 KiB
+    else:
+        header += bytes([0xC0, 0x38]) + claimed.to_bytes(8, "little")
+    blocks = []
+    n = size // block
+    for i in range(n):
+        last = 1 if i == n - 1 else 0
+        blocks.append(((block << 3) | (1 << 1) | last).to_bytes(3, "little") + b"\x00")
+    return header + b"".join(blocks)
+
+
+def deflate_bomb(size: int, wbits: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    zeros = bytes(1 << 20)
+    parts = [compressor.compress(zeros) for _ in range(size >> 20)]
+    return b"".join(parts) + compressor.flush()
+
+
+def bz2_bomb(size: int) -> bytes:
+    compressor = bz2.BZ2Compressor(9)
+    zeros = bytes(1 << 20)
+    parts = [compressor.compress(zeros) for _ in range(size >> 20)]
+    return b"".join(parts) + compressor.flush()
+
+
+def blosc_lying_nbytes() -> bytes:
+    raw = bytearray(numcodecs.Blosc(cname="lz4", shuffle=1).encode(np.zeros(6, dtype="f8")))
+    raw[4:8] = (2**31 - 1).to_bytes(4, "little")
+    return bytes(raw)
+
+
+def lz4_lying_size() -> bytes:
+    raw = bytearray(numcodecs.LZ4().encode(np.zeros(6, dtype="f8")))
+    raw[:4] = (2**31 - 1).to_bytes(4, "little")
+    return bytes(raw)
+
+
+GIB = 1 << 30
+BOMBS: dict[str, tuple[int, Any, Callable[[], bytes]]] = {
+    "v2-zstd-1GiB": (2, numcodecs.Zstd(), lambda: zstd_rle_bomb(GIB)),
+    "v2-zstd-claims-1TiB": (2, numcodecs.Zstd(), lambda: zstd_rle_bomb(1 << 20, claimed=1 << 40)),
+    "v3-zstd-1GiB": (3, ZstdCodec(), lambda: zstd_rle_bomb(GIB)),
+    "v3-zstd-claims-2^63": (3, ZstdCodec(), lambda: zstd_rle_bomb(1 << 20, claimed=1 << 63)),
+    "v2-gzip-128MiB": (2, numcodecs.GZip(), lambda: deflate_bomb(128 << 20, 31)),
+    "v3-gzip-128MiB": (3, GzipCodec(), lambda: deflate_bomb(128 << 20, 31)),
+    "v2-zlib-128MiB": (2, numcodecs.Zlib(), lambda: deflate_bomb(128 << 20, 15)),
+    "v2-bz2-64MiB": (2, numcodecs.BZ2(), lambda: bz2_bomb(64 << 20)),
+    "v2-blosc-claims-2GiB": (2, numcodecs.Blosc(cname="lz4"), blosc_lying_nbytes),
+    "v2-lz4-claims-2GiB": (2, numcodecs.LZ4(), lz4_lying_size),
+}
+
+
+def test_decompression_bombs_are_corrupt_chunks_without_inflating(tmp_path: Path) -> None:
+    """Each bomb is refused once the output passes the chunk's size: the reading process never
+    grows by anything near the bomb's decoded size (peak RSS measured in a fresh process)."""
+    stores = {}
+    for name, (zarr_format, compressor, make) in BOMBS.items():
+        path = write_array(
+            tmp_path / f"{name}.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format, compressors=compressor
+        )
+        chunk, key = chunk_file(path, zarr_format)
+        chunk.write_bytes(make())
+        stores[name] = (path, key)
+    script = textwrap.dedent(
+        """
+        import json, resource, sys
+        import fastzarr as fz
+        stores = json.loads(sys.argv[1])
+        fz.open_array(next(iter(stores.values()))[0])[:2]  # warm up: pool, imports
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outcome = {}
+        for name, (path, key) in stores.items():
+            arr = fz.open_array(path)
+            for sel in ((Ellipsis,), (3, 4), (slice(2, 4), slice(3, 5))):
+                try:
+                    arr[sel]
+                    outcome.setdefault(name, []).append("read")
+                except fz.CorruptChunkError as e:
+                    outcome.setdefault(name, []).append("corrupt" if key in str(e) else str(e))
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+        print(json.dumps({"outcome": outcome, "grown_kib": grown}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(stores)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == {name: ["corrupt"] * 3 for name in BOMBS}
+    assert result["grown_kib"] < 48 * 1024, result
+
+
+# Blosc 1 header: version, versionlz, flags, typesize (1 byte each), nbytes, blocksize, cbytes
+# (4 bytes each), then one 4-byte start offset per block.
+BLOSC_LIES = {
+    "nbytes-too-big": (4, 4, 2**31 - 1),
+    "nbytes-too-small": (4, 4, 8),
+    "nbytes-zero": (4, 4, 0),
+    "blocksize-zero": (8, 4, 0),
+    "blocksize-huge": (8, 4, 2**31 - 1),
+    "blocksize-one": (8, 4, 1),
+    "cbytes-too-big": (12, 4, 2**31 - 1),
+    "cbytes-too-small": (12, 4, 20),
+    "offset-past-end": (16, 4, 0xFFFFFFF0),
+    "offset-in-header": (16, 4, 3),
+    "typesize-zero": (3, 1, 0),
+    "typesize-255": (3, 1, 255),
+    "version-unknown": (0, 1, 99),
+    "flags-memcpy": (2, 1, 0x02),
+}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("lie", list(BLOSC_LIES), ids=str)
+def test_lying_blosc_headers(tmp_path: Path, zarr_format: int, lie: str) -> None:
+    """Whole-chunk, partial and many-point reads of a chunk whose blosc header lies: a corrupt
+    chunk, or exactly what zarr-python (the reference) decodes from the same bytes; never a crash."""
+    offset, width, value = BLOSC_LIES[lie]
+    data = np.random.default_rng(1).standard_normal((2, 64, 256)).astype("f4")
+    compressor = (
+        numcodecs.Blosc(cname="lz4", shuffle=1, blocksize=4096)
+        if zarr_format == 2
+        else BloscCodec(cname="lz4", shuffle="shuffle", blocksize=4096)
+    )
+    path = write_array(
+        tmp_path / "b.zarr", data, chunks=(1, 64, 256), zarr_format=zarr_format, compressors=compressor
+    )
+    chunk, key = chunk_file(path, zarr_format, (1, 0, 0))
+    raw = bytearray(chunk.read_bytes())
+    raw[offset : offset + width] = value.to_bytes(width, "little")
+    chunk.write_bytes(bytes(raw))
+    try:
+        with quiet_zarr():
+            reference: np.ndarray | None = zarr.open_array(path, mode="r")[1]
+    except Exception:
+        reference = None
+    arr = fz.open_array(path)
+    points = [(1, y, x) for y, x in ((0, 0), (10, 10), (63, 255), (31, 128))]
+    reads: list[tuple[Callable[[], Any], Callable[[np.ndarray], Any]]] = [
+        (lambda: arr[1], lambda ref: ref),
+        (lambda: arr[1, 10, 10], lambda ref: ref[10, 10]),
+        (lambda: arr[1, 5:9, 100:200], lambda ref: ref[5:9, 100:200]),
+        (lambda: fz.read_many([(arr, p) for p in points]), lambda ref: [ref[p[1:]] for p in points]),
+    ]
+    refusals = []
+    for read, expect in reads:
+        try:
+            got = read()
+        except fz.CorruptChunkError as e:
+            refusals.append(str(e))
+            continue
+        assert reference is not None, f"{lie}: fastzarr decoded a chunk zarr-python refuses"
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expect(reference)))
+    assert all(key in message for message in refusals), refusals
+    assert_same(arr[0], data[0])
+    if lie in {"nbytes-too-big", "blocksize-zero", "cbytes-too-big", "offset-past-end", "version-unknown"}:
+        with pytest.raises(fz.CorruptChunkError, match=key):
+            arr[1]
+
+
+# --- metadata ----------------------------------------------------------------------------------
+
+
+def _edit(path: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _set(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(meta: dict[str, Any]) -> None:
+        target = meta
+        *parents, last = field.split(".")
+        for p in parents:
+            target = target[p]
+        target[last] = value
+
+    return edit
+
+
+V2_BAD = {
+    "shape-negative": ("shape", [-4, 6]),
+    "shape-string": ("shape", "4,6"),
+    "shape-float": ("shape", [4.5, 6]),
+    "shape-beyond-u64": ("shape", [2**64, 6]),
+    "chunks-negative": ("chunks", [-2, 3]),
+    "chunks-null": ("chunks", None),
+    "chunks-zero": ("chunks", [2, 0]),
+    "dtype-number": ("dtype", 5),
+    "compressor-string": ("compressor", "zstd"),
+    "filters-object": ("filters", {"id": "delta"}),
+    "order-unknown": ("order", "X"),
+    "separator-backslash": ("dimension_separator", "\\"),
+    "separator-dotdot": ("dimension_separator", ".."),
+    "fill-object": ("fill_value", {"a": 1}),
+}
+V3_BAD = {
+    "shape-negative": ("shape", [-4, 6]),
+    "shape-string": ("shape", "4,6"),
+    "shape-beyond-u64": ("shape", [2**64, 6]),
+    "chunk-shape-zero": ("chunk_grid.configuration.chunk_shape", [0, 3]),
+    "chunk-shape-rank": ("chunk_grid.configuration.chunk_shape", [2]),
+    "chunk-shape-negative": ("chunk_grid.configuration.chunk_shape", [-2, 3]),
+    "chunk-grid-unknown": ("chunk_grid.name", "irregular"),
+    "data-type-number": ("data_type", 5),
+    "codecs-string": ("codecs", "zstd"),
+    "codecs-empty": ("codecs", []),
+    "key-encoding-unknown": ("chunk_key_encoding.name", "nope"),
+    "key-separator-backslash": ("chunk_key_encoding.configuration.separator", "\\"),
+    "key-separator-dotdot": ("chunk_key_encoding.configuration.separator", ".."),
+    "node-type-number": ("node_type", 3),
+    "attributes-list": ("attributes", [1, 2]),
+}
+
+
+@pytest.mark.parametrize(
+    ("zarr_format", "case"),
+    [(2, c) for c in V2_BAD] + [(3, c) for c in V3_BAD],
+    ids=[f"v2-{c}" for c in V2_BAD] + [f"v3-{c}" for c in V3_BAD],
+)
+def test_malformed_array_metadata(tmp_path: Path, zarr_format: int, case: str) -> None:
+    field, value = (V2_BAD if zarr_format == 2 else V3_BAD)[case]
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    _edit(Path(path) / name, _set(field, value))
+    with pytest.raises((fz.MetadataError, fz.UnsupportedCodecError)) as info:
+        fz.open_array(path)[...]
+    assert name in str(info.value) or "'a.zarr'" in str(info.value) or path in str(info.value)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize(
+    ("shape", "chunks", "message"),
+    [
+        ((2**62, 2**62), (1, 1), "2^64 elements"),
+        ((2**31, 2**31), (2**31, 2**31), "chunk shape"),
+        ((2**63 - 1,), (2**62,), "chunk shape"),
+        ((4, 6), (2,), "chunk shape"),
+    ],
+    ids=["elements-beyond-u64", "chunk-bytes-overflow", "chunk-bytes-beyond-isize", "chunk-rank"],
+)
+def test_sizes_that_overflow_are_refused_on_open(
+    tmp_path: Path, zarr_format: int, shape: tuple[int, ...], chunks: tuple[int, ...], message: str
+) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    chunk_field = "chunks" if zarr_format == 2 else "chunk_grid.configuration.chunk_shape"
+    _edit(Path(path) / name, _set("shape", list(shape)))
+    _edit(Path(path) / name, _set(chunk_field, list(chunks)))
+    with pytest.raises(fz.MetadataError) as info:
+        fz.open_array(path)
+    assert name in str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_huge_array_reads_small_parts_and_refuses_the_whole(tmp_path: Path, zarr_format: int) -> None:
+    """2^61 float64 elements (16 EiB): opening and small reads work, reading it all is a clear
+    MemoryError/ValueError from the allocation, not a crash."""
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=zarr_format)
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    _edit(Path(path) / name, _set("shape", [2**59, 6]))
+    arr = fz.open_array(path)
+    assert arr.nbytes == 8 * 6 * 2**59
+    assert_same(arr[:4], DATA)
+    assert_same(arr[2**58, 1:3], np.zeros(2))
+    with pytest.raises((MemoryError, ValueError)):
+        arr[...]
+
+
+def read_everything(root: Path) -> None:
+    """Opens the group and reads every array member."""
+    group = fz.open_group(root)
+    for name in group:
+        member = group[name]
+        if isinstance(member, fz.Array):
+            member[...]
+
+
+def _consolidated_v2(root: Path) -> Path:
+    with quiet_zarr():
+        group = zarr.open_group(str(root), mode="w", zarr_format=2)
+        group.create_array("x", shape=(4,), chunks=(2,), dtype="i4")[...] = np.arange(4)
+        zarr.consolidate_metadata(str(root))
+    return root / ".zmetadata"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(metadata=[]), "metadata"),
+        (lambda m: m["metadata"].update({"x/.zarray": [1, 2]}), "x/.zarray"),
+        (lambda m: m["metadata"]["x/.zarray"].update(shape=[-1]), "x/.zarray"),
+        (lambda m: m["metadata"]["x/.zarray"].update(chunks=[0]), "x/.zarray"),
+        (lambda m: m["metadata"]["x/.zarray"].update(dtype="<q9"), "x"),
+        (lambda m: m["metadata"].update({"x/.zattrs": "nope"}), "x/.zattrs"),
+        (lambda m: m["metadata"].update({"../evil/.zarray": m["metadata"]["x/.zarray"]}), "../evil"),
+        (lambda m: m["metadata"].update({"/abs/.zarray": m["metadata"]["x/.zarray"]}), "/abs"),
+        (lambda m: m["metadata"].update({"a\\b/.zarray": m["metadata"]["x/.zarray"]}), "a\\\\b"),
+        (lambda m: m["metadata"].update({"y/.zgroup": {"zarr_format": 3}}), "y/.zgroup"),
+    ],
+    ids=[
+        "metadata-list",
+        "entry-list",
+        "entry-negative-shape",
+        "entry-zero-chunk",
+        "entry-bad-dtype",
+        "entry-attrs-string",
+        "entry-dotdot",
+        "entry-absolute",
+        "entry-backslash",
+        "entry-group-format",
+    ],
+)
+def test_inconsistent_v2_consolidated_metadata(tmp_path: Path, edit: Any, message: str) -> None:
+    zmetadata = _consolidated_v2(tmp_path / "g.zarr")
+    _edit(zmetadata, edit)
+    with pytest.raises((fz.MetadataError, fz.UnsupportedCodecError)) as info:
+        read_everything(tmp_path / "g.zarr")
+    text = str(info.value)
+    assert ".zmetadata" in text or isinstance(info.value, fz.UnsupportedCodecError)
+    assert message.replace("\\\\", "\\") in text
+
+
+def _consolidated_v3(root: Path) -> Path:
+    with quiet_zarr():
+        group = zarr.open_group(str(root), mode="w", zarr_format=3)
+        group.create_array("x", shape=(4,), chunks=(2,), dtype="i4")[...] = np.arange(4)
+        zarr.consolidate_metadata(str(root))
+    return root / "zarr.json"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["consolidated_metadata"].update(metadata=[]), "metadata"),
+        (lambda m: m["consolidated_metadata"].pop("metadata"), "metadata"),
+        (lambda m: m["consolidated_metadata"]["metadata"]["x"].pop("node_type"), "'x'"),
+        (lambda m: m["consolidated_metadata"]["metadata"]["x"].update(shape=[-1]), "'x'"),
+        (lambda m: m["consolidated_metadata"]["metadata"]["x"].update(zarr_format=2), "'x'"),
+        (lambda m: m["consolidated_metadata"]["metadata"].update({"../evil": {}}), "../evil"),
+        (lambda m: m["consolidated_metadata"]["metadata"].update({"/abs": {}}), "/abs"),
+        (lambda m: m["consolidated_metadata"]["metadata"].update({"a\x00b": {}}), "a\x00b"),
+    ],
+    ids=[
+        "metadata-list",
+        "no-metadata",
+        "no-node-type",
+        "negative-shape",
+        "format-2",
+        "dotdot",
+        "absolute",
+        "nul",
+    ],
+)
+def test_inconsistent_v3_consolidated_metadata(tmp_path: Path, edit: Any, message: str) -> None:
+    zarr_json = _consolidated_v3(tmp_path / "g.zarr")
+    _edit(zarr_json, edit)
+    with pytest.raises(fz.MetadataError) as info:
+        read_everything(tmp_path / "g.zarr")
+    assert "zarr.json" in str(info.value)
+    assert message in str(info.value)
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+BAD_PATHS = ["../outside", "a/../../outside", "/etc", "a\\..\\b", "a\x00b", "./x/../../y", "x/./../.."]
+
+
+@pytest.fixture
+def nested(tmp_path: Path) -> Path:
+    """A store next to a directory holding an array that must stay unreachable from it."""
+    write_array(tmp_path / "outside", DATA, chunks=(2, 3), zarr_format=3)
+    with quiet_zarr():
+        group = zarr.open_group(str(tmp_path / "store.zarr"), mode="w", zarr_format=3)
+        group.create_array("x", shape=(4, 6), chunks=(2, 3), dtype="f8")[...] = DATA
+    return tmp_path / "store.zarr"
+
+
+@pytest.mark.parametrize("bad", BAD_PATHS, ids=repr)
+def test_member_paths_cannot_leave_the_store(nested: Path, bad: str) -> None:
+    with pytest.raises(ValueError, match="not a valid path"):
+        fz.open_array(nested, path=bad)
+    with pytest.raises(ValueError, match="not a valid path"):
+        fz.open_group(nested, path=bad)
+    group = fz.open_group(nested)
+    with pytest.raises((KeyError, ValueError)):
+        group[bad]
+    assert group.get(bad) is None or isinstance(group.get(bad), fz.Array) is False
+
+
+def test_symlinked_chunk_leaving_the_store_is_refused(nested: Path) -> None:
+    outside_chunk = nested.parent / "outside" / "c" / "0" / "0"
+    target = nested / "x" / "c" / "1" / "1"
+    target.unlink()
+    target.symlink_to(outside_chunk)
+    arr = fz.open_group(nested)["x"]
+    with pytest.raises(fz.FastzarrError, match="outside") as info:
+        arr[...]
+    assert "c/1/1" in str(info.value)
+    with pytest.raises(fz.FastzarrError, match="outside"):
+        arr[3, 4]
+    assert_same(arr[:2], DATA[:2])
+
+
+def test_symlinked_metadata_and_directories_leaving_the_store_are_refused(nested: Path) -> None:
+    (nested / "link").symlink_to(nested.parent / "outside", target_is_directory=True)
+    with pytest.raises(fz.FastzarrError, match="outside"):
+        fz.open_array(nested, path="link")
+    with pytest.raises(fz.FastzarrError, match="outside"):
+        fz.open_group(nested)["link"]
+    meta = nested / "x" / "zarr.json"
+    meta.unlink()
+    meta.symlink_to(nested.parent / "outside" / "zarr.json")
+    with pytest.raises(fz.FastzarrError, match="outside"):
+        fz.open_array(nested, path="x")
+
+
+def test_symlinks_inside_the_store_and_to_the_store_work(nested: Path, tmp_path: Path) -> None:
+    chunk = nested / "x" / "c" / "1" / "1"
+    os.rename(chunk, nested / "x" / "c" / "1" / "moved")
+    chunk.symlink_to(nested / "x" / "c" / "1" / "moved")
+    alias = tmp_path / "alias.zarr"
+    alias.symlink_to(nested, target_is_directory=True)
+    assert_same(fz.open_array(alias, path="x")[...], DATA)
+    assert_same(fz.open_array(nested / "x")[...], DATA)
