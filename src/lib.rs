@@ -6,7 +6,9 @@ pub mod array;
 pub mod blosc_ranges;
 pub mod codecs;
 pub mod errors;
+pub mod fetch;
 pub mod metadata;
+pub mod object_config;
 pub mod plan;
 pub mod py;
 pub mod read;
@@ -23,9 +25,13 @@ mod _core {
     #[pymodule_export]
     use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};
     #[pymodule_export]
+    use crate::py::aio::{open_array_async, read_many_async};
+    #[pymodule_export]
     use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray};
     #[pymodule_export]
-    use crate::py::functions::{get_num_threads, read_many, set_num_threads};
+    use crate::py::functions::{
+        get_io_concurrency, get_num_threads, read_many, set_io_concurrency, set_num_threads,
+    };
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
     #[pymodule_export]

@@ -25,10 +25,14 @@ from fastzarr._core import (
     TimeoutError,
     UnsupportedCodecError,
     __version__,
+    get_io_concurrency,
     get_num_threads,
     open_array,
+    open_array_async,
     open_group,
     read_many,
+    read_many_async,
+    set_io_concurrency,
     set_num_threads,
 )
 
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
         MemoryBudgetError,
         SourceMismatchError,
         extract_points,
+        extract_points_async,
         to_features,
     )
     from fastzarr.loading import load
@@ -51,6 +56,7 @@ _XARRAY_NAMES = {
     "load": "fastzarr.loading",
     "open_zarr": "fastzarr.xarray_backend",
     "extract_points": "fastzarr.extract",
+    "extract_points_async": "fastzarr.extract",
     "to_features": "fastzarr.extract",
     "DuplicateError": "fastzarr.extract",
     "DuplicateWarning": "fastzarr.extract",
@@ -91,12 +97,17 @@ __all__ = [
     "UnsupportedCodecError",
     "__version__",
     "extract_points",
+    "extract_points_async",
+    "get_io_concurrency",
     "get_num_threads",
     "load",
     "open_array",
+    "open_array_async",
     "open_group",
     "open_zarr",
     "read_many",
+    "read_many_async",
+    "set_io_concurrency",
     "set_num_threads",
     "to_features",
 ]

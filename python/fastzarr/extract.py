@@ -82,14 +82,23 @@ def _source_name(src: Source) -> str:
     return os.fspath(src)
 
 
-def _open(src: Source, point_dims: Sequence[Hashable], concat_dim: Hashable) -> _Opened:
-    """Opens a source lazily, undecoded, and decodes only the coordinates of the point and concat dims."""
+def _open(
+    src: Source,
+    point_dims: Sequence[Hashable],
+    concat_dim: Hashable,
+    storage_options: Mapping[str, Any] | None = None,
+) -> _Opened:
+    """Opens a source lazily, undecoded, and decodes only the coordinates of the point and concat dims.
+
+    Metadata and coordinates are read by fastzarr itself, so every URL fastzarr reads (local,
+    s3, gs, az, http, memory) works, with ``storage_options``.
+    """
+    from fastzarr.xarray_backend import normalize_url, open_zarr  # noqa: PLC0415
+
     name = _source_name(src)
-    with warnings.catch_warnings():
-        # An unconsolidated store is fine: metadata is small and read once.
-        warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=RuntimeWarning)
-        raw = xr.open_zarr(name, decode_cf=False, chunks=None)
-    group = _core.open_group(name)
+    options = dict(storage_options) if storage_options else None
+    raw = open_zarr(name, decode_cf=False, chunks=None, storage_options=options)
+    group = _core.open_group(normalize_url(name), storage_options=options)
     wanted = [d for d in (*point_dims, concat_dim) if d in raw.xindexes]
     coords = xr.decode_cf(xr.Dataset(coords={d: raw.variables[d] for d in wanted}))
     return _Opened(name, raw, group, coords)
@@ -463,6 +472,7 @@ class _Job:
     concat_dim: Hashable
     budget: int
     timeout: float | None
+    storage_options: Mapping[str, Any] | None = None
 
 
 def _read_decoded(
@@ -503,7 +513,7 @@ def _read_source_task(source: str, job: _Job, remaining: float | None) -> _Done:
 
     configure_for_dask_worker()
     deadline = None if remaining is None else time.perf_counter() + remaining
-    opened = _open(source, list(job.positions), job.concat_dim)
+    opened = _open(source, list(job.positions), job.concat_dim, job.storage_options)
     return _read_decoded([opened], job, progress=False, deadline=deadline)
 
 
@@ -615,6 +625,7 @@ def extract_points(
     timeout: float | None = None,
     return_report: bool = False,
     client: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset | tuple[xr.Dataset, Report]:
     """Extracts points from one or many Zarr stores, reading only the chunks that hold them.
 
@@ -642,6 +653,8 @@ def extract_points(
         return_report: also return a `fastzarr.report.Report`.
         client: a ``dask.distributed.Client``: each source is read by one task on the cluster's
             workers (with fastzarr there) and the result assembled here; the same result.
+        storage_options: object_store options for remote sources (``endpoint``, ``region``,
+            ``skip_signature``, credentials, ``timeout``...), the same for every source.
 
     Returns:
         The dataset, or ``(dataset, report)`` with ``return_report=True``.
@@ -661,7 +674,7 @@ def extract_points(
     indexers, point_dim = _indexers(points)
 
     # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    opened = [_open(s, list(indexers), concat_dim) for s in source_list]
+    opened = [_open(s, list(indexers), concat_dim, storage_options) for s in source_list]
     names = _select_variables(opened, variables, missing)
     _check_sources(opened, list(indexers), names, missing)
     t_metadata = time.perf_counter()
@@ -669,7 +682,7 @@ def extract_points(
     # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
     # read pass over all variables of all sources (here, or one task per source on a cluster).
     positions = _positions(opened[0], indexers, method, tolerance)
-    job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
+    job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout, storage_options)
     if client is None:
         done = _read_decoded(opened, job, progress=progress, deadline=deadline)
     else:
@@ -755,3 +768,13 @@ def to_features(
             names.append(f"{name}[{','.join(lab[i] for lab, i in zip(labels, idx, strict=True))}]")
     X = np.concatenate(columns, axis=1) if columns else np.empty((n_samples, 0), dtype=np.float64)  # noqa: N806
     return X, names
+
+
+async def extract_points_async(
+    sources: Source | Sequence[Source], **kwargs: Any
+) -> xr.Dataset | tuple[xr.Dataset, Report]:
+    """`extract_points` as an awaitable: it runs in a worker thread (fastzarr releases the GIL
+    while it reads), so a running event loop (Jupyter's) stays free. Takes the same arguments."""
+    import asyncio  # noqa: PLC0415
+
+    return await asyncio.to_thread(extract_points, sources, **kwargs)
