@@ -77,73 +77,109 @@ fn u32_at(buffer: &[u8], at: usize) -> u64 {
     ))
 }
 
-async fn fetch_blosc_blocks(
-    store: &Store,
-    key: &str,
-    chunk_bytes: usize,
-    ranges: &[(usize, usize)],
-) -> Result<FetchOutcome> {
+/// What the first requests of a partial read learnt: the chunk, or its header and table.
+enum Head {
+    Done(FetchOutcome),
+    Table {
+        buffer: Vec<u8>,
+        header: BloscHeader,
+        table_end: usize,
+        requests: u64,
+        fetched: u64,
+    },
+}
+
+/// Fetches the header and block table (one request, two if the table is long); the whole
+/// chunk instead when it is small or its header is not one to read block by block.
+async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<Head> {
     // The block table has 4 bytes a block; blocks are rarely under 8 KiB.
     let head_len = (HEADER_LEN + 4 * chunk_bytes.div_ceil(8192)).clamp(256, 64 * 1024) as u64;
     let Some((head, size)) = store.get_range_async(key, 0..head_len).await? else {
-        return Ok(FetchOutcome::whole(None, 1, 0));
+        return Ok(Head::Done(FetchOutcome::whole(None, 1, 0)));
     };
-    let mut requests = 1;
-    let mut fetched = head.len() as u64;
+    let (requests, fetched) = (1, head.len() as u64);
     if fetched >= size {
         // The first request already held the whole chunk.
-        return Ok(FetchOutcome::whole(Some(head), requests, 0));
+        return Ok(Head::Done(FetchOutcome::whole(Some(head), requests, 0)));
     }
-    let whole = |requests: u64, fetched: u64| async move {
-        Ok(FetchOutcome::whole(
-            store.get_async(key).await?,
+    let whole = || async move {
+        let bytes = store.get_async(key).await?;
+        Ok(Head::Done(FetchOutcome::whole(
+            bytes,
             requests + 1,
             fetched,
-        ))
+        )))
     };
-    let Ok(size_usize) = usize::try_from(size) else {
-        return whole(requests, fetched).await;
+    let Ok(size) = usize::try_from(size) else {
+        return whole().await;
     };
-    let mut buffer = vec![0u8; size_usize];
+    let mut buffer = vec![0u8; size];
     buffer[..head.len()].copy_from_slice(&head);
-    let Ok(header) = BloscHeader::parse(&buffer, chunk_bytes) else {
-        return whole(requests, fetched).await;
+    let header = match BloscHeader::parse(&buffer, chunk_bytes) {
+        Ok(header) if header.blocksize > 0 && header.typesize > 0 => header,
+        _ => return whole().await,
     };
-    if header.blocksize == 0 || header.typesize == 0 {
-        return whole(requests, fetched).await;
-    }
     let table_end = if header.memcpyed() {
         HEADER_LEN
     } else {
         HEADER_LEN + 4 * header.nblocks()
     };
-    if table_end > size_usize {
-        return whole(requests, fetched).await;
+    if table_end > size {
+        return whole().await;
     }
-    if table_end > head.len() {
-        let Some((rest, _)) = store
-            .get_range_async(key, head.len() as u64..table_end as u64)
-            .await?
-        else {
-            return Ok(FetchOutcome::whole(None, requests + 1, fetched));
-        };
-        requests += 1;
-        fetched += rest.len() as u64;
-        buffer[head.len()..table_end].copy_from_slice(&rest);
+    let mut head = Head::Table {
+        buffer,
+        header,
+        table_end,
+        requests,
+        fetched,
+    };
+    if let Head::Table {
+        buffer,
+        requests,
+        fetched,
+        ..
+    } = &mut head
+    {
+        let have = (*fetched) as usize;
+        if table_end > have {
+            let Some((rest, _)) = store
+                .get_range_async(key, have as u64..table_end as u64)
+                .await?
+            else {
+                return Ok(Head::Done(FetchOutcome::whole(
+                    None,
+                    *requests + 1,
+                    *fetched,
+                )));
+            };
+            *requests += 1;
+            *fetched += rest.len() as u64;
+            buffer[have..table_end].copy_from_slice(&rest);
+        }
     }
-    // Compressed spans of the wanted blocks.
+    Ok(head)
+}
+
+/// The compressed byte spans of the blocks holding `ranges`, coalesced; `None` when the
+/// block table points outside the chunk.
+fn block_spans(
+    buffer: &[u8],
+    header: &BloscHeader,
+    table_end: usize,
+    ranges: &[(usize, usize)],
+) -> Option<Vec<(u64, u64)>> {
+    let size = buffer.len() as u64;
     let mut wanted: Vec<usize> = Vec::new();
     for &(start, len) in ranges {
-        if len == 0 {
-            continue;
+        if len > 0 {
+            wanted.extend(start / header.blocksize..=(start + len - 1) / header.blocksize);
         }
-        let first = start / header.blocksize;
-        let last = (start + len - 1) / header.blocksize;
-        wanted.extend(first..=last);
     }
     wanted.sort_unstable();
     wanted.dedup();
-    let spans: Vec<(u64, u64)> = if header.memcpyed() {
+    wanted.retain(|&b| b < header.nblocks());
+    let mut spans: Vec<(u64, u64)> = if header.memcpyed() {
         wanted
             .iter()
             .map(|&b| {
@@ -154,13 +190,10 @@ async fn fetch_blosc_blocks(
             .collect()
     } else {
         let starts: Vec<u64> = (0..header.nblocks())
-            .map(|b| u32_at(&buffer, HEADER_LEN + 4 * b))
+            .map(|b| u32_at(buffer, HEADER_LEN + 4 * b))
             .collect();
-        if starts
-            .iter()
-            .any(|&s| s < table_end as u64 || s >= size)
-        {
-            return whole(requests, fetched).await;
+        if starts.iter().any(|&s| s < table_end as u64 || s >= size) {
+            return None;
         }
         // Blocks may be stored out of order (multithreaded compression): a block ends
         // where the next stored block starts.
@@ -168,19 +201,13 @@ async fn fetch_blosc_blocks(
         sorted.sort_unstable();
         wanted
             .iter()
-            .filter(|&&b| b < starts.len())
             .map(|&b| {
                 let start = starts[b];
-                let end = sorted
-                    .iter()
-                    .find(|&&s| s > start)
-                    .copied()
-                    .unwrap_or(size);
+                let end = sorted.iter().find(|&&s| s > start).copied().unwrap_or(size);
                 (start, end)
             })
             .collect()
     };
-    let mut spans = spans;
     spans.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (start, end) in spans {
@@ -194,11 +221,36 @@ async fn fetch_blosc_blocks(
     if needed as f64 > WHOLE_SHARE * body as f64 {
         merged = vec![(table_end as u64, size)];
     }
-    let reads = merged
+    Some(merged)
+}
+
+async fn fetch_blosc_blocks(
+    store: &Store,
+    key: &str,
+    chunk_bytes: usize,
+    ranges: &[(usize, usize)],
+) -> Result<FetchOutcome> {
+    let (mut buffer, header, table_end, mut requests, mut fetched) =
+        match fetch_head(store, key, chunk_bytes).await? {
+            Head::Done(outcome) => return Ok(outcome),
+            Head::Table {
+                buffer,
+                header,
+                table_end,
+                requests,
+                fetched,
+            } => (buffer, header, table_end, requests, fetched),
+        };
+    let Some(spans) = block_spans(&buffer, &header, table_end, ranges) else {
+        // A lying block table: the whole chunk, whose decoding reports it.
+        let bytes = store.get_async(key).await?;
+        return Ok(FetchOutcome::whole(bytes, requests + 1, fetched));
+    };
+    let reads = spans
         .iter()
         .map(|&(start, end)| store.get_range_async(key, start..end));
     let parts = futures::future::try_join_all(reads).await?;
-    for (&(start, _), part) in merged.iter().zip(parts) {
+    for (&(start, _), part) in spans.iter().zip(parts) {
         let Some((bytes, _)) = part else {
             // Deleted between requests: read it as missing, as a whole read would.
             return Ok(FetchOutcome::whole(None, requests, fetched));

@@ -1,10 +1,10 @@
-//! `storage_options` → an object_store store for s3, gs, az/abfs and http(s) URLs.
+//! `storage_options` → an `object_store` store for s3, gs, az/abfs and http(s) URLs.
 //!
-//! Keys are object_store's configuration keys (`endpoint`, `region`, `access_key_id`,
+//! Keys are `object_store`'s configuration keys (`endpoint`, `region`, `access_key_id`,
 //! `secret_access_key`, `skip_signature`, `allow_http`, `timeout`, ...), plus a few
 //! fsspec spellings (`anon`, `key`, `secret`, `token`, `endpoint_url`, `client_kwargs`
 //! is not) and fastzarr's retry keys (`max_retries`, `retry_timeout`,
-//! `retry_init_backoff`). Credentials also come from the environment, as object_store
+//! `retry_init_backoff`). Credentials also come from the environment, as `object_store`
 //! reads them (`AWS_*`, `GOOGLE_*`, `AZURE_*`). An unknown key is an error that names
 //! the key, never its value.
 
@@ -30,9 +30,17 @@ pub struct Remote {
 /// Keys whose values are secrets: they are scrubbed from every message.
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["secret", "token", "password", "sas", "credential", "access_key", "key"]
-        .iter()
-        .any(|word| key.contains(word))
+    [
+        "secret",
+        "token",
+        "password",
+        "sas",
+        "credential",
+        "access_key",
+        "key",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
         && !matches!(key.as_str(), "key_id")
 }
 
@@ -54,7 +62,7 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{slash}{path}{query}")
 }
 
-/// A duration option: a number of seconds, or object_store's spelling ("30s", "500ms").
+/// A duration option: a number of seconds, or `object_store`'s spelling ("30s", "500ms").
 fn duration_text(value: &str) -> String {
     match value.trim().parse::<f64>() {
         Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
@@ -79,7 +87,7 @@ fn seconds(key: &str, value: &str) -> Result<Duration> {
         })
 }
 
-/// Options split into retry settings and object_store configuration pairs.
+/// Options split into retry settings and `object_store` configuration pairs.
 struct Parsed {
     retry: RetryConfig,
     pairs: Vec<(String, String)>,
@@ -93,7 +101,7 @@ fn parse_options(scheme: &str, options: &StorageOptions) -> Result<Parsed> {
             base: 2.0,
         },
         max_retries: 5,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: Duration::from_mins(1),
     };
     let mut pairs = Vec::new();
     let mut endpoint_is_http = false;
@@ -200,7 +208,10 @@ pub fn build_object_store(
         }
         _ => {
             // The HTTP store's paths are relative to its URL: the URL is the store root.
-            let base = url.split_once('?').map_or(url, |(p, _)| p).trim_end_matches('/');
+            let base = url
+                .split_once('?')
+                .map_or(url, |(p, _)| p)
+                .trim_end_matches('/');
             let mut builder = HttpBuilder::new().with_url(base);
             for (key, value) in pairs {
                 if key == "skip_signature" {
@@ -250,7 +261,10 @@ mod tests {
             panic!("an unknown key must fail")
         };
         let text = err.to_string();
-        assert!(text.contains("no_such_key") && !text.contains("hunter22"), "{text}");
+        assert!(
+            text.contains("no_such_key") && !text.contains("hunter22"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -193,19 +193,14 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
         if jobs.iter().any(|job| job.array.store().is_remote()) {
             read_pipelined(&jobs, &plans, &context, cancel)?;
         } else {
-            jobs.par_iter()
-                .zip(&plans)
-                .try_for_each(|(job, plan)| {
-                    cancel.check()?;
-                    let started = Instant::now();
-                    let key = job.array.zarrs().chunk_key(&job.chunk);
-                    let outcome = futures::executor::block_on(fetch(
-                        job.array.store(),
-                        key.as_str(),
-                        plan,
-                    ))?;
-                    run_job(job, outcome, started, &context)
-                })?;
+            jobs.par_iter().zip(&plans).try_for_each(|(job, plan)| {
+                cancel.check()?;
+                let started = Instant::now();
+                let key = job.array.zarrs().chunk_key(&job.chunk);
+                let outcome =
+                    futures::executor::block_on(fetch(job.array.store(), key.as_str(), plan))?;
+                run_job(job, outcome, started, &context)
+            })?;
         }
         Ok(counters.snapshot())
     })
@@ -268,19 +263,16 @@ fn read_pipelined(
                 }
                 Err(TryRecvError::Empty) => {
                     // Decode what has arrived while waiting for the rest.
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        match receiver.recv_timeout(Duration::from_millis(2)) {
-                            Ok(message) => message,
-                            Err(RecvTimeoutError::Timeout) => continue,
-                            Err(RecvTimeoutError::Disconnected) => {
-                                fail(Error::Panic(
-                                    "a fetch task ended without a result".into(),
-                                ));
-                                return;
-                            }
-                        }
-                    } else {
+                    if let Some(rayon::Yield::Executed) = rayon::yield_now() {
                         continue;
+                    }
+                    match receiver.recv_timeout(Duration::from_millis(2)) {
+                        Ok(message) => message,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            fail(Error::Panic("a fetch task ended without a result".into()));
+                            return;
+                        }
                     }
                 }
             };

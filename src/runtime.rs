@@ -206,7 +206,7 @@ where
     Ok(runtime.block_on(future))
 }
 
-/// zarrs' bridge from its sync API to object_store's async one, on our runtime.
+/// zarrs' bridge from its sync API to `object_store`'s async one, on our runtime.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BlockOn;
 

@@ -1,5 +1,5 @@
 //! Resolves a URL (plus storage options) to a store: local files through zarrs'
-//! filesystem store, everything else (s3, gs, az, http, memory) through object_store.
+//! filesystem store, everything else (s3, gs, az, http, memory) through `object_store`.
 //!
 //! Readers only ever see a [`Store`]; its reads are whole keys or byte ranges of a key,
 //! and a remote read runs on fastzarr's tokio runtime with a bounded number of requests
@@ -19,7 +19,7 @@ use zarrs::storage::{ReadableListableStorage, StoreKey, StorePrefix};
 use crate::errors::{Error, Result};
 use crate::object_config::{build_object_store, redact_url, Remote};
 
-/// Options that shape how a store is reached (object_store configuration keys).
+/// Options that shape how a store is reached (`object_store` configuration keys).
 pub type StorageOptions = BTreeMap<String, String>;
 
 enum Backend {
@@ -30,9 +30,10 @@ enum Backend {
 
 /// An opened store: the storage and the URL it was opened from.
 pub struct Store {
-    url: String,
+    /// The URL as given (it may hold secrets): only for reopening the store.
+    raw_url: String,
     /// The URL with any user info and query (where tokens hide) blanked out.
-    display_url: String,
+    url: String,
     options: StorageOptions,
     /// Values of the options that are secrets, scrubbed from error messages.
     secrets: Vec<String>,
@@ -43,7 +44,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("url", &self.display_url)
+            .field("url", &self.url)
             .finish_non_exhaustive()
     }
 }
@@ -84,8 +85,8 @@ impl Store {
         // Longest first, so that a secret containing another is blanked whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Ok(Arc::new(Self {
-            url: url.to_string(),
-            display_url,
+            raw_url: url.to_string(),
+            url: display_url,
             options,
             secrets,
             storage,
@@ -95,12 +96,12 @@ impl Store {
 
     /// The URL as shown in errors and reprs (secrets blanked out).
     pub fn url(&self) -> &str {
-        &self.display_url
+        &self.url
     }
 
     /// The URL as given, to reopen the store elsewhere (pickling).
     pub fn raw_url(&self) -> &str {
-        &self.url
+        &self.raw_url
     }
 
     pub fn options(&self) -> &StorageOptions {
@@ -120,21 +121,21 @@ impl Store {
     /// An error reading `key`, with secrets scrubbed from the reason.
     pub fn storage_error(&self, key: &str, reason: impl std::fmt::Display) -> Error {
         let mut reason = reason.to_string();
-        if self.url != self.display_url {
-            reason = reason.replace(&self.url, &self.display_url);
+        if self.raw_url != self.url {
+            reason = reason.replace(&self.raw_url, &self.url);
         }
         for secret in &self.secrets {
             reason = reason.replace(secret.as_str(), "***");
         }
         if is_timeout(&reason) {
             return Error::RequestTimeout {
-                url: self.display_url.clone(),
+                url: self.url.clone(),
                 key: key.to_string(),
                 reason,
             };
         }
         Error::Storage {
-            url: self.display_url.clone(),
+            url: self.url.clone(),
             key: key.to_string(),
             reason,
         }
@@ -217,7 +218,10 @@ impl Store {
                 });
             }
             let bytes = result.bytes().await?;
-            check_length(bytes.len() as u64, wanted.min(size.saturating_sub(range.start)))?;
+            check_length(
+                bytes.len() as u64,
+                wanted.min(size.saturating_sub(range.start)),
+            )?;
             Ok((bytes, size))
         })
         .await
@@ -248,10 +252,7 @@ impl Store {
                 Err(err) => return Err(self.storage_error(key, error_chain(&err))),
             }
         }
-        Err(self.storage_error(
-            key,
-            last.map_or_else(String::new, |e| error_chain(&e)),
-        ))
+        Err(self.storage_error(key, last.map_or_else(String::new, |e| error_chain(&e))))
     }
 
     /// Names of the child prefixes directly below `prefix` ("" is the root).
@@ -302,7 +303,7 @@ impl Store {
 
     fn key(&self, key: &str) -> Result<StoreKey> {
         StoreKey::new(key).map_err(|e| {
-            Error::InvalidArgument(format!("invalid key in store {}: {e}", self.display_url))
+            Error::InvalidArgument(format!("invalid key in store {}: {e}", self.url))
         })
     }
 }
@@ -319,7 +320,7 @@ fn check_length(got: u64, expected: u64) -> object_store::Result<()> {
     }
 }
 
-/// Whether an object_store error broke off a response body (worth asking again).
+/// Whether an `object_store` error broke off a response body (worth asking again).
 fn is_body_error(err: &object_store::Error) -> bool {
     let text = error_chain(err).to_ascii_lowercase();
     matches!(err, object_store::Error::Generic { .. })
@@ -331,7 +332,7 @@ fn is_timeout(reason: &str) -> bool {
     text.contains("timed out") || text.contains("deadline has elapsed")
 }
 
-/// An error and its sources, each once: object_store's top-level message often hides
+/// An error and its sources, each once: `object_store`'s top-level message often hides
 /// the cause ("operation timed out") in its source chain.
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();

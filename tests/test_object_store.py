@@ -18,14 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+import fastzarr as fz
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
-
-import fastzarr as fz
 from fastzarr.testing import make_batches
 
 boto3 = pytest.importorskip("boto3")
@@ -115,7 +114,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -254,7 +253,9 @@ def test_s3_read_many_and_pickle(local: dict[str, Path], s3: dict[str, Any]) -> 
     a = fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options=opts)
     b = fz.open_array(f"s3://{BUCKET}/batch_001.zarr", storage_options=opts, path="var0002")
     la, lb = fz.open_array(local["big"]), fz.open_array(local["batch1"], path="var0002")
-    got, stats = fz.read_many([(a, ...), (b, (slice(None), 1)), (a, (0,), {1: [3, 200], 2: [5, 500]})], return_stats=True)
+    got, stats = fz.read_many(
+        [(a, ...), (b, (slice(None), 1)), (a, (0,), {1: [3, 200], 2: [5, 500]})], return_stats=True
+    )
     want = fz.read_many([(la, ...), (lb, (slice(None), 1)), (la, (0,), {1: [3, 200], 2: [5, 500]})])
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
@@ -277,7 +278,7 @@ def test_s3_open_zarr_and_extract_points(local: dict[str, Path], s3: dict[str, A
 
 def test_s3_missing_bucket_or_key_names_url_without_secrets(s3: dict[str, Any]) -> None:
     opts = s3["options"]
-    for url in (f"s3://no-such-bucket-here/x.zarr", f"s3://{BUCKET}/no_such_store.zarr"):
+    for url in ("s3://no-such-bucket-here/x.zarr", f"s3://{BUCKET}/no_such_store.zarr"):
         with pytest.raises(fz.StoreNotFoundError) as info:
             fz.open_array(url, storage_options=opts)
         assert url in str(info.value)
@@ -290,7 +291,8 @@ def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
     opts = s3["options"]
     arr = fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options=opts)
     group = fz.open_group(f"s3://{BUCKET}/batch_000.zarr", storage_options=opts)
-    assert SECRET not in repr(arr) and SECRET not in repr(group)
+    assert SECRET not in repr(arr)
+    assert SECRET not in repr(group)
     # A failing request (nothing listens there) does not repeat the credentials.
     dead = {**opts, "endpoint": f"http://127.0.0.1:{_free_port()}", "max_retries": "0"}
     with pytest.raises(fz.FastzarrError) as info:
@@ -302,7 +304,10 @@ def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
     assert SECRET not in str(info2.value)
     # Credentials inside a URL are blanked out of reprs and errors.
     with pytest.raises(fz.FastzarrError) as info3:
-        fz.open_array(f"http://user:{SECRET}@127.0.0.1:{_free_port()}/x.zarr?sig={SECRET}", storage_options={"max_retries": 0, "timeout": 1})
+        fz.open_array(
+            f"http://user:{SECRET}@127.0.0.1:{_free_port()}/x.zarr?sig={SECRET}",
+            storage_options={"max_retries": 0, "timeout": 1},
+        )
     assert SECRET not in str(info3.value)
 
 
@@ -390,7 +395,7 @@ def test_io_concurrency_setting() -> None:
     try:
         fz.set_io_concurrency(3)
         assert fz.get_io_concurrency() == 3
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="at least 1"):
             fz.set_io_concurrency(0)
     finally:
         fz.set_io_concurrency(before)

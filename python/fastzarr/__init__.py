@@ -35,7 +35,6 @@ from fastzarr._core import (
     set_io_concurrency,
     set_num_threads,
 )
-
 from fastzarr.report import DuplicateRecord, Report
 
 if TYPE_CHECKING:

@@ -111,8 +111,9 @@ async fn on_pool<R: Send + 'static>(
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let worker_cancel = cancel.clone();
     pool.spawn(move || {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&worker_cancel)))
-            .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&worker_cancel)))
+                .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())));
         let _ = sender.send(outcome);
     });
     let _stop = StopOnDrop(cancel.clone());
@@ -163,15 +164,18 @@ pub fn open_array_async<'py>(
 }
 
 /// Reads prepared requests on the pool; the awaitable yields their numpy results.
-fn read_prepared<'py>(
-    py: Python<'py>,
+fn read_prepared(
+    py: Python<'_>,
     prepared: Vec<Prepared>,
     results: Py<PyAny>,
     timeout: Option<f64>,
-) -> Result<Bound<'py, PyAny>> {
+) -> Result<Bound<'_, PyAny>> {
     let timeout = timeout_duration(timeout)?;
     Ok(into_py(py, async move {
-        on_pool(timeout, move |cancel| run_prepared(prepared, cancel).map(|_| ())).await?;
+        on_pool(timeout, move |cancel| {
+            run_prepared(prepared, cancel).map(|_| ())
+        })
+        .await?;
         Ok(results)
     })?)
 }

@@ -6,12 +6,12 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::array::ArrayHandle;
 use crate::errors::{Error, Result};
 use crate::plan::{AxisIndex, PointSet, Selection};
 use crate::py::array::PyArray;
 use crate::py::stats::PyReadStats;
 use crate::py::{detach_cancellable, output, selection};
-use crate::array::ArrayHandle;
 use crate::read::{read_many as read_requests, OutputBuffer, ReadRequest};
 use crate::runtime::Cancel;
 use crate::stats::ReadStats;
