@@ -29,6 +29,10 @@ pub enum FetchPlan {
         chunk_bytes: usize,
         ranges: Vec<(usize, usize)>,
     },
+    /// A shard needed only in part: nothing is fetched up front; the decode task reads
+    /// the shard index and then only the inner chunks it needs (zarrs' sharding partial
+    /// decoder over byte-range reads of the store).
+    ShardParts,
 }
 
 /// A fetched chunk.
@@ -39,6 +43,8 @@ pub enum Fetched {
     /// The chunk's compressed length, real only in the header, the block table and the
     /// blocks the plan needs: for `BlockReader` alone.
     Sparse(Vec<u8>),
+    /// Not fetched yet: read by the decode task, range by range (`FetchPlan::ShardParts`).
+    Deferred,
 }
 
 /// A fetched chunk and what fetching it cost.
@@ -68,6 +74,11 @@ pub async fn fetch(store: &Store, key: &str, plan: &FetchPlan) -> Result<FetchOu
             chunk_bytes,
             ranges,
         } => fetch_blosc_blocks(store, key, *chunk_bytes, ranges).await,
+        FetchPlan::ShardParts => Ok(FetchOutcome {
+            fetched: Fetched::Deferred,
+            bytes: 0,
+            requests: 0,
+        }),
     }
 }
 

@@ -312,14 +312,30 @@ impl Drop for AbortOnDrop {
 fn fetch_plan(job: &ChunkJob<'_>) -> FetchPlan {
     /// Beyond this many byte runs, working out blocks costs more than it saves.
     const MAX_RANGES: usize = 65_536;
+    /// Each part of a shard read in place is one round of range requests.
+    const MAX_SHARD_PARTS: usize = 16;
     let array = job.array;
-    if !array.plain_blosc() {
-        return FetchPlan::Whole;
-    }
     let Ok(chunk_shape) = array.zarrs().chunk_shape(&job.chunk) else {
         return FetchPlan::Whole;
     };
     let chunk_shape: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
+    if array.partial_shards() {
+        // A shard of which every part is a small box of inner chunks: read only those.
+        let elements: u64 = chunk_shape.iter().product();
+        let wanted: u64 = job
+            .parts
+            .iter()
+            .map(|(_, p)| p.region_shape.iter().product::<u64>())
+            .sum();
+        return if job.parts.len() <= MAX_SHARD_PARTS && wanted * 2 <= elements {
+            FetchPlan::ShardParts
+        } else {
+            FetchPlan::Whole
+        };
+    }
+    if !array.plain_blosc() {
+        return FetchPlan::Whole;
+    }
     let itemsize = array.dtype().itemsize;
     let chunk_bytes = chunk_shape.iter().product::<u64>() as usize * itemsize;
     let mut ranges = Vec::new();
@@ -374,6 +390,12 @@ fn run_job(
     };
     let counters = context.counters;
     let encoded = match outcome.fetched {
+        Fetched::Deferred => {
+            return decode_shard_parts(job, context, started).map_err(|e| match e {
+                ShardReadError::Codec(e) => corrupt(e),
+                ShardReadError::Other(e) => e,
+            });
+        }
         Fetched::Missing => None,
         Fetched::Whole(bytes) => Some(bytes),
         Fetched::Sparse(buffer) => {
@@ -394,6 +416,81 @@ fn run_job(
         outcome.requests,
     );
     decode_job(job, encoded, context, &corrupt)
+}
+
+enum ShardReadError {
+    Codec(CodecError),
+    Other(Error),
+}
+
+impl From<CodecError> for ShardReadError {
+    fn from(err: CodecError) -> Self {
+        ShardReadError::Codec(err)
+    }
+}
+
+/// Reads each part of a shard through zarrs' sharding partial decoder: the shard index
+/// once, then only the inner chunks under the part, by byte ranges of the store.
+fn decode_shard_parts(
+    job: &ChunkJob<'_>,
+    context: &JobContext<'_, '_>,
+    started: Instant,
+) -> std::result::Result<(), ShardReadError> {
+    let array = job.array;
+    let itemsize = array.dtype().itemsize;
+    let decoder = array
+        .zarrs()
+        .partial_decoder_opt(&job.chunk, context.options)
+        .map_err(|e| match e {
+            zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
+            other => ShardReadError::Other(
+                array
+                    .store()
+                    .storage_error(array.zarrs().chunk_key(&job.chunk).as_str(), other),
+            ),
+        })?;
+    context.counters.fetched(started, Some(0), 0);
+    let decode_started = Instant::now();
+    let mut decoded_bytes = 0;
+    for (t, part) in &job.parts {
+        let shape = &part.region_shape;
+        let mut region = vec![0u8; shape.iter().product::<u64>() as usize * itemsize];
+        {
+            let cells = UnsafeCellSlice::new(region.as_mut_slice());
+            // SAFETY: the only view of `region`.
+            #[allow(unsafe_code)]
+            let mut view = unsafe {
+                ArrayBytesFixedDisjointView::new(
+                    cells,
+                    itemsize,
+                    shape,
+                    ArraySubset::new_with_shape(shape.clone()),
+                )
+            }
+            .map_err(|e| CodecError::Other(e.to_string()))?;
+            let subset =
+                ArraySubset::new_with_start_shape(part.region_start.clone(), shape.clone())
+                    .map_err(|e| CodecError::Other(e.to_string()))?;
+            decoder.partial_decode_into(
+                &subset,
+                ArrayBytesDecodeIntoTarget::Fixed(&mut view),
+                context.options,
+            )?;
+        }
+        decoded_bytes += region.len() as u64;
+        let offset = vec![0; shape.len()];
+        let decoded = DecodedRegion {
+            bytes: &region,
+            shape,
+            offset: &offset,
+        };
+        let target = &context.targets[*t];
+        scatter(&decoded, part, context.output_of(target), target, itemsize);
+    }
+    context
+        .counters
+        .decoded(decode_started, decoded_bytes, true);
+    Ok(())
 }
 
 /// Decodes a whole fetched chunk (or the fill value) into every part's place.

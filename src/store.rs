@@ -302,9 +302,8 @@ impl Store {
     }
 
     fn key(&self, key: &str) -> Result<StoreKey> {
-        StoreKey::new(key).map_err(|e| {
-            Error::InvalidArgument(format!("invalid key in store {}: {e}", self.url))
-        })
+        StoreKey::new(key)
+            .map_err(|e| Error::InvalidArgument(format!("invalid key in store {}: {e}", self.url)))
     }
 }
 

@@ -64,7 +64,18 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     rng = np.random.default_rng(0)
     arr[:] = rng.standard_normal((3, 256, 512)).astype("float32")
-    return {"batch0": batches[0], "batch1": batches[1], "big": big}
+    sharded = root / "sharded.zarr"
+    shards = zarr.create_array(
+        store=str(sharded),
+        shape=(2, 128, 128),
+        chunks=(1, 16, 16),
+        shards=(1, 128, 128),
+        dtype="float32",
+        zarr_format=3,
+        fill_value=-1.0,
+    )
+    shards[0] = rng.standard_normal((128, 128)).astype("float32")  # shard 1 is never written
+    return {"batch0": batches[0], "batch1": batches[1], "big": big, "sharded": sharded}
 
 
 def _files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -352,6 +363,24 @@ def test_point_read_fetches_only_the_blocks_needed(local: dict[str, Path], web: 
     [pts] = fz.read_many([(arr, (slice(None),), {1: lat, 2: lon})])
     np.testing.assert_array_equal(pts, fz.open_array(local["big"])[...][:, lat, lon])
     assert state.bytes_sent < 3 * whole / 2
+
+
+def test_sharded_point_reads_only_the_inner_chunks_needed(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/sharded.zarr")
+    expected = zarr.open_array(str(local["sharded"]), mode="r")[...]
+    np.testing.assert_array_equal(arr[...], expected)
+    shard_file = local["sharded"] / "c" / "0" / "0" / "0"
+    state.reset()
+    assert arr[0, 70, 90] == expected[0, 70, 90]
+    # The shard index and one inner chunk, not the shard.
+    assert state.bytes_sent * 10 < shard_file.stat().st_size, (state.bytes_sent, shard_file.stat().st_size)
+    # A shard that was never written reads as the fill value.
+    np.testing.assert_array_equal(arr[1, 3:5, 7], expected[1, 3:5, 7])
+    [pts] = fz.read_many([(arr, (slice(None),), {1: [0, 127], 2: [5, 100]})])
+    np.testing.assert_array_equal(pts, expected[:, [0, 127], [5, 100]])
 
 
 def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:
