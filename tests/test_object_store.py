@@ -489,3 +489,23 @@ def test_async_timeout_and_extract(local: dict[str, Path], web: dict[str, Any]) 
     points = {"lat": [10.0], "lon": [45.0]}
     got = asyncio.run(fz.extract_points_async(f"{web['base']}/batch_000.zarr", points=points))
     xr.testing.assert_identical(got, fz.extract_points(local["batch0"], points=points))
+
+
+def _remote_sum(url: str) -> float:
+    return float(fz.open_array(url)[...].sum())
+
+
+def test_remote_reads_in_a_forked_child(local: dict[str, Path], web: dict[str, Any]) -> None:
+    """The I/O runtime is rebuilt in a forked child, as the decode pool is."""
+    import multiprocessing  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    url = f"{web['base']}/big.zarr"
+    expected = float(fz.open_array(local["big"])[...].sum())
+    assert _remote_sum(url) == expected  # the parent's runtime exists before the fork
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*fork\(\).*", category=DeprecationWarning)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            assert pool.submit(_remote_sum, url).result(timeout=60) == expected
