@@ -25,6 +25,9 @@ pub struct ArrayHandle {
     plain_blosc: bool,
     /// A checksum codec guards the chunks: a partial decode must not skip its check.
     checksummed: bool,
+    /// Sharded, with no checksum on the inner chunks: a part of a shard can be read by
+    /// reading its index and only the inner chunks under the part.
+    partial_shards: bool,
     /// The metadata as stored, as JSON (for descriptions and fingerprints).
     metadata_json: Value,
 }
@@ -120,6 +123,7 @@ impl ArrayHandle {
             array,
             plain_blosc: is_plain_blosc(&metadata_json, &dtype),
             checksummed: has_checksum(&metadata_json),
+            partial_shards: has_partial_shards(&metadata_json),
             dtype,
             chunk_shape,
             metadata_json,
@@ -216,6 +220,10 @@ impl ArrayHandle {
         self.checksummed
     }
 
+    pub fn partial_shards(&self) -> bool {
+        self.partial_shards
+    }
+
     pub fn metadata_json(&self) -> &Value {
         &self.metadata_json
     }
@@ -285,6 +293,31 @@ fn has_checksum(metadata: &Value) -> bool {
             )
         });
         checksum || codec.get("configuration").is_some_and(has_checksum)
+    })
+}
+
+/// Whether the array is sharded (alone in its codec list) with unchecksummed inner chunks,
+/// so that zarrs' sharding partial decoder may read parts of a shard: it checks the
+/// index's checksum, and decodes each inner chunk it reads whole.
+fn has_partial_shards(metadata: &Value) -> bool {
+    let Some([sharding]) = metadata
+        .get("codecs")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    else {
+        return false;
+    };
+    if codec_name(sharding) != Some("sharding_indexed") {
+        return false;
+    }
+    let inner = sharding
+        .get("configuration")
+        .and_then(|c| c.get("codecs"))
+        .and_then(Value::as_array);
+    inner.is_some_and(|codecs| {
+        !codecs
+            .iter()
+            .any(|c| has_checksum(&serde_json::json!({ "codecs": [c] })))
     })
 }
 

@@ -54,7 +54,7 @@ pub enum Error {
         expected: &'static str,
     },
 
-    #[error("URL scheme of {url} is not supported yet (supported: local paths and file://)")]
+    #[error("URL scheme of {url} is not supported (supported: local paths, file://, memory://, s3://, gs://, az://, abfs://, http://, https://)")]
     UnsupportedUrl { url: String },
 
     #[error("invalid metadata in {file} of store {url}: {reason}")]
@@ -107,6 +107,13 @@ pub enum Error {
 
     #[error("internal error (a bug in fastzarr, please report it): {0}")]
     Panic(String),
+
+    #[error("request for '{key}' from store {url} timed out: {reason}")]
+    RequestTimeout {
+        url: String,
+        key: String,
+        reason: String,
+    },
 
     #[error("timed out after {0} s")]
     Timeout(f64),
@@ -208,7 +215,7 @@ impl From<Error> for PyErr {
                 raise_dual(store_not_found_error, message)
             }
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
-            Error::Timeout(_) => raise_dual(timeout_error, message),
+            Error::Timeout(_) | Error::RequestTimeout { .. } => raise_dual(timeout_error, message),
             Error::InvalidSelection(_) => PyTypeError::new_err(message),
             Error::InvalidOutput(_) | Error::InvalidArgument(_) => PyValueError::new_err(message),
             Error::Metadata { .. } | Error::WrongNodeType { .. } => MetadataError::new_err(message),

@@ -7,9 +7,11 @@ pub mod blosc_ranges;
 pub mod blosc_zstd;
 pub mod codecs;
 pub mod errors;
+pub mod fetch;
 pub mod inventory;
 pub mod limits;
 pub mod metadata;
+pub mod object_config;
 pub mod paths;
 pub mod plan;
 pub mod py;
@@ -31,14 +33,19 @@ mod _core {
     #[pymodule_export]
     use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};
     #[pymodule_export]
+    use crate::py::aio::{open_array_async, read_many_async};
+    #[pymodule_export]
     use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray};
     #[pymodule_export]
-    use crate::py::functions::{get_num_threads, read_many, set_num_threads};
+    use crate::py::functions::{
+        get_io_concurrency, get_num_threads, read_many, set_io_concurrency, set_num_threads,
+    };
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, PyGroup};
     #[pymodule_export]
-    use crate::py::inspect::_chunk_inventory;
     use crate::py::guard::{_busy_count, _debug_panic};
+    #[pymodule_export]
+    use crate::py::inspect::_chunk_inventory;
     #[pymodule_export]
     use crate::py::stats::PyReadStats;
     #[pymodule_export]

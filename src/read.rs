@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::mpsc::{channel, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use unsafe_cell_slice::UnsafeCellSlice;
@@ -13,9 +14,12 @@ use zarrs::array::{
     ArrayToBytesCodecTraits, BytesRepresentation, ChunkShape, CodecError, CodecOptions,
 };
 
+use bytes::Bytes;
+
 use crate::array::ArrayHandle;
 use crate::blosc_ranges::{decode_into, decode_ranges, region_byte_ranges, BlockReader};
 use crate::errors::{Error, Result};
+use crate::fetch::{fetch, FetchOutcome, FetchPlan, Fetched};
 use crate::plan::{chunk_parts, ChunkPart, PointSet, Selection};
 use crate::runtime::Cancel;
 use crate::stats::{ReadCounters, ReadStats};
@@ -164,11 +168,16 @@ fn chunk_jobs<'a>(requests: &[ReadRequest<'a>]) -> (Vec<ChunkJob<'a>>, Vec<Targe
 
 /// Reads every request; all chunks of all requests share one parallel pass. `cancel`
 /// is checked before each chunk.
+///
+/// Chunks of local stores are fetched by the decode task that needs them. Chunks of
+/// remote stores are all requested at once on the I/O runtime (at most
+/// `io_concurrency` in flight), and each is decoded as soon as it arrives.
 pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadStats> {
     for request in requests {
         request.check()?;
     }
     let (jobs, targets) = chunk_jobs(requests);
+    let plans: Vec<FetchPlan> = jobs.iter().map(fetch_plan).collect();
     crate::runtime::install(|| {
         // Chunks are the unit of parallelism; a codec gets inner threads only when
         // there are fewer chunks than threads (one huge chunk, say).
@@ -181,12 +190,174 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
             options: &options,
             counters: &counters,
         };
-        jobs.par_iter().try_for_each(|job| {
-            cancel.check()?;
-            run_job(job, &context)
-        })?;
+        if jobs.iter().any(|job| job.array.store().is_remote()) {
+            read_pipelined(&jobs, &plans, &context, cancel)?;
+        } else {
+            jobs.par_iter().zip(&plans).try_for_each(|(job, plan)| {
+                cancel.check()?;
+                let started = Instant::now();
+                let key = job.array.zarrs().chunk_key(&job.chunk);
+                let outcome =
+                    futures::executor::block_on(fetch(job.array.store(), key.as_str(), plan))?;
+                run_job(job, outcome, started, &context)
+            })?;
+        }
         Ok(counters.snapshot())
     })
+}
+
+/// Sends every fetch to the I/O runtime, and decodes each chunk on the pool as it
+/// arrives; the calling pool thread decodes too while it waits.
+fn read_pipelined(
+    jobs: &[ChunkJob<'_>],
+    plans: &[FetchPlan],
+    context: &JobContext<'_, '_>,
+    cancel: &Cancel,
+) -> Result<()> {
+    let (runtime, _) = crate::runtime::io()?;
+    let (sender, receiver) = channel::<(usize, Instant, Result<FetchOutcome>)>();
+    let tasks: Vec<_> = jobs
+        .iter()
+        .zip(plans)
+        .enumerate()
+        .map(|(i, (job, plan))| {
+            let store = job.array.store().clone();
+            let key = job.array.zarrs().chunk_key(&job.chunk).as_str().to_string();
+            let plan = plan.clone();
+            let sender = sender.clone();
+            runtime.spawn(async move {
+                let started = Instant::now();
+                let outcome = fetch(&store, &key, &plan).await;
+                // The receiver is gone only when the read already failed.
+                let _ = sender.send((i, started, outcome));
+            })
+        })
+        .collect();
+    drop(sender);
+    // Dropped on every way out, so that no request outlives the read.
+    let _abort = AbortOnDrop(tasks);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |err: Error| {
+        let mut slot = failed.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert(err);
+    };
+    rayon::in_place_scope(|scope| {
+        let mut remaining = jobs.len();
+        while remaining > 0 {
+            if let Err(err) = cancel.check() {
+                fail(err);
+                return;
+            }
+            if failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+            {
+                return;
+            }
+            let message = match receiver.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Disconnected) => {
+                    fail(Error::Panic("a fetch task ended without a result".into()));
+                    return;
+                }
+                Err(TryRecvError::Empty) => {
+                    // Decode what has arrived while waiting for the rest.
+                    if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+                        continue;
+                    }
+                    match receiver.recv_timeout(Duration::from_millis(2)) {
+                        Ok(message) => message,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            fail(Error::Panic("a fetch task ended without a result".into()));
+                            return;
+                        }
+                    }
+                }
+            };
+            remaining -= 1;
+            let (i, started, outcome) = message;
+            let job = &jobs[i];
+            let fail = &fail;
+            scope.spawn(move |_| {
+                if cancel.check().is_err() {
+                    return;
+                }
+                if let Err(err) = outcome.and_then(|o| run_job(job, o, started, context)) {
+                    fail(err);
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// Aborts the fetch tasks still running when a read ends early.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Whole chunks are fetched whole; a plain-blosc chunk needed only in part (points,
+/// a small box) is fetched block by block.
+fn fetch_plan(job: &ChunkJob<'_>) -> FetchPlan {
+    /// Beyond this many byte runs, working out blocks costs more than it saves.
+    const MAX_RANGES: usize = 65_536;
+    /// Each part of a shard read in place is one round of range requests.
+    const MAX_SHARD_PARTS: usize = 16;
+    let array = job.array;
+    let Ok(chunk_shape) = array.zarrs().chunk_shape(&job.chunk) else {
+        return FetchPlan::Whole;
+    };
+    let chunk_shape: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
+    if array.partial_shards() {
+        // A shard of which every part is a small box of inner chunks: read only those.
+        let elements: u64 = chunk_shape.iter().product();
+        let wanted: u64 = job
+            .parts
+            .iter()
+            .map(|(_, p)| p.region_shape.iter().product::<u64>())
+            .sum();
+        return if job.parts.len() <= MAX_SHARD_PARTS && wanted * 2 <= elements {
+            FetchPlan::ShardParts
+        } else {
+            FetchPlan::Whole
+        };
+    }
+    if !array.plain_blosc() {
+        return FetchPlan::Whole;
+    }
+    let itemsize = array.dtype().itemsize;
+    let chunk_bytes = chunk_shape.iter().product::<u64>() as usize * itemsize;
+    let mut ranges = Vec::new();
+    for (_, part) in &job.parts {
+        ranges.extend(region_byte_ranges(
+            &chunk_shape,
+            &part.region_start,
+            &part.region_shape,
+            itemsize,
+        ));
+        if ranges.len() > MAX_RANGES {
+            return FetchPlan::Whole;
+        }
+    }
+    let wanted: usize = ranges.iter().map(|r| r.1).sum();
+    if wanted * 2 > chunk_bytes {
+        return FetchPlan::Whole;
+    }
+    FetchPlan::BloscBlocks {
+        chunk_bytes,
+        ranges,
+    }
 }
 
 /// What every job of one pass shares.
@@ -203,7 +374,12 @@ impl JobContext<'_, '_> {
     }
 }
 
-fn run_job(job: &ChunkJob<'_>, context: &JobContext<'_, '_>) -> Result<()> {
+fn run_job(
+    job: &ChunkJob<'_>,
+    outcome: FetchOutcome,
+    started: Instant,
+    context: &JobContext<'_, '_>,
+) -> Result<()> {
     let array = job.array;
     let key = array.zarrs().chunk_key(&job.chunk);
     let corrupt = |e: CodecError| Error::CorruptChunk {
@@ -212,18 +388,120 @@ fn run_job(job: &ChunkJob<'_>, context: &JobContext<'_, '_>) -> Result<()> {
         key: key.as_str().to_string(),
         reason: e.to_string(),
     };
-    let started = Instant::now();
-    let encoded = array
-        .store()
-        .storage()
-        .get(&key)
-        .map_err(|e| Error::Storage {
-            url: array.store().url().to_string(),
-            key: key.as_str().to_string(),
-            reason: e.to_string(),
-        })?;
     let counters = context.counters;
-    counters.fetched(started, encoded.as_ref().map(zarrs::storage::Bytes::len));
+    let encoded = match outcome.fetched {
+        Fetched::Deferred => {
+            return decode_shard_parts(job, context, started).map_err(|e| match e {
+                ShardReadError::Codec(e) => corrupt(e),
+                ShardReadError::Other(e) => e,
+            });
+        }
+        Fetched::Missing => None,
+        Fetched::Whole(bytes) => Some(bytes),
+        Fetched::Sparse(buffer) => {
+            counters.fetched(started, Some(outcome.bytes as usize), outcome.requests);
+            if scatter_blosc_blocks(job, &buffer, context).map_err(corrupt)? {
+                return Ok(());
+            }
+            // Not readable block by block after all (a ragged tail): fetch it whole.
+            let started = Instant::now();
+            let whole = array.store().get(key.as_str())?;
+            counters.fetched(started, whole.as_ref().map(Bytes::len), 1);
+            return decode_job(job, whole, context, &corrupt);
+        }
+    };
+    counters.fetched(
+        started,
+        encoded.as_ref().map(|_| outcome.bytes as usize),
+        outcome.requests,
+    );
+    decode_job(job, encoded, context, &corrupt)
+}
+
+enum ShardReadError {
+    Codec(CodecError),
+    Other(Error),
+}
+
+impl From<CodecError> for ShardReadError {
+    fn from(err: CodecError) -> Self {
+        ShardReadError::Codec(err)
+    }
+}
+
+/// Reads each part of a shard through zarrs' sharding partial decoder: the shard index
+/// once, then only the inner chunks under the part, by byte ranges of the store.
+fn decode_shard_parts(
+    job: &ChunkJob<'_>,
+    context: &JobContext<'_, '_>,
+    started: Instant,
+) -> std::result::Result<(), ShardReadError> {
+    let array = job.array;
+    let itemsize = array.dtype().itemsize;
+    let decoder = array
+        .zarrs()
+        .partial_decoder_opt(&job.chunk, context.options)
+        .map_err(|e| match e {
+            zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
+            other => ShardReadError::Other(
+                array
+                    .store()
+                    .storage_error(array.zarrs().chunk_key(&job.chunk).as_str(), other),
+            ),
+        })?;
+    context.counters.fetched(started, Some(0), 0);
+    let decode_started = Instant::now();
+    let mut decoded_bytes = 0;
+    for (t, part) in &job.parts {
+        let shape = &part.region_shape;
+        let mut region = vec![0u8; shape.iter().product::<u64>() as usize * itemsize];
+        {
+            let cells = UnsafeCellSlice::new(region.as_mut_slice());
+            // SAFETY: the only view of `region`.
+            #[allow(unsafe_code)]
+            let mut view = unsafe {
+                ArrayBytesFixedDisjointView::new(
+                    cells,
+                    itemsize,
+                    shape,
+                    ArraySubset::new_with_shape(shape.clone()),
+                )
+            }
+            .map_err(|e| CodecError::Other(e.to_string()))?;
+            let subset =
+                ArraySubset::new_with_start_shape(part.region_start.clone(), shape.clone())
+                    .map_err(|e| CodecError::Other(e.to_string()))?;
+            decoder.partial_decode_into(
+                &subset,
+                ArrayBytesDecodeIntoTarget::Fixed(&mut view),
+                context.options,
+            )?;
+        }
+        decoded_bytes += region.len() as u64;
+        let offset = vec![0; shape.len()];
+        let decoded = DecodedRegion {
+            bytes: &region,
+            shape,
+            offset: &offset,
+        };
+        let target = &context.targets[*t];
+        scatter(&decoded, part, context.output_of(target), target, itemsize);
+    }
+    context
+        .counters
+        .decoded(decode_started, decoded_bytes, true);
+    Ok(())
+}
+
+/// Decodes a whole fetched chunk (or the fill value) into every part's place.
+fn decode_job(
+    job: &ChunkJob<'_>,
+    encoded: Option<Bytes>,
+    context: &JobContext<'_, '_>,
+    corrupt: &dyn Fn(CodecError) -> Error,
+) -> Result<()> {
+    let array = job.array;
+    let counters = context.counters;
     let itemsize = array.dtype().itemsize;
     if let [(t, part)] = job.parts.as_slice() {
         let target = &context.targets[*t];

@@ -117,6 +117,106 @@ pub fn ensure_zarrs_configured() -> Result<()> {
     Ok(())
 }
 
+/// Requests in flight at once, over every object store, unless `set_io_concurrency` said.
+const DEFAULT_IO_CONCURRENCY: usize = 64;
+static IO_CONCURRENCY: AtomicUsize = AtomicUsize::new(DEFAULT_IO_CONCURRENCY);
+
+struct OwnedTokio {
+    pid: u32,
+    runtime: Arc<tokio::runtime::Runtime>,
+    /// Bounds the requests in flight; rebuilt when the bound changes.
+    permits: Arc<tokio::sync::Semaphore>,
+    permits_size: usize,
+}
+
+static TOKIO: Mutex<Option<OwnedTokio>> = Mutex::new(None);
+
+/// The number of object-store requests fastzarr keeps in flight at most.
+pub fn io_concurrency() -> usize {
+    IO_CONCURRENCY.load(Ordering::Relaxed)
+}
+
+/// Sets the bound on requests in flight; requests started afterwards obey it.
+pub fn set_io_concurrency(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::InvalidArgument(
+            "the number of requests in flight must be at least 1".into(),
+        ));
+    }
+    IO_CONCURRENCY.store(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The I/O runtime of this process and its request permits, built (or rebuilt after a
+/// fork) on demand. Like rayon's, tokio's threads do not survive `fork()` (tokio#4301).
+pub fn io() -> Result<(Arc<tokio::runtime::Runtime>, Arc<tokio::sync::Semaphore>)> {
+    let pid = std::process::id();
+    let size = io_concurrency();
+    let mut guard = TOKIO.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(owned) = guard.as_mut() {
+        if owned.pid == pid {
+            if owned.permits_size != size {
+                owned.permits = Arc::new(tokio::sync::Semaphore::new(size));
+                owned.permits_size = size;
+            }
+            return Ok((owned.runtime.clone(), owned.permits.clone()));
+        }
+    }
+    if let Some(stale) = guard.take() {
+        // Its worker threads were not copied into this forked child: dropping the
+        // runtime would wait for them forever, so it is leaked on purpose.
+        std::mem::forget(stale);
+    }
+    let threads = num_threads()?.clamp(1, 4);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("fastzarr-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("could not start the I/O runtime: {e}")))?;
+    let owned = OwnedTokio {
+        pid,
+        runtime: Arc::new(runtime),
+        permits: Arc::new(tokio::sync::Semaphore::new(size)),
+        permits_size: size,
+    };
+    let handles = (owned.runtime.clone(), owned.permits.clone());
+    *guard = Some(owned);
+    Ok(handles)
+}
+
+/// Runs a future to completion on the I/O runtime from a thread that is not one of its
+/// own (a decode thread, or a Python thread with the GIL released).
+pub fn block_on<F>(future: F) -> Result<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let (runtime, _) = io()?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Inside a runtime (an async caller's thread): blocking here would panic, so the
+        // future runs on a scoped plain thread that waits for it.
+        return std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(future))
+                .join()
+                .map_err(|payload| Error::from_panic(payload.as_ref()))
+        });
+    }
+    Ok(runtime.block_on(future))
+}
+
+/// zarrs' bridge from its sync API to `object_store`'s async one, on our runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockOn;
+
+impl zarrs_storage::storage_adapter::async_to_sync::AsyncToSyncBlockOn for BlockOn {
+    fn block_on<F: core::future::Future>(&self, future: F) -> F::Output {
+        let (runtime, _) = io().expect("the I/O runtime starts");
+        runtime.block_on(future)
+    }
+}
+
 /// How often a waiting caller checks for Ctrl-C and its deadline.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -133,7 +233,7 @@ impl Cancel {
         }
     }
 
-    fn set(&self) {
+    pub fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
@@ -225,5 +325,15 @@ mod tests {
     #[test]
     fn zero_threads_is_rejected() {
         assert!(set_num_threads(0).is_err());
+        assert!(set_io_concurrency(0).is_err());
+    }
+
+    #[test]
+    fn block_on_runs_on_the_io_runtime_from_anywhere() {
+        assert_eq!(block_on(async { 3 }).unwrap(), 3);
+        let (runtime, _) = io().unwrap();
+        // From inside the runtime too (an async caller), without panicking.
+        let inner = runtime.block_on(async { block_on(async { 4 }).unwrap() });
+        assert_eq!(inner, 4);
     }
 }

@@ -12,6 +12,7 @@ pub struct ReadCounters {
     chunks_missing: AtomicU64,
     chunks_partial: AtomicU64,
     bytes_read: AtomicU64,
+    requests: AtomicU64,
     bytes_decoded: AtomicU64,
     blocks_decoded: AtomicU64,
     blocks_total: AtomicU64,
@@ -30,6 +31,8 @@ pub struct ReadStats {
     pub chunks_partial: u64,
     /// Encoded bytes fetched from the store.
     pub bytes_read: u64,
+    /// Requests made to the stores for chunk data (a partial blosc read makes several).
+    pub requests: u64,
     /// Bytes produced by decoding (whole chunks, or the blosc blocks decoded).
     pub bytes_decoded: u64,
     /// Blosc blocks decoded in partially decoded chunks, and how many those chunks hold.
@@ -49,8 +52,9 @@ fn nanos_since(start: Instant) -> u64 {
 }
 
 impl ReadCounters {
-    pub fn fetched(&self, started: Instant, bytes: Option<usize>) {
+    pub fn fetched(&self, started: Instant, bytes: Option<usize>, requests: u64) {
         add(&self.chunks, 1);
+        add(&self.requests, requests);
         add(&self.fetch_ns, nanos_since(started));
         match bytes {
             Some(n) => add(&self.bytes_read, n as u64),
@@ -78,6 +82,7 @@ impl ReadCounters {
             chunks_missing: get(&self.chunks_missing),
             chunks_partial: get(&self.chunks_partial),
             bytes_read: get(&self.bytes_read),
+            requests: get(&self.requests),
             bytes_decoded: get(&self.bytes_decoded),
             blocks_decoded: get(&self.blocks_decoded),
             blocks_total: get(&self.blocks_total),

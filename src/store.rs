@@ -1,23 +1,44 @@
-//! Resolves a URL (plus storage options) to a zarrs storage.
+//! Resolves a URL (plus storage options) to a store: local files through zarrs'
+//! filesystem store, everything else (s3, gs, az, http, memory) through `object_store`.
 //!
-//! Readers only ever see a [`Store`]; adding a scheme means adding a branch here.
+//! Readers only ever see a [`Store`]; its reads are whole keys or byte ranges of a key,
+//! and a remote read runs on fastzarr's tokio runtime with a bounded number of requests
+//! in flight (`runtime::io`). Credentials live in the options and the object store,
+//! never in what [`Store`] shows: errors and reprs use a redacted URL.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore};
 use zarrs::storage::{ReadableListableStorage, StoreKey, StorePrefix};
 
 use crate::errors::{Error, Result};
+use crate::object_config::{build_object_store, redact_url, Remote};
 
-/// Options that shape how a store is reached (object storage keys, later).
+/// Options that shape how a store is reached (`object_store` configuration keys).
 pub type StorageOptions = BTreeMap<String, String>;
+
+enum Backend {
+    Local,
+    /// An object store rooted at the store's prefix.
+    Object(Arc<dyn ObjectStore>),
+}
 
 /// An opened store: the storage and the URL it was opened from.
 pub struct Store {
+    /// The URL as given (it may hold secrets): only for reopening the store.
+    raw_url: String,
+    /// The URL with any user info and query (where tokens hide) blanked out.
     url: String,
     options: StorageOptions,
+    /// Values of the options that are secrets, scrubbed from error messages.
+    secrets: Vec<String>,
     storage: ReadableListableStorage,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for Store {
@@ -28,64 +49,253 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// `memory://NAME/...` stores live as long as the process, shared by every opener.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    static STORES: Mutex<BTreeMap<String, Arc<dyn ObjectStore>>> = Mutex::new(BTreeMap::new());
+    let mut stores = STORES.lock().unwrap_or_else(PoisonError::into_inner);
+    stores
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))
+        .clone()
+}
+
 impl Store {
     /// Opens the store rooted at `url`.
     pub fn open(url: &str, options: StorageOptions) -> Result<Arc<Self>> {
-        let storage = match url.split_once("://") {
-            None => open_local(url, url)?,
-            Some(("file", path)) => open_local(url, path)?,
+        let display_url = redact_url(url);
+        let (storage, backend, mut secrets) = match url.split_once("://") {
+            None => (open_local(&display_url, url)?, Backend::Local, Vec::new()),
+            Some(("file", path)) => (open_local(&display_url, path)?, Backend::Local, Vec::new()),
+            Some(("memory", rest)) => {
+                let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let store = prefixed(memory_store(name), prefix);
+                (object_storage(&store), Backend::Object(store), Vec::new())
+            }
             Some(_) => {
-                return Err(Error::UnsupportedUrl {
-                    url: url.to_string(),
-                })
+                let Remote {
+                    store,
+                    prefix,
+                    secrets,
+                } = build_object_store(url, &display_url, &options)?;
+                let store = prefixed(store, &prefix);
+                (object_storage(&store), Backend::Object(store), secrets)
             }
         };
+        secrets.extend(url_secrets(url));
+        // Longest first, so that a secret containing another is blanked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Ok(Arc::new(Self {
-            url: url.to_string(),
+            raw_url: url.to_string(),
+            url: display_url,
             options,
+            secrets,
             storage,
+            backend,
         }))
     }
 
+    /// The URL as shown in errors and reprs (secrets blanked out).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL as given, to reopen the store elsewhere (pickling).
+    pub fn raw_url(&self) -> &str {
+        &self.raw_url
     }
 
     pub fn options(&self) -> &StorageOptions {
         &self.options
     }
 
+    /// zarrs' view of the store (object stores through `AsyncToSyncStorageAdapter`).
     pub fn storage(&self) -> &ReadableListableStorage {
         &self.storage
     }
 
-    /// Reads a whole key; `None` when it does not exist.
-    pub fn get(&self, key: &str) -> Result<Option<zarrs::storage::Bytes>> {
-        let store_key = self.key(key)?;
-        self.storage.get(&store_key).map_err(|e| Error::Storage {
+    /// Whether reads go over the network (and so are worth overlapping with decoding).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.backend, Backend::Object(_))
+    }
+
+    /// An error reading `key`, with secrets scrubbed from the reason.
+    pub fn storage_error(&self, key: &str, reason: impl std::fmt::Display) -> Error {
+        let mut reason = reason.to_string();
+        if self.raw_url != self.url {
+            reason = reason.replace(&self.raw_url, &self.url);
+        }
+        for secret in &self.secrets {
+            reason = reason.replace(secret.as_str(), "***");
+        }
+        if is_timeout(&reason) {
+            return Error::RequestTimeout {
+                url: self.url.clone(),
+                key: key.to_string(),
+                reason,
+            };
+        }
+        Error::Storage {
             url: self.url.clone(),
             key: key.to_string(),
-            reason: e.to_string(),
+            reason,
+        }
+    }
+
+    /// Reads a whole key; `None` when it does not exist. Blocks the calling thread.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        match &self.backend {
+            Backend::Local => {
+                let store_key = self.key(key)?;
+                self.storage
+                    .get(&store_key)
+                    .map_err(|e| self.storage_error(key, e))
+            }
+            Backend::Object(_) => crate::runtime::block_on(self.get_async(key))?,
+        }
+    }
+
+    /// Reads a whole key without blocking a thread (local files are read in place).
+    pub async fn get_async(&self, key: &str) -> Result<Option<Bytes>> {
+        let Backend::Object(store) = &self.backend else {
+            return self.get(key);
+        };
+        let location = ObjectPath::from(key);
+        self.request(key, || async {
+            let result = store.get_opts(&location, GetOptions::default()).await?;
+            let expected = result.meta.size;
+            let bytes = result.bytes().await?;
+            check_length(bytes.len() as u64, expected)?;
+            Ok(bytes)
         })
+        .await
+    }
+
+    /// Reads `range` of a key and the key's whole size; `None` when the key does not exist.
+    pub async fn get_range_async(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let wanted = range.end - range.start;
+        let Backend::Object(store) = &self.backend else {
+            let store_key = self.key(key)?;
+            let Some(size) = self
+                .storage
+                .size_key(&store_key)
+                .map_err(|e| self.storage_error(key, e))?
+            else {
+                return Ok(None);
+            };
+            let clipped = range.start.min(size)..range.end.min(size);
+            let bytes = self
+                .storage
+                .get_partial(
+                    &store_key,
+                    zarrs::storage::byte_range::ByteRange::FromStart(
+                        clipped.start,
+                        Some(clipped.end - clipped.start),
+                    ),
+                )
+                .map_err(|e| self.storage_error(key, e))?;
+            return Ok(bytes.map(|b| (b, size)));
+        };
+        let location = ObjectPath::from(key);
+        self.request(key, || async {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(range.clone())),
+                ..GetOptions::default()
+            };
+            let result = store.get_opts(&location, options).await?;
+            let size = result.meta.size;
+            if result.range.start != range.start {
+                return Err(object_store::Error::Generic {
+                    store: "fastzarr",
+                    source: format!(
+                        "asked for bytes from {}, the response starts at {}",
+                        range.start, result.range.start
+                    )
+                    .into(),
+                });
+            }
+            let bytes = result.bytes().await?;
+            check_length(
+                bytes.len() as u64,
+                wanted.min(size.saturating_sub(range.start)),
+            )?;
+            Ok((bytes, size))
+        })
+        .await
+    }
+
+    /// Runs one request under a permit of the in-flight bound; a response that breaks
+    /// off while its body is read is asked for again (twice at most). Not found is `None`.
+    async fn request<T, F, Fut>(&self, key: &str, attempt: F) -> Result<Option<T>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        const ATTEMPTS: usize = 3;
+        let (_, permits) = crate::runtime::io()?;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let outcome = {
+                let _permit = permits
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::Panic(e.to_string()))?;
+                attempt().await
+            };
+            match outcome {
+                Ok(value) => return Ok(Some(value)),
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(err) if is_body_error(&err) => last = Some(err),
+                Err(err) => return Err(self.storage_error(key, error_chain(&err))),
+            }
+        }
+        Err(self.storage_error(key, last.map_or_else(String::new, |e| error_chain(&e))))
     }
 
     /// Names of the child prefixes directly below `prefix` ("" is the root).
     pub fn child_names(&self, prefix: &str) -> Result<Vec<String>> {
-        let store_prefix =
-            StorePrefix::new(prefix).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let listing = self
-            .storage
-            .list_dir(&store_prefix)
-            .map_err(|e| Error::Storage {
-                url: self.url.clone(),
-                key: prefix.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(listing
-            .prefixes()
+        let names: Vec<String> = match &self.backend {
+            Backend::Local => {
+                let store_prefix =
+                    StorePrefix::new(prefix).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let listing = self
+                    .storage
+                    .list_dir(&store_prefix)
+                    .map_err(|e| self.storage_error(prefix, e))?;
+                listing
+                    .prefixes()
+                    .iter()
+                    .map(|p| p.as_str().to_string())
+                    .collect()
+            }
+            Backend::Object(store) => {
+                let location = ObjectPath::from(prefix.trim_end_matches('/'));
+                let listing = crate::runtime::block_on(async {
+                    let (_, permits) = crate::runtime::io()?;
+                    let _permit = permits
+                        .acquire()
+                        .await
+                        .map_err(|e| Error::Panic(e.to_string()))?;
+                    let location = (!prefix.is_empty()).then_some(&location);
+                    store
+                        .list_with_delimiter(location)
+                        .await
+                        .map_err(|e| self.storage_error(prefix, error_chain(&e)))
+                })??;
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|p| format!("{p}/"))
+                    .collect()
+            }
+        };
+        Ok(names
             .iter()
             .filter_map(|p| {
-                let name = p.as_str().strip_prefix(prefix)?.trim_end_matches('/');
+                let name = p.strip_prefix(prefix)?.trim_end_matches('/');
                 (!name.is_empty()).then(|| name.to_string())
             })
             .collect())
@@ -97,16 +307,102 @@ impl Store {
     }
 }
 
-fn open_local(url: &str, path: &str) -> Result<ReadableListableStorage> {
+/// A response body shorter (or longer) than promised is an error worth asking again for.
+fn check_length(got: u64, expected: u64) -> object_store::Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(object_store::Error::Generic {
+            store: "fastzarr",
+            source: format!("response body cut short: {got} of {expected} bytes").into(),
+        })
+    }
+}
+
+/// Whether an `object_store` error broke off a response body (worth asking again).
+fn is_body_error(err: &object_store::Error) -> bool {
+    let text = error_chain(err).to_ascii_lowercase();
+    matches!(err, object_store::Error::Generic { .. })
+        && (text.contains("body") || text.contains("end of file") || text.contains("incomplete"))
+}
+
+fn is_timeout(reason: &str) -> bool {
+    let text = reason.to_ascii_lowercase();
+    text.contains("timed out") || text.contains("deadline has elapsed")
+}
+
+/// An error and its sources, each once: `object_store`'s top-level message often hides
+/// the cause ("operation timed out") in its source chain.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Parts of a URL that may be secrets: its user info and its query.
+fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((user_info, _)) = authority.rsplit_once('@') {
+            secrets.push(user_info.to_string());
+            if let Some((_, password)) = user_info.split_once(':') {
+                secrets.push(password.to_string());
+            }
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            secrets.push(query.to_string());
+            secrets.extend(
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_string())),
+            );
+        }
+    }
+    secrets.retain(|s| s.len() >= 3);
+    secrets
+}
+
+fn prefixed(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(
+            store,
+            ObjectPath::from(prefix),
+        ))
+    }
+}
+
+/// zarrs' sync storage over an object store, blocking on fastzarr's runtime.
+fn object_storage(store: &Arc<dyn ObjectStore>) -> ReadableListableStorage {
+    let asynchronous = Arc::new(zarrs_object_store::AsyncObjectStore::new(store.clone()));
+    Arc::new(
+        zarrs_storage::storage_adapter::async_to_sync::AsyncToSyncStorageAdapter::new(
+            asynchronous,
+            crate::runtime::BlockOn,
+        ),
+    )
+}
+
+fn open_local(display_url: &str, path: &str) -> Result<ReadableListableStorage> {
     let path = PathBuf::from(path);
     if !path.is_dir() {
         return Err(Error::StoreNotFound {
-            url: url.to_string(),
+            url: display_url.to_string(),
         });
     }
     // Confined: no key, symlink or `..` reads outside the store's directory (paths.rs).
     let store = crate::paths::ConfinedStore::new(&path).map_err(|e| Error::Storage {
-        url: url.to_string(),
+        url: display_url.to_string(),
         key: String::new(),
         reason: e.to_string(),
     })?;

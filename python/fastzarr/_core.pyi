@@ -1,7 +1,7 @@
 """Type stubs for fastzarr's Rust extension module."""
 
 import builtins
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, final, overload
 
@@ -31,10 +31,14 @@ __all__ = [
     "_tree_listing",
     "_verify_chunks",
     "_write_region",
+    "get_io_concurrency",
     "get_num_threads",
     "open_array",
+    "open_array_async",
     "open_group",
     "read_many",
+    "read_many_async",
+    "set_io_concurrency",
     "set_num_threads",
 ]
 __version__: str
@@ -93,6 +97,10 @@ class Array:
     def read(
         self, selection: Any = None, *, out: npt.NDArray[Any] | None = None, timeout: float | None = None
     ) -> npt.NDArray[Any]: ...
+    def read_async(
+        self, selection: Any = None, *, timeout: float | None = None
+    ) -> Awaitable[npt.NDArray[Any]]:
+        """``read`` as an awaitable: the event loop stays free while fastzarr reads."""
     def __len__(self) -> int: ...
     def __reduce__(self) -> tuple[Any, tuple[str, dict[str, str], str]]: ...
 
@@ -146,6 +154,8 @@ class ReadStats:
     @property
     def bytes_read(self) -> int: ...
     @property
+    def requests(self) -> int: ...
+    @property
     def bytes_decoded(self) -> int: ...
     @property
     def bytes_out(self) -> int: ...
@@ -177,6 +187,16 @@ def read_many(
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+def set_io_concurrency(n: int) -> None:
+    """Sets how many object-store requests fastzarr keeps in flight at most (default 64)."""
+
+def get_io_concurrency() -> int: ...
+def open_array_async(
+    url: str | PathLike[str], *, storage_options: dict[str, Any] | None = None, path: str = ""
+) -> Awaitable[Array]: ...
+def read_many_async(
+    requests: Sequence[_Request], *, timeout: float | None = None
+) -> Awaitable[list[npt.NDArray[Any]]]: ...
 def _reopen_array(url: str, options: dict[str, str], path: str) -> Array: ...
 def _reopen_group(url: str, options: dict[str, str], path: str, use_consolidated: bool | None) -> Group: ...
 def _chunk_inventory(arrays: Sequence[Array]) -> list[tuple[int, int]]: ...

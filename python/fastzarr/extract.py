@@ -30,7 +30,7 @@ from fastzarr._core import FastzarrError
 from fastzarr._progress import Progress, log_stage, progress_enabled
 from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
-from fastzarr.xarray_backend import open_zarr
+from fastzarr.xarray_backend import normalize_url, open_zarr
 
 __all__ = [
     "DuplicateError",
@@ -104,9 +104,16 @@ def _array_metadata(group: _core.Group, names: Iterable[Hashable]) -> dict[Hasha
 
 
 def _open(
-    src: Source, point_dims: Sequence[Hashable], concat_dim: Hashable, template: _Opened | None = None
+    src: Source,
+    point_dims: Sequence[Hashable],
+    concat_dim: Hashable,
+    storage_options: Mapping[str, Any] | None = None,
+    template: _Opened | None = None,
 ) -> _Opened:
     """Opens a source lazily, undecoded, and decodes only the coordinates of the point and concat dims.
+
+    Metadata and coordinates are read by fastzarr itself, so every URL fastzarr reads (local,
+    s3, gs, az, http, memory) works, with ``storage_options``.
 
     Batch stores usually repeat each data variable's metadata exactly; the lazy variable of the
     ``template`` source then stands in for this source's (only its dims, dtype, attributes and
@@ -114,7 +121,8 @@ def _open(
     per-variable cost of opening thousands of variables per source.
     """
     name = _source_name(src)
-    group = _core.open_group(name)
+    options = dict(storage_options) if storage_options else None
+    group = _core.open_group(normalize_url(name), storage_options=options)
     shared: list[str] = []
     if template is not None:
         if template.metadata is None:
@@ -122,7 +130,7 @@ def _open(
         mine = _array_metadata(group, template.metadata)
         shared = [str(n) for n, m in mine.items() if m == template.metadata[n]]
     # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in Rust.
-    raw = open_zarr(name, decode_cf=False, chunks=None, drop_variables=shared or None)
+    raw = open_zarr(name, decode_cf=False, chunks=None, storage_options=options, drop_variables=shared or None)
     if shared:
         assert template is not None
         borrowed = {n: template.raw.variables[n] for n in shared}
@@ -536,6 +544,7 @@ class _Job:
     concat_dim: Hashable
     budget: int
     timeout: float | None
+    storage_options: Mapping[str, Any] | None = None
 
 
 def _selected_dims(
@@ -619,7 +628,7 @@ def _read_source_task(source: str, job: _Job, remaining: float | None) -> _Done:
 
     configure_for_dask_worker()
     deadline = None if remaining is None else time.perf_counter() + remaining
-    opened = _open(source, list(job.positions), job.concat_dim)
+    opened = _open(source, list(job.positions), job.concat_dim, job.storage_options)
     return _read_decoded([opened], job, progress=False, deadline=deadline)
 
 
@@ -936,6 +945,7 @@ def extract_points(
     client: Any = None,
     cache: Cache | None = None,
     allow_nan: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset | tuple[xr.Dataset, ExtractReport]:
     """Extracts points from one or many Zarr stores, reading only the chunks that hold them.
 
@@ -970,6 +980,8 @@ def extract_points(
             interrupted run resumes with the sources already done, and a rerun reads the entries.
         allow_nan: with ``cache``, store results whose variables are entirely NaN instead of
             raising `fastzarr.SuspiciousDataError`.
+        storage_options: object_store options for remote sources (``endpoint``, ``region``,
+            ``skip_signature``, credentials, ``timeout``...), the same for every source.
 
     Returns:
         The dataset, or ``(dataset, report)`` with ``return_report=True``.
@@ -1002,8 +1014,10 @@ def extract_points(
         done = _Done(parts, {}, 0, 0.0, decoded=True)
     else:
         # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-        opened = [_open(source_list[0], list(indexers), concat_dim)]
-        opened += [_open(s, list(indexers), concat_dim, template=opened[0]) for s in source_list[1:]]
+        opened = [_open(source_list[0], list(indexers), concat_dim, storage_options)]
+        opened += [
+            _open(s, list(indexers), concat_dim, storage_options, template=opened[0]) for s in source_list[1:]
+        ]
         opened_names = opened
         names = _select_variables(opened, variables, missing)
         _check_sources(opened, list(indexers), names, missing)
@@ -1013,7 +1027,9 @@ def extract_points(
         # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
         # read pass over all variables of all sources (here, or one task per source on a cluster).
         positions = _positions(opened[0], indexers, method, tolerance)
-        job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout)
+        job = _Job(
+            names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout, storage_options
+        )
         done = _read_all(
             opened, job, cached, client, progress=progress, deadline=deadline, allow_nan=allow_nan
         )
@@ -1126,3 +1142,13 @@ def to_features(
             names.append(f"{name}[{','.join(lab[i] for lab, i in zip(labels, idx, strict=True))}]")
     X = np.concatenate(columns, axis=1) if columns else np.empty((n_samples, 0), dtype=np.float64)  # noqa: N806
     return X, names
+
+
+async def extract_points_async(
+    sources: Source | Sequence[Source], **kwargs: Any
+) -> xr.Dataset | tuple[xr.Dataset, Report]:
+    """`extract_points` as an awaitable: it runs in a worker thread (fastzarr releases the GIL
+    while it reads), so a running event loop (Jupyter's) stays free. Takes the same arguments."""
+    import asyncio  # noqa: PLC0415
+
+    return await asyncio.to_thread(extract_points, sources, **kwargs)

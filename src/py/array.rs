@@ -24,7 +24,7 @@ pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<ArrayHandl
     match read_node(&store, path)? {
         Node::Array(metadata) => ArrayHandle::new(store, path, *metadata),
         Node::Group(_) => Err(crate::errors::Error::WrongNodeType {
-            url: url.to_string(),
+            url: store.url().to_string(),
             path: path.to_string(),
             found: "a group",
             expected: "an array",
@@ -102,6 +102,17 @@ impl PyArray {
             None => vec![AxisIndex::Ellipsis],
         };
         self.read_into(py, &indices, out, timeout)
+    }
+
+    /// `Array.read` as an awaitable: the event loop stays free while the pool reads.
+    #[pyo3(signature = (selection = None, *, timeout = None))]
+    fn read_async<'py>(
+        &self,
+        py: Python<'py>,
+        selection: Option<&Bound<'py, PyAny>>,
+        timeout: Option<f64>,
+    ) -> Result<Bound<'py, PyAny>> {
+        crate::py::aio::read_async(self, py, selection, timeout)
     }
 
     /// Outer indexing: `array.oindex[[0, 5], :, [3, 1]]` indexes each axis independently.
@@ -185,10 +196,10 @@ impl PyArray {
         self.handle.path()
     }
 
-    /// The URL of the store the array lives in.
+    /// The URL of the store the array lives in, as given.
     #[getter]
     fn url(&self) -> &str {
-        self.handle.store().url()
+        self.handle.store().raw_url()
     }
 
     #[getter]
@@ -244,7 +255,7 @@ impl PyArray {
         Ok((
             reopen,
             (
-                h.store().url().to_string(),
+                h.store().raw_url().to_string(),
                 h.store().options().clone(),
                 h.path().to_string(),
             ),

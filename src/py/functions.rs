@@ -1,16 +1,20 @@
 //! Module-level functions: `read_many` and the thread settings.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::array::ArrayHandle;
 use crate::errors::{Error, Result};
 use crate::plan::{AxisIndex, PointSet, Selection};
 use crate::py::array::PyArray;
 use crate::py::stats::PyReadStats;
 use crate::py::{detach_cancellable, output, selection};
-use crate::read::{read_many as read_requests, ReadRequest};
+use crate::read::{read_many as read_requests, OutputBuffer, ReadRequest};
+use crate::runtime::Cancel;
+use crate::stats::ReadStats;
 
 /// One request: `(array, selection)`, or `(array, selection, points)` where `points`
 /// maps axes to equally long integer arrays (a vectorized selection on those axes).
@@ -77,6 +81,70 @@ fn point_set(points: &Bound<'_, PyDict>, shape: &[u64]) -> Result<PointSet> {
     PointSet::new(axes, coords, shape)
 }
 
+/// One parsed request whose output is already allocated: what a read needs, owned.
+pub struct Prepared {
+    handle: Arc<ArrayHandle>,
+    selection: Selection,
+    points: Option<PointSet>,
+    output: OutputBuffer,
+}
+
+/// Reads prepared requests in one pass.
+pub fn read_prepared(prepared: Vec<Prepared>, cancel: &Cancel) -> Result<ReadStats> {
+    let mut handles = Vec::with_capacity(prepared.len());
+    let mut rest = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        handles.push(p.handle);
+        rest.push((p.selection, p.points, p.output));
+    }
+    let reads: Vec<ReadRequest<'_>> = handles
+        .iter()
+        .zip(rest)
+        .map(|(array, (selection, points, output))| ReadRequest {
+            array,
+            selection,
+            points,
+            output,
+        })
+        .collect();
+    read_requests(&reads, cancel)
+}
+
+/// Parses `requests` and allocates their outputs; returns them and the list of results.
+pub fn prepare_requests<'py>(
+    py: Python<'py>,
+    requests: &[Bound<'py, PyAny>],
+) -> Result<(Vec<Prepared>, Bound<'py, PyList>)> {
+    let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
+    let mut results = Vec::with_capacity(items.len());
+    let mut prepared = Vec::with_capacity(items.len());
+    for (array, key, points) in &items {
+        let handle = array.handle.clone();
+        let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
+        let points = points
+            .as_ref()
+            .map(|p| point_set(p, handle.shape()))
+            .transpose()?;
+        let (alloc_shape, result_shape) = match &points {
+            None => (selection.full_shape(), selection.output_shape()),
+            Some(points) => {
+                let shape = points.layout(&selection).0;
+                (shape.clone(), shape)
+            }
+        };
+        let full = output::allocate(py, handle.dtype(), &alloc_shape)?;
+        let output = output::writable_buffer(&full, handle.dtype(), &alloc_shape)?;
+        results.push(full.call_method1("reshape", (result_shape,))?);
+        prepared.push(Prepared {
+            handle,
+            selection,
+            points,
+            output,
+        });
+    }
+    Ok((prepared, PyList::new(py, results)?))
+}
+
 /// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks;
 /// a third item, `{axis: indices, ...}`, reads points on those axes (one output axis of
 /// points where the first point axis was). With `return_stats=True` also returns what
@@ -98,46 +166,23 @@ fn read_many_unguarded<'py>(
     return_stats: bool,
     timeout: Option<f64>,
 ) -> Result<Bound<'py, PyAny>> {
-    let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
-    let handles: Vec<_> = items
+    let (prepared, results) = prepare_requests(py, &requests)?;
+    let bytes_out = prepared
         .iter()
-        .map(|(array, _, _)| array.handle.clone())
-        .collect();
-    let mut results = Vec::with_capacity(items.len());
-    let mut reads = Vec::with_capacity(items.len());
-    for ((_, key, points), handle) in items.iter().zip(&handles) {
-        let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
-        let points = points
-            .as_ref()
-            .map(|p| point_set(p, handle.shape()))
-            .transpose()?;
-        let (alloc_shape, result_shape) = match &points {
-            None => (selection.full_shape(), selection.output_shape()),
-            Some(points) => {
-                let shape = points.layout(&selection).0;
-                (shape.clone(), shape)
-            }
-        };
-        let full = output::allocate(py, handle.dtype(), &alloc_shape)?;
-        let output = output::writable_buffer(&full, handle.dtype(), &alloc_shape)?;
-        results.push(full.call_method1("reshape", (result_shape,))?);
-        reads.push(ReadRequest {
-            array: handle,
-            selection,
-            points,
-            output,
-        });
-    }
+        .map(|p| {
+            let elements: u64 = match &p.points {
+                None => p.selection.num_elements(),
+                Some(points) => points.layout(&p.selection).0.iter().product(),
+            };
+            elements * p.handle.dtype().itemsize as u64
+        })
+        .sum();
     let started = Instant::now();
-    let stats = detach_cancellable(py, timeout, |cancel| read_requests(&reads, cancel))?;
-    let results = PyList::new(py, results)?.into_any();
+    let stats = detach_cancellable(py, timeout, |cancel| read_prepared(prepared, cancel))?;
+    let results = results.into_any();
     if !return_stats {
         return Ok(results);
     }
-    let bytes_out = reads
-        .iter()
-        .map(|r| r.num_elements() * r.array.dtype().itemsize as u64)
-        .sum();
     let stats = PyReadStats {
         stats,
         bytes_out,
@@ -156,4 +201,16 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 #[pyfunction]
 pub fn get_num_threads() -> Result<usize> {
     crate::runtime::num_threads()
+}
+
+/// Sets how many object-store requests fastzarr keeps in flight at most (default 64).
+#[pyfunction]
+pub fn set_io_concurrency(n: usize) -> Result<()> {
+    crate::runtime::set_io_concurrency(n)
+}
+
+/// How many object-store requests fastzarr keeps in flight at most.
+#[pyfunction]
+pub fn get_io_concurrency() -> usize {
+    crate::runtime::io_concurrency()
 }

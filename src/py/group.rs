@@ -215,9 +215,10 @@ impl PyGroup {
         &self.path
     }
 
+    /// The URL of the store, as given.
     #[getter]
     fn url(&self) -> &str {
-        self.store.url()
+        self.store.raw_url()
     }
 
     #[getter]
@@ -258,7 +259,7 @@ impl PyGroup {
         Ok((
             reopen,
             (
-                self.store.url().to_string(),
+                self.store.raw_url().to_string(),
                 self.store.options().clone(),
                 self.path.clone(),
                 self.node.consolidated.is_some(),
@@ -282,7 +283,7 @@ pub fn open(
                 (Some(false), _) => node.consolidated = None,
                 (Some(true), false) => {
                     return Err(Error::Metadata {
-                        url: url.to_string(),
+                        url: store.url().to_string(),
                         file: crate::store::join(
                             path,
                             if node.zarr_format == 2 {
@@ -300,7 +301,7 @@ pub fn open(
             PyGroup::open(store, path, node)
         }
         Node::Array(_) => Err(Error::WrongNodeType {
-            url: url.to_string(),
+            url: store.url().to_string(),
             path: path.to_string(),
             found: "an array",
             expected: "a group",

@@ -1,5 +1,6 @@
 //! The `PyO3` layer: argument extraction, then one `py.detach` around the Rust work.
 
+pub mod aio;
 pub mod array;
 pub mod functions;
 pub mod group;

@@ -35,6 +35,11 @@ impl PyReadStats {
     fn bytes_read(&self) -> u64 {
         self.stats.bytes_read
     }
+    /// Requests made to the stores for chunk data (a partial blosc read makes several).
+    #[getter]
+    fn requests(&self) -> u64 {
+        self.stats.requests
+    }
     /// Bytes the codecs produced (whole chunks, or only the blosc blocks needed).
     #[getter]
     fn bytes_decoded(&self) -> u64 {
@@ -79,6 +84,7 @@ impl PyReadStats {
             ("chunks_missing", s.chunks_missing),
             ("chunks_partial", s.chunks_partial),
             ("bytes_read", s.bytes_read),
+            ("requests", s.requests),
             ("bytes_decoded", s.bytes_decoded),
             ("bytes_out", self.bytes_out),
             ("blocks_decoded", s.blocks_decoded),
@@ -99,12 +105,13 @@ impl PyReadStats {
     fn __repr__(&self) -> String {
         let s = &self.stats;
         format!(
-            "ReadStats(chunks={} (missing {}, partial {}), read {:.3} MB, decoded {:.3} MB, returned {:.3} MB, \
+            "ReadStats(chunks={} (missing {}, partial {}), read {:.3} MB in {} requests, decoded {:.3} MB, returned {:.3} MB, \
              blosc blocks {}/{}, fetch {:.3} s, decode {:.3} s, wall {:.3} s)",
             s.chunks,
             s.chunks_missing,
             s.chunks_partial,
             s.bytes_read as f64 / 1e6,
+            s.requests,
             s.bytes_decoded as f64 / 1e6,
             self.bytes_out as f64 / 1e6,
             s.blocks_decoded,

@@ -1,0 +1,279 @@
+//! Fetching one chunk: the whole key, or — for a blosc chunk needed only in part — its
+//! header and block table by one small range request, then only the compressed blocks
+//! that hold the wanted bytes (neighbours coalesced into one request).
+//!
+//! The partial result is a buffer of the chunk's full compressed length in which only
+//! the fetched bytes are real; `blosc_ranges::BlockReader` reads it, and it decodes only
+//! the blocks that were fetched. Anything unexpected in the header falls back to
+//! fetching the whole chunk, whose decoding then reports the corruption properly.
+
+use bytes::Bytes;
+
+use crate::blosc_ranges::BloscHeader;
+use crate::errors::Result;
+use crate::store::Store;
+
+const HEADER_LEN: usize = 16;
+/// Blocks whose compressed spans are closer than this are fetched by one request.
+const COALESCE_GAP: u64 = 16 * 1024;
+/// When the wanted blocks are more than this share of the chunk, fetch the rest whole.
+const WHOLE_SHARE: f64 = 0.5;
+
+/// How a chunk is fetched.
+#[derive(Debug, Clone)]
+pub enum FetchPlan {
+    Whole,
+    /// A plain-blosc chunk of `chunk_bytes` decoded bytes, of which only `ranges`
+    /// (`(start, len)` in decoded bytes) are wanted.
+    BloscBlocks {
+        chunk_bytes: usize,
+        ranges: Vec<(usize, usize)>,
+    },
+    /// A shard needed only in part: nothing is fetched up front; the decode task reads
+    /// the shard index and then only the inner chunks it needs (zarrs' sharding partial
+    /// decoder over byte-range reads of the store).
+    ShardParts,
+}
+
+/// A fetched chunk.
+#[derive(Debug)]
+pub enum Fetched {
+    Missing,
+    Whole(Bytes),
+    /// The chunk's compressed length, real only in the header, the block table and the
+    /// blocks the plan needs: for `BlockReader` alone.
+    Sparse(Vec<u8>),
+    /// Not fetched yet: read by the decode task, range by range (`FetchPlan::ShardParts`).
+    Deferred,
+}
+
+/// A fetched chunk and what fetching it cost.
+#[derive(Debug)]
+pub struct FetchOutcome {
+    pub fetched: Fetched,
+    pub bytes: u64,
+    pub requests: u64,
+}
+
+impl FetchOutcome {
+    fn whole(bytes: Option<Bytes>, requests: u64, earlier: u64) -> Self {
+        let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
+        Self {
+            fetched: bytes.map_or(Fetched::Missing, Fetched::Whole),
+            bytes: earlier + len,
+            requests,
+        }
+    }
+}
+
+/// Fetches `key` of `store` as `plan` says.
+pub async fn fetch(store: &Store, key: &str, plan: &FetchPlan) -> Result<FetchOutcome> {
+    match plan {
+        FetchPlan::Whole => Ok(FetchOutcome::whole(store.get_async(key).await?, 1, 0)),
+        FetchPlan::BloscBlocks {
+            chunk_bytes,
+            ranges,
+        } => fetch_blosc_blocks(store, key, *chunk_bytes, ranges).await,
+        FetchPlan::ShardParts => Ok(FetchOutcome {
+            fetched: Fetched::Deferred,
+            bytes: 0,
+            requests: 0,
+        }),
+    }
+}
+
+fn u32_at(buffer: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes(
+        buffer[at..at + 4].try_into().expect("4 bytes"),
+    ))
+}
+
+/// What the first requests of a partial read learnt: the chunk, or its header and table.
+enum Head {
+    Done(FetchOutcome),
+    Table {
+        buffer: Vec<u8>,
+        header: BloscHeader,
+        table_end: usize,
+        requests: u64,
+        fetched: u64,
+    },
+}
+
+/// Fetches the header and block table (one request, two if the table is long); the whole
+/// chunk instead when it is small or its header is not one to read block by block.
+async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<Head> {
+    // The block table has 4 bytes a block; blocks are rarely under 8 KiB.
+    let head_len = (HEADER_LEN + 4 * chunk_bytes.div_ceil(8192)).clamp(256, 64 * 1024) as u64;
+    let Some((head, size)) = store.get_range_async(key, 0..head_len).await? else {
+        return Ok(Head::Done(FetchOutcome::whole(None, 1, 0)));
+    };
+    let (requests, fetched) = (1, head.len() as u64);
+    if fetched >= size {
+        // The first request already held the whole chunk.
+        return Ok(Head::Done(FetchOutcome::whole(Some(head), requests, 0)));
+    }
+    let whole = || async move {
+        let bytes = store.get_async(key).await?;
+        Ok(Head::Done(FetchOutcome::whole(
+            bytes,
+            requests + 1,
+            fetched,
+        )))
+    };
+    let Ok(size) = usize::try_from(size) else {
+        return whole().await;
+    };
+    let mut buffer = vec![0u8; size];
+    buffer[..head.len()].copy_from_slice(&head);
+    let header = match BloscHeader::parse(&buffer, chunk_bytes) {
+        Ok(header) if header.blocksize > 0 && header.typesize > 0 => header,
+        _ => return whole().await,
+    };
+    let table_end = if header.memcpyed() {
+        HEADER_LEN
+    } else {
+        HEADER_LEN + 4 * header.nblocks()
+    };
+    if table_end > size {
+        return whole().await;
+    }
+    let mut head = Head::Table {
+        buffer,
+        header,
+        table_end,
+        requests,
+        fetched,
+    };
+    if let Head::Table {
+        buffer,
+        requests,
+        fetched,
+        ..
+    } = &mut head
+    {
+        let have = (*fetched) as usize;
+        if table_end > have {
+            let Some((rest, _)) = store
+                .get_range_async(key, have as u64..table_end as u64)
+                .await?
+            else {
+                return Ok(Head::Done(FetchOutcome::whole(
+                    None,
+                    *requests + 1,
+                    *fetched,
+                )));
+            };
+            *requests += 1;
+            *fetched += rest.len() as u64;
+            buffer[have..table_end].copy_from_slice(&rest);
+        }
+    }
+    Ok(head)
+}
+
+/// The compressed byte spans of the blocks holding `ranges`, coalesced; `None` when the
+/// block table points outside the chunk.
+fn block_spans(
+    buffer: &[u8],
+    header: &BloscHeader,
+    table_end: usize,
+    ranges: &[(usize, usize)],
+) -> Option<Vec<(u64, u64)>> {
+    let size = buffer.len() as u64;
+    let mut wanted: Vec<usize> = Vec::new();
+    for &(start, len) in ranges {
+        if len > 0 {
+            wanted.extend(start / header.blocksize..=(start + len - 1) / header.blocksize);
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted.retain(|&b| b < header.nblocks());
+    let mut spans: Vec<(u64, u64)> = if header.memcpyed() {
+        wanted
+            .iter()
+            .map(|&b| {
+                let start = (HEADER_LEN + b * header.blocksize) as u64;
+                let len = header.blocksize.min(header.nbytes - b * header.blocksize) as u64;
+                (start, start + len)
+            })
+            .collect()
+    } else {
+        let starts: Vec<u64> = (0..header.nblocks())
+            .map(|b| u32_at(buffer, HEADER_LEN + 4 * b))
+            .collect();
+        if starts.iter().any(|&s| s < table_end as u64 || s >= size) {
+            return None;
+        }
+        // Blocks may be stored out of order (multithreaded compression): a block ends
+        // where the next stored block starts.
+        let mut sorted = starts.clone();
+        sorted.sort_unstable();
+        wanted
+            .iter()
+            .map(|&b| {
+                let start = starts[b];
+                let end = sorted.iter().find(|&&s| s > start).copied().unwrap_or(size);
+                (start, end)
+            })
+            .collect()
+    };
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 + COALESCE_GAP => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let body = size - table_end as u64;
+    let needed: u64 = merged.iter().map(|(s, e)| e - s).sum();
+    if needed as f64 > WHOLE_SHARE * body as f64 {
+        merged = vec![(table_end as u64, size)];
+    }
+    Some(merged)
+}
+
+async fn fetch_blosc_blocks(
+    store: &Store,
+    key: &str,
+    chunk_bytes: usize,
+    ranges: &[(usize, usize)],
+) -> Result<FetchOutcome> {
+    let (mut buffer, header, table_end, mut requests, mut fetched) =
+        match fetch_head(store, key, chunk_bytes).await? {
+            Head::Done(outcome) => return Ok(outcome),
+            Head::Table {
+                buffer,
+                header,
+                table_end,
+                requests,
+                fetched,
+            } => (buffer, header, table_end, requests, fetched),
+        };
+    let Some(spans) = block_spans(&buffer, &header, table_end, ranges) else {
+        // A lying block table: the whole chunk, whose decoding reports it.
+        let bytes = store.get_async(key).await?;
+        return Ok(FetchOutcome::whole(bytes, requests + 1, fetched));
+    };
+    let reads = spans
+        .iter()
+        .map(|&(start, end)| store.get_range_async(key, start..end));
+    let parts = futures::future::try_join_all(reads).await?;
+    for (&(start, _), part) in spans.iter().zip(parts) {
+        let Some((bytes, _)) = part else {
+            // Deleted between requests: read it as missing, as a whole read would.
+            return Ok(FetchOutcome::whole(None, requests, fetched));
+        };
+        requests += 1;
+        fetched += bytes.len() as u64;
+        let start = start as usize;
+        buffer[start..start + bytes.len()].copy_from_slice(&bytes);
+    }
+    Ok(FetchOutcome {
+        fetched: Fetched::Sparse(buffer),
+        bytes: fetched,
+        requests,
+    })
+}

@@ -1,0 +1,511 @@
+"""Object storage: s3:// against moto's S3 server and http:// against a small HTTP server,
+both started here on 127.0.0.1 and stopped after; memory:// and file:// too.
+
+Every read is compared with the same read of the local copy by fastzarr (itself checked
+against zarr-python in the conformance tests) and, where cheap, by zarr-python directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import logging
+import pickle
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from fastzarr.testing import make_batches
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+SECRET = "SuperSecretValue-9f8e7d"
+BUCKET = "fastzarr-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two seed-like batch stores (v2, consolidated) and a store with big blosc chunks."""
+    root = tmp_path_factory.mktemp("objstore")
+    batches = make_batches(root, batches=2, variables=3, file_ids=3, steps=4, lat=16, lon=32)
+    big = root / "big.zarr"
+    import numcodecs  # noqa: PLC0415
+
+    arr = zarr.create_array(
+        store=str(big),
+        shape=(3, 256, 512),
+        chunks=(1, 256, 512),
+        dtype="float32",
+        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=16384),
+        zarr_format=2,
+        fill_value=0.0,
+    )
+    rng = np.random.default_rng(0)
+    arr[:] = rng.standard_normal((3, 256, 512)).astype("float32")
+    sharded = root / "sharded.zarr"
+    shards = zarr.create_array(
+        store=str(sharded),
+        shape=(2, 128, 128),
+        chunks=(1, 16, 16),
+        shards=(1, 128, 128),
+        dtype="float32",
+        zarr_format=3,
+        fill_value=-1.0,
+    )
+    shards[0] = rng.standard_normal((128, 128)).astype("float32")  # shard 1 is never written
+    return {"batch0": batches[0], "batch1": batches[1], "big": big, "sharded": sharded}
+
+
+def _files(root: Path) -> Iterator[tuple[str, Path]]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield path.relative_to(root.parent).as_posix(), path
+
+
+# --------------------------------------------------------------------------------------------
+# servers
+
+
+@pytest.fixture(scope="module")
+def s3(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    """moto's S3 server on 127.0.0.1 holding the local stores under s3://BUCKET/<name>."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    for root in local.values():
+        for key, path in _files(root):
+            client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+    options = {
+        "endpoint": endpoint,
+        "access_key_id": "testing",
+        "secret_access_key": SECRET,
+        "region": "us-east-1",
+    }
+    try:
+        yield {"options": options, "endpoint": endpoint, "client": client}
+    finally:
+        server.stop()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """GET (with byte ranges) of files below the server's root, with failure modes."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        with state.lock:
+            state.requests += 1
+            number = state.requests
+        mode = state.mode
+        if mode == "stall":
+            state.release.wait(20)
+            self.close_connection = True
+            return
+        if mode == "flaky" and number % 2 == 1:
+            self._send_status(503)
+            return
+        if state.delay:
+            time.sleep(state.delay)
+        path = self.server.root / self.path.lstrip("/").split("?")[0]
+        if not path.is_file():
+            self._send_status(404)
+            return
+        data = path.read_bytes()
+        status, body, extra = 200, data, {}
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if match:
+            start = int(match.group(1))
+            end = min(int(match.group(2)) + 1 if match.group(2) else len(data), len(data))
+            if start >= len(data):
+                self._send_status(416)
+                return
+            status, body = 206, data[start:end]
+            extra["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if mode == "truncate" or (mode == "truncate-odd" and number % 2 == 1):
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+        with state.lock:
+            state.bytes_sent += len(body)
+
+    def do_HEAD(self) -> None:
+        path = self.server.root / self.path.lstrip("/")
+        if not path.is_file():
+            self._send_status(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
+
+    def _send_status(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.mode = "normal"
+        self.delay = 0.0
+        self.requests = 0
+        self.bytes_sent = 0
+
+    def reset(self, mode: str = "normal") -> None:
+        with self.lock:
+            self.mode, self.requests, self.bytes_sent = mode, 0, 0
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    root: Path
+    state: _State
+
+
+@pytest.fixture(scope="module")
+def web(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    """An HTTP server on 127.0.0.1 serving the directory that holds the local stores."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.root = local["big"].parent
+    server.state = _State()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield {"base": base, "state": server.state}
+    finally:
+        server.state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(autouse=True)
+def _normal_web(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "web" in request.fixturenames:
+        state: _State = request.getfixturevalue("web")["state"]
+        state.release.set()
+        state.reset()
+        state.release.clear()
+        state.delay = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# s3
+
+
+def test_s3_array_and_group_equal_local_reads(local: dict[str, Path], s3: dict[str, Any]) -> None:
+    opts = s3["options"]
+    remote = fz.open_group(f"s3://{BUCKET}/batch_000.zarr", storage_options=opts)
+    here = fz.open_group(local["batch0"])
+    assert remote.consolidated
+    assert sorted(remote.keys()) == sorted(here.keys())
+    for name in here.array_keys():
+        np.testing.assert_array_equal(remote[name][...], here[name][...])
+    arr = fz.open_array(f"s3://{BUCKET}/batch_000.zarr", storage_options=opts, path="var0001")
+    expected = zarr.open_array(str(local["batch0"] / "var0001"), mode="r")[...]
+    np.testing.assert_array_equal(arr[...], expected)
+    np.testing.assert_array_equal(arr[1, 2:5, 7], expected[1, 2:5, 7])
+    # Unconsolidated: members listed through the object store.
+    listed = fz.open_group(f"s3://{BUCKET}/batch_000.zarr", storage_options=opts, use_consolidated=False)
+    assert sorted(listed.keys()) == sorted(here.keys())
+
+
+def test_s3_read_many_and_pickle(local: dict[str, Path], s3: dict[str, Any]) -> None:
+    opts = s3["options"]
+    a = fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options=opts)
+    b = fz.open_array(f"s3://{BUCKET}/batch_001.zarr", storage_options=opts, path="var0002")
+    la, lb = fz.open_array(local["big"]), fz.open_array(local["batch1"], path="var0002")
+    got, stats = fz.read_many(
+        [(a, ...), (b, (slice(None), 1)), (a, (0,), {1: [3, 200], 2: [5, 500]})], return_stats=True
+    )
+    want = fz.read_many([(la, ...), (lb, (slice(None), 1)), (la, (0,), {1: [3, 200], 2: [5, 500]})])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert stats.requests >= stats.chunks - stats.chunks_missing
+    again = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(again[2, :3, :3], la[2, :3, :3])
+
+
+def test_s3_open_zarr_and_extract_points(local: dict[str, Path], s3: dict[str, Any]) -> None:
+    opts = s3["options"]
+    url = f"s3://{BUCKET}/batch_000.zarr"
+    remote = fz.open_zarr(url, storage_options=opts, chunks=None).load()
+    xr.testing.assert_identical(remote, xr.open_zarr(local["batch0"], chunks=None).load())
+    urls = [f"s3://{BUCKET}/batch_000.zarr", f"s3://{BUCKET}/batch_001.zarr"]
+    points = {"lat": [10.0, -30.0], "lon": [45.0, 200.0]}
+    got = fz.extract_points(urls, points=points, storage_options=opts, duplicates="keep")
+    want = fz.extract_points([local["batch0"], local["batch1"]], points=points, duplicates="keep")
+    xr.testing.assert_identical(got, want)
+
+
+def test_s3_missing_bucket_or_key_names_url_without_secrets(s3: dict[str, Any]) -> None:
+    opts = s3["options"]
+    for url in ("s3://no-such-bucket-here/x.zarr", f"s3://{BUCKET}/no_such_store.zarr"):
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            fz.open_array(url, storage_options=opts)
+        assert url in str(info.value)
+        assert SECRET not in str(info.value)
+        with pytest.raises(FileNotFoundError):
+            fz.open_group(url, storage_options=opts)
+
+
+def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
+    opts = s3["options"]
+    arr = fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options=opts)
+    group = fz.open_group(f"s3://{BUCKET}/batch_000.zarr", storage_options=opts)
+    assert SECRET not in repr(arr)
+    assert SECRET not in repr(group)
+    # A failing request (nothing listens there) does not repeat the credentials.
+    dead = {**opts, "endpoint": f"http://127.0.0.1:{_free_port()}", "max_retries": "0"}
+    with pytest.raises(fz.FastzarrError) as info:
+        fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options=dead)
+    assert SECRET not in str(info.value)
+    # An unknown option names the key, never the value.
+    with pytest.raises(ValueError, match="not_an_option") as info2:
+        fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options={**opts, "not_an_option": SECRET})
+    assert SECRET not in str(info2.value)
+    # Credentials inside a URL are blanked out of reprs and errors.
+    with pytest.raises(fz.FastzarrError) as info3:
+        fz.open_array(
+            f"http://user:{SECRET}@127.0.0.1:{_free_port()}/x.zarr?sig={SECRET}",
+            storage_options={"max_retries": 0, "timeout": 1},
+        )
+    assert SECRET not in str(info3.value)
+
+
+# --------------------------------------------------------------------------------------------
+# http
+
+
+def test_http_reads_equal_local(local: dict[str, Path], web: dict[str, Any]) -> None:
+    base = web["base"]
+    arr = fz.open_array(f"{base}/big.zarr")
+    np.testing.assert_array_equal(arr[...], fz.open_array(local["big"])[...])
+    group = fz.open_group(f"{base}/batch_001.zarr")
+    here = fz.open_group(local["batch1"])
+    for name in here.array_keys():
+        np.testing.assert_array_equal(group[name][...], here[name][...])
+    ds = fz.open_zarr(f"{base}/batch_001.zarr", chunks=None).load()
+    xr.testing.assert_identical(ds, xr.open_zarr(local["batch1"], chunks=None).load())
+
+
+def test_http_missing_store_is_store_not_found(web: dict[str, Any]) -> None:
+    url = f"{web['base']}/nothing_here.zarr"
+    with pytest.raises(fz.StoreNotFoundError, match=re.escape(url)):
+        fz.open_array(url)
+
+
+def test_point_read_fetches_only_the_blocks_needed(local: dict[str, Path], web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    chunk_file = local["big"] / "1.0.0"
+    whole = chunk_file.stat().st_size
+    state.reset()
+    [got], stats = fz.read_many([(arr, (1, 100, 300))], return_stats=True)
+    assert got == fz.open_array(local["big"])[1, 100, 300]
+    # One small request for the header and block table, one for the block: a fraction of
+    # the chunk, counted by the server itself.
+    assert state.requests == stats.requests == 2
+    assert state.bytes_sent == stats.bytes_read
+    assert state.bytes_sent * 10 < whole, (state.bytes_sent, whole)
+    # Points spread over a chunk: more blocks, still fewer bytes than whole chunks.
+    state.reset()
+    lat, lon = [0, 255, 128], [0, 511, 256]
+    [pts] = fz.read_many([(arr, (slice(None),), {1: lat, 2: lon})])
+    np.testing.assert_array_equal(pts, fz.open_array(local["big"])[...][:, lat, lon])
+    assert state.bytes_sent < 3 * whole / 2
+
+
+def test_sharded_point_reads_only_the_inner_chunks_needed(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/sharded.zarr")
+    expected = zarr.open_array(str(local["sharded"]), mode="r")[...]
+    np.testing.assert_array_equal(arr[...], expected)
+    shard_file = local["sharded"] / "c" / "0" / "0" / "0"
+    state.reset()
+    assert arr[0, 70, 90] == expected[0, 70, 90]
+    # The shard index and one inner chunk, not the shard.
+    assert state.bytes_sent * 10 < shard_file.stat().st_size, (state.bytes_sent, shard_file.stat().st_size)
+    # A shard that was never written reads as the fill value.
+    np.testing.assert_array_equal(arr[1, 3:5, 7], expected[1, 3:5, 7])
+    [pts] = fz.read_many([(arr, (slice(None),), {1: [0, 127], 2: [5, 100]})])
+    np.testing.assert_array_equal(pts, expected[:, [0, 127], [5, 100]])
+
+
+def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    state.reset("flaky")
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    np.testing.assert_array_equal(arr[...], fz.open_array(local["big"])[...])
+    assert state.requests > 2
+
+
+def test_stalled_server_times_out(web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    state.reset("stall")
+    started = time.monotonic()
+    with pytest.raises(fz.TimeoutError):
+        arr.read(timeout=1.0)
+    assert time.monotonic() - started < 10
+    # A per-request timeout from storage_options also ends a stalled open.
+    with pytest.raises(fz.TimeoutError):
+        fz.open_array(f"{web['base']}/big.zarr", storage_options={"timeout": 0.5, "max_retries": 1})
+
+
+def test_cut_responses_are_retried_or_errors_never_wrong_data(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    expected = fz.open_array(local["big"])[...]
+    state.reset("truncate-odd")
+    np.testing.assert_array_equal(arr[...], expected)
+    state.reset("truncate")
+    with pytest.raises((fz.CorruptChunkError, fz.FastzarrError)) as info:
+        arr[...]
+    assert "big.zarr" in str(info.value)
+
+
+def test_io_concurrency_setting() -> None:
+    before = fz.get_io_concurrency()
+    assert before == 64
+    try:
+        fz.set_io_concurrency(3)
+        assert fz.get_io_concurrency() == 3
+        with pytest.raises(ValueError, match="at least 1"):
+            fz.set_io_concurrency(0)
+    finally:
+        fz.set_io_concurrency(before)
+
+
+def test_few_requests_in_flight_still_read_everything(local: dict[str, Path], web: dict[str, Any]) -> None:
+    before = fz.get_io_concurrency()
+    web["state"].delay = 0.01
+    try:
+        fz.set_io_concurrency(1)
+        arr = fz.open_array(f"{web['base']}/big.zarr")
+        np.testing.assert_array_equal(arr[...], fz.open_array(local["big"])[...])
+    finally:
+        fz.set_io_concurrency(before)
+
+
+# --------------------------------------------------------------------------------------------
+# other schemes, async
+
+
+def test_file_urls_and_unknown_schemes(local: dict[str, Path]) -> None:
+    arr = fz.open_array(local["big"].as_uri())
+    np.testing.assert_array_equal(arr[0, :2, :2], fz.open_array(local["big"])[0, :2, :2])
+    with pytest.raises(fz.FastzarrError, match="not supported"):
+        fz.open_array("ftp://example.invalid/x.zarr")
+    with pytest.raises(fz.StoreNotFoundError):
+        fz.open_array("memory://fastzarr-empty/none.zarr")
+
+
+def test_async_api_equals_sync(local: dict[str, Path], web: dict[str, Any]) -> None:
+    url = f"{web['base']}/big.zarr"
+    here = fz.open_array(local["big"])
+
+    async def main() -> list[Any]:
+        arr = await fz.open_array_async(url)
+        whole, part = await asyncio.gather(arr.read_async(), arr.read_async((1, slice(0, 4))))
+        [many] = await fz.read_many_async([(arr, (2, 5))])
+        # The sync API keeps working inside a running loop.
+        sync = arr[0, 0, :3]
+        return [whole, part, many, sync]
+
+    whole, part, many, sync = asyncio.run(main())
+    np.testing.assert_array_equal(whole, here[...])
+    np.testing.assert_array_equal(part, here[1, 0:4])
+    np.testing.assert_array_equal(many, here[2, 5])
+    np.testing.assert_array_equal(sync, here[0, 0, :3])
+
+
+def test_async_timeout_and_extract(local: dict[str, Path], web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    url = f"{web['base']}/big.zarr"
+
+    async def stalled() -> None:
+        arr = await fz.open_array_async(url)
+        state.reset("stall")
+        await arr.read_async(timeout=0.5)
+
+    with pytest.raises(fz.TimeoutError):
+        asyncio.run(stalled())
+    state.release.set()
+    state.reset()
+    points = {"lat": [10.0], "lon": [45.0]}
+    got = asyncio.run(fz.extract_points_async(f"{web['base']}/batch_000.zarr", points=points))
+    xr.testing.assert_identical(got, fz.extract_points(local["batch0"], points=points))
+
+
+def _remote_sum(url: str) -> float:
+    return float(fz.open_array(url)[...].sum())
+
+
+def test_remote_reads_in_a_forked_child(local: dict[str, Path], web: dict[str, Any]) -> None:
+    """The I/O runtime is rebuilt in a forked child, as the decode pool is."""
+    import multiprocessing  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    url = f"{web['base']}/big.zarr"
+    expected = float(fz.open_array(local["big"])[...].sum())
+    assert _remote_sum(url) == expected  # the parent's runtime exists before the fork
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*fork\(\).*", category=DeprecationWarning)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            assert pool.submit(_remote_sum, url).result(timeout=60) == expected
