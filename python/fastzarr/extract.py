@@ -130,7 +130,9 @@ def _open(
         mine = _array_metadata(group, template.metadata)
         shared = [str(n) for n, m in mine.items() if m == template.metadata[n]]
     # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in Rust.
-    raw = open_zarr(name, decode_cf=False, chunks=None, storage_options=options, drop_variables=shared or None)
+    raw = open_zarr(
+        name, decode_cf=False, chunks=None, storage_options=options, drop_variables=shared or None
+    )
     if shared:
         assert template is not None
         borrowed = {n: template.raw.variables[n] for n in shared}
@@ -928,6 +930,71 @@ def _read_all(
     return _read_distributed(client, opened, job, deadline)
 
 
+@dataclass
+class _Gathered:
+    """The sources opened and read, and when each stage ended."""
+
+    opened: list[_Opened]
+    names: list[str]
+    done: _Done
+    t_metadata: float
+    t_plan: float
+    t_read: float
+
+
+def _open_and_read(
+    source_list: list[Source],
+    indexers: Mapping[Hashable, Any],
+    point_dim: Hashable | None,
+    *,
+    concat_dim: Hashable,
+    variables: Iterable[str] | None,
+    missing: str,
+    method: str | None,
+    tolerance: Any,
+    max_memory: int | float | str | None,
+    timeout: float | None,
+    storage_options: Mapping[str, Any] | None,
+    cached: _CacheLookup | None,
+    client: Any,
+    progress: bool | None,
+    deadline: float | None,
+    allow_nan: bool,
+    start: float,
+) -> _Gathered:
+    """Opens every source (metadata only), plans and reads all their variables; the parts come
+    back decoded unless every source is encoded alike (then they are decoded once, concatenated)."""
+    # Metadata: open every source lazily, undecoded; decode only the small coordinates.
+    opened = [_open(source_list[0], list(indexers), concat_dim, storage_options)]
+    opened += [
+        _open(s, list(indexers), concat_dim, storage_options, template=opened[0]) for s in source_list[1:]
+    ]
+    names = _select_variables(opened, variables, missing)
+    _check_sources(opened, list(indexers), names, missing)
+    t_metadata = time.perf_counter()
+    log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
+
+    # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
+    # read pass over all variables of all sources (here, or one task per source on a cluster).
+    positions = _positions(opened[0], indexers, method, tolerance)
+    job = _Job(names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout, storage_options)
+    done = _read_all(opened, job, cached, client, progress=progress, deadline=deadline, allow_nan=allow_nan)
+    if not done.decoded and not _same_encoding(done.parts):
+        done = _Done([_decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
+    t_plan = t_metadata + done.plan_seconds
+    t_read = time.perf_counter()
+    log_stage("extract_points", "plan", t_plan - t_metadata)
+    log_stage(
+        "extract_points",
+        "read",
+        t_read - t_plan,
+        passes=done.batches,
+        chunks=int(done.totals.get("chunks", 0)),
+        bytes_decoded=int(done.totals.get("bytes_decoded", 0)),
+    )
+    return _Gathered(opened, names, done, t_metadata, t_plan, t_read)
+
+
 def extract_points(
     sources: Source | Sequence[Source],
     *,
@@ -1013,40 +1080,28 @@ def extract_points(
         t_metadata = t_plan = t_read = time.perf_counter()
         done = _Done(parts, {}, 0, 0.0, decoded=True)
     else:
-        # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-        opened = [_open(source_list[0], list(indexers), concat_dim, storage_options)]
-        opened += [
-            _open(s, list(indexers), concat_dim, storage_options, template=opened[0]) for s in source_list[1:]
-        ]
-        opened_names = opened
-        names = _select_variables(opened, variables, missing)
-        _check_sources(opened, list(indexers), names, missing)
-        t_metadata = time.perf_counter()
-        log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
-
-        # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
-        # read pass over all variables of all sources (here, or one task per source on a cluster).
-        positions = _positions(opened[0], indexers, method, tolerance)
-        job = _Job(
-            names, positions, point_dim, concat_dim, _memory_budget(max_memory), timeout, storage_options
+        gathered = _open_and_read(
+            source_list,
+            indexers,
+            point_dim,
+            concat_dim=concat_dim,
+            variables=variables,
+            missing=missing,
+            method=method,
+            tolerance=tolerance,
+            max_memory=max_memory,
+            timeout=timeout,
+            storage_options=storage_options,
+            cached=cached,
+            client=client,
+            progress=progress,
+            deadline=deadline,
+            allow_nan=allow_nan,
+            start=start,
         )
-        done = _read_all(
-            opened, job, cached, client, progress=progress, deadline=deadline, allow_nan=allow_nan
-        )
+        opened_names, names, done = gathered.opened, gathered.names, gathered.done
         parts, decoded = done.parts, done.decoded
-        if not decoded and not _same_encoding(parts):
-            parts, decoded = [_decode(p) for p in parts], True
-        t_plan = t_metadata + done.plan_seconds
-        t_read = time.perf_counter()
-        log_stage("extract_points", "plan", t_plan - t_metadata)
-        log_stage(
-            "extract_points",
-            "read",
-            t_read - t_plan,
-            passes=done.batches,
-            chunks=int(done.totals.get("chunks", 0)),
-            bytes_decoded=int(done.totals.get("bytes_decoded", 0)),
-        )
+        t_metadata, t_plan, t_read = gathered.t_metadata, gathered.t_plan, gathered.t_read
     totals = done.totals
 
     # Assemble: repeated labels, then xarray's concat.
@@ -1146,7 +1201,7 @@ def to_features(
 
 async def extract_points_async(
     sources: Source | Sequence[Source], **kwargs: Any
-) -> xr.Dataset | tuple[xr.Dataset, Report]:
+) -> xr.Dataset | tuple[xr.Dataset, ExtractReport]:
     """`extract_points` as an awaitable: it runs in a worker thread (fastzarr releases the GIL
     while it reads), so a running event loop (Jupyter's) stays free. Takes the same arguments."""
     import asyncio  # noqa: PLC0415
