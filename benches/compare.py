@@ -163,46 +163,40 @@ def load_fastzarr(stores: list[StoreSpec]) -> Loaded:
     return out
 
 
+def _load_datasets(stores: list[StoreSpec], open_loaded: Callable[[str], Any]) -> Loaded:
+    """Every listed variable of ``open_loaded(path)`` (a loaded xarray Dataset) per store."""
+    out: Loaded = {}
+    for path, names in stores:
+        ds = open_loaded(path)
+        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
+    return out
+
+
 def load_fastzarr_xarray(stores: list[StoreSpec]) -> Loaded:
     """``fz.load(xr.open_zarr(p))``: xarray opens (dask-backed), fastzarr loads in one pass."""
     xr = importlib.import_module("xarray")
     fastzarr = importlib.import_module("fastzarr")
-    out: Loaded = {}
-    for path, names in stores:
-        ds = fastzarr.load(xr.open_zarr(path))
-        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
-    return out
+    return _load_datasets(stores, lambda path: fastzarr.load(xr.open_zarr(path)))
 
 
 def load_fastzarr_open_load(stores: list[StoreSpec]) -> Loaded:
-    """``fz.load(fz.open_zarr(p))``: fastzarr opens (lazy, no dask) and loads in one pass."""
+    """``fz.load(fz.open_zarr(p))``: fastzarr opens (dask-backed by default, as xr.open_zarr)
+    and loads in one pass."""
     fastzarr = importlib.import_module("fastzarr")
-    out: Loaded = {}
-    for path, names in stores:
-        ds = fastzarr.load(fastzarr.open_zarr(path))
-        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
-    return out
+    return _load_datasets(stores, lambda path: fastzarr.load(fastzarr.open_zarr(path)))
 
 
 def load_fastzarr_engine(stores: list[StoreSpec]) -> Loaded:
     """``xr.open_dataset(p, engine="fastzarr").load()``: xarray's own load, variable by variable,
     each read chunk-parallel by the fastzarr backend."""
     xr = importlib.import_module("xarray")
-    out: Loaded = {}
-    for path, names in stores:
-        ds = xr.open_dataset(path, engine="fastzarr").load()
-        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
-    return out
+    return _load_datasets(stores, lambda path: xr.open_dataset(path, engine="fastzarr").load())
 
 
 def _load_xarray(stores: list[StoreSpec], **open_kwargs: Any) -> Loaded:
     """``xr.open_zarr(path, **open_kwargs).load()`` per store."""
     xr = importlib.import_module("xarray")
-    out: Loaded = {}
-    for path, names in stores:
-        ds = xr.open_zarr(path, **open_kwargs).load()
-        out.update({f"{path}/{name}": ds.variables[name].values for name in names})
-    return out
+    return _load_datasets(stores, lambda path: xr.open_zarr(path, **open_kwargs).load())
 
 
 def load_xarray_dask(stores: list[StoreSpec]) -> Loaded:
