@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,20 @@ def fresh_threads() -> Iterator[None]:
     before = fz.get_num_threads()
     yield
     fz.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A dask.distributed client on a LocalCluster of 2 single-threaded worker processes."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        yield dask_client

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import operator
-from collections.abc import Iterator
 from typing import Any
 
 import dask
@@ -96,22 +94,6 @@ def test_worker_threads_untouched_outside_distributed(fresh_threads: None) -> No
     fz.set_num_threads(2)
     configure_for_dask_worker()
     assert fz.get_num_threads() == 2
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        yield dask_client
 
 
 def test_distributed(client: Any, batch: str, sample: str) -> None:

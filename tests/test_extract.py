@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -406,26 +405,15 @@ def test_point_on_time_dim(tmp_path: Path) -> None:
     xr.testing.assert_identical(extract_points(paths, points=points), expected(paths, points))
 
 
-def test_distributed_client(v2: list[str], tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+def test_distributed_client(v2: list[str], tmp_path: Path, client: Any) -> None:
     conflicting_paths = conflicting(tmp_path)
     points = {"lat": [10.0, -90.0], "lon": [0.0, 200.0]}
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        got, report = extract_quiet(v2, points=points, client=client, return_report=True)
-        xr.testing.assert_identical(got, expected(v2, points))
-        assert report.chunks == 3 * 3 * 3
-        with pytest.warns(DuplicateWarning, match="CONFLICTING"):
-            got = extract_points(conflicting_paths, points=points, client=client)
-        xr.testing.assert_identical(got, expected(conflicting_paths, points))
+    got, report = extract_quiet(v2, points=points, client=client, return_report=True)
+    xr.testing.assert_identical(got, expected(v2, points))
+    assert report.chunks == 3 * 3 * 3
+    with pytest.warns(DuplicateWarning, match="CONFLICTING"):
+        got = extract_points(conflicting_paths, points=points, client=client)
+    xr.testing.assert_identical(got, expected(conflicting_paths, points))
 
 
 def test_dataarray_points_keep_their_coords(v2: list[str]) -> None:
