@@ -97,35 +97,30 @@ DATASETS: dict[str, dict[str, dict[str, int]]] = {
         "vars-200": {"batches": 1, "variables": 50, "file_ids": 4, "steps": 6, "lat": 32, "lon": 64},
     },
 }
+
+
+def _era5_like(variables: int, steps: int) -> dict[str, int]:
+    """``make_batches`` arguments for one store whose every chunk is one 721 x 1440 field."""
+    return {
+        "batches": 1,
+        "variables": variables,
+        "file_ids": 1,
+        "steps": steps,
+        "lat": 721,
+        "lon": 1440,
+        "overlap": 0,
+    }
+
+
 #: Datasets of the points suite: the load suite's batches and small variables, plus an
 #: ERA5-like store whose every chunk is one 721 x 1440 field (``chunks`` below).
 POINT_DATASETS: dict[str, dict[str, dict[str, int]]] = {
-    "full": {
-        "batches": DATASETS["full"]["batches"],
-        "small-vars": DATASETS["full"]["small-vars"],
-        "era5": {
-            "batches": 1,
-            "variables": 2,
-            "file_ids": 1,
-            "steps": 48,
-            "lat": 721,
-            "lon": 1440,
-            "overlap": 0,
-        },
-    },
-    "quick": {
-        "batches": DATASETS["quick"]["batches"],
-        "small-vars": DATASETS["quick"]["small-vars"],
-        "era5": {
-            "batches": 1,
-            "variables": 1,
-            "file_ids": 1,
-            "steps": 8,
-            "lat": 721,
-            "lon": 1440,
-            "overlap": 0,
-        },
-    },
+    size: {
+        "batches": DATASETS[size]["batches"],
+        "small-vars": DATASETS[size]["small-vars"],
+        "era5": _era5_like(**era5),
+    }
+    for size, era5 in {"full": {"variables": 2, "steps": 48}, "quick": {"variables": 1, "steps": 8}}.items()
 }
 #: Chunking other than make_batches' default (one file_id per chunk).
 DATASET_CHUNKS: dict[str, dict[str, int]] = {"era5": {"step": 1}}
