@@ -300,23 +300,35 @@ pub fn region_byte_ranges(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn compress(data: &[u8], typesize: usize, blocksize: usize, shuffle: i32) -> Vec<u8> {
+        compress_with(data, typesize, blocksize, shuffle, 5, c"zstd")
+    }
+
+    /// Compresses `data` with C-Blosc (one thread), for tests of the decoders.
+    pub(crate) fn compress_with(
+        data: &[u8],
+        typesize: usize,
+        blocksize: usize,
+        shuffle: i32,
+        clevel: i32,
+        cname: &std::ffi::CStr,
+    ) -> Vec<u8> {
         let mut out = vec![0u8; data.len() + 16];
         // SAFETY: `out` has room for the worst case (`nbytes + BLOSC_MAX_OVERHEAD`).
         #[allow(unsafe_code)]
         let n = unsafe {
             blosc_src::blosc_compress_ctx(
-                5,
+                clevel,
                 shuffle,
                 typesize,
                 data.len(),
                 data.as_ptr().cast(),
                 out.as_mut_ptr().cast(),
                 out.len(),
-                c"zstd".as_ptr(),
+                cname.as_ptr(),
                 blocksize,
                 1,
             )

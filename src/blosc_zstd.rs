@@ -209,26 +209,7 @@ mod tests {
         shuffle: i32,
         cname: &std::ffi::CStr,
     ) -> Vec<u8> {
-        let mut out = vec![0u8; data.len() + 16];
-        // SAFETY: `out` has room for the worst case (`nbytes + BLOSC_MAX_OVERHEAD`).
-        #[allow(unsafe_code)]
-        let n = unsafe {
-            blosc_src::blosc_compress_ctx(
-                3,
-                shuffle,
-                typesize,
-                data.len(),
-                data.as_ptr().cast(),
-                out.as_mut_ptr().cast(),
-                out.len(),
-                cname.as_ptr(),
-                blocksize,
-                1,
-            )
-        };
-        assert!(n > 0);
-        out.truncate(n as usize);
-        out
+        crate::blosc_ranges::tests::compress_with(data, typesize, blocksize, shuffle, 3, cname)
     }
 
     fn data(n: usize, seed: u32) -> Vec<u8> {
