@@ -77,26 +77,29 @@ impl ArrayHandle {
         let dtype = numpy_dtype(&metadata_json).map_err(unsupported_dtype)?;
         let node_path = format!("/{path}");
         let storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
-        crate::runtime::ensure_zarrs_configured()?;
-        let array =
-            Array::new_with_metadata(storage, &node_path, metadata).map_err(|e| match e {
-                ArrayCreateError::DataTypeCreateError(err) => unsupported_dtype(err.to_string()),
-                ArrayCreateError::CodecsCreateError(err) => Error::UnsupportedCodec {
-                    url: store.url().to_string(),
-                    path: path.to_string(),
-                    reason: err.to_string(),
-                },
-                ArrayCreateError::UnsupportedZarrV2Array(reason) => Error::UnsupportedCodec {
-                    url: store.url().to_string(),
-                    path: path.to_string(),
-                    reason,
-                },
-                other => Error::Metadata {
-                    url: store.url().to_string(),
-                    file: metadata_file.clone(),
-                    reason: other.to_string(),
-                },
-            })?;
+        // Inside the pool: zarrs asks rayon for a thread count while building an array, which
+        // from any other thread would start rayon's global pool (fork-unsafe, rayon#708).
+        let built = crate::runtime::install(|| {
+            Ok(Array::new_with_metadata(storage, &node_path, metadata))
+        })?;
+        let array = built.map_err(|e| match e {
+            ArrayCreateError::DataTypeCreateError(err) => unsupported_dtype(err.to_string()),
+            ArrayCreateError::CodecsCreateError(err) => Error::UnsupportedCodec {
+                url: store.url().to_string(),
+                path: path.to_string(),
+                reason: err.to_string(),
+            },
+            ArrayCreateError::UnsupportedZarrV2Array(reason) => Error::UnsupportedCodec {
+                url: store.url().to_string(),
+                path: path.to_string(),
+                reason,
+            },
+            other => Error::Metadata {
+                url: store.url().to_string(),
+                file: metadata_file.clone(),
+                reason: other.to_string(),
+            },
+        })?;
         if array.data_type().fixed_size() != Some(dtype.itemsize) {
             return Err(unsupported_dtype(format!(
                 "{} (stored element size {:?} differs from numpy's {})",

@@ -8,6 +8,7 @@ pub mod blosc_zstd;
 pub mod codecs;
 pub mod errors;
 pub mod fetch;
+pub mod fork;
 pub mod inventory;
 pub mod limits;
 pub mod metadata;

@@ -3,6 +3,9 @@
 //! zarrs and rayon would otherwise start rayon's global pool, whose threads do not
 //! survive `fork()`: a forked child that touches it waits forever (rayon#708). We own
 //! the pool, remember which process built it, and build a fresh one in a forked child.
+//! zarrs asks rayon for its thread count whenever it builds codec options (array
+//! construction included), which outside a pool starts the global one: every zarrs call
+//! therefore runs inside ours (`install`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError};
@@ -13,12 +16,12 @@ use crate::errors::{Error, Result};
 
 const THREADS_ENV: &str = "FASTZARR_NUM_THREADS";
 
-struct OwnedPool {
+pub(crate) struct OwnedPool {
     pid: u32,
     pool: Arc<rayon::ThreadPool>,
 }
 
-static POOL: Mutex<Option<OwnedPool>> = Mutex::new(None);
+pub(crate) static POOL: Mutex<Option<OwnedPool>> = Mutex::new(None);
 /// Thread count asked for by `set_num_threads`; 0 means "not set".
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -60,6 +63,7 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 
 /// The decode pool of this process, built (or rebuilt after a fork or resize) on demand.
 pub fn pool() -> Result<Arc<rayon::ThreadPool>> {
+    crate::fork::install_handlers();
     let pid = std::process::id();
     let threads = num_threads()?;
     let mut guard = POOL.lock().unwrap_or_else(PoisonError::into_inner);
@@ -99,29 +103,11 @@ pub fn install<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
         .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
 }
 
-/// Initialises zarrs' global configuration inside our pool, once per process.
-///
-/// Its lazy default asks rayon for the current thread count, which outside a pool
-/// starts rayon's global pool (fork-unsafe). Once it exists, zarrs calls that read
-/// it (array construction, `CodecOptions::default`) no longer touch rayon, and need
-/// not be sent to the pool.
-pub fn ensure_zarrs_configured() -> Result<()> {
-    static CONFIGURED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if CONFIGURED.get().is_none() {
-        install(|| {
-            drop(zarrs::config::global_config());
-            Ok(())
-        })?;
-        let _ = CONFIGURED.set(());
-    }
-    Ok(())
-}
-
 /// Requests in flight at once, over every object store, unless `set_io_concurrency` said.
 const DEFAULT_IO_CONCURRENCY: usize = 64;
 static IO_CONCURRENCY: AtomicUsize = AtomicUsize::new(DEFAULT_IO_CONCURRENCY);
 
-struct OwnedTokio {
+pub(crate) struct OwnedTokio {
     pid: u32,
     runtime: Arc<tokio::runtime::Runtime>,
     /// Bounds the requests in flight; rebuilt when the bound changes.
@@ -129,7 +115,7 @@ struct OwnedTokio {
     permits_size: usize,
 }
 
-static TOKIO: Mutex<Option<OwnedTokio>> = Mutex::new(None);
+pub(crate) static TOKIO: Mutex<Option<OwnedTokio>> = Mutex::new(None);
 
 /// The number of object-store requests fastzarr keeps in flight at most.
 pub fn io_concurrency() -> usize {
@@ -150,6 +136,7 @@ pub fn set_io_concurrency(n: usize) -> Result<()> {
 /// The I/O runtime of this process and its request permits, built (or rebuilt after a
 /// fork) on demand. Like rayon's, tokio's threads do not survive `fork()` (tokio#4301).
 pub fn io() -> Result<(Arc<tokio::runtime::Runtime>, Arc<tokio::sync::Semaphore>)> {
+    crate::fork::install_handlers();
     let pid = std::process::id();
     let size = io_concurrency();
     let mut guard = TOKIO.lock().unwrap_or_else(PoisonError::into_inner);

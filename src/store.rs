@@ -49,10 +49,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The `memory://` stores of this process, by name.
+pub(crate) type MemoryStores = BTreeMap<String, Arc<dyn ObjectStore>>;
+pub(crate) static MEMORY_STORES: Mutex<MemoryStores> = Mutex::new(BTreeMap::new());
+
 /// `memory://NAME/...` stores live as long as the process, shared by every opener.
 fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
-    static STORES: Mutex<BTreeMap<String, Arc<dyn ObjectStore>>> = Mutex::new(BTreeMap::new());
-    let mut stores = STORES.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::fork::install_handlers();
+    let mut stores = MEMORY_STORES.lock().unwrap_or_else(PoisonError::into_inner);
     stores
         .entry(name.to_string())
         .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()))

@@ -171,13 +171,14 @@ impl RegionPlan {
     fn new(region: &WriteRegion<'_>) -> Result<Self> {
         let metadata: ArrayMetadata =
             serde_json::from_str(region.metadata).map_err(|e| region.metadata_error(e))?;
-        crate::runtime::ensure_zarrs_configured()?;
         let storage: Arc<dyn zarrs::storage::ReadableStorageTraits> =
             Arc::new(zarrs::storage::store::MemoryStore::new());
         // The array is placed at the root: zarrs refuses some valid member names (those starting
         // with "__", like xarray's "__xarray_dataarray_variable__"); keys are prefixed later.
-        let array = Array::new_with_metadata(storage, "/", metadata)
-            .map_err(|e| region.metadata_error(e))?;
+        // Built inside the pool, like every zarrs array (array.rs says why).
+        let array =
+            crate::runtime::install(|| Ok(Array::new_with_metadata(storage, "/", metadata)))?
+                .map_err(|e| region.metadata_error(e))?;
         let itemsize =
             array
                 .data_type()

@@ -3,8 +3,10 @@ has already used (and so started) its thread pool."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import multiprocessing
+import pathlib
 import subprocess
 import sys
 import threading
@@ -283,3 +285,55 @@ def test_fork_while_busy_warns_once(store: str) -> None:
     assert lines[1] == "busy 0 1 0 0"  # warned on the first busy fork only
     assert "forkserver" in lines[2]
     assert lines[3] == "after 0"
+
+
+OWN_THREADS_SCRIPT = """
+import glob, os, sys, threading, warnings
+import numpy as np, xarray as xr
+import fastzarr as fz
+
+def threads():
+    return {t.rsplit("/", 2)[-2]: open(t).read().strip() for t in glob.glob("/proc/self/task/*/comm")}
+
+before = threads()
+store, batches, out = sys.argv[1], sys.argv[2:-1], sys.argv[-1]
+arr = fz.open_array(store)
+arr[...]
+arr.read((slice(0, 8), slice(None)), out=np.empty((8, arr.shape[1]), arr.dtype))
+fz.read_many([(arr, ...), (arr, (0, 0))])
+group = fz.open_group(batches[0])
+[group[name][...] for name in group.array_keys()]
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    ds = fz.extract_points(batches, points={"lat": 1.0, "lon": 2.0})
+fz.load(fz.open_zarr(batches[0]))
+fz.to_zarr(ds, out, mode="w")
+fz.inspect(batches[0])
+# Python threads (the writer discards an old store in one) are not what this test is about.
+for thread in threading.enumerate():
+    if thread is not threading.main_thread():
+        thread.join(30)
+new = {tid: name for tid, name in threads().items() if tid not in before}
+print(sorted(set(new.values())))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread names from /proc")
+def test_every_thread_fastzarr_starts_is_its_own(
+    store: str, batches: list[str], tmp_path: pathlib.Path
+) -> None:
+    """fastzarr starts only its own named pools, never rayon's global pool: that one cannot be
+    rebuilt in a forked child, where any work sent to it waits forever (rayon#708). zarrs asks
+    rayon for a thread count whenever it builds an array, which would start the global pool if
+    it ran outside fastzarr's."""
+    out = subprocess.run(
+        [sys.executable, "-c", OWN_THREADS_SCRIPT, store, *batches, str(tmp_path / "out.zarr")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    names = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert names, "no thread started: the reads did not run"
+    assert all(name.startswith("fastzarr-") for name in names), names
