@@ -118,6 +118,13 @@ pub enum Error {
     #[error("timed out after {0} s")]
     Timeout(f64),
 
+    #[error("this read needs {} ({detail}), more than max_memory={}", crate::limits::human_bytes(*needed), crate::limits::human_bytes(u128::from(*budget)))]
+    MemoryBudget {
+        needed: u128,
+        budget: u64,
+        detail: String,
+    },
+
     #[error("cancelled")]
     Cancelled,
 
@@ -190,6 +197,12 @@ dual_exception!(
     "A selection that is out of bounds of the array."
 );
 dual_exception!(
+    memory_budget_error,
+    "MemoryBudgetError",
+    pyo3::exceptions::PyMemoryError,
+    "A read would need more memory than its max_memory budget (nothing was allocated)."
+);
+dual_exception!(
     timeout_error,
     "TimeoutError",
     pyo3::exceptions::PyTimeoutError,
@@ -216,6 +229,7 @@ impl From<Error> for PyErr {
             }
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
             Error::Timeout(_) | Error::RequestTimeout { .. } => raise_dual(timeout_error, message),
+            Error::MemoryBudget { .. } => raise_dual(memory_budget_error, message),
             Error::InvalidSelection(_) => PyTypeError::new_err(message),
             Error::InvalidOutput(_) | Error::InvalidArgument(_) => PyValueError::new_err(message),
             Error::Metadata { .. } | Error::WrongNodeType { .. } => MetadataError::new_err(message),

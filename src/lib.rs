@@ -61,6 +61,7 @@ mod _core {
         m.add("StoreNotFoundError", errors::store_not_found_error(py)?)?;
         m.add("SelectionError", errors::selection_error(py)?)?;
         m.add("TimeoutError", errors::timeout_error(py)?)?;
+        m.add("MemoryBudgetError", errors::memory_budget_error(py)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

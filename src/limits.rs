@@ -1,6 +1,10 @@
 //! Sizes from metadata are untrusted numbers: an array whose element count, or whose
 //! chunks' byte size, does not fit the integers the read path computes with is refused
-//! when it is opened, with the field named, rather than overflowing later.
+//! when it is opened, with the field named, rather than overflowing later. A read whose
+//! outputs and decode buffers would exceed the caller's `max_memory` is refused before
+//! anything is allocated.
+
+use crate::errors::Error;
 
 /// The largest decoded chunk: decoding allocates it whole, and slices index it with `usize`.
 pub const MAX_CHUNK_BYTES: u64 = isize::MAX as u64;
@@ -35,9 +39,150 @@ fn checked_product(values: &[u64]) -> Option<u64> {
     values.iter().try_fold(1u64, |acc, &v| acc.checked_mul(v))
 }
 
+/// The memory a read needs at most: the outputs fastzarr allocates, plus one decoded
+/// chunk in flight on each decode thread (a chunk is decoded whole before its part is
+/// copied out), never more chunks than the read touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub output_bytes: u128,
+    pub largest_chunk_bytes: u128,
+    pub chunks: u128,
+    pub threads: u128,
+}
+
+impl Footprint {
+    pub fn new(threads: usize) -> Self {
+        Self {
+            output_bytes: 0,
+            largest_chunk_bytes: 0,
+            chunks: 0,
+            threads: threads as u128,
+        }
+    }
+
+    /// Adds one request: `output_elements` newly allocated output elements of `itemsize`
+    /// bytes, read from at most `chunks` chunks of `chunk_elements` elements.
+    pub fn add(
+        &mut self,
+        output_elements: u64,
+        chunk_elements: u64,
+        itemsize: usize,
+        chunks: u128,
+    ) {
+        self.output_bytes += u128::from(output_elements) * itemsize as u128;
+        if chunks > 0 {
+            self.largest_chunk_bytes = self
+                .largest_chunk_bytes
+                .max(u128::from(chunk_elements) * itemsize as u128);
+        }
+        self.chunks = self.chunks.saturating_add(chunks);
+    }
+
+    pub fn chunks_in_flight(&self) -> u128 {
+        self.chunks.min(self.threads)
+    }
+
+    pub fn total(&self) -> u128 {
+        self.output_bytes + self.largest_chunk_bytes * self.chunks_in_flight()
+    }
+
+    /// Refuses the read, before anything is allocated, when it needs more than `budget`.
+    pub fn check(&self, budget: Option<u64>) -> Result<(), Error> {
+        match budget {
+            Some(budget) if self.total() > u128::from(budget) => Err(Error::MemoryBudget {
+                needed: self.total(),
+                budget,
+                detail: format!(
+                    "outputs {} + up to {} decoded chunk(s) of {} in flight",
+                    human_bytes(self.output_bytes),
+                    self.chunks_in_flight(),
+                    human_bytes(self.largest_chunk_bytes)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Bytes for people: "1.5 GB" (decimal units, as `max_memory="2GB"` means).
+pub fn human_bytes(bytes: u128) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A byte count from a size like "2GB", "1.5 GiB", "500 MB" or "4096" (what users write
+/// for `max_memory`); `None` when `text` is not one.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" | "K" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        "TB" | "T" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_sizes;
+    use super::{check_sizes, parse_size, Footprint};
+
+    #[test]
+    fn sizes_parse_like_users_write_them() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size(" 1.5 GiB "), Some(1_610_612_736));
+        assert_eq!(parse_size("500 mb"), Some(500_000_000));
+        for bad in ["", "GB", "-1GB", "0", "2 parsecs", "1e400GB", "nan"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn footprint_counts_outputs_and_chunks_in_flight() {
+        let mut footprint = Footprint::new(4);
+        footprint.add(1000, 100, 8, 10);
+        footprint.add(10, 500, 4, 1);
+        assert_eq!(footprint.output_bytes, 8040);
+        assert_eq!(footprint.largest_chunk_bytes, 2000);
+        assert_eq!(footprint.total(), 8040 + 4 * 2000);
+        assert!(footprint.check(None).is_ok());
+        assert!(footprint.check(Some(16_040)).is_ok());
+        let message = footprint.check(Some(16_039)).unwrap_err().to_string();
+        assert!(
+            message.contains("16.0 kB") && message.contains("4 decoded chunk"),
+            "{message}"
+        );
+        // Fewer chunks than threads: only those are in flight.
+        let mut small = Footprint::new(16);
+        small.add(0, 1000, 8, 2);
+        assert_eq!(small.total(), 16_000);
+        // u64::MAX elements of 8 bytes do not overflow the arithmetic.
+        footprint.add(u64::MAX, u64::MAX, 8, u128::MAX);
+        assert!(footprint.check(Some(u64::MAX)).is_err());
+    }
 
     #[test]
     fn overflowing_sizes_are_refused() {

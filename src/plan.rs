@@ -149,6 +149,26 @@ impl Selection {
     pub fn num_elements(&self) -> u64 {
         self.axes.iter().map(AxisSelection::count).product()
     }
+
+    /// An upper bound on the chunks of shape `chunk_shape` this selection touches (each
+    /// axis: no more chunks than indices, nor than the span of its indices covers).
+    pub fn max_chunks(&self, chunk_shape: &[u64]) -> u128 {
+        self.axes
+            .iter()
+            .zip(chunk_shape)
+            .map(|(axis, &chunk)| {
+                let spanned = match &axis.pick {
+                    Pick::Progression { step, count, .. } if *count > 0 => {
+                        let span = u128::from(step.unsigned_abs()) * u128::from(count - 1) + 1;
+                        span.div_ceil(u128::from(chunk.max(1))) + 1
+                    }
+                    Pick::Progression { .. } => 0,
+                    Pick::List(_) => u128::MAX,
+                };
+                spanned.min(u128::from(axis.count()))
+            })
+            .fold(1u128, u128::saturating_mul)
+    }
 }
 
 fn resolve_int(i: i64, len: u64, dim: usize) -> Result<u64> {

@@ -404,6 +404,44 @@ def test_stalled_server_times_out(web: dict[str, Any]) -> None:
         fz.open_array(f"{web['base']}/big.zarr", storage_options={"timeout": 0.5, "max_retries": 1})
 
 
+@pytest.mark.parametrize("opener", ["open_array", "open_group", "open_zarr", "engine"])
+def test_opening_from_a_stalled_server_honours_timeout(
+    local: dict[str, Path], web: dict[str, Any], opener: str
+) -> None:
+    """Every open takes ``timeout=`` and gives up on time, however long each request could wait;
+    once the server answers again, the same open works."""
+    state: _State = web["state"]
+    url = f"{web['base']}/{local['batch0'].name}"
+    opens = {
+        "open_array": lambda t: fz.open_array(f"{web['base']}/big.zarr", timeout=t),
+        "open_group": lambda t: fz.open_group(url, timeout=t),
+        "open_zarr": lambda t: fz.open_zarr(url, chunks=None, timeout=t),
+        "engine": lambda t: xr.open_dataset(url, engine="fastzarr", chunks=None, timeout=t),
+    }
+    state.reset("stall")
+    started = time.monotonic()
+    with pytest.raises(fz.TimeoutError) as info:
+        opens[opener](0.5)
+    assert isinstance(info.value, TimeoutError)
+    assert time.monotonic() - started < 5  # the stalled request itself waits 20 s
+    state.release.set()
+    state.reset()
+    assert opens[opener](30) is not None
+
+
+def test_load_timeout_on_a_stalled_server(local: dict[str, Path], web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    ds = fz.open_zarr(f"{web['base']}/{local['batch0'].name}", chunks=None)
+    state.reset("stall")
+    started = time.monotonic()
+    with pytest.raises(fz.TimeoutError):
+        fz.load(ds, timeout=0.5)
+    assert time.monotonic() - started < 10
+    state.release.set()
+    state.reset()
+    xr.testing.assert_identical(fz.load(ds, timeout=60), xr.open_zarr(local["batch0"]).load())
+
+
 def test_cut_responses_are_retried_or_errors_never_wrong_data(
     local: dict[str, Path], web: dict[str, Any]
 ) -> None:

@@ -18,6 +18,7 @@ from fastzarr._core import (
     CorruptChunkError,
     FastzarrError,
     Group,
+    MemoryBudgetError,
     MetadataError,
     OuterIndexer,
     ReadStats,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from fastzarr.extract import (
         DuplicateError,
         DuplicateWarning,
-        MemoryBudgetError,
         SourceMismatchError,
         extract_points,
         extract_points_async,
@@ -66,7 +66,6 @@ _XARRAY_NAMES = {
     "to_features": "fastzarr.extract",
     "DuplicateError": "fastzarr.extract",
     "DuplicateWarning": "fastzarr.extract",
-    "MemoryBudgetError": "fastzarr.extract",
     "SourceMismatchError": "fastzarr.extract",
     "to_zarr": "fastzarr.writer",
     "Cache": "fastzarr.cache",

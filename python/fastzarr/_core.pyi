@@ -13,6 +13,7 @@ __all__ = [
     "CorruptChunkError",
     "FastzarrError",
     "Group",
+    "MemoryBudgetError",
     "MetadataError",
     "OuterIndexer",
     "ReadStats",
@@ -50,6 +51,7 @@ class CorruptChunkError(FastzarrError): ...
 class StoreNotFoundError(FastzarrError, FileNotFoundError): ...
 class SelectionError(FastzarrError, IndexError): ...
 class TimeoutError(FastzarrError, builtins.TimeoutError): ...
+class MemoryBudgetError(FastzarrError, MemoryError): ...
 
 @final
 class OuterIndexer:
@@ -95,10 +97,15 @@ class Array:
     def oindex(self) -> OuterIndexer: ...
     def __getitem__(self, key: Any, /) -> npt.NDArray[Any]: ...
     def read(
-        self, selection: Any = None, *, out: npt.NDArray[Any] | None = None, timeout: float | None = None
+        self,
+        selection: Any = None,
+        *,
+        out: npt.NDArray[Any] | None = None,
+        timeout: float | None = None,
+        max_memory: int | str | None = None,
     ) -> npt.NDArray[Any]: ...
     def read_async(
-        self, selection: Any = None, *, timeout: float | None = None
+        self, selection: Any = None, *, timeout: float | None = None, max_memory: int | str | None = None
     ) -> Awaitable[npt.NDArray[Any]]:
         """``read`` as an awaitable: the event loop stays free while fastzarr reads."""
     def __len__(self) -> int: ...
@@ -131,7 +138,11 @@ class Group(Mapping[str, Array | Group]):
     def __reduce__(self) -> tuple[Any, tuple[str, dict[str, str], str, bool]]: ...
 
 def open_array(
-    url: str | PathLike[str], *, storage_options: dict[str, Any] | None = None, path: str = ""
+    url: str | PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    path: str = "",
+    timeout: float | None = None,
 ) -> Array: ...
 def open_group(
     url: str | PathLike[str],
@@ -139,7 +150,9 @@ def open_group(
     storage_options: dict[str, Any] | None = None,
     path: str = "",
     use_consolidated: bool | None = None,
-) -> Group: ...
+    timeout: float | None = None,
+) -> Group:
+    """``timeout`` (seconds) bounds the open and, later, each access to a member."""
 
 @final
 class ReadStats:
@@ -180,10 +193,15 @@ def read_many(
     *,
     return_stats: Literal[False] = False,
     timeout: float | None = None,
+    max_memory: int | str | None = None,
 ) -> list[npt.NDArray[Any]]: ...
 @overload
 def read_many(
-    requests: Sequence[_Request], *, return_stats: Literal[True], timeout: float | None = None
+    requests: Sequence[_Request],
+    *,
+    return_stats: Literal[True],
+    timeout: float | None = None,
+    max_memory: int | str | None = None,
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
@@ -195,7 +213,7 @@ def open_array_async(
     url: str | PathLike[str], *, storage_options: dict[str, Any] | None = None, path: str = ""
 ) -> Awaitable[Array]: ...
 def read_many_async(
-    requests: Sequence[_Request], *, timeout: float | None = None
+    requests: Sequence[_Request], *, timeout: float | None = None, max_memory: int | str | None = None
 ) -> Awaitable[list[npt.NDArray[Any]]]: ...
 def _reopen_array(url: str, options: dict[str, str], path: str) -> Array: ...
 def _reopen_group(url: str, options: dict[str, str], path: str, use_consolidated: bool | None) -> Group: ...

@@ -56,8 +56,8 @@ class SourceMismatchError(FastzarrError):
     """The sources disagree: point coordinates, variables or data types differ."""
 
 
-class MemoryBudgetError(FastzarrError, MemoryError):
-    """One read request alone is larger than the ``max_memory`` budget."""
+MemoryBudgetError = _core.MemoryBudgetError
+"""A read would need more than its ``max_memory`` budget (raised before allocating)."""
 
 
 @dataclass

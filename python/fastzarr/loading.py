@@ -32,6 +32,7 @@ import contextlib
 import copy
 import gc
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -254,24 +255,31 @@ class _LoadPlan:
         else:
             self.lazy.append((variable, evaluation))
 
-    def read(self, progress: bool | None) -> int:
+    def read(
+        self, progress: bool | None, deadline: float | None = None, max_memory: int | str | None = None
+    ) -> int:
         """Probes every evaluation, reads all their requests in one pass, then serves them.
 
         With a progress bar, many requests are read in about 20 passes so that the bar moves.
-        Returns the number of requests."""
+        ``deadline`` (``time.monotonic()``) bounds all passes; ``max_memory`` is checked before
+        anything is allocated. Returns the number of requests."""
         evaluations = [e for _, e in self.lazy]
         if self.dask is not None:
             evaluations += self.dask.evaluations()
         requests_of = [e.probe() for e in evaluations]
         requests = [r for rs in requests_of for r in rs]
         step = len(requests) or 1
-        if progress_enabled(progress) and len(requests) >= 64:
+        # A budget covers every output, so it is checked on one pass over all of them.
+        if progress_enabled(progress) and len(requests) >= 64 and max_memory is None:
             step = max(-(-len(requests) // 20), 16)
         results: list[Any] = []
         bar_on = progress if requests else False
         with Progress(bar_on, total=-(-len(requests) // step), desc="fastzarr load", unit="pass") as bar:
             for k in range(0, len(requests), step):
-                arrays, stats = fz.read_many(requests[k : k + step], return_stats=True)
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 1e-3)
+                arrays, stats = fz.read_many(
+                    requests[k : k + step], return_stats=True, timeout=remaining, max_memory=max_memory
+                )
                 results += arrays
                 bar.update(nbytes=stats.bytes_decoded, chunks=stats.chunks)
         start = 0
@@ -300,7 +308,13 @@ class _LoadPlan:
             variable.load()
 
 
-def load(obj: T_Xarray, *, progress: bool | None = None) -> T_Xarray:
+def load(
+    obj: T_Xarray,
+    *,
+    progress: bool | None = None,
+    timeout: float | None = None,
+    max_memory: int | str | None = None,
+) -> T_Xarray:
     """Loads every variable of ``obj`` into numpy, reading all of them in one parallel pass.
 
     ``obj`` is a Dataset or DataArray opened by :func:`fastzarr.open_zarr`,
@@ -310,6 +324,10 @@ def load(obj: T_Xarray, *, progress: bool | None = None) -> T_Xarray:
     to xarray's. Variables that cannot be traced back to a Zarr array fastzarr reads (computed
     in memory, other backends, remote zarr-python stores, variable-length strings) are loaded
     by xarray (or dask) itself.
+
+    ``timeout``: seconds for the whole load (``fastzarr.TimeoutError``; Ctrl-C stops it too).
+    ``max_memory``: bytes (or "2GB") the Zarr reads may allocate, outputs and decode buffers
+    together; a load that needs more raises ``fastzarr.MemoryBudgetError`` before allocating.
 
     ``progress``: a tqdm bar with bytes and chunks per second; by default shown when stderr is
     a terminal or in a notebook (and tqdm is installed). Stage timings and memory go to
@@ -325,7 +343,8 @@ def load(obj: T_Xarray, *, progress: bool | None = None) -> T_Xarray:
             seen.add(id(variable))
             plan.add(variable)
         stages.done("plan", variables=len(seen))
-        requests = plan.read(progress)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        requests = plan.read(progress, deadline, max_memory)
         stages.done("read", requests=requests)
         plan.store()
     plan.load_rest()

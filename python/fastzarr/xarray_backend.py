@@ -334,12 +334,15 @@ class FastzarrStore(AbstractDataStore):
         zarr_format: int | None = None,
         use_zarr_fill_value_as_mask: bool | None = None,
         drop_variables: str | Iterable[str] | None = None,
+        timeout: float | None = None,
     ) -> FastzarrStore:
         """Opens the group at ``group`` of the store at ``url`` (metadata only); arrays named in
-        ``drop_variables`` are never opened."""
+        ``drop_variables`` are never opened. ``timeout`` bounds the open and each member's."""
         location = normalize_url(url)
         use_consolidated = False if consolidated is False else None
-        root = fz.open_group(location, storage_options=storage_options, use_consolidated=use_consolidated)
+        root = fz.open_group(
+            location, storage_options=storage_options, use_consolidated=use_consolidated, timeout=timeout
+        )
         if consolidated and not root.consolidated:
             raise ValueError(f"consolidated=True but the store {location!r} has no consolidated metadata")
         if zarr_format is not None and root.zarr_format != zarr_format:
@@ -472,6 +475,7 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         "storage_options",
         "zarr_format",
         "use_zarr_fill_value_as_mask",
+        "timeout",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -494,8 +498,10 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         storage_options: dict[str, Any] | None = None,
         zarr_format: int | None = None,
         use_zarr_fill_value_as_mask: bool | None = None,
+        timeout: float | None = None,
     ) -> xr.Dataset:
-        """Opens a Zarr group as a lazily loaded Dataset, decoded like ``xr.open_zarr``."""
+        """Opens a Zarr group as a lazily loaded Dataset, decoded like ``xr.open_zarr``;
+        ``timeout`` (seconds) bounds the metadata reads (``fastzarr.TimeoutError``)."""
         if isinstance(filename_or_obj, FastzarrStore):
             store = filename_or_obj
         elif isinstance(filename_or_obj, str | os.PathLike):
@@ -507,6 +513,7 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
                 zarr_format=zarr_format,
                 use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
                 drop_variables=drop_variables,
+                timeout=timeout,
             )
         else:
             raise TypeError(f"engine='fastzarr' opens a URL or path, not {type(filename_or_obj).__name__}")
@@ -564,6 +571,7 @@ def open_zarr(  # noqa: PLR0917 - the positional order of xr.open_zarr
     chunked_array_type: str | None = None,
     from_array_kwargs: Mapping[str, Any] | None = None,
     create_default_indexes: bool = True,
+    timeout: float | None = None,
     **kwargs: Any,
 ) -> xr.Dataset:
     """Opens a Zarr store as an xarray Dataset read by fastzarr: a drop-in for ``xr.open_zarr``.
@@ -574,7 +582,8 @@ def open_zarr(  # noqa: PLR0917 - the positional order of xr.open_zarr
     fastzarr's (object_store) options. ``consolidated=False`` ignores consolidated metadata;
     ``consolidated=True`` on a store without it raises ``ValueError``. Load it with
     :func:`fastzarr.load` (all variables in one parallel pass) or with xarray's ``.load()`` /
-    ``await .load_async()``.
+    ``await .load_async()``. ``timeout`` (seconds) bounds opening (the metadata reads) with
+    ``fastzarr.TimeoutError``; loads take their own (``fastzarr.load(ds, timeout=...)``).
     """
     if kwargs:
         raise TypeError("open_zarr() got unexpected keyword arguments " + ",".join(kwargs))
@@ -586,6 +595,7 @@ def open_zarr(  # noqa: PLR0917 - the positional order of xr.open_zarr
         "zarr_format": zarr_format,
         "use_zarr_fill_value_as_mask": use_zarr_fill_value_as_mask,
         "overwrite_encoded_chunks": overwrite_encoded_chunks,
+        "timeout": timeout,
     }
     return xr.open_dataset(
         normalize_url(store),

@@ -18,6 +18,7 @@ use pyo3_async_runtimes::TaskLocals;
 use crate::errors::{Error, Result};
 use crate::py::array::{open, PyArray};
 use crate::py::functions::{prepare_requests, read_prepared as run_prepared, Prepared};
+use crate::py::timeout_duration;
 use crate::py::{selection, storage_options};
 use crate::runtime::Cancel;
 
@@ -81,16 +82,6 @@ impl ContextExt for FastzarrRuntime {
         TASK_LOCALS
             .try_with(|c| c.get().cloned())
             .unwrap_or_default()
-    }
-}
-
-fn timeout_duration(timeout: Option<f64>) -> Result<Option<Duration>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_finite() && t > 0.0 => Ok(Some(Duration::from_secs_f64(t))),
-        Some(t) => Err(Error::InvalidArgument(format!(
-            "timeout must be a positive number of seconds, not {t}"
-        ))),
     }
 }
 
@@ -186,29 +177,38 @@ pub fn read_async<'py>(
     py: Python<'py>,
     selection: Option<&Bound<'py, PyAny>>,
     timeout: Option<f64>,
+    max_memory: Option<&Bound<'py, PyAny>>,
 ) -> Result<Bound<'py, PyAny>> {
-    let key = match selection {
-        Some(key) => key.clone(),
-        None => py.Ellipsis().into_bound(py),
-    };
-    let _ = selection::parse_outer(&key)?;
-    let array = PyArray {
-        handle: array.handle.clone(),
-    };
-    let item = pyo3::types::PyTuple::new(py, [Bound::new(py, array)?.into_any(), key])?;
-    let (prepared, results) = prepare_requests(py, &[item.into_any()])?;
-    let result = results.get_item(0)?.unbind();
-    read_prepared(py, prepared, result, timeout)
+    crate::py::guard::catch(|| {
+        let key = match selection {
+            Some(key) => key.clone(),
+            None => py.Ellipsis().into_bound(py),
+        };
+        let _ = selection::parse_outer(&key)?;
+        let array = PyArray {
+            handle: array.handle.clone(),
+        };
+        let item = pyo3::types::PyTuple::new(py, [Bound::new(py, array)?.into_any(), key])?;
+        let max_memory = crate::py::max_memory(max_memory)?;
+        let (prepared, results) = prepare_requests(py, &[item.into_any()], max_memory)?;
+        let result = results.get_item(0)?.unbind();
+        read_prepared(py, prepared, result, timeout)
+    })
 }
 
-/// `await fastzarr.read_many_async(requests, timeout=...)`: `read_many` without blocking the loop.
+/// `await fastzarr.read_many_async(requests, timeout=..., max_memory=...)`: `read_many`
+/// without blocking the loop.
 #[pyfunction]
-#[pyo3(signature = (requests, *, timeout = None))]
+#[pyo3(signature = (requests, *, timeout = None, max_memory = None))]
 pub fn read_many_async<'py>(
     py: Python<'py>,
     requests: Vec<Bound<'py, PyAny>>,
     timeout: Option<f64>,
+    max_memory: Option<&Bound<'py, PyAny>>,
 ) -> Result<Bound<'py, PyAny>> {
-    let (prepared, results) = prepare_requests(py, &requests)?;
-    read_prepared(py, prepared, results.into_any().unbind(), timeout)
+    crate::py::guard::catch(|| {
+        let max_memory = crate::py::max_memory(max_memory)?;
+        let (prepared, results) = prepare_requests(py, &requests, max_memory)?;
+        read_prepared(py, prepared, results.into_any().unbind(), timeout)
+    })
 }

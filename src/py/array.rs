@@ -7,6 +7,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::array::ArrayHandle;
 use crate::errors::Result;
+use crate::limits::Footprint;
 use crate::metadata::{read_node, Node};
 use crate::plan::{AxisIndex, Selection};
 use crate::py::{detach_cancellable, json_to_py, output, selection, storage_options};
@@ -40,8 +41,9 @@ impl PyArray {
         indices: &[AxisIndex],
         out: Option<Bound<'py, PyAny>>,
         timeout: Option<f64>,
+        max_memory: Option<u64>,
     ) -> Result<Bound<'py, PyAny>> {
-        crate::py::guard::catch(|| self.read_into_unguarded(py, indices, out, timeout))
+        crate::py::guard::catch(|| self.read_into_unguarded(py, indices, out, timeout, max_memory))
     }
 
     fn read_into_unguarded<'py>(
@@ -50,10 +52,19 @@ impl PyArray {
         indices: &[AxisIndex],
         out: Option<Bound<'py, PyAny>>,
         timeout: Option<f64>,
+        max_memory: Option<u64>,
     ) -> Result<Bound<'py, PyAny>> {
         let handle = &self.handle;
         let selection = Selection::new(indices, handle.shape())?;
         let output_shape = selection.output_shape();
+        let mut footprint = Footprint::new(crate::runtime::num_threads()?);
+        let allocated = if out.is_some() {
+            0
+        } else {
+            selection.num_elements()
+        };
+        crate::py::add_to_footprint(&mut footprint, handle, &selection, allocated);
+        footprint.check(max_memory)?;
         let (result, buffer) = if let Some(out) = out {
             let buffer = output::writable_buffer(&out, handle.dtype(), &output_shape)?;
             (out, buffer)
@@ -84,35 +95,40 @@ impl PyArray {
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = selection::parse_numpy(key)?;
-        self.read_into(py, &indices, None, None)
+        self.read_into(py, &indices, None, None, None)
     }
 
     /// Reads `selection` (default: everything; integer arrays index their own axis),
     /// into `out` if given (C-contiguous, same dtype), within `timeout` seconds if given.
-    #[pyo3(signature = (selection = None, *, out = None, timeout = None))]
+    /// `max_memory` (bytes or "2GB") refuses, before allocating, a read whose output and
+    /// decode buffers would need more (`MemoryBudgetError`).
+    #[pyo3(signature = (selection = None, *, out = None, timeout = None, max_memory = None))]
     fn read<'py>(
         &self,
         py: Python<'py>,
         selection: Option<&Bound<'py, PyAny>>,
         out: Option<Bound<'py, PyAny>>,
         timeout: Option<f64>,
+        max_memory: Option<&Bound<'py, PyAny>>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = match selection {
             Some(key) => selection::parse_outer(key)?,
             None => vec![AxisIndex::Ellipsis],
         };
-        self.read_into(py, &indices, out, timeout)
+        let max_memory = crate::py::max_memory(max_memory)?;
+        self.read_into(py, &indices, out, timeout, max_memory)
     }
 
     /// `Array.read` as an awaitable: the event loop stays free while the pool reads.
-    #[pyo3(signature = (selection = None, *, timeout = None))]
+    #[pyo3(signature = (selection = None, *, timeout = None, max_memory = None))]
     fn read_async<'py>(
         &self,
         py: Python<'py>,
         selection: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
+        max_memory: Option<&Bound<'py, PyAny>>,
     ) -> Result<Bound<'py, PyAny>> {
-        crate::py::aio::read_async(self, py, selection, timeout)
+        crate::py::aio::read_async(self, py, selection, timeout, max_memory)
     }
 
     /// Outer indexing: `array.oindex[[0, 5], :, [3, 1]]` indexes each axis independently.
@@ -277,7 +293,7 @@ impl OuterIndexer {
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
         let indices = selection::parse_outer(key)?;
-        self.array.read_into(py, &indices, None, None)
+        self.array.read_into(py, &indices, None, None, None)
     }
 }
 
@@ -305,19 +321,24 @@ pub fn _reopen_array(
 }
 
 /// Opens a Zarr array (v2 or v3) at `url`; `path` names an array inside the store.
+/// `timeout` (seconds) bounds the open (`fastzarr.TimeoutError`).
 #[pyfunction]
-#[pyo3(signature = (url, *, storage_options = None, path = ""))]
+#[pyo3(signature = (url, *, storage_options = None, path = "", timeout = None))]
 pub fn open_array(
     py: Python<'_>,
     url: &Bound<'_, PyAny>,
     storage_options: Option<&Bound<'_, PyDict>>,
     path: &str,
+    timeout: Option<f64>,
 ) -> Result<PyArray> {
-    let url = crate::py::url_string(url)?;
-    let options = storage_options::extract(storage_options)?;
-    let path = crate::py::member_path(path)?;
-    let handle = crate::py::guard::detach(py, || open(&url, options, &path))?;
-    Ok(PyArray {
-        handle: Arc::new(handle),
+    crate::py::guard::catch(|| {
+        let url = crate::py::url_string(url)?;
+        let options = storage_options::extract(storage_options)?;
+        let path = crate::py::member_path(path)?;
+        let handle =
+            crate::py::detach_abandonable(py, timeout, move || open(&url, options, &path))?;
+        Ok(PyArray {
+            handle: Arc::new(handle),
+        })
     })
 }

@@ -111,13 +111,15 @@ pub fn read_prepared(prepared: Vec<Prepared>, cancel: &Cancel) -> Result<ReadSta
 }
 
 /// Parses `requests` and allocates their outputs; returns them and the list of results.
+/// A read that would need more than `max_memory` bytes is refused before any allocation.
 pub fn prepare_requests<'py>(
     py: Python<'py>,
     requests: &[Bound<'py, PyAny>],
+    max_memory: Option<u64>,
 ) -> Result<(Vec<Prepared>, Bound<'py, PyList>)> {
     let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
-    let mut results = Vec::with_capacity(items.len());
-    let mut prepared = Vec::with_capacity(items.len());
+    let mut parsed = Vec::with_capacity(items.len());
+    let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
     for (array, key, points) in &items {
         let handle = array.handle.clone();
         let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
@@ -132,6 +134,17 @@ pub fn prepare_requests<'py>(
                 (shape.clone(), shape)
             }
         };
+        let elements = alloc_shape
+            .iter()
+            .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+            .unwrap_or(u64::MAX);
+        crate::py::add_to_footprint(&mut footprint, &handle, &selection, elements);
+        parsed.push((handle, selection, points, alloc_shape, result_shape));
+    }
+    footprint.check(max_memory)?;
+    let mut results = Vec::with_capacity(parsed.len());
+    let mut prepared = Vec::with_capacity(parsed.len());
+    for (handle, selection, points, alloc_shape, result_shape) in parsed {
         let full = output::allocate(py, handle.dtype(), &alloc_shape)?;
         let output = output::writable_buffer(&full, handle.dtype(), &alloc_shape)?;
         results.push(full.call_method1("reshape", (result_shape,))?);
@@ -149,15 +162,21 @@ pub fn prepare_requests<'py>(
 /// a third item, `{axis: indices, ...}`, reads points on those axes (one output axis of
 /// points where the first point axis was). With `return_stats=True` also returns what
 /// the pass did. `timeout` (seconds) bounds the whole pass; Ctrl-C stops it.
+/// `max_memory` (bytes or "2GB") refuses, before allocating, a pass whose outputs and
+/// decode buffers would need more (`MemoryBudgetError`).
 #[pyfunction]
-#[pyo3(signature = (requests, *, return_stats = false, timeout = None))]
+#[pyo3(signature = (requests, *, return_stats = false, timeout = None, max_memory = None))]
 pub fn read_many<'py>(
     py: Python<'py>,
     requests: Vec<Bound<'py, PyAny>>,
     return_stats: bool,
     timeout: Option<f64>,
+    max_memory: Option<&Bound<'py, PyAny>>,
 ) -> Result<Bound<'py, PyAny>> {
-    crate::py::guard::catch(|| read_many_unguarded(py, requests, return_stats, timeout))
+    crate::py::guard::catch(|| {
+        let max_memory = crate::py::max_memory(max_memory)?;
+        read_many_unguarded(py, requests, return_stats, timeout, max_memory)
+    })
 }
 
 fn read_many_unguarded<'py>(
@@ -165,8 +184,9 @@ fn read_many_unguarded<'py>(
     requests: Vec<Bound<'py, PyAny>>,
     return_stats: bool,
     timeout: Option<f64>,
+    max_memory: Option<u64>,
 ) -> Result<Bound<'py, PyAny>> {
-    let (prepared, results) = prepare_requests(py, &requests)?;
+    let (prepared, results) = prepare_requests(py, &requests, max_memory)?;
     let bytes_out = prepared
         .iter()
         .map(|p| {

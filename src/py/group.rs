@@ -19,11 +19,26 @@ type ReopenArgs = (String, StorageOptions, String, bool);
 
 #[pyclass(name = "Group", module = "fastzarr", frozen)]
 pub struct PyGroup {
+    state: Arc<GroupState>,
+    /// Seconds each member access may take (metadata reads), from `open_group(timeout=)`.
+    timeout: Option<f64>,
+}
+
+/// What a group holds; shared, so that a member can be opened on another thread.
+pub struct GroupState {
     store: Arc<Store>,
     path: String,
     node: GroupNode,
     /// Immediate members, sorted by name.
     members: BTreeMap<String, Node>,
+}
+
+impl std::ops::Deref for PyGroup {
+    type Target = GroupState;
+
+    fn deref(&self) -> &GroupState {
+        &self.state
+    }
 }
 
 enum Member {
@@ -32,7 +47,12 @@ enum Member {
 }
 
 impl PyGroup {
-    pub fn open(store: Arc<Store>, path: &str, node: GroupNode) -> Result<Self> {
+    pub fn open(
+        store: Arc<Store>,
+        path: &str,
+        node: GroupNode,
+        timeout: Option<f64>,
+    ) -> Result<Self> {
         let members = match &node.consolidated {
             Some(entries) => entries
                 .iter()
@@ -42,15 +62,32 @@ impl PyGroup {
             None => list_members(&store, path)?,
         };
         Ok(Self {
-            store,
-            path: path.to_string(),
-            node,
-            members,
+            state: Arc::new(GroupState {
+                store,
+                path: path.to_string(),
+                node,
+                members,
+            }),
+            timeout,
         })
     }
 
-    /// The member at `name` (which may be nested: "a/b").
-    fn member(&self, name: &str) -> Result<Member> {
+    fn member_object<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        let name = name.to_string();
+        let timeout = self.timeout;
+        let member =
+            crate::py::detach_abandonable(py, timeout, move || state.member(&name, timeout))?;
+        Ok(match member {
+            Member::Array(array) => Bound::new(py, array)?.into_any(),
+            Member::Group(group) => Bound::new(py, group)?.into_any(),
+        })
+    }
+}
+
+impl GroupState {
+    /// The member at `name` (which may be nested: "a/b"); a member group inherits `timeout`.
+    fn member(&self, name: &str, timeout: Option<f64>) -> Result<Member> {
         let not_found = || Error::NodeNotFound {
             url: self.store.url().to_string(),
             path: join(&self.path, name),
@@ -70,16 +107,8 @@ impl PyGroup {
                 if group.consolidated.is_none() {
                     group.consolidated = self.node.consolidated_below(&name);
                 }
-                Member::Group(PyGroup::open(self.store.clone(), &path, group)?)
+                Member::Group(PyGroup::open(self.store.clone(), &path, group, timeout)?)
             }
-        })
-    }
-
-    fn member_object<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
-        let member = crate::py::guard::detach(py, || self.member(name))?;
-        Ok(match member {
-            Member::Array(array) => Bound::new(py, array)?.into_any(),
-            Member::Group(group) => Bound::new(py, group)?.into_any(),
         })
     }
 }
@@ -275,6 +304,7 @@ pub fn open(
     options: StorageOptions,
     path: &str,
     use_consolidated: Option<bool>,
+    timeout: Option<f64>,
 ) -> Result<PyGroup> {
     let store = Store::open(url, options)?;
     match read_node(&store, path)? {
@@ -298,7 +328,7 @@ pub fn open(
                 }
                 _ => {}
             }
-            PyGroup::open(store, path, node)
+            PyGroup::open(store, path, node, timeout)
         }
         Node::Array(_) => Err(Error::WrongNodeType {
             url: store.url().to_string(),
@@ -318,21 +348,27 @@ pub fn _reopen_group(
     path: String,
     use_consolidated: Option<bool>,
 ) -> Result<PyGroup> {
-    crate::py::guard::detach(py, || open(&url, options, &path, use_consolidated))
+    crate::py::guard::detach(py, || open(&url, options, &path, use_consolidated, None))
 }
 
-/// Opens a Zarr group (v2 or v3, consolidated or not) at `url`.
+/// Opens a Zarr group (v2 or v3, consolidated or not) at `url`. `timeout` (seconds)
+/// bounds the open and, later, each access to a member (`fastzarr.TimeoutError`).
 #[pyfunction]
-#[pyo3(signature = (url, *, storage_options = None, path = "", use_consolidated = None))]
+#[pyo3(signature = (url, *, storage_options = None, path = "", use_consolidated = None, timeout = None))]
 pub fn open_group(
     py: Python<'_>,
     url: &Bound<'_, PyAny>,
     storage_options: Option<&Bound<'_, PyDict>>,
     path: &str,
     use_consolidated: Option<bool>,
+    timeout: Option<f64>,
 ) -> Result<PyGroup> {
-    let url = crate::py::url_string(url)?;
-    let options = storage_options::extract(storage_options)?;
-    let path = crate::py::member_path(path)?;
-    crate::py::guard::detach(py, || open(&url, options, &path, use_consolidated))
+    crate::py::guard::catch(|| {
+        let url = crate::py::url_string(url)?;
+        let options = storage_options::extract(storage_options)?;
+        let path = crate::py::member_path(path)?;
+        crate::py::detach_abandonable(py, timeout, move || {
+            open(&url, options, &path, use_consolidated, timeout)
+        })
+    })
 }

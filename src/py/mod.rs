@@ -11,9 +11,30 @@ pub mod selection;
 pub mod stats;
 pub mod write;
 
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
 use pyo3::prelude::*;
 
 use crate::errors::{Error, Result};
+
+/// A `timeout=` argument: a positive number of seconds, or `None` for no limit.
+pub fn timeout_duration(timeout: Option<f64>) -> Result<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) => Err(Error::InvalidArgument(format!(
+            "timeout must be a positive number of seconds, not {t}"
+        ))),
+    }
+}
+
+/// Python's signal check from a thread without the GIL: `Err` after Ctrl-C.
+fn interrupted() -> Result<()> {
+    // The method path does not satisfy `attach`'s higher-ranked lifetime, the closure does.
+    #[allow(clippy::redundant_closure_for_method_calls)]
+    Python::attach(|py| py.check_signals()).map_err(Error::Python)
+}
 
 /// Runs `work` with the GIL released on fastzarr's pool, stopping it on Ctrl-C
 /// (`KeyboardInterrupt` within tens of milliseconds) or after `timeout` seconds.
@@ -22,21 +43,107 @@ pub fn detach_cancellable<R: Send>(
     timeout: Option<f64>,
     work: impl FnOnce(&crate::runtime::Cancel) -> Result<R> + Send,
 ) -> Result<R> {
-    let timeout = match timeout {
-        None => None,
-        Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
-        Some(t) => {
-            return Err(Error::InvalidArgument(format!(
-                "timeout must be a positive number of seconds, not {t}"
-            )))
-        }
-    };
-    // The method path does not satisfy `attach`'s higher-ranked lifetime, the closure does.
-    #[allow(clippy::redundant_closure_for_method_calls)]
-    let interrupted = || Python::attach(|py| py.check_signals()).map_err(Error::Python);
+    let timeout = timeout_duration(timeout)?;
     guard::detach(py, || {
         crate::runtime::run_cancellable(timeout, interrupted, work)
     })
+}
+
+/// How often a caller waiting on abandonable work checks Ctrl-C and its deadline.
+const ABANDON_POLL: Duration = Duration::from_millis(20);
+
+/// Runs `work`, which changes nothing the caller can see (opening metadata), with the GIL
+/// released. With a `timeout` it runs on a thread of its own while the caller polls
+/// Ctrl-C and the deadline, and on either the caller returns at once: the abandoned
+/// work ends by itself (every store request has its own timeout) and its result is
+/// dropped. Without one it runs on the calling thread.
+pub fn detach_abandonable<R: Send + 'static>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    work: impl FnOnce() -> Result<R> + Send + 'static,
+) -> Result<R> {
+    let Some(limit) = timeout_duration(timeout)? else {
+        return guard::detach(py, work);
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("fastzarr-open".into())
+        .spawn(move || {
+            // The receiver is gone only when the caller gave up.
+            let _ = sender.send(guard::catch(work));
+        })
+        .map_err(|e| Error::InvalidArgument(format!("could not start a thread: {e}")))?;
+    guard::detach(py, move || {
+        let deadline = Instant::now() + limit;
+        loop {
+            match receiver.recv_timeout(ABANDON_POLL) {
+                Ok(outcome) => return outcome,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Panic("the open ended without a result".into()))
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    interrupted()?;
+                    if Instant::now() >= deadline {
+                        return Err(Error::Timeout(limit.as_secs_f64()));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `max_memory` as given: bytes (a positive int) or a size string like "2GB"; `None` for no bound.
+pub fn max_memory(value: Option<&Bound<'_, PyAny>>) -> Result<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Error::InvalidArgument(format!(
+            "max_memory must be a positive number of bytes or a size like '2GB', not {value}"
+        ))
+    };
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(invalid());
+    }
+    if let Ok(bytes) = value.extract::<i128>() {
+        return u64::try_from(bytes)
+            .ok()
+            .filter(|&b| b > 0)
+            .map(Some)
+            .ok_or_else(invalid);
+    }
+    let text: String = value.extract().map_err(|_| invalid())?;
+    crate::limits::parse_size(&text)
+        .map(Some)
+        .ok_or_else(invalid)
+}
+
+/// The memory a read of `selection` from `handle` needs, added to `footprint`:
+/// `output_elements` newly allocated outputs plus the chunks it decodes.
+pub fn add_to_footprint(
+    footprint: &mut crate::limits::Footprint,
+    handle: &crate::array::ArrayHandle,
+    selection: &crate::plan::Selection,
+    output_elements: u64,
+) {
+    let chunk_shape = handle
+        .inner_chunk_shape()
+        .unwrap_or_else(|| handle.chunk_shape().to_vec());
+    let chunk_elements = chunk_shape
+        .iter()
+        .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+        .unwrap_or(u64::MAX);
+    let chunks = if selection.num_elements() == 0 {
+        0
+    } else {
+        selection.max_chunks(&chunk_shape)
+    };
+    footprint.add(
+        output_elements,
+        chunk_elements,
+        handle.dtype().itemsize,
+        chunks,
+    );
 }
 
 /// JSON to Python objects, through the json module so that every value type round-trips.
