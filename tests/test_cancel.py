@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import fastzarr as fz
 import numpy as np
 import pytest
 from conftest import write_array
+from fastzarr.testing import make_batches
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,59 @@ def test_invalid_thread_environment_is_an_error(tmp_path: Path, value: str) -> N
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("error FASTZARR_NUM_THREADS must be a positive integer")
+
+
+CTRL_C_CACHE_SCRIPT = """
+import os, signal, sys, threading, time, warnings
+import xarray as xr
+import fastzarr as fz
+warnings.simplefilter("ignore")
+root, sources = sys.argv[1], sys.argv[2:]
+fz.set_num_threads(1)
+cache = fz.Cache(root)
+points = {"lat": [1.0, 7.0], "lon": [2.0, 40.0]}
+sent = []
+
+def interrupt_once_filling():
+    # Ctrl-C once a few sources are cached: in the middle of filling the next entries.
+    while len(cache.entries()) < 3:
+        time.sleep(0.01)
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGINT)
+
+os.makedirs(root, exist_ok=True)
+threading.Thread(target=interrupt_once_filling, daemon=True).start()
+try:
+    fz.extract_points(sources, points=points, cache=cache)
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - sent[0])
+print("entries", len(cache.entries()), "bad", sorted(cache.verify()))
+got = fz.extract_points(sources, points=points, cache=cache)
+xr.testing.assert_identical(got, fz.extract_points(sources, points=points))
+print("next", len(cache.entries()), sorted(cache.verify()))
+"""
+
+
+def test_ctrl_c_while_extract_points_fills_a_cache(tmp_path: Path) -> None:
+    """SIGINT in the middle of filling one cache entry per source: KeyboardInterrupt within a
+    second, every entry left behind verifies, and the next call completes and is right."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sources = make_batches(tmp_path / "src", batches=40, variables=4, file_ids=2, steps=4, lat=16, lon=48)
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C_CACHE_SCRIPT, str(tmp_path / "cache"), *map(str, sources)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("interrupted"), out.stdout
+    assert float(lines[0].split()[1]) < 1.0, out.stdout
+    entries, bad = lines[1].split(" bad ")
+    assert 0 < int(entries.split()[1]) < len(sources), out.stdout
+    assert bad == "[]", out.stdout
+    # One entry per source, and one for the whole call's result.
+    assert lines[2] == f"next {len(sources) + 1} []", out.stdout
