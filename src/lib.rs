@@ -51,7 +51,7 @@ mod _core {
     use crate::py::stats::PyReadStats;
     #[pymodule_export]
     use crate::py::write::{
-        _checksum_files, _sync_dirs, _tree_listing, _verify_chunks, _write_region,
+        _checksum_files, _store_listing, _sync_dirs, _tree_listing, _verify_chunks, _write_region,
     };
 
     #[pymodule_init]

@@ -259,6 +259,39 @@ impl Store {
         Err(self.storage_error(key, last.map_or_else(String::new, |e| error_chain(&e))))
     }
 
+    /// Every object of an object store as `key \t size \t last modified \t ETag \n` lines,
+    /// sorted: the raw material of a remote source's fingerprint (any object rewritten
+    /// changes its line). `None` for a local store (`write::tree_listing` covers those).
+    pub fn object_listing(&self) -> Result<Option<Vec<u8>>> {
+        let Backend::Object(store) = &self.backend else {
+            return Ok(None);
+        };
+        let mut lines: Vec<String> = crate::runtime::block_on(async {
+            use futures::TryStreamExt;
+            let (_, permits) = crate::runtime::io()?;
+            let _permit = permits
+                .acquire()
+                .await
+                .map_err(|e| Error::Panic(e.to_string()))?;
+            store
+                .list(None)
+                .map_ok(|meta| {
+                    format!(
+                        "{}\t{}\t{}\t{}\n",
+                        meta.location,
+                        meta.size,
+                        meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                        meta.e_tag.unwrap_or_default()
+                    )
+                })
+                .try_collect()
+                .await
+                .map_err(|e| self.storage_error("", error_chain(&e)))
+        })??;
+        lines.sort_unstable();
+        Ok(Some(lines.concat().into_bytes()))
+    }
+
     /// Names of the child prefixes directly below `prefix` ("" is the root).
     pub fn child_names(&self, prefix: &str) -> Result<Vec<String>> {
         let names: Vec<String> = match &self.backend {

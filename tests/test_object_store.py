@@ -13,6 +13,7 @@ import http.server
 import logging
 import pickle
 import re
+import shutil
 import socket
 import threading
 import time
@@ -285,6 +286,56 @@ def test_s3_open_zarr_and_extract_points(local: dict[str, Path], s3: dict[str, A
     got = fz.extract_points(urls, points=points, storage_options=opts, duplicates="keep")
     want = fz.extract_points([local["batch0"], local["batch1"]], points=points, duplicates="keep")
     xr.testing.assert_identical(got, want)
+
+
+def test_cache_of_s3_sources_misses_when_an_object_changes(
+    local: dict[str, Path], s3: dict[str, Any], tmp_path: Path
+) -> None:
+    """A remote source's fingerprint is its listing (keys, sizes, times, ETags): a cached
+    extraction is a hit while the store is unchanged, a miss with the new values once one chunk
+    object is rewritten, and a store that cannot be listed (plain HTTP) is refused, not trusted."""
+    from fastzarr.cache import source_fingerprint  # noqa: PLC0415
+
+    opts, client = s3["options"], s3["client"]
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(local["batch0"], copy)
+    for key, path in _files(copy):
+        client.put_object(Bucket=BUCKET, Key=f"cachetest/{key}", Body=path.read_bytes())
+    url = f"s3://{BUCKET}/cachetest/copy.zarr"
+    points = {"lat": [10.0], "lon": [45.0]}
+    cache = fz.Cache(tmp_path / "cache")
+    first = fz.extract_points(url, points=points, storage_options=opts, cache=cache)
+    xr.testing.assert_identical(first, fz.extract_points(copy, points=points))
+    assert source_fingerprint(url, opts) == source_fingerprint(url, opts)
+    before = source_fingerprint(url, opts)
+    entries = len(cache.entries())
+    assert entries > 0
+    again = fz.extract_points(url, points=points, storage_options=opts, cache=cache)
+    xr.testing.assert_identical(again, first)
+    assert len(cache.entries()) == entries  # a hit: nothing new stored
+
+    # Rewrite every chunk of one variable with new values, locally and in the bucket.
+    name = next(iter(first.data_vars))
+    with xr.open_zarr(copy) as ds:
+        changed = ds[[name]].load()
+    changed[name].values += 1000.0
+    changed.to_zarr(copy, mode="r+")
+    for key, path in _files(copy):
+        if key.startswith(f"copy.zarr/{name}/"):
+            client.put_object(Bucket=BUCKET, Key=f"cachetest/{key}", Body=path.read_bytes())
+    assert source_fingerprint(url, opts) != before
+    after = fz.extract_points(url, points=points, storage_options=opts, cache=cache)
+    xr.testing.assert_identical(after, fz.extract_points(copy, points=points))
+    np.testing.assert_allclose(after[name].values, first[name].values + 1000.0)
+    assert len(cache.entries()) > entries
+
+
+def test_cache_refuses_a_source_it_cannot_fingerprint(
+    local: dict[str, Path], web: dict[str, Any], tmp_path: Path
+) -> None:
+    url = f"{web['base']}/{local['batch0'].name}"
+    with pytest.raises(fz.CacheError, match="could not list"):
+        fz.extract_points(url, points={"lat": 10.0, "lon": 45.0}, cache=fz.Cache(tmp_path / "cache"))
 
 
 def test_s3_missing_bucket_or_key_names_url_without_secrets(s3: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "_debug_panic",
     "_reopen_array",
     "_reopen_group",
+    "_store_listing",
     "_sync_dirs",
     "_tree_listing",
     "_verify_chunks",
@@ -238,6 +239,7 @@ def _verify_chunks(
 def _checksum_files(store: str | PathLike[str], keys: Sequence[str]) -> list[_ChunkRecord]: ...
 def _sync_dirs(path: str | PathLike[str]) -> None: ...
 def _tree_listing(path: str | PathLike[str]) -> bytes: ...
+def _store_listing(url: str | PathLike[str], storage_options: dict[str, Any] | None = None) -> bytes | None: ...
 def _debug_panic(place: str) -> None:
     """Internal test hook: panics in Rust on purpose ("python", "detached" or "pool")."""
 

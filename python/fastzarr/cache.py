@@ -153,9 +153,26 @@ def make_key(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-def source_fingerprint(source: str | os.PathLike[str]) -> str:
-    """The sizes and mtimes of every file of a local store (metadata included), hashed."""
-    path = Path(os.fspath(source).removeprefix("file://"))
+def source_fingerprint(
+    source: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> str:
+    """What identifies a source's current contents, hashed: the size and mtime of every file of a
+    local store; the key, size, last-modified time and ETag of every object of a remote one (one
+    listing). Metadata is included, so any rewritten chunk or document changes it."""
+    text = os.fspath(source)
+    if "://" in text and not text.startswith("file://"):
+        try:
+            listing = _core._store_listing(text, dict(storage_options or {}))
+        except _core.FastzarrError as exc:
+            raise CacheError(
+                f"cannot cache {text}: fastzarr could not list the store to fingerprint it ({exc}); "
+                "a cache needs a store it can list (local, s3://, gs://, az://) so that a changed "
+                "source is a miss, not stale data"
+            ) from exc
+        if not listing:
+            raise _core.StoreNotFoundError(f"store not found: {text}")
+        return hashlib.sha256(listing).hexdigest()
+    path = Path(text.removeprefix("file://"))
     if not path.is_dir():
         raise _core.StoreNotFoundError(f"store not found: {source}")
     return hashlib.sha256(_core._tree_listing(path)).hexdigest()

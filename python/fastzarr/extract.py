@@ -768,7 +768,13 @@ class _CacheLookup:
     """The cache entries of one ``extract_points`` call: one per source, looked up before any
     source is opened (the key is the arguments and the source's fingerprint, not its contents)."""
 
-    def __init__(self, cache: Cache, sources: Sequence[Source], arguments: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        sources: Sequence[Source],
+        arguments: Mapping[str, Any],
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
         from fastzarr.cache import source_fingerprint  # noqa: PLC0415
 
         self.cache = cache
@@ -778,7 +784,7 @@ class _CacheLookup:
                 "source": os.path.abspath(_source_name(s))
                 if "://" not in _source_name(s)
                 else _source_name(s),
-                "fingerprint": source_fingerprint(s),
+                "fingerprint": source_fingerprint(_source_name(s), storage_options),
                 **arguments,
             }
             for s in sources
@@ -1066,7 +1072,9 @@ def extract_points(
         if client is not None:
             raise ValueError("cache= and client= cannot be combined yet")
         arguments = {"points": indexers, "method": method, "tolerance": tolerance, "variables": variables}
-        cached = _CacheLookup(cache, source_list, {**arguments, "concat_dim": concat_dim, "missing": missing})
+        cached = _CacheLookup(
+            cache, source_list, {**arguments, "concat_dim": concat_dim, "missing": missing}, storage_options
+        )
         # The whole result is stored too: a rerun of the same call reads one entry, no concat.
         found = cached.lookup(duplicates, combined=not return_report)
         if found is not None:

@@ -130,6 +130,25 @@ pub fn _tree_listing<'py>(
     Ok(PyBytes::new(py, &listing))
 }
 
+/// Every object of the object store at `url` as sorted `key \t size \t mtime \t ETag` lines
+/// (the fingerprint of a remote cache source); `None` for a local store.
+#[pyfunction]
+#[pyo3(signature = (url, storage_options = None))]
+pub fn _store_listing<'py>(
+    py: Python<'py>,
+    url: &Bound<'py, PyAny>,
+    storage_options: Option<&Bound<'py, pyo3::types::PyDict>>,
+) -> Result<Option<Bound<'py, PyBytes>>> {
+    crate::py::guard::catch(|| {
+        let url = url_string(url)?;
+        let options = crate::py::storage_options::extract(storage_options)?;
+        let listing = crate::py::guard::detach(py, || {
+            crate::store::Store::open(&url, options)?.object_listing()
+        })?;
+        Ok(listing.map(|bytes| PyBytes::new(py, &bytes)))
+    })
+}
+
 /// `(array, key, size, crc32c)` records of existing files below `store` (e.g. metadata files),
 /// to be checked later by `_verify_chunks`.
 #[pyfunction]
