@@ -4,6 +4,14 @@ before writing, duplicate labels, and atomicity when an append fails part-way.""
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import fastzarr as fz
@@ -176,3 +184,78 @@ def test_append_dim_argument(tmp_path: Path) -> None:
     to_zarr(ds, tmp_path / "a.zarr")
     with pytest.raises(fz.AppendError, match="no dimension 'depth'"):
         to_zarr(ds, tmp_path / "a.zarr", mode="a", append_dim="depth")
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_append_unnamed_dataarray(tmp_path: Path, zarr_format: int) -> None:
+    """xarray stores an unnamed DataArray as "__xarray_dataarray_variable__" (a name zarrs' group
+    reader refuses): appending to it works all the same."""
+    da = sample_dataset()["temp"].rename(None)
+    target = tmp_path / "u.zarr"
+    to_zarr(da.isel(time=slice(0, 3)), target, zarr_format=zarr_format)
+    to_zarr(da.isel(time=slice(3, 5)), target, mode="a", append_dim="time")
+    with quiet_zarr():
+        back = xr.open_dataarray(target, engine="zarr").load()
+    xr.testing.assert_identical(back, da)
+
+
+def test_append_to_big_endian_store_by_xarray(tmp_path: Path) -> None:
+    ds = sample_dataset()[["temp"]]
+    ds["temp"] = ds["temp"].astype(">f8")
+    target = tmp_path / "be.zarr"
+    with quiet_zarr():
+        ds.isel(time=slice(0, 3)).to_zarr(target, zarr_format=2, consolidated=True)
+    to_zarr(ds.isel(time=slice(3, 5)), target, mode="a", append_dim="time")
+    assert json.loads((target / "temp" / ".zarray").read_text())["dtype"] == ">f8"
+    xr.testing.assert_identical(open_xr(target).load(), ds)
+
+
+APPENDER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, xarray as xr
+    from fastzarr.writer import to_zarr
+    target = sys.argv[1]
+    print("ready", flush=True)
+    for step in range(1, 10_000):
+        part = xr.Dataset(
+            {f"v{i}": (("t", "b"), np.full((3, 500), step, "f4")) for i in range(8)},
+            coords={"t": np.arange(3 * step, 3 * step + 3)},
+        )
+        to_zarr(part, target, mode="a", append_dim="t")
+    """
+)
+
+
+def test_kill_during_appends_leaves_whole_commits(tmp_path: Path) -> None:
+    """kill -9 at random moments of a loop of appends: the store always opens as some number of
+    whole appends (every variable the same length, every row written by its own append)."""
+    target = tmp_path / "k.zarr"
+    start = xr.Dataset(
+        {f"v{i}": (("t", "b"), np.zeros((3, 500), "f4")) for i in range(8)}, coords={"t": np.arange(3)}
+    )
+    to_zarr(start, target, chunks={"t": 4})
+    script = tmp_path / "appender.py"
+    script.write_text(APPENDER)
+    rng = random.Random(7)
+    lengths = []
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.2, 1.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        back = open_xr(target).load()
+        n = back.sizes["t"]
+        assert n % 3 == 0
+        np.testing.assert_array_equal(back["t"].values, np.arange(n))
+        expected = np.repeat(np.arange(n // 3), 3)[:, None] * np.ones(500)
+        for name in back.data_vars:
+            np.testing.assert_array_equal(back[name].values, expected, err_msg=name)
+        lengths.append(n)
+        to_zarr(start, target, mode="w", chunks={"t": 4})  # the next attempt starts afresh
+    assert max(lengths) > 3, "no append finished in any attempt"
+    wait_for_discards()  # the killed appenders' temporary siblings went with that last write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["appender.py", "k.zarr"]

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ def _same_dtype(new: np.dtype[Any], old: np.dtype[Any]) -> bool:
         return True  # strings: the width is checked when the values are encoded
     if new.kind in "mM" or old.kind in "mM":
         return new.kind == old.kind  # decoded time resolutions may differ; the encoding decides
-    return new == old
+    return new.newbyteorder("=") == old.newbyteorder("=")  # byte order is the store's business
 
 
 def _labels(values: npt.NDArray[Any]) -> str:
@@ -330,19 +331,16 @@ def _append_variable(
 
 def _plan(ds: xr.Dataset, target: Path, append_dim: str) -> tuple[list[_Work], dict[str, _StoredArray]]:
     """Checks ``ds`` against the store and gathers, per array along ``append_dim``, what to write."""
-    from fastzarr.xarray_backend import open_zarr  # noqa: PLC0415 (imports the backend on use)
-
-    old = open_zarr(target, chunks=None)
+    old = _open_store(target)
     names = _validate(old, ds, append_dim)
     arrays = _stored_arrays(target, names)
     encoded = _encoded(ds, old, names)
-    group = fz.open_group(target)
     plan = []
     for name in names:
         stored, var = arrays[name], encoded[name]
         axis = var.dims.index(append_dim)
-        member = group[name]
-        if not isinstance(member, fz.Array) or list(member.shape) != stored.shape:
+        member = fz.open_array(target / name)  # not through the group: zarrs refuses "__" names
+        if list(member.shape) != stored.shape:
             raise AppendError(f"variable {name!r}: the store's metadata files disagree on its shape")
         stored_dtype = member.dtype.newbyteorder("=")
         if var.dtype.kind == "U" and stored_dtype.kind == "U" and var.dtype.itemsize <= stored_dtype.itemsize:
@@ -359,6 +357,20 @@ def _plan(ds: xr.Dataset, target: Path, append_dim: str) -> tuple[list[_Work], d
         tail = np.ascontiguousarray(member[tail_region], dtype=var.dtype)
         plan.append(_Work(stored, tail, var.data, axis))
     return plan, arrays
+
+
+def _open_store(target: Path) -> xr.Dataset:
+    """The store as xarray decodes it (lazily): through fastzarr's backend, or through
+    zarr-python for what fastzarr's group reader refuses (member names starting with "__")."""
+    from fastzarr.xarray_backend import open_zarr  # noqa: PLC0415 (imports the backend on use)
+
+    try:
+        return open_zarr(target, chunks=None)
+    except fz.MetadataError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr-python's notes on v3 data types and codecs
+            opened: xr.Dataset = xr.open_zarr(target, chunks=None)
+            return opened
 
 
 def append_store(
@@ -406,8 +418,7 @@ def append_store(
 
 def _check_opens(tmp: Path, shapes: Mapping[str, list[int]]) -> None:
     """The new store opens with the new shapes (the metadata as written is the metadata read)."""
-    group = fz.open_group(tmp)
     for name, shape in shapes.items():
-        member = group[name]
-        if not isinstance(member, fz.Array) or list(member.shape) != shape:
+        member = fz.open_array(tmp / name)
+        if list(member.shape) != shape:
             raise fz.CorruptChunkError(f"{tmp}: array {name!r} does not read back with shape {shape}")
