@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +64,32 @@ def test_hit_equals_uncached_load(tmp_path: Path, store: Path, opener: str) -> N
     xr.testing.assert_identical(da, expected["temp"])
     assert fz.load(select(open_(store))["temp"], cache=cache).equals(expected["temp"])
     assert cache.stats.hits == 2
+
+
+HIT_IN_ANOTHER_PROCESS = textwrap.dedent(
+    """
+    import sys
+    import fastzarr as fz
+    store, root = sys.argv[1], sys.argv[2]
+    cache = fz.Cache(root)
+    fz.load(fz.open_zarr(store).isel(time=slice(1, 4), lat=[0, 2, 5]), cache=cache)
+    print(cache.stats.hits, cache.stats.misses)
+    """
+)
+
+
+def test_the_key_is_the_same_in_another_process(tmp_path: Path, store: Path) -> None:
+    """Dask names and lazy chains are hashed by content, not by object identity: a new process
+    opening the same store hits the entry made by this one."""
+    cache = Cache(tmp_path / "cache")
+    fz.load(select(fz.open_zarr(store)), cache=cache)
+    out = subprocess.run(
+        [sys.executable, "-c", HIT_IN_ANOTHER_PROCESS, str(store), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == ["1", "0"]
 
 
 def test_what_shapes_the_result_is_in_the_key(tmp_path: Path, store: Path) -> None:

@@ -150,18 +150,18 @@ def _dask(data: Any, sources: set[str]) -> Any:
 
     keys = set(_flat(data.__dask_keys__()))
     graph = dict(data.__dask_graph__().cull(keys))
-    reads = set()
+    reads: dict[int, str] = {}  # by the chain object: every block of a variable reads the same
     for node in graph.values():
         if isinstance(node, Task) and node.func in _GETTERS and node.args:
             ok, source = _resolve(node.args[0], graph)
-            if ok:
-                reads.add(json.dumps(chain(source, sources), sort_keys=True))
+            if ok and id(source) not in reads:
+                reads[id(source)] = json.dumps(chain(source, sources), sort_keys=True)
     if not reads:
         raise _UnpinnedError("a dask array that reads no Zarr array")
     return {
         "dask": str(data.name),
         "chunks": [list(c) for c in data.chunks],
-        "reads": sorted(reads),
+        "reads": sorted(set(reads.values())),
     }
 
 
