@@ -216,13 +216,14 @@ APPENDER = textwrap.dedent(
     import numpy as np, xarray as xr
     from fastzarr.writer import to_zarr
     target = sys.argv[1]
-    print("ready", flush=True)
     for step in range(1, 10_000):
         part = xr.Dataset(
             {f"v{i}": (("t", "b"), np.full((3, 500), step, "f4")) for i in range(8)},
             coords={"t": np.arange(3 * step, 3 * step + 3)},
         )
         to_zarr(part, target, mode="a", append_dim="t")
+        if step == 1:
+            print("ready", flush=True)  # imports done, one append made: the kills land in appends
     """
 )
 
@@ -238,12 +239,11 @@ def test_kill_during_appends_leaves_whole_commits(tmp_path: Path) -> None:
     script = tmp_path / "appender.py"
     script.write_text(APPENDER)
     rng = random.Random(7)
-    lengths = []
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, str(script), str(target)], stdout=subprocess.PIPE)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.2, 1.5))
+        time.sleep(rng.uniform(0.0, 1.0))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
@@ -254,8 +254,7 @@ def test_kill_during_appends_leaves_whole_commits(tmp_path: Path) -> None:
         expected = np.repeat(np.arange(n // 3), 3)[:, None] * np.ones(500)
         for name in back.data_vars:
             np.testing.assert_array_equal(back[name].values, expected, err_msg=name)
-        lengths.append(n)
+        assert n >= 6  # the append before "ready"
         to_zarr(start, target, mode="w", chunks={"t": 4})  # the next attempt starts afresh
-    assert max(lengths) > 3, "no append finished in any attempt"
     wait_for_discards()  # the killed appenders' temporary siblings went with that last write
     assert sorted(p.name for p in tmp_path.iterdir()) == ["appender.py", "k.zarr"]
