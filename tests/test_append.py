@@ -48,7 +48,9 @@ def write_first(ds: xr.Dataset, path: Path, writer: str, zarr_format: int) -> No
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_append_matches_xarray_and_concat(tmp_path: Path, writer: str, zarr_format: int) -> None:
     ds = sample_dataset().isel(time=[0, 1, 2, 3, 4, 0, 1, 2, 3])
-    ds = ds.assign_coords(time=pd.date_range("2001-02-03", periods=9, freq="6h"))
+    ds = ds.assign_coords(
+        time=pd.date_range("2001-02-03", periods=9, freq="6h"), label=("time", [f"t{i}" for i in range(9)])
+    )
     first, second, third = pieces(ds, 3, 4)
     ours, reference = tmp_path / "fz.zarr", tmp_path / "xr.zarr"
     write_first(first, ours, writer, zarr_format)

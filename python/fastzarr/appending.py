@@ -36,7 +36,7 @@ import xarray as xr
 
 import fastzarr as fz
 from fastzarr import _core
-from fastzarr._encoding import Codec, encode
+from fastzarr._encoding import Codec, _json_fill, encode
 from fastzarr.extract import DuplicateError
 from fastzarr.writer import (
     ChunkRecord,
@@ -89,7 +89,8 @@ class _StoredArray:
         """The metadata the Rust encoder reads: a null v2 fill value pads edge chunks with zeros."""
         meta = self.with_shape(shape)
         if meta.get("zarr_format") == 2 and meta.get("fill_value") is None:
-            meta["fill_value"] = 0 if np.dtype(meta["dtype"]).kind != "b" else False
+            dtype = np.dtype(meta["dtype"])
+            meta["fill_value"] = _json_fill(np.zeros((), dtype)[()], dtype, 2)
         return json.dumps(meta)
 
 
@@ -225,8 +226,7 @@ class _Appended:
 
 def _encoded(ds: xr.Dataset, old: xr.Dataset, names: list[str]) -> dict[str, Any]:
     """The variables along ``append_dim`` CF-encoded with the store's encodings: name → Variable."""
-    subset = ds[names] if names else ds
-    subset = xr.Dataset({n: subset.variables[n].copy(deep=False) for n in names}, attrs=ds.attrs)
+    subset = xr.Dataset({n: ds.variables[n].copy(deep=False) for n in names}, attrs=ds.attrs)
     for n in names:
         stored = old.variables[n].encoding
         subset.variables[n].encoding = {k: stored[k] for k in _CF_ENCODINGS if k in stored}
