@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -85,7 +86,11 @@ def test_append_matches_xarray_and_concat(tmp_path: Path, writer: str, zarr_form
         np.testing.assert_array_equal(z["temp"][...], back["temp"].values)
     np.testing.assert_array_equal(group["temp"][...], back["temp"].values)
     wait_for_discards()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fz.zarr", "xr.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".fz.zarr.fastzarr-append.lock",
+        "fz.zarr",
+        "xr.zarr",
+    ]
 
 
 def test_append_creates_a_missing_store(tmp_path: Path) -> None:
@@ -173,10 +178,36 @@ def test_failed_append_leaves_the_old_store(
         to_zarr(ds.isel(time=slice(3, 5)), target, mode="a", append_dim="time")
     assert store_bytes(target) == before
     xr.testing.assert_identical(open_xr(target).load(), old)
-    assert [p.name for p in tmp_path.iterdir()] == ["c.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".c.zarr.fastzarr-append.lock", "c.zarr"]
     monkeypatch.undo()
     to_zarr(ds.isel(time=slice(3, 5)), target, mode="a", append_dim="time")
     assert open_xr(target).sizes["time"] == 5
+
+
+def test_concurrent_appends_both_land(tmp_path: Path) -> None:
+    """Two appends at once take turns (the second is planned again on the store the first left):
+    no rows lost, none duplicated; the same rows twice at once: one lands, one is refused."""
+    ds = sample_dataset()
+    target = tmp_path / "p.zarr"
+    to_zarr(ds.isel(time=slice(0, 3)), target)
+    errors: list[BaseException] = []
+
+    def append(part: xr.Dataset) -> None:
+        try:
+            to_zarr(part, target, mode="a", append_dim="time")
+        except BaseException as exc:
+            errors.append(exc)
+
+    parts = [ds.isel(time=[3]), ds.isel(time=[4]), ds.isel(time=[4])]
+    threads = [threading.Thread(target=append, args=(p,)) for p in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1, errors
+    assert isinstance(errors[0], fz.DuplicateError)
+    back = open_xr(target).load().sortby("time")
+    xr.testing.assert_identical(back.drop_vars("scaled"), ds.drop_vars("scaled"))
 
 
 def test_append_dim_argument(tmp_path: Path) -> None:
@@ -259,4 +290,8 @@ def test_kill_during_appends_leaves_whole_commits(tmp_path: Path) -> None:
         assert n >= 6  # the append before "ready"
         to_zarr(start, target, mode="w", chunks={"t": 4})  # the next attempt starts afresh
     wait_for_discards()  # the killed appenders' temporary siblings went with that last write
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["appender.py", "k.zarr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".k.zarr.fastzarr-append.lock",
+        "appender.py",
+        "k.zarr",
+    ]

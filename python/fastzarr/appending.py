@@ -14,17 +14,24 @@ with the same dimensions and dtypes, equal coordinates and variables along the o
 dimensions, equal attributes, no conflicting encodings, no label along ``append_dim`` that is
 already stored or repeated. The appended values are CF-encoded with the store's own encodings
 (time units, scale factors, fill values), as ``xr.Dataset.to_zarr(mode="a")`` does.
+
+Appends to one store take turns on a lock file beside it (``.<name>.fastzarr-append.lock``): a
+second appender waits, then plans again on the store the first one left, so concurrent appends
+neither lose nor duplicate rows. The cost of atomicity: each append makes one hard link per file
+of the store (no data is copied but the rewritten last chunks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -382,8 +389,50 @@ def append_store(
     max_memory: int,
     deadline: float | None = None,
 ) -> list[ChunkRecord]:
-    """The body of ``to_zarr(mode="a")`` for an existing local store; the new chunks' records."""
+    """The body of ``to_zarr(mode="a")`` for an existing local store; the new chunks' records.
+
+    Checked first without the lock (a mismatch leaves no trace), then under it: if another append
+    landed meanwhile, the plan is made again against the store as it is now."""
     plan, arrays = _plan(ds, target, append_dim)
+    planned = _snapshot(target, arrays)
+    with _append_lock(target, deadline):
+        if _snapshot(target, arrays) != planned:
+            plan, arrays = _plan(ds, target, append_dim)
+        return _commit(target, plan, arrays, fsync=fsync, max_memory=max_memory, deadline=deadline)
+
+
+@contextlib.contextmanager
+def _append_lock(target: Path, deadline: float | None) -> Iterator[None]:
+    """One append at a time per store: two appenders would both copy the old store and the second
+    swap would silently drop the first one's rows. An exclusive ``flock`` on a sibling file
+    (kept: deleting a lock file races with its next user; the kernel releases the lock when the
+    process dies, so a killed appender blocks no one)."""
+    path = target.parent / f".{target.name}.fastzarr-append.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    raise fz.TimeoutError(f"timed out waiting for another append to {target}") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _commit(
+    target: Path,
+    plan: list[_Work],
+    arrays: Mapping[str, _StoredArray],
+    *,
+    fsync: bool,
+    max_memory: int,
+    deadline: float | None,
+) -> list[ChunkRecord]:
+    """Writes the planned chunks into a hard-linked copy of the store, verifies it, swaps it in."""
     before = _snapshot(target, arrays)
     _remove_leftovers(target)
     tmp = _sibling(target, "tmp")
