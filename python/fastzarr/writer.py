@@ -344,6 +344,9 @@ def to_zarr(
     Raises:
         FileExistsError: ``url`` exists with ``mode="w-"``, or is not a Zarr store with ``mode="w"``.
         fastzarr.CorruptChunkError: the written chunks did not read back as written.
+        fastzarr.AppendError: with ``mode="a"``, the data does not match the store (nothing written).
+        fastzarr.DuplicateError: with ``mode="a"``, labels along ``append_dim`` are already stored
+            or repeated (nothing written).
     """
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
