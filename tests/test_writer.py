@@ -168,6 +168,8 @@ def test_modes(tmp_path: Path) -> None:
     wait_for_discards()
     assert [p.name for p in tmp_path.iterdir()] == ["m.zarr"]  # no temporary sibling left
     with pytest.raises(ValueError, match="mode must be one of"):
+        to_zarr(ds, target, mode="r+")
+    with pytest.raises(ValueError, match="append_dim is required"):
         to_zarr(ds, target, mode="a")
     with pytest.raises(ValueError, match="codec must look like"):
         to_zarr(ds, tmp_path / "x.zarr", codec="brotli")

@@ -44,6 +44,7 @@ from fastzarr.report import DuplicateRecord, ExtractReport, Report
 _configure_logging()  # FASTZARR_LOG=debug shows fastzarr's stage logs without code
 
 if TYPE_CHECKING:
+    from fastzarr.appending import AppendError
     from fastzarr.cache import Cache, CacheError, CacheWarning, SuspiciousDataError
     from fastzarr.extract import (
         DuplicateError,
@@ -68,6 +69,7 @@ _XARRAY_NAMES = {
     "DuplicateWarning": "fastzarr.extract",
     "SourceMismatchError": "fastzarr.extract",
     "to_zarr": "fastzarr.writer",
+    "AppendError": "fastzarr.appending",
     "Cache": "fastzarr.cache",
     "CacheError": "fastzarr.cache",
     "CacheWarning": "fastzarr.cache",
@@ -88,6 +90,7 @@ def __getattr__(name: str) -> Any:
 Mapping.register(Group)
 
 __all__ = [
+    "AppendError",
     "Array",
     "Cache",
     "CacheError",

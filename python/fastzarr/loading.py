@@ -44,6 +44,7 @@ from xarray.core import indexing
 
 import fastzarr as fz
 from fastzarr._progress import Progress, Stages, progress_enabled
+from fastzarr.cache import Cache
 from fastzarr.xarray_backend import FastzarrArrayWrapper, Request, fetch, normalize_url
 
 __all__ = ["load"]
@@ -51,6 +52,7 @@ __all__ = ["load"]
 T_Xarray = TypeVar("T_Xarray", xr.Dataset, xr.DataArray)
 
 _MAX_DEPTH = 64
+_DATAARRAY_NAME = "dataarray"  # zarrs refuses member names starting with "__"
 
 
 class _Probe(BaseException):
@@ -314,6 +316,8 @@ def load(
     progress: bool | None = None,
     timeout: float | None = None,
     max_memory: int | str | None = None,
+    cache: Cache | None = None,
+    allow_nan: bool = False,
 ) -> T_Xarray:
     """Loads every variable of ``obj`` into numpy, reading all of them in one parallel pass.
 
@@ -332,7 +336,21 @@ def load(
     ``progress``: a tqdm bar with bytes and chunks per second; by default shown when stderr is
     a terminal or in a notebook (and tqdm is installed). Stage timings and memory go to
     ``logging.getLogger("fastzarr")`` at DEBUG level (``FASTZARR_LOG=debug``).
+
+    ``cache``: a `fastzarr.Cache`. The loaded selection is stored as one validated entry, keyed
+    by everything that shaped it: the stores read and their fingerprints (a store changed since
+    is a miss), every variable's selection and CF decoding as xarray's lazy arrays (or dask
+    graphs) record them, the in-memory coordinates' values, the attributes and fastzarr's cache
+    format. A hit reads the entry (checksums and sizes checked) instead of the sources and gives
+    the same values. A dataset whose provenance cannot be pinned down exactly (other backends,
+    remote stores, values computed by lambdas) raises `fastzarr.CacheError` rather than risk a
+    wrong hit. A variable that is entirely NaN raises `fastzarr.SuspiciousDataError` unless
+    ``allow_nan``.
     """
+    if cache is not None:
+        return _load_cached(
+            obj, cache, progress=progress, allow_nan=allow_nan, timeout=timeout, max_memory=max_memory
+        )
     stages = Stages("load")
     plan = _LoadPlan()
     with _gc_paused():
@@ -351,6 +369,49 @@ def load(
     stages.done("store and rest")
     stages.total()
     return obj
+
+
+def _load_cached(
+    obj: T_Xarray,
+    cache: Cache,
+    *,
+    progress: bool | None,
+    allow_nan: bool,
+    timeout: float | None,
+    max_memory: int | str | None,
+) -> T_Xarray:
+    """:func:`load` through ``cache``: on a miss ``obj`` is loaded and stored as an entry; on a
+    hit the entry's values (validated as they are read) are put into ``obj``'s variables."""
+    from fastzarr._provenance import load_key_params  # noqa: PLC0415
+
+    ds = _as_dataset(obj)
+    params, sources = load_key_params(ds)
+    # a DataArray's own variable has a non-string name in its temporary Dataset
+    stored_names = {n: n if isinstance(n, str) else _DATAARRAY_NAME for n in ds.variables}
+    while _DATAARRAY_NAME in ds.variables:
+        stored_names = {n: f"{v}_" if v == _DATAARRAY_NAME else v for n, v in stored_names.items()}
+
+    def build() -> xr.Dataset:
+        load(ds, progress=progress, timeout=timeout, max_memory=max_memory)
+        # Only the values are taken from an entry (attributes and coordinates stay ``obj``'s):
+        # stored without attributes or encodings, so that nothing in them (a scale_factor or
+        # time units of an undecoded variable) is applied to the values on the way back.
+        return xr.Dataset({stored_names[n]: xr.Variable(v.dims, v.values) for n, v in ds.variables.items()})
+
+    entry, _ = cache.get_or_build(params, build, source=", ".join(sources), allow_nan=allow_nan)
+    for name, variable in ds.variables.items():
+        if not variable._in_memory:  # loaded by build() on a miss
+            variable.data = entry.variables[stored_names[name]].values
+    return obj
+
+
+def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
+    """``obj`` as a Dataset sharing its variables (loading one loads the other)."""
+    if isinstance(obj, xr.Dataset):
+        return obj
+    if isinstance(obj, xr.DataArray):
+        return obj._to_temp_dataset()
+    raise TypeError(f"fastzarr.load takes an xarray Dataset or DataArray, not {type(obj).__name__}")
 
 
 @contextlib.contextmanager

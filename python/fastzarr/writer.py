@@ -8,6 +8,8 @@ fsynced, every chunk is re-read and checked, and only then is the directory rena
 (with ``mode="w"``, atomically exchanged with the store it replaces). A crash or Ctrl-C at any
 moment leaves the old store or the new one, never a half-written store at ``url``.
 
+``mode="a"`` appends along a dimension with the same guarantees (see ``fastzarr.appending``).
+
 Dask-backed variables are computed here, a chunk-aligned slab at a time under ``max_memory``:
 never written as references.
 """
@@ -41,7 +43,7 @@ __all__ = ["ChunkRecord", "Codec", "WriteResult", "to_zarr", "write_store"]
 ChunkRecord = tuple[str, str, int, int]
 """``(array path, chunk key, stored size, CRC-32C)`` of one stored chunk."""
 
-MODES = ("w-", "w")
+MODES = ("w-", "w", "a")
 _DATAARRAY_NAME = "__xarray_dataarray_variable__"  # what xarray's DataArray.to_zarr uses
 _DEFAULT_SLAB = 256 * 2**20
 _STORE_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
@@ -310,6 +312,7 @@ def to_zarr(
     fsync: bool = True,
     max_memory: int = _DEFAULT_SLAB,
     timeout: float | None = None,
+    append_dim: str | None = None,
 ) -> WriteResult:
     """Writes ``obj`` as a Zarr store at ``url``: parallel, verified, atomic.
 
@@ -318,7 +321,13 @@ def to_zarr(
             slabs of at most ``max_memory`` bytes; lazily indexed data is read slab by slab too).
         url: a local path (or ``file://`` URL) of the store to create.
         mode: ``"w-"`` creates and fails if ``url`` exists; ``"w"`` replaces an existing Zarr store
-            (atomically). Appending (``"a"``) is not supported yet.
+            (atomically); ``"a"`` appends along ``append_dim`` to an existing store (v2 or v3,
+            written by fastzarr, xarray or zarr-python; created as with ``"w-"`` if absent). An
+            append is checked against the store before anything is written (`fastzarr.AppendError`
+            names the variable and what differs; `fastzarr.DuplicateError` names labels along
+            ``append_dim`` already stored or repeated), encoded with the store's own codecs, chunks
+            and CF encodings (``zarr_format``, ``codec`` and ``chunks`` are then not used),
+            verified, and published atomically: the store opens as before or as after the append.
         zarr_format: 3 (default) or 2.
         codec: ``"blosc:<cname>:<level>:<shuffle>"``, ``"zstd:<level>"``, ``"gzip:<level>"`` or ``"none"``.
         chunks: chunk length per dimension (``-1`` for the whole dimension) or one int for all;
@@ -327,6 +336,7 @@ def to_zarr(
         fsync: flush every file and directory to disk before the store is renamed into place.
         max_memory: bytes of data materialized at a time for dask-backed or lazy variables.
         timeout: seconds for the whole write (`fastzarr.TimeoutError`); Ctrl-C stops it too.
+        append_dim: the dimension to append along; required with ``mode="a"``.
 
     Returns:
         A `WriteResult`: the store's path and every chunk's ``(array, key, size, crc32c)``.
@@ -334,11 +344,16 @@ def to_zarr(
     Raises:
         FileExistsError: ``url`` exists with ``mode="w-"``, or is not a Zarr store with ``mode="w"``.
         fastzarr.CorruptChunkError: the written chunks did not read back as written.
+        fastzarr.AppendError: with ``mode="a"``, the data does not match the store (nothing written).
+        fastzarr.DuplicateError: with ``mode="a"``, labels along ``append_dim`` are already stored
+            or repeated (nothing written).
     """
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES} (appending is not supported yet), not {mode!r}")
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if (mode == "a") != (append_dim is not None):
+        raise ValueError("append_dim is required with mode='a' and used only with it")
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
     if max_memory <= 0:
@@ -348,10 +363,17 @@ def to_zarr(
     target = _target_path(url)
     if mode == "w-" and target.exists():
         raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
+    if mode == "a" and append_dim is not None and target.exists():
+        from fastzarr.appending import append_store  # noqa: PLC0415 (needs the xarray backend)
+
+        records = append_store(
+            ds, target, append_dim=append_dim, fsync=fsync, max_memory=max_memory, deadline=deadline
+        )
+        return WriteResult(target, records, time.perf_counter() - start)
     records = write_store(
         ds,
         target,
-        mode=mode,
+        mode="w-" if mode == "a" else mode,
         zarr_format=zarr_format,
         codec=parsed,
         chunks=chunks,
