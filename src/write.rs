@@ -2,8 +2,8 @@
 //! and the verification that re-reads those files and compares.
 //!
 //! Chunks are encoded in parallel on fastzarr's pool (one task per chunk) with zarrs'
-//! codec chain, then written with plain file I/O so that they can be fsynced before the
-//! caller renames the store into place. Every chunk yields a [`ChunkRecord`] (key, stored
+//! codec chain, then written with plain file I/O so that they can be synced to disk before
+//! the caller renames the store into place. Every chunk yields a [`ChunkRecord`] (key, stored
 //! size, CRC-32C of the stored bytes): the caller keeps them (a cache manifest, the
 //! verification after a write) and [`verify_chunks`] checks files against them at the speed
 //! of the disk (CRC-32C runs at many GB/s with SSE 4.2).
@@ -45,7 +45,8 @@ pub struct WriteRegion<'a> {
     pub shape: &'a [u64],
     /// The region's elements, C order.
     pub data: &'a [u8],
-    /// fsync every chunk file after writing it.
+    /// Start writing every chunk file to disk as soon as it is written (the caller then
+    /// waits for all of them with [`sync_tree`] before publishing the store).
     pub fsync: bool,
 }
 
@@ -140,18 +141,34 @@ fn copy_block(
     }
 }
 
-/// Writes `bytes` to `path` (creating its directory), optionally fsyncing it.
-fn write_file(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
+/// Writes `bytes` to `path` (creating its directory). With `flush`, the kernel starts
+/// writing the file to disk now, without waiting: [`sync_tree`] waits for it once every
+/// chunk is written. An fsync per file here would stall a decode thread on the disk for
+/// each chunk (on 2 cores, half the encoding capacity).
+fn write_file(path: &Path, bytes: &[u8], flush: bool) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
-    if fsync {
-        file.sync_all()?;
+    if flush {
+        start_writeback(&file);
     }
     Ok(())
 }
+
+/// Asks the kernel to start writing `file`'s dirty pages back (Linux `sync_file_range`);
+/// only a hint, so its failure is ignored: `sync_tree`'s fsync is what guarantees.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a valid open descriptor; the call reads no memory of ours.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File) {}
 
 /// An array opened from metadata for encoding, and the chunk grid of one region.
 struct RegionPlan {
@@ -395,26 +412,51 @@ pub fn checksum_files(store_dir: &Path, keys: &[String]) -> Result<Vec<ChunkReco
         .collect()
 }
 
-/// fsyncs every directory below `root` (and `root`), so that renames and new files survive a crash.
-pub fn sync_dirs(root: &Path) -> Result<()> {
+/// Threads fsyncing at once: each mostly waits on the disk, and the disk takes many
+/// requests at a time better than one after another.
+const SYNC_THREADS: usize = 8;
+
+/// fsyncs every file and every directory below `root` (and `root`), so that the files,
+/// their names and later renames survive a crash. Files are synced by several threads.
+pub fn sync_tree(root: &Path) -> Result<()> {
     let io = |path: &Path, e: &std::io::Error| Error::Storage {
         url: root.display().to_string(),
         key: path.display().to_string(),
         reason: e.to_string(),
     };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<PathBuf> = Vec::new();
     let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, &e))? {
             let entry = entry.map_err(|e| io(&dir, &e))?;
             if entry.file_type().map_err(|e| io(&dir, &e))?.is_dir() {
                 stack.push(entry.path());
+            } else {
+                files.push(entry.path());
             }
         }
-        std::fs::File::open(&dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&dir, &e))?;
+        dirs.push(dir);
     }
-    Ok(())
+    let sync = |path: &PathBuf| {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(path, &e))
+    };
+    let share = files.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(share)
+            .map(|part| scope.spawn(move || part.iter().try_for_each(sync)))
+            .collect();
+        workers.into_iter().try_for_each(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
+        })
+    })?;
+    // Directories after their files: a name is durable once its file is.
+    dirs.iter().rev().try_for_each(sync)
 }
 
 /// Every file below `root`: `relative path \t size \t mtime in ns \n`, sorted by path.
@@ -498,7 +540,7 @@ mod tests {
             verify_chunks(dir.path(), &records, &Cancel::default()).unwrap(),
             records.iter().map(|r| r.size).sum::<u64>()
         );
-        sync_dirs(dir.path()).unwrap();
+        sync_tree(dir.path()).unwrap();
         let listing = String::from_utf8(tree_listing(dir.path()).unwrap()).unwrap();
         assert_eq!(listing.lines().count(), 7);
     }

@@ -458,7 +458,7 @@ def _commit(
             _core._sync_dirs(tmp)
         if _snapshot(target, arrays) != before:
             raise AppendError(f"{target} was changed by another writer during the append: nothing appended")
-        _publish(tmp, target, "w")
+        _publish(tmp, target, "w", fsync)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

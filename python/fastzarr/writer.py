@@ -248,8 +248,9 @@ def _is_store_or_empty(path: Path) -> bool:
     return not any(path.iterdir()) or any((path / m).exists() for m in _STORE_MARKERS)
 
 
-def _publish(tmp: Path, target: Path, mode: str) -> None:
-    """Moves the finished ``tmp`` to ``target``: a plain rename, or an exchange with the old store."""
+def _publish(tmp: Path, target: Path, mode: str, fsync: bool = True) -> None:
+    """Moves the finished ``tmp`` to ``target``: a plain rename, or an exchange with the old store;
+    with ``fsync``, the parent directory is synced so that the new name survives a crash."""
     if not target.exists():
         try:
             os.rename(tmp, target)
@@ -257,7 +258,8 @@ def _publish(tmp: Path, target: Path, mode: str) -> None:
             if mode == "w-" or not target.exists():
                 raise
         else:
-            _fsync_dir(target.parent)
+            if fsync:
+                _fsync_dir(target.parent)
             return
     if mode == "w-":
         raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
@@ -269,7 +271,8 @@ def _publish(tmp: Path, target: Path, mode: str) -> None:
         old = _sibling(target, "old")
         os.rename(target, old)
         os.rename(tmp, target)
-    _fsync_dir(target.parent)
+    if fsync:
+        _fsync_dir(target.parent)
     _discard(old)
 
 
@@ -417,7 +420,7 @@ def write_store(
             before_publish(tmp, records)
         if fsync:
             _core._sync_dirs(tmp)
-        _publish(tmp, target, mode)
+        _publish(tmp, target, mode, fsync)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -50,9 +50,9 @@ fn contiguous_bytes<'a>(array: &'a Bound<'_, PyAny>) -> Result<(&'a [u8], Vec<u6
 
 /// Encodes `data` (C-contiguous, native byte order, the array's dtype) as the chunks of
 /// the region starting at `start` of the array at `array_path` in the store directory
-/// `store`, whose metadata is the JSON `metadata`; writes the chunk files (fsynced with
-/// `fsync=True`) in parallel with the GIL released and returns one
-/// `(array, key, size, crc32c)` per chunk written.
+/// `store`, whose metadata is the JSON `metadata`; writes the chunk files in parallel with
+/// the GIL released (with `fsync=True` their writeback starts at once; `_sync_dirs` then
+/// makes them durable) and returns one `(array, key, size, crc32c)` per chunk written.
 #[pyfunction]
 #[pyo3(signature = (store, array_path, metadata, data, start, *, fsync = true, timeout = None))]
 // The arguments mirror the Python call, keyword-only options included.
@@ -111,11 +111,12 @@ pub fn _verify_chunks(
     })
 }
 
-/// fsyncs every directory below (and including) `path`.
+/// fsyncs every file and directory below (and including) `path`: what makes the chunks
+/// `_write_region(fsync=True)` wrote durable.
 #[pyfunction]
 pub fn _sync_dirs(py: Python<'_>, path: &Bound<'_, PyAny>) -> Result<()> {
     let root = PathBuf::from(url_string(path)?);
-    py.detach(|| write::sync_dirs(&root))
+    crate::py::guard::detach(py, || write::sync_tree(&root))
 }
 
 /// Every file below `path` as `relative path \t size \t mtime_ns \n` lines, sorted: the raw
