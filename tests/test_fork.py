@@ -226,6 +226,32 @@ def test_extract_points_in_executor_children(batches: list[str], method: str) ->
     assert extract_sum(batches) == expected
 
 
+def extract_cached_sum(paths: list[str], root: str) -> tuple[float, int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cache = fz.Cache(root)
+        ds = fz.extract_points(paths, points={"lat": [1.0, 5.0], "lon": [2.0, 40.0]}, cache=cache)
+    return float(sum(float(ds[v].sum()) for v in ds.data_vars)), len(cache.verify())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_children_fill_one_cache_together(batches: list[str], method: str, tmp_path: pathlib.Path) -> None:
+    """Children of each start method, after the parent used fastzarr, fill the same cache at once:
+    all finish, agree with the parent, and leave only entries that verify."""
+    expected = extract_sum(batches)
+    root = str(tmp_path / "cache")
+    with (
+        fork_warnings_ignored(),
+        ProcessPoolExecutor(3, mp_context=multiprocessing.get_context(method)) as ex,
+    ):
+        futures = [ex.submit(extract_cached_sum, batches, root) for _ in range(3)]
+        assert [f.result(timeout=TIMEOUT) for f in futures] == [(expected, 0)] * 3
+    cache = fz.Cache(root)
+    assert cache.verify() == {}
+    assert len(cache.entries()) == len(batches) + 1  # one per source, one for the whole result
+    assert extract_cached_sum(batches, root) == (expected, 0)
+
+
 FORK_WARNING_SCRIPT = """
 import os, sys, threading, time, warnings
 import fastzarr as fz
