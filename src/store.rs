@@ -124,13 +124,7 @@ impl Store {
 
     /// An error reading `key`, with secrets scrubbed from the reason.
     pub fn storage_error(&self, key: &str, reason: impl std::fmt::Display) -> Error {
-        let mut reason = reason.to_string();
-        if self.raw_url != self.url {
-            reason = reason.replace(&self.raw_url, &self.url);
-        }
-        for secret in &self.secrets {
-            reason = reason.replace(secret.as_str(), "***");
-        }
+        let reason = self.scrub(reason);
         if is_timeout(&reason) {
             return Error::RequestTimeout {
                 url: self.url.clone(),
@@ -143,6 +137,18 @@ impl Store {
             key: key.to_string(),
             reason,
         }
+    }
+
+    /// `reason` with the URL's user info and query, and every secret, blanked out.
+    fn scrub(&self, reason: impl std::fmt::Display) -> String {
+        let mut reason = reason.to_string();
+        if self.raw_url != self.url {
+            reason = reason.replace(&self.raw_url, &self.url);
+        }
+        for secret in &self.secrets {
+            reason = reason.replace(secret.as_str(), "***");
+        }
+        reason
     }
 
     /// Reads a whole key; `None` when it does not exist. Blocks the calling thread.
@@ -256,7 +262,20 @@ impl Store {
                 Err(err) => return Err(self.storage_error(key, error_chain(&err))),
             }
         }
-        Err(self.storage_error(key, last.map_or_else(String::new, |e| error_chain(&e))))
+        let reason = last.map_or_else(String::new, |e| error_chain(&e));
+        if crate::inventory::is_metadata_key(key) {
+            return Err(self.storage_error(key, reason));
+        }
+        // A chunk whose every response broke off is unreadable data, like a truncated file.
+        let reason = self.scrub(format!(
+            "every response was cut short ({ATTEMPTS} tries): {reason}"
+        ));
+        Err(Error::CorruptChunk {
+            url: self.url.clone(),
+            path: array_of_chunk_key(key).to_string(),
+            key: key.to_string(),
+            reason,
+        })
     }
 
     /// Every object of an object store as `key \t size \t last modified \t ETag \n` lines,
@@ -447,6 +466,17 @@ fn open_local(display_url: &str, path: &str) -> Result<ReadableListableStorage> 
 }
 
 /// Joins a node path ("" is the root) and a key below it.
+/// The array a chunk key belongs to: what precedes `/c/` (v3 default keys) or the last `/`.
+fn array_of_chunk_key(key: &str) -> &str {
+    if let Some((array, _)) = key.split_once("/c/") {
+        return array;
+    }
+    key.strip_prefix("c/").map_or_else(
+        || key.rsplit_once('/').map_or("", |(array, _)| array),
+        |_| "",
+    )
+}
+
 pub fn join(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_string()

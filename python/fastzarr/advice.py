@@ -128,7 +128,7 @@ def _codec_advice(info: ArrayInfo, throughput: Throughput | None) -> str | None:
     """Codecs that barely compress, or that decode slowly."""
     names = _codec_names(info.codecs)
     compressed = any(n not in _PLAIN for n in names)
-    if compressed and info.ratio is not None and info.ratio < 1.1 and info.stored_bytes >= MIB:
+    if compressed and info.ratio is not None and info.ratio < 1.1 and (info.stored_bytes or 0) >= MIB:
         return (
             f"chunks barely compress (ratio {info.ratio:.2f}): decoding costs time for little space; "
             f"try a shuffle filter (blosc shuffle or bitshuffle) or no compression"

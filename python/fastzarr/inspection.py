@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -83,12 +84,12 @@ class ArrayInfo:
     fill_value: Any
     objects_total: int
     """Chunk objects in the grid (shards for a sharded array)."""
-    objects_stored: int
-    """Chunk objects present in the store."""
-    stored_bytes: int
-    """Bytes the present chunk objects take in the store."""
-    decoded_bytes: int
-    """Bytes the present chunk objects decode to."""
+    objects_stored: int | None
+    """Chunk objects present in the store; None when the store cannot be listed (plain HTTP)."""
+    stored_bytes: int | None
+    """Bytes the present chunk objects take in the store (None: not listable)."""
+    decoded_bytes: int | None
+    """Bytes the present chunk objects decode to (None: not listable)."""
     point_chunks: int
     """Chunks one single-element read (the centre element) touches: measured in one pass over the
     centre points of all arrays sharing this array's layout, averaged over them."""
@@ -106,8 +107,11 @@ class ArrayInfo:
     """Key into `InspectReport.throughput`."""
 
     @property
-    def chunks_missing(self) -> int:
-        """Chunk objects of the grid absent from the store (they read as the fill value)."""
+    def chunks_missing(self) -> int | None:
+        """Chunk objects of the grid absent from the store (they read as the fill value); None
+        when the store cannot be listed."""
+        if self.objects_stored is None:
+            return None
         return max(self.objects_total - self.objects_stored, 0)
 
     @property
@@ -118,7 +122,9 @@ class ArrayInfo:
     @property
     def ratio(self) -> float | None:
         """Compression ratio (decoded / stored) of the present chunks, or None when nothing is stored."""
-        return self.decoded_bytes / self.stored_bytes if self.stored_bytes else None
+        if not self.stored_bytes or self.decoded_bytes is None:
+            return None
+        return self.decoded_bytes / self.stored_bytes
 
     @property
     def full_chunks(self) -> int:
@@ -149,17 +155,17 @@ class InspectReport(Report):
     _MAX_ROWS: ClassVar[int] = 20
 
     def _rows(self) -> list[tuple[str, str]]:
-        stored = sum(a.stored_bytes for a in self.arrays)
-        decoded = sum(a.decoded_bytes for a in self.arrays)
-        missing = sum(a.chunks_missing for a in self.arrays)
         total = sum(a.objects_total for a in self.arrays)
-        ratio = f" (ratio {decoded / stored:.2f})" if stored else ""
-        rows = [
-            ("store", self.url),
-            ("arrays", str(len(self.arrays))),
-            ("stored", f"{format_size(stored)} -> {format_size(decoded)} decoded{ratio}"),
-            ("missing chunks", f"{missing} of {total}"),
-        ]
+        rows = [("store", self.url), ("arrays", str(len(self.arrays)))]
+        if any(a.objects_stored is None for a in self.arrays):
+            rows.append(("stored", "unknown: the store cannot be listed (plain HTTP)"))
+        else:
+            stored = sum(a.stored_bytes or 0 for a in self.arrays)
+            decoded = sum(a.decoded_bytes or 0 for a in self.arrays)
+            missing = sum(a.chunks_missing or 0 for a in self.arrays)
+            ratio = f" (ratio {decoded / stored:.2f})" if stored else ""
+            rows.append(("stored", f"{format_size(stored)} -> {format_size(decoded)} decoded{ratio}"))
+            rows.append(("missing chunks", f"{missing} of {total}"))
         for t in self.throughput:
             if t.one_core is None or t.all_cores is None:
                 continue
@@ -190,9 +196,9 @@ class InspectReport(Report):
                     "x".join(map(str, a.chunks)) or "()",
                     format_size(a.chunk_bytes),
                     a.codecs,
-                    format_size(a.stored_bytes),
+                    "?" if a.stored_bytes is None else format_size(a.stored_bytes),
                     ratio,
-                    str(a.chunks_missing),
+                    "?" if a.chunks_missing is None else str(a.chunks_missing),
                     f"{a.point_chunks} chunk, {format_size(a.point_bytes_decoded)} decoded",
                     series,
                 ]
@@ -230,12 +236,14 @@ def _walk(node: _core.Group | _core.Array) -> Iterator[_core.Array]:
         yield from _walk(node[name])
 
 
-def _open(url: str, storage_options: dict[str, Any] | None) -> _core.Group | _core.Array:
+def _open(
+    url: str, storage_options: dict[str, Any] | None, timeout: float | None = None
+) -> _core.Group | _core.Array:
     """The group at ``url``, or the array when ``url`` is one."""
     try:
-        return _core.open_group(url, storage_options=storage_options)
+        return _core.open_group(url, storage_options=storage_options, timeout=timeout)
     except _core.MetadataError:
-        return _core.open_array(url, storage_options=storage_options)
+        return _core.open_array(url, storage_options=storage_options, timeout=timeout)
 
 
 def _spatial_axes(array: _core.Array) -> list[int]:
@@ -263,23 +271,50 @@ def _point(array: _core.Array) -> tuple[int, ...]:
     return tuple(s // 2 for s in array.shape)
 
 
+class _Deadline:
+    """The time left of an inspection's ``timeout`` (None: no limit), for each call it makes."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.end = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise _core.TimeoutError(f"inspect did not finish within {self.timeout} s")
+        return left
+
+
 _SLICE = 64
 """Arrays listed and point-read together in one step (one progress update)."""
 
 
-def _measure(arrays: Sequence[_core.Array]) -> list[tuple[int, int, tuple[int, int, int]]]:
+def _measure(
+    arrays: Sequence[_core.Array], deadline: _Deadline
+) -> list[tuple[int | None, int | None, tuple[int, int, int]]]:
     """Per array: (chunk objects stored, their bytes, (point chunks, bytes read, bytes decoded)).
 
     The listing runs for all arrays in parallel; the centre points of arrays sharing a layout
     are read in one pass, and each gets the pass's average (they cost the same by layout)."""
-    inventory = _core._chunk_inventory(list(arrays))
+    inventory: list[tuple[int | None, int | None]]
+    try:
+        inventory = list(_core._chunk_inventory(list(arrays), timeout=deadline.remaining()))
+    except _core.FastzarrError:
+        if not arrays or not arrays[0].url.startswith(("http://", "https://")):
+            raise
+        # Plain HTTP servers cannot list a store: what is stored stays unknown, not an error.
+        inventory = [(None, None)] * len(arrays)
     points: list[tuple[int, int, int]] = [(0, 0, 0)] * len(arrays)
     by_layout: dict[str, list[int]] = {}
     for i, array in enumerate(arrays):
         if array.size:
             by_layout.setdefault(_layout(array), []).append(i)
     for members in by_layout.values():
-        _, stats = _core.read_many([(arrays[i], _point(arrays[i])) for i in members], return_stats=True)
+        _, stats = _core.read_many(
+            [(arrays[i], _point(arrays[i])) for i in members], return_stats=True, timeout=deadline.remaining()
+        )
         n = len(members)
         average = (
             round(stats.chunks / n),
@@ -291,7 +326,9 @@ def _measure(arrays: Sequence[_core.Array]) -> list[tuple[int, int, tuple[int, i
     return [(stored, nbytes, point) for (stored, nbytes), point in zip(inventory, points, strict=True)]
 
 
-def _describe(array: _core.Array, stored: int, stored_bytes: int, point: tuple[int, int, int]) -> ArrayInfo:
+def _describe(
+    array: _core.Array, stored: int | None, stored_bytes: int | None, point: tuple[int, int, int]
+) -> ArrayInfo:
     """One array's facts from its metadata, its inventory and the measured point read."""
     shape = tuple(array.shape)
     chunks = tuple(array.chunks)
@@ -319,7 +356,7 @@ def _describe(array: _core.Array, stored: int, stored_bytes: int, point: tuple[i
         objects_total=objects_total,
         objects_stored=stored,
         stored_bytes=stored_bytes,
-        decoded_bytes=stored * math.prod(object_shape) * itemsize,
+        decoded_bytes=None if stored is None else stored * math.prod(object_shape) * itemsize,
         point_chunks=point_chunks,
         point_bytes_read=point_read,
         point_bytes_decoded=point_decoded,
@@ -360,17 +397,19 @@ def _sample_requests(arrays: Sequence[_core.Array], sample: int) -> list[tuple[_
     return requests[:sample]
 
 
-def _throughput(layout: str, arrays: Sequence[_core.Array], names: Sequence[str], sample: int) -> Throughput:
+def _throughput(
+    layout: str, arrays: Sequence[_core.Array], names: Sequence[str], sample: int, deadline: _Deadline
+) -> Throughput:
     """Reads a sample of whole chunks once to warm caches, then on one thread and on all threads."""
     requests = _sample_requests(arrays, sample)
     threads = _core.get_num_threads()
-    _, warm = _core.read_many(requests, return_stats=True)
+    _, warm = _core.read_many(requests, return_stats=True, timeout=deadline.remaining())
     _core.set_num_threads(1)
     try:
-        _, one = _core.read_many(requests, return_stats=True)
+        _, one = _core.read_many(requests, return_stats=True, timeout=deadline.remaining())
     finally:
         _core.set_num_threads(threads)
-    _, every = _core.read_many(requests, return_stats=True)
+    _, every = _core.read_many(requests, return_stats=True, timeout=deadline.remaining())
     return Throughput(
         layout=layout,
         arrays=tuple(names),
@@ -389,6 +428,7 @@ def inspect(
     storage_options: dict[str, Any] | None = None,
     sample: int = 32,
     progress: bool | None = None,
+    timeout: float | None = None,
 ) -> InspectReport:
     """Describes every array of the store (or the array) at ``url``, measures reads, and advises.
 
@@ -398,6 +438,7 @@ def inspect(
         sample: chunks read per layout (codecs, dtype, chunk shape) to measure decode throughput,
             on one thread and on all threads; 0 skips the measurement.
         progress: a tqdm bar over the arrays; by default shown in a terminal or notebook.
+        timeout: seconds for the whole inspection (`fastzarr.TimeoutError`); Ctrl-C stops it too.
 
     Returns:
         An `InspectReport` (a `fastzarr.Report`): ``print(report)``, display it in Jupyter, or
@@ -406,14 +447,15 @@ def inspect(
     if sample < 0:
         raise ValueError(f"sample must be 0 or more, not {sample}")
     stages = Stages("inspect")
+    deadline = _Deadline(timeout)
     text_url = os.fspath(url)
-    arrays = list(_walk(_open(text_url, storage_options)))
+    arrays = list(_walk(_open(text_url, storage_options, deadline.remaining())))
     stages.done("metadata", arrays=len(arrays))
     infos: list[ArrayInfo] = []
     with Progress(progress, total=len(arrays), desc="fastzarr inspect", unit="array") as bar:
         for start in range(0, len(arrays), _SLICE):
             part = arrays[start : start + _SLICE]
-            measured = _measure(part)
+            measured = _measure(part, deadline)
             infos += [_describe(a, *m) for a, m in zip(part, measured, strict=True)]
             bar.update(
                 len(part), nbytes=sum(m[2][2] for m in measured), chunks=sum(m[2][0] for m in measured)
@@ -427,7 +469,9 @@ def inspect(
     if sample:
         for layout, members in layouts.items():
             throughput.append(
-                _throughput(layout, [arrays[i] for i in members], [infos[i].name for i in members], sample)
+                _throughput(
+                    layout, [arrays[i] for i in members], [infos[i].name for i in members], sample, deadline
+                )
             )
     stages.done("throughput", layouts=len(layouts))
     seconds = dict(stages.seconds)
