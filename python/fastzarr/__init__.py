@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         to_features,
     )
     from fastzarr.loading import load
+    from fastzarr.rewriting import RewriteReport, rewrite
     from fastzarr.writer import to_zarr
     from fastzarr.xarray_backend import open_zarr
 
@@ -69,6 +70,8 @@ _XARRAY_NAMES = {
     "MemoryBudgetError": "fastzarr.extract",
     "SourceMismatchError": "fastzarr.extract",
     "to_zarr": "fastzarr.writer",
+    "rewrite": "fastzarr.rewriting",
+    "RewriteReport": "fastzarr.rewriting",
     "Cache": "fastzarr.cache",
     "CacheError": "fastzarr.cache",
     "CacheWarning": "fastzarr.cache",
@@ -106,6 +109,7 @@ __all__ = [
     "OuterIndexer",
     "ReadStats",
     "Report",
+    "RewriteReport",
     "SelectionError",
     "SourceMismatchError",
     "StoreNotFoundError",
@@ -125,6 +129,7 @@ __all__ = [
     "open_zarr",
     "read_many",
     "read_many_async",
+    "rewrite",
     "set_io_concurrency",
     "set_num_threads",
     "to_features",
