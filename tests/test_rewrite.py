@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from fastzarr.rewriting import SLAB_SHARE, RewriteReport, rewrite
+from fastzarr.rewriting import SLAB_SHARE, RewriteReport, _read_chunks, rewrite
 from fastzarr.testing import make_batches
 
 from tests.conftest import quiet_zarr
@@ -256,3 +256,17 @@ def test_report_and_public_name(tmp_path: Path) -> None:
     assert data["chunks"]["var0002"] == [1, 4, 8, 24]
     assert data["bytes_encoded"] == sum(v.size * v.dtype.itemsize for v in open_xr(src).variables.values())
     assert set(data["seconds"]) == {"open", "plan", "write", "total"}
+
+
+def test_read_tasks_are_multiples_of_stored_chunks(tmp_path: Path) -> None:
+    src = batch(tmp_path, steps=8, chunks={"file_id": 1, "step": 1})
+    ds = fz.open_zarr(src)
+    field = 16 * 24 * 4  # one stored chunk: a (lat, lon) float32 field
+    assert _read_chunks(ds, 1) == {}  # one task per stored chunk
+    assert _read_chunks(ds, 3 * field) == {"step": 3}  # the last dimensions grow first
+    assert _read_chunks(ds, 12 * field) == {"step": 8}  # whole steps; two file_ids would not fit
+    assert _read_chunks(ds, 30 * field) == {"step": 8, "file_id": 3}  # capped at the dimensions
+    # tasks of 2 fields (1/8 of a slab), 2 slabs per variable: still the source's values
+    report = rewrite(src, tmp_path / "out.zarr", chunks={"lat": 4}, max_memory=SLAB_SHARE * 16 * field)
+    assert report.slabs == 3 * 2 + 4
+    xr.testing.assert_identical(open_xr(tmp_path / "out.zarr").load(), open_xr(src).load())

@@ -46,6 +46,12 @@ SLAB_SHARE = 4
 """A slab gets a quarter of ``max_memory``: it exists decoded (dask's result), CF-encoded, copied
 into a contiguous buffer and compressed at once, and the source chunks being decoded sit beside it."""
 
+_TASKS_PER_SLAB = 8
+"""A dask read task gets at most this share of a slab, so that slab boundaries, which may cut
+through a task (then read once per slab it touches), waste little."""
+_MAX_TASK_BYTES = 64 * 2**20
+"""Larger read tasks would leave cores idle at the end of a slab."""
+
 # Encodings that describe the source's layout, not its values: the destination gets its own.
 # "fill_value" is v3's storage fill value, which xarray does not read as a mask; written into a
 # v2 store it would become one (v2 has a single fill value), so it goes too. Every chunk is written,
@@ -178,6 +184,33 @@ def _without_layout(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def _read_chunks(ds: xr.Dataset, target: int) -> dict[Hashable, int]:
+    """Dask chunk lengths that read several stored chunks per task (one fastzarr call decodes them
+    in parallel, with far less per-task overhead than one task per chunk): multiples of the stored
+    chunks, each at most ``target`` bytes, grown from the last dimension so that the writer's
+    slabs (split along the leading dimensions) cut through few of them. Dimensions whose stored
+    chunk length differs between variables keep the stored chunks."""
+    stored: dict[Hashable, int | None] = {}
+    for var in ds.data_vars.values():
+        for dim, size in (var.encoding.get("preferred_chunks") or {}).items():
+            stored[dim] = size if stored.get(dim, size) == size else None
+    lazy = [v for v in ds.data_vars.values() if v.chunks is not None and v.ndim]
+    if not lazy:
+        return {}
+    biggest = max(lazy, key=lambda v: v.size * v.dtype.itemsize)
+    chunk = {d: stored.get(d) for d in biggest.dims}
+    if any(c is None for c in chunk.values()):
+        return {}  # variables disagree on this layout: one task per stored chunk
+    grown: dict[Hashable, int] = {d: int(c) for d, c in chunk.items() if c is not None}
+    for dim in reversed(biggest.dims):
+        nbytes = math.prod(grown.values()) * biggest.dtype.itemsize
+        times = max(1, target // max(nbytes, 1))
+        grown[dim] = min(grown[dim] * times, ds.sizes[dim])
+        if grown[dim] < ds.sizes[dim]:
+            break
+    return {d: n for d, n in grown.items() if n != stored[d]}
+
+
 def _largest_block(data: Any) -> tuple[int, ...]:
     """The largest dask block's shape (the source's stored chunk, as opened)."""
     return tuple(max(c) if c else 0 for c in data.chunks)
@@ -281,8 +314,11 @@ def rewrite(
     source = os.fspath(src)
 
     options = dict(storage_options) if storage_options else None
-    ds = open_zarr(source, chunks={}, storage_options=options)
-    ds = _without_layout(_select(ds, variables, source))
+    ds = _select(open_zarr(source, chunks={}, storage_options=options), variables, source)
+    read_chunks = _read_chunks(ds, min(slab_budget // _TASKS_PER_SLAB, _MAX_TASK_BYTES))
+    if read_chunks:
+        ds = _select(open_zarr(source, chunks=read_chunks, storage_options=options), variables, source)
+    ds = _without_layout(ds)
     _check_chunks(ds, chunks, source)
     stages.done("open")
 
