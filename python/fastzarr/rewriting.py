@@ -189,12 +189,13 @@ def _read_chunks(ds: xr.Dataset, target: int) -> dict[Hashable, int]:
     in parallel, with far less per-task overhead than one task per chunk): multiples of the stored
     chunks, each at most ``target`` bytes, grown from the last dimension so that the writer's
     slabs (split along the leading dimensions) cut through few of them. Dimensions whose stored
-    chunk length differs between variables keep the stored chunks."""
+    chunk length differs between variables (coordinates read lazily too) keep the stored chunks:
+    xarray warns when asked for chunks that split stored ones."""
     stored: dict[Hashable, int | None] = {}
-    for var in ds.data_vars.values():
+    lazy = [v for v in ds.variables.values() if v.chunks is not None and v.ndim]
+    for var in lazy:
         for dim, size in (var.encoding.get("preferred_chunks") or {}).items():
             stored[dim] = size if stored.get(dim, size) == size else None
-    lazy = [v for v in ds.data_vars.values() if v.chunks is not None and v.ndim]
     if not lazy:
         return {}
     biggest = max(lazy, key=lambda v: v.size * v.dtype.itemsize)
@@ -212,7 +213,7 @@ def _read_chunks(ds: xr.Dataset, target: int) -> dict[Hashable, int]:
 
 
 def _largest_block(data: Any) -> tuple[int, ...]:
-    """The largest dask block's shape (the source's stored chunk, as opened)."""
+    """The largest dask block's shape: the most a read task decodes at once."""
     return tuple(max(c) if c else 0 for c in data.chunks)
 
 
