@@ -168,3 +168,143 @@ def test_extract_errors(stores: list[str], tmp_path: Path) -> None:
         "fastzarr: error: writing Parquet needs pyarrow or fastparquet: pip install pyarrow"
         in no_arrow.stderr
     )
+
+
+# --- rewrite ---------------------------------------------------------------------------------
+
+
+def test_rewrite_rechunks_and_converts(stores: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "ts.zarr"
+    done = run(
+        "rewrite", stores[0], str(out), "--chunks", "step=-1,lat=4", "--chunks", "lon=6",
+        "--zarr-format", "2", "--codec", "zstd:1", "--variables", "var0001", "--max-memory", "1MB",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<fastzarr.RewriteReport>")
+    assert "v2, zstd:1" in done.stdout
+    reference = xr.open_zarr(stores[0])[["var0001"]].load()
+    got = xr.open_zarr(out)
+    xr.testing.assert_identical(got.load(), reference)
+    assert got["var0001"].encoding["chunks"] == (1, 2, 4, 6)
+    assert json.loads((out / "var0001" / ".zarray").read_text())["compressor"] == {"id": "zstd", "level": 1}
+    # an existing DST is refused unless --overwrite; --json prints the report's values
+    again = run("rewrite", stores[0], str(out))
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"fastzarr: error: {out} exists (use --overwrite to replace it)"
+    replaced = run("rewrite", stores[0], str(out), "--overwrite", "--json")
+    assert replaced.returncode == 0, replaced.stderr
+    report = json.loads(replaced.stdout)
+    assert report["zarr_format"] == 3
+    assert report["chunks"]["var0000"] == [1, 2, 8, 12]  # the source's chunks
+    xr.testing.assert_identical(xr.open_zarr(out).load(), xr.open_zarr(stores[0]).load())
+
+
+def test_rewrite_errors(stores: list[str], tmp_path: Path) -> None:
+    out = str(tmp_path / "never.zarr")
+    for usage in (
+        ["--chunks", "lat=x"],
+        ["--chunks", "lat"],
+        ["--max-memory", "lots"],
+        ["--zarr-format", "4"],
+    ):
+        done = run("rewrite", stores[0], out, *usage)
+        assert done.returncode == 2, (usage, done.stderr)
+        assert done.stderr.startswith("usage: fastzarr rewrite")
+    assert run("rewrite", stores[0]).returncode == 2  # DST missing
+    absent = str(tmp_path / "absent.zarr")
+    missing = run("rewrite", absent, out)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("fastzarr: error: StoreNotFoundError: ")
+    assert absent in missing.stderr
+    small = run("rewrite", stores[0], out, "--max-memory", "100")
+    assert small.returncode == 1
+    lines = small.stderr.strip().splitlines()
+    assert len(lines) == 1, small.stderr
+    assert lines[0].startswith("fastzarr: error: MemoryBudgetError: max_memory of 100 bytes is too small")
+    unknown = run("rewrite", stores[0], out, "--variables", "var0000,nope")
+    assert unknown.returncode == 1
+    assert "['nope'] are not data variables" in unknown.stderr
+    assert not os.path.exists(out)
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def filled_cache(stores: list[str], tmp_path: Path) -> fz.Cache:
+    cache = fz.Cache(tmp_path / "cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fz.DuplicateWarning)
+        fz.extract_points(stores, points={"lat": [10.0], "lon": [100.0]}, cache=cache)
+    assert len(cache.entries()) == 3  # one per source and the combined result
+    return cache
+
+
+def test_cache_ls_text_and_json(filled_cache: fz.Cache) -> None:
+    root = str(filled_cache.root)
+    done = run("cache", "ls", "--root", root)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split() == ["KEY", "SOURCE", "SIZE", "CREATED"]
+    entries = filled_cache.entries()
+    for line, entry in zip(lines[1:-1], entries, strict=True):
+        assert line.startswith(entry.key[:12])
+        assert entry.created[:19] in line
+    assert lines[-1].startswith(f"3 entries, {fz.report.format_size(filled_cache.size)}, in {root}")
+    listed = run("cache", "--root", root, "ls", "--json")  # --root before the action too
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert data["root"] == root
+    assert [e["key"] for e in data["entries"]] == [e.key for e in entries]
+    assert [e["size"] for e in data["entries"]] == [e.size for e in entries]
+    assert all(e["size"] > 0 for e in data["entries"])
+    # the default root comes from FASTZARR_CACHE_DIR
+    env_code = f"import os, sys; os.environ['FASTZARR_CACHE_DIR'] = {root!r}; " + (
+        "from fastzarr.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    assert run("cache", "ls", code=env_code).stdout.strip().splitlines()[-1].startswith("3 entries")
+
+
+def test_cache_verify_prune_clear(filled_cache: fz.Cache) -> None:
+    root = str(filled_cache.root)
+    ok = run("cache", "verify", "--root", root)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == f"3 entries valid in {root}"
+    victim = filled_cache.entries()[0]
+    manifest = json.loads((victim.path / "manifest.json").read_text())
+    chunk = victim.path / next(k for a, k, *_ in manifest["chunks"] if a.startswith("var"))
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    bad = run("cache", "verify", "--root", root)
+    assert bad.returncode == 1
+    assert bad.stdout.startswith(f"invalid {victim.key}: ")
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1, bad.stderr
+    assert lines[0].startswith("fastzarr: error: 1 of 3 cache entries are invalid")
+    assert lines[0].endswith(victim.key)
+    # verify moved it aside: the cache is usable, prune deletes the leftovers
+    assert victim.key not in [e.key for e in filled_cache.entries()]
+    assert len(filled_cache.entries()) == 2
+    assert any((filled_cache.root / "invalid").iterdir())
+    pruned = run("cache", "prune", "--root", root)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.strip().splitlines()[-1] == f"removed 0 entries; 2 left in {root}"
+    assert not any((filled_cache.root / "invalid").iterdir())
+    assert run("cache", "verify", "--root", root).returncode == 0
+    cleared = run("cache", "clear", "--root", root)
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.strip() == f"cleared 2 entries from {root}"
+    assert filled_cache.entries() == []
+    assert run("cache", "ls", "--root", root).stdout.strip().startswith("0 entries, 0 B")
+
+
+def test_cache_usage_and_help() -> None:
+    assert run("cache").returncode == 2
+    assert run("cache", "frobnicate").returncode == 2
+    assert run("cache", "ls", "--bogus").returncode == 2
+    for action in ("ls", "verify", "prune", "clear"):
+        done = run("cache", action, "--help")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"usage: fastzarr cache {action}")
+        assert "--root DIR" in done.stdout

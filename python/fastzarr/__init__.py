@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         to_features,
     )
     from fastzarr.loading import load
+    from fastzarr.rewriting import RewriteReport, rewrite
     from fastzarr.writer import to_zarr
     from fastzarr.xarray_backend import open_zarr
 
@@ -70,6 +71,8 @@ _XARRAY_NAMES = {
     "SourceMismatchError": "fastzarr.extract",
     "to_zarr": "fastzarr.writer",
     "AppendError": "fastzarr.appending",
+    "rewrite": "fastzarr.rewriting",
+    "RewriteReport": "fastzarr.rewriting",
     "Cache": "fastzarr.cache",
     "CacheError": "fastzarr.cache",
     "CacheWarning": "fastzarr.cache",
@@ -108,6 +111,7 @@ __all__ = [
     "OuterIndexer",
     "ReadStats",
     "Report",
+    "RewriteReport",
     "SelectionError",
     "SourceMismatchError",
     "StoreNotFoundError",
@@ -127,6 +131,7 @@ __all__ = [
     "open_zarr",
     "read_many",
     "read_many_async",
+    "rewrite",
     "set_io_concurrency",
     "set_num_threads",
     "to_features",

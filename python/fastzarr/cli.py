@@ -1,4 +1,4 @@
-"""The ``fastzarr`` command: inspect stores and extract points from the shell.
+"""The ``fastzarr`` command: inspect, extract, rewrite and cache from the shell.
 
 Exit status: 0 on success, 1 on an error (one line on stderr; ``--debug`` adds the traceback
 and fastzarr's stage logs), 2 on a usage error (argparse's message), 130 on Ctrl-C.
@@ -268,13 +268,227 @@ def _extract(sub: Subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+# --- rewrite ---------------------------------------------------------------------------------
+
+
+def _chunk_sizes(pairs: Sequence[dict[str, str]] | None) -> dict[Hashable, int] | None:
+    """``--chunks step=-1,lat=32`` (repeatable) -> ``{"step": -1, "lat": 32}``."""
+    if not pairs:
+        return None
+    out: dict[Hashable, int] = {}
+    for pair in pairs:
+        for dim, size in pair.items():
+            try:
+                out[dim] = int(size)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"--chunks {dim}={size}: a chunk length is an integer (-1: the whole dimension)"
+                ) from None
+    return out
+
+
+@subcommand
+def _rewrite(sub: Subparsers) -> None:
+    parser = add_parser(
+        sub,
+        "rewrite",
+        "re-encode and re-chunk a Zarr store into a new one (verified, atomic)",
+        description=(
+            "Re-encode and re-chunk the Zarr store SRC into DST, keeping every variable, coordinate, "
+            "attribute and CF encoding: xr.open_zarr(DST) reads what xr.open_zarr(SRC) reads. "
+            "DST appears only once fully written and verified."
+        ),
+    )
+    parser.add_argument("src", metavar="SRC", help="the store to read (path or URL)")
+    parser.add_argument("dst", metavar="DST", help="the local store to write")
+    parser.add_argument(
+        "--codec", default="blosc:zstd:3:shuffle", help="blosc:CNAME:LEVEL:SHUFFLE, zstd:N, gzip:N or none"
+    )
+    parser.add_argument(
+        "--chunks",
+        type=_key_values,
+        action="append",
+        metavar="DIM=SIZE,...",
+        help="chunk length per dimension, -1 for the whole dimension (repeatable); others keep SRC's",
+    )
+    parser.add_argument("--zarr-format", type=int, choices=[2, 3], default=3, help="DST's Zarr format")
+    parser.add_argument(
+        "--variables", action="append", metavar="NAME[,NAME...]", help="data variables to keep (default: all)"
+    )
+    parser.add_argument(
+        "--max-memory", metavar="SIZE|PCT%", help="memory for the data held at once, e.g. 2GB"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a Zarr store")
+    parser.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        type=_key_values,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a storage option for SRC (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from fastzarr.rewriting import _budget  # noqa: PLC0415 - xarray is imported on use
+
+        try:
+            chunks = _chunk_sizes(args.chunks)
+            _budget(args.max_memory)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            args.parser.error(str(exc))
+        variables = None
+        if args.variables:
+            variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
+        if os.path.exists(args.dst) and not args.overwrite:
+            raise UserError(f"{args.dst} exists (use --overwrite to replace it)")
+        report = fastzarr.rewrite(
+            args.src,
+            args.dst,
+            codec=args.codec,
+            chunks=chunks,
+            zarr_format=args.zarr_format,
+            variables=variables,
+            max_memory=args.max_memory,
+            storage_options=_storage_options(args.storage_options),
+            progress=args.progress,
+            mode="w" if args.overwrite else "w-",
+        )
+        if args.json:
+            json.dump(report.as_dict(), sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+        else:
+            print(report)
+        return 0
+
+    parser.set_defaults(run=run)
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def _open_cache(args: argparse.Namespace) -> fastzarr.Cache:
+    """The cache at ``--root``, else ``$FASTZARR_CACHE_DIR`` or the platform's cache directory."""
+    return fastzarr.Cache(getattr(args, "root", None))
+
+
+def _cache_ls(args: argparse.Namespace) -> int:
+    from fastzarr.report import format_size  # noqa: PLC0415
+
+    cache = _open_cache(args)
+    entries = cache.entries()
+    if args.json:
+        rows = [
+            {
+                "key": e.key,
+                "path": str(e.path),
+                "source": e.source,
+                "size": e.size,
+                "created": e.created,
+                "last_used": e.last_used,
+                "params": e.params,
+                "nan_fraction": e.nan_fraction,
+            }
+            for e in entries
+        ]
+        json.dump({"root": str(cache.root), "entries": rows}, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    table = [["KEY", "SOURCE", "SIZE", "CREATED"]]
+    table += [[e.key[:12], e.source or "-", format_size(e.size), e.created[:19]] for e in entries]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    if entries:
+        for r in table:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    total = format_size(sum(e.size for e in entries))
+    print(f"{len(entries)} entries, {total}, in {cache.root} (least recently used first)")
+    return 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    cache = _open_cache(args)
+    count = len(cache.entries())
+    problems = cache.verify()
+    for key, problem in problems.items():
+        print(f"invalid {key}: {problem}")
+    if problems:
+        raise UserError(
+            f"{len(problems)} of {count} cache entries are invalid (moved aside; "
+            f"'fastzarr cache prune' deletes them): {', '.join(problems)}"
+        )
+    print(f"{count} entries valid in {cache.root}")
+    return 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    cache = _open_cache(args)
+    removed = cache.prune()
+    for key in removed:
+        print(f"removed {key}")
+    print(f"removed {len(removed)} entries; {len(cache.entries())} left in {cache.root}")
+    return 0
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    cache = _open_cache(args)
+    count = len(cache.entries())
+    cache.clear()
+    print(f"cleared {count} entries from {cache.root}")
+    return 0
+
+
+@subcommand
+def _cache(sub: Subparsers) -> None:
+    parser = add_parser(
+        sub,
+        "cache",
+        "list, verify, prune or clear fastzarr's on-disk cache of extraction results",
+        description=(
+            "Manage the cache that extract_points(cache=fastzarr.Cache(...)) fills. The cache lives "
+            "in --root, else $FASTZARR_CACHE_DIR, else the platform's user cache directory."
+        ),
+    )
+    root = argparse.ArgumentParser(add_help=False)
+    for accepts_root in (
+        parser,
+        root,
+    ):  # before or after the action: cache --root DIR ls, cache ls --root DIR
+        accepts_root.add_argument(
+            "--root",
+            metavar="DIR",
+            default=argparse.SUPPRESS,
+            help="the cache directory (default: see above)",
+        )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    helps = {
+        "ls": ("list the entries: key, source, size, created", _cache_ls),
+        "verify": ("check every entry's checksums; exit 1 naming the invalid ones", _cache_verify),
+        "prune": ("delete invalid entries, leftovers and entries beyond the size limit", _cache_prune),
+        "clear": ("delete every entry", _cache_clear),
+    }
+    for name, (help_text, run) in helps.items():
+        action = actions.add_parser(name, help=help_text, description=help_text, parents=[root])
+        action.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and stage logs"
+        )
+        if name == "ls":
+            action.add_argument("--json", action="store_true", help="print the entries as JSON")
+        action.set_defaults(run=run, parser=action)
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fastzarr`` parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
-        prog="fastzarr", description="Fast, trustworthy Zarr reads: inspect stores, extract points."
+        prog="fastzarr",
+        description=(
+            "Fast, trustworthy Zarr reads: inspect stores, extract points, rewrite stores, manage the cache."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"fastzarr {fastzarr.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and stage logs")

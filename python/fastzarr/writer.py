@@ -38,7 +38,7 @@ import xarray as xr
 from fastzarr import _core
 from fastzarr._encoding import Codec, Variable, encode
 
-__all__ = ["ChunkRecord", "Codec", "WriteResult", "to_zarr", "write_store"]
+__all__ = ["ChunkRecord", "Codec", "RegionCallback", "WriteResult", "to_zarr", "write_store"]
 
 ChunkRecord = tuple[str, str, int, int]
 """``(array path, chunk key, stored size, CRC-32C)`` of one stored chunk."""
@@ -120,8 +120,18 @@ def _region_start(region: tuple[slice, ...], shape: tuple[int, ...]) -> list[int
     return [s.indices(n)[0] for s, n in zip(region, shape, strict=True)]
 
 
+RegionCallback = Callable[[Variable, tuple[slice, ...], list[ChunkRecord]], None]
+"""Called after each region written: the variable, the region, the chunks it wrote."""
+
+
 def _write_data(
-    tmp: Path, variables: list[Variable], *, budget: int, fsync: bool, deadline: float | None
+    tmp: Path,
+    variables: list[Variable],
+    *,
+    budget: int,
+    fsync: bool,
+    deadline: float | None,
+    on_region: RegionCallback | None = None,
 ) -> list[ChunkRecord]:
     """Writes every variable's chunks; numpy data in one go, other data in slabs."""
     records: list[ChunkRecord] = []
@@ -134,9 +144,12 @@ def _write_data(
             values = _materialize(v.data, region, v.dtype)
             remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
             start = _region_start(region, v.shape) if region else []
-            records += _core._write_region(
+            written = _core._write_region(
                 tmp, v.name, v.rust_metadata, values, start, fsync=fsync, timeout=remaining
             )
+            records += written
+            if on_region is not None:
+                on_region(v, region, written)
     return records
 
 
@@ -401,16 +414,20 @@ def write_store(
     max_memory: int = _DEFAULT_SLAB,
     deadline: float | None = None,
     before_publish: Callable[[Path, list[ChunkRecord]], None] | None = None,
+    on_region: RegionCallback | None = None,
 ) -> list[ChunkRecord]:
     """The body of :func:`to_zarr` for a Dataset and a local target; ``before_publish(tmp, records)``
-    may add files to the verified store before it is renamed into place (the cache's manifest)."""
+    may add files to the verified store before it is renamed into place (the cache's manifest);
+    ``on_region(variable, region, records)`` follows the writing (``fastzarr.rewrite``'s progress)."""
     variables, attrs = encode(ds, zarr_format=zarr_format, codec=codec, chunks=chunks)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target)
     tmp = _sibling(target, "tmp")
     tmp.mkdir()
     try:
-        records = _write_data(tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline)
+        records = _write_data(
+            tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline, on_region=on_region
+        )
         _write_metadata(
             tmp, variables, attrs, zarr_format=zarr_format, consolidated=consolidated, fsync=fsync
         )
