@@ -139,3 +139,57 @@ def test_ctrl_c_while_extract_points_fills_a_cache(tmp_path: Path) -> None:
     assert bad == "[]", out.stdout
     # One entry per source, and one for the whole call's result.
     assert lines[2] == f"next {len(sources) + 1} []", out.stdout
+
+
+CTRL_C_REWRITE_SCRIPT = """
+import os, signal, sys, threading, time
+import xarray as xr
+import fastzarr as fz
+src, dst = sys.argv[1], sys.argv[2]
+parent = os.path.dirname(dst)
+fz.set_num_threads(1)
+sent = []
+
+def interrupt_once_writing():
+    # Ctrl-C once the rewrite's temporary sibling exists: in the middle of writing chunks.
+    name = "." + os.path.basename(dst) + ".fastzarr-tmp-"
+    while not any(n.startswith(name) for n in os.listdir(parent)):
+        time.sleep(0.005)
+    time.sleep(0.2)
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt_once_writing, daemon=True).start()
+try:
+    fz.rewrite(src, dst, chunks={"step": -1, "lat": 32, "lon": 32}, max_memory="64MB", progress=False)
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - sent[0])
+print("exists", os.path.exists(dst))
+fz.rewrite(src, dst, chunks={"step": -1, "lat": 32, "lon": 32}, max_memory="64MB", progress=False)
+xr.testing.assert_identical(xr.open_zarr(dst).load(), xr.open_zarr(src).load())
+print("next ok", sorted(n for n in os.listdir(parent) if n.startswith(".")))
+"""
+
+
+def test_ctrl_c_during_a_rewrite(tmp_path: Path) -> None:
+    """SIGINT while a rewrite writes: KeyboardInterrupt within a second, no store at the
+    destination (nothing half-written opens), and the next rewrite completes and is identical."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        [src] = make_batches(tmp_path / "src", batches=1, variables=16, file_ids=4, steps=12, lat=96, lon=128)
+    dst = tmp_path / "out" / "ts.zarr"
+    dst.parent.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C_REWRITE_SCRIPT, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("interrupted"), out.stdout
+    assert float(lines[0].split()[1]) < 1.0, out.stdout
+    assert lines[1] == "exists False", out.stdout
+    assert lines[2] == "next ok []", out.stdout  # no temporary sibling left behind
