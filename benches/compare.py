@@ -6,7 +6,8 @@
 - ``points``: one coordinate's series out of every store (``fz.extract_points``), against
   ``xr.concat`` of per-store ``sel``, zarr-python and tensorstore (peers in ``points.py``);
 - ``latency``: the same kinds of reads over HTTP from a loopback server that waits
-  ``--latency-ms`` (20) per request and counts requests and bytes: fastzarr against xarray over
+  ``--latency-ms`` (20) per request and counts requests, bytes and requests in flight: fastzarr
+  against xarray over
   fsspec (dask and not) and tensorstore's http kvstore (server and peers in ``latency.py``); its
   section of RESULTS.md is replaced in place, so ``--suites latency`` alone updates just that.
 
@@ -413,7 +414,7 @@ def run_child(spec_path: Path) -> None:
     times, other_cpu = [], []
     # Latency suite: the HTTP server's counts per timed load (reset before each).
     stats_url: str | None = spec.get("stats_url")
-    requests, bytes_sent = [], []
+    requests, bytes_sent, in_flight = [], [], []
     digests: dict[str, str] = {}
     output_bytes = 0
     for attempt in range(spec["repeat"] + 1):  # attempt 0 warms up (page cache, lazy imports)
@@ -430,6 +431,7 @@ def run_child(spec_path: Path) -> None:
             if stats_url:
                 requests.append(int(server["requests"]))
                 bytes_sent.append(int(server["bytes"]))
+                in_flight.append(int(server["max_in_flight"]))
         if attempt == spec["repeat"]:
             digests = {key: digest(array) for key, array in loaded.items()}
             output_bytes = sum(array.nbytes for array in loaded.values())
@@ -444,6 +446,7 @@ def run_child(spec_path: Path) -> None:
         "threads": threads,
         "requests": requests,
         "bytes_sent": bytes_sent,
+        "max_in_flight": in_flight,
     }
     spec_path.with_suffix(".result.json").write_text(json.dumps(result))
 
@@ -469,6 +472,8 @@ class Measurement:
     #: Latency suite: requests answered and body bytes sent by the HTTP server, per timed load.
     requests: list[int] = field(default_factory=list)
     bytes_sent: list[int] = field(default_factory=list)
+    #: ... and the most requests it was answering at once, per timed load.
+    max_in_flight: list[int] = field(default_factory=list)
 
     @property
     def best(self) -> float:
@@ -1196,7 +1201,9 @@ def run_latency_suite(size: str, args: argparse.Namespace) -> str:
         f"one thread per connection, keep-alive, `sendfile` from the page cache) run by the "
         f"benchmark's parent process waits **{args.latency_ms:g} ms before answering every request** "
         "(GET, ranged GET, HEAD and 404 alike; concurrent requests wait concurrently) and counts "
-        "requests answered and body bytes sent (headers not counted). Every peer reads only through it.",
+        "requests answered, body bytes sent (headers not counted) and the most requests it was "
+        'answering at once ("in flight", the largest of the timed loads). Every peer reads only '
+        "through it.",
         "- Each (case, peer) runs in a fresh subprocess: one warm-up load, then the timed loads; "
         "metadata opening is included and nothing is reused between loads (fresh opens, a fresh "
         "tensorstore Context). The server's counters are reset before each timed load; "
