@@ -1,4 +1,4 @@
-"""Benchmark fastzarr against its peers on seed-like Zarr v2 stores, in two suites:
+"""Benchmark fastzarr against its peers on seed-like Zarr v2 stores, in three suites:
 
 - ``load``: every data variable of every store into numpy (``read_many``, and the xarray paths
   ``fz.load(xr.open_zarr(p))`` / ``engine="fastzarr"``), against xarray, zarr-python,
@@ -817,7 +817,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--peers",
         default=",".join(all_peers),
-        help="comma-separated peers, of either suite (fastzarr always runs: it is the reference); "
+        help="comma-separated peers, of any suite (fastzarr always runs: it is the reference); "
         f"default: {','.join(all_peers)}",
     )
     parser.add_argument(
