@@ -1,10 +1,15 @@
-"""Benchmark fastzarr against its peers on seed-like Zarr v2 stores, in two suites:
+"""Benchmark fastzarr against its peers on seed-like Zarr v2 stores, in three suites:
 
 - ``load``: every data variable of every store into numpy (``read_many``, and the xarray paths
   ``fz.load(xr.open_zarr(p))`` / ``engine="fastzarr"``), against xarray, zarr-python,
   tensorstore and a single-thread floor;
 - ``points``: one coordinate's series out of every store (``fz.extract_points``), against
-  ``xr.concat`` of per-store ``sel``, zarr-python and tensorstore (peers in ``points.py``).
+  ``xr.concat`` of per-store ``sel``, zarr-python and tensorstore (peers in ``points.py``);
+- ``latency``: the same kinds of reads over HTTP from a loopback server that waits
+  ``--latency-ms`` (20) per request and counts requests, bytes and requests in flight: fastzarr
+  against xarray over
+  fsspec (dask and not) and tensorstore's http kvstore (server and peers in ``latency.py``); its
+  section of RESULTS.md is replaced in place, so ``--suites latency`` alone updates just that.
 
 Each (dataset, peer) pair runs in a fresh subprocess: one warm-up load (which also warms the
 OS page cache), then ``--repeat`` timed loads; the best and median times and the process's
@@ -12,6 +17,7 @@ peak RSS are reported. Every peer's result is checked byte for byte against fast
 
     .venv/bin/python benches/compare.py            # full run, writes benches/RESULTS.md
     .venv/bin/python benches/compare.py --quick    # smoke run on small data, prints only
+    .venv/bin/python benches/compare.py --suites latency   # only the HTTP latency section
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import latency
 import numpy as np
 import numpy.typing as npt
 from points import POINT_PEERS
@@ -316,11 +323,14 @@ PEERS: dict[str, Peer] = {
     "floor": Peer("floor: 1 thread, numcodecs", ("numcodecs", "numcodecs.blosc"), load_floor),
 }
 REFERENCE = "fastzarr"
-SUITES = ("load", "points")
+SUITES = ("load", "points", "latency")
 
 
 def suite_peers(suite: str) -> dict[str, Any]:
-    """The peers of a suite by name (``Peer`` or ``points.PointPeer``: label, modules, load)."""
+    """The peers of a suite by name (``Peer``, ``points.PointPeer`` or ``latency.LatencyPeer``:
+    label, modules, load); a latency case's suite is ``latency/<case>``."""
+    if suite.startswith("latency/"):
+        return dict(latency.case_of(suite).peers)
     return dict(PEERS) if suite == "load" else dict(POINT_PEERS)
 
 
@@ -371,9 +381,10 @@ class CpuSnapshot(NamedTuple):
             own=t.user + t.system + t.children_user + t.children_system,
         )
 
-    def others_share(self, later: CpuSnapshot) -> float:
-        """Share of all usable cores that other processes kept busy between the two snapshots."""
-        others = (later.busy - self.busy) - (later.own - self.own)
+    def others_share(self, later: CpuSnapshot, excluded_s: float = 0.0) -> float:
+        """Share of all usable cores that other processes kept busy between the two snapshots,
+        less ``excluded_s`` CPU seconds of helpers that are part of the measurement (a server)."""
+        others = (later.busy - self.busy) - (later.own - self.own) - excluded_s
         cores = len(os.sched_getaffinity(0))
         return min(1.0, max(0.0, others / ((later.wall - self.wall) * cores)))
 
@@ -401,16 +412,26 @@ def run_child(spec_path: Path) -> None:
     threads = importlib.import_module("fastzarr").get_num_threads() if uses_fastzarr else None
     base_rss = peak_rss_bytes()
     times, other_cpu = [], []
+    # Latency suite: the HTTP server's counts per timed load (reset before each).
+    stats_url: str | None = spec.get("stats_url")
+    requests, bytes_sent, in_flight = [], [], []
     digests: dict[str, str] = {}
     output_bytes = 0
     for attempt in range(spec["repeat"] + 1):  # attempt 0 warms up (page cache, lazy imports)
         gc.collect()
+        server_before = latency.fetch_stats(stats_url, reset=True) if stats_url else {}
         before = CpuSnapshot.take()
         loaded = peer.load(stores)
         after = CpuSnapshot.take()
+        server = latency.fetch_stats(stats_url, reset=False) if stats_url else {}
         if attempt > 0:
             times.append(after.wall - before.wall)
-            other_cpu.append(before.others_share(after))
+            server_cpu = server.get("cpu_s", 0.0) - server_before.get("cpu_s", 0.0)
+            other_cpu.append(before.others_share(after, excluded_s=server_cpu))
+            if stats_url:
+                requests.append(int(server["requests"]))
+                bytes_sent.append(int(server["bytes"]))
+                in_flight.append(int(server["max_in_flight"]))
         if attempt == spec["repeat"]:
             digests = {key: digest(array) for key, array in loaded.items()}
             output_bytes = sum(array.nbytes for array in loaded.values())
@@ -423,6 +444,9 @@ def run_child(spec_path: Path) -> None:
         "output_bytes": output_bytes,
         "digests": digests,
         "threads": threads,
+        "requests": requests,
+        "bytes_sent": bytes_sent,
+        "max_in_flight": in_flight,
     }
     spec_path.with_suffix(".result.json").write_text(json.dumps(result))
 
@@ -445,6 +469,11 @@ class Measurement:
     output_bytes: int
     threads: int | None  # fastzarr's decode threads; None for the other peers
     error: str | None = None
+    #: Latency suite: requests answered and body bytes sent by the HTTP server, per timed load.
+    requests: list[int] = field(default_factory=list)
+    bytes_sent: list[int] = field(default_factory=list)
+    #: ... and the most requests it was answering at once, per timed load.
+    max_in_flight: list[int] = field(default_factory=list)
 
     @property
     def best(self) -> float:
@@ -493,15 +522,23 @@ def disk_bytes(paths: list[Path]) -> int:
 
 
 def measure(
-    suite: str, peer: str, stores: list[StoreSpec], repeat: int, threads: int | None
+    suite: str,
+    peer: str,
+    stores: list[StoreSpec],
+    repeat: int,
+    threads: int | None,
+    *,
+    stats_url: str | None = None,
 ) -> tuple[Measurement, dict[str, str]]:
-    """Runs ``peer`` in a fresh subprocess; returns its measurement and its result digests."""
+    """Runs ``peer`` in a fresh subprocess; returns its measurement and its result digests.
+    With ``stats_url`` (latency suite) the child records the HTTP server's counts per load."""
     env = dict(os.environ)
     if "fastzarr" in suite_peers(suite)[peer].modules and threads is not None:
         env["FASTZARR_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory(prefix="fastzarr-bench-") as tmp:
         spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps({"suite": suite, "peer": peer, "stores": stores, "repeat": repeat}))
+        spec = {"suite": suite, "peer": peer, "stores": stores, "repeat": repeat, "stats_url": stats_url}
+        spec_path.write_text(json.dumps(spec))
         try:
             proc = subprocess.run(
                 [sys.executable, __file__, "--child", str(spec_path)],
@@ -776,11 +813,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small data for a ~1 minute smoke run; prints only"
     )
-    all_peers = list(dict.fromkeys([*PEERS, *POINT_PEERS]))
+    all_peers = list(dict.fromkeys([*PEERS, *POINT_PEERS, *latency.LATENCY_PEER_NAMES]))
     parser.add_argument(
         "--peers",
         default=",".join(all_peers),
-        help="comma-separated peers, of either suite (fastzarr always runs: it is the reference); "
+        help="comma-separated peers, of any suite (fastzarr always runs: it is the reference); "
         f"default: {','.join(all_peers)}",
     )
     parser.add_argument(
@@ -790,6 +827,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--repeat", type=int, default=5, help="timed loads per peer after the warm-up (default 5)"
     )
     parser.add_argument("--threads", type=int, help="FASTZARR_NUM_THREADS for the fastzarr child")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=latency.DEFAULT_DELAY_MS,
+        help=f"latency suite: the HTTP server's delay per request (default {latency.DEFAULT_DELAY_MS:g})",
+    )
+    parser.add_argument(
+        "--latency-repeat",
+        type=int,
+        default=3,
+        help="latency suite: timed loads per peer after the warm-up (default 3; the suite then "
+        "takes about 5 minutes on 2 cores)",
+    )
     parser.add_argument(
         "--quiet-wait",
         type=float,
@@ -814,8 +864,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.suites = [x.strip() for x in args.suites.split(",") if x.strip()]
     if bad := sorted(set(args.suites) - set(SUITES)):
         parser.error(f"unknown suites {bad}; choose from {list(SUITES)}")
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.latency_repeat < 1:
+        parser.error("--repeat and --latency-repeat must be at least 1")
+    if args.latency_ms < 0:
+        parser.error("--latency-ms must not be negative")
     return args
 
 
@@ -825,25 +877,30 @@ def decoded_bytes(params: dict[str, int]) -> int:
 
 
 def measure_after_wait(
-    suite: str, peer: str, specs: list[StoreSpec], args: argparse.Namespace
+    suite: str, peer: str, specs: list[StoreSpec], args: argparse.Namespace, stats_url: str | None
 ) -> tuple[Measurement, dict[str, str]]:
     """``measure``, after waiting (up to ``--quiet-wait`` seconds) for a quiet CPU."""
     if args.quiet_wait > 0 and (share := wait_for_quiet_cpu(args.quiet_wait)) >= QUIET_SHARE:
         print(f"(other processes use {share:.0%} of the CPU)", end=" ", flush=True)
-    return measure(suite, peer, specs, args.repeat, args.threads)
+    repeat = args.latency_repeat if stats_url else args.repeat
+    return measure(suite, peer, specs, repeat, args.threads, stats_url=stats_url)
 
 
 def measure_when_quiet(
-    suite: str, peer: str, specs: list[StoreSpec], args: argparse.Namespace
+    suite: str,
+    peer: str,
+    specs: list[StoreSpec],
+    args: argparse.Namespace,
+    stats_url: str | None = None,
 ) -> tuple[Measurement, dict[str, str]]:
     """Measures ``peer`` on a quiet CPU; if other processes still competed during its best load,
     measures it once more and keeps the faster of the two."""
-    first = measure_after_wait(suite, peer, specs, args)
+    first = measure_after_wait(suite, peer, specs, args, stats_url)
     m = first[0]
     if m.error or m.other_cpu_at_best < QUIET_SHARE:
         return first
     print(f"(busy: {m.best:.3f} s with {m.other_cpu_at_best:.0%} taken; again)", end=" ", flush=True)
-    second = measure_after_wait(suite, peer, specs, args)
+    second = measure_after_wait(suite, peer, specs, args, stats_url)
     return first if second[0].error or second[0].best >= m.best else second
 
 
@@ -855,17 +912,20 @@ def run_dataset(
     expected_bytes: int | None,
     args: argparse.Namespace,
     notes: list[str],
+    stats_url: str | None = None,
 ) -> list[Measurement]:
     """Measures every selected peer of the suite on one dataset, checking each against fastzarr."""
     reference: dict[str, str] = {}
     rows = []
     peers = suite_peers(suite)
     selected = [p for p in args.peers if p in peers]
+    if suite.startswith("latency/"):  # a latency case's own order: its reference first
+        selected = [p for p in peers if p in selected]
     if suite == "points" and REFERENCE in selected:
         selected += [p for p in peers if not is_checked(suite, p) and p not in selected]
     for peer in selected:
         print(f"  {peer} ...", end=" ", flush=True)
-        m, digests = measure_when_quiet(suite, peer, specs, args)
+        m, digests = measure_when_quiet(suite, peer, specs, args, stats_url)
         if not m.error:
             if peer == REFERENCE:
                 reference = digests
@@ -1082,6 +1142,107 @@ def only_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# Latency suite: the cases of latency.py against one HTTP server over the benchmark data.
+# --------------------------------------------------------------------------------------------
+
+
+def run_latency_suite(size: str, args: argparse.Namespace) -> str:
+    """Serves ``DATA_DIR/size`` over loopback HTTP with ``--latency-ms`` per request, measures
+    every case's selected peers, prints their tables and returns the RESULTS.md section."""
+    datasets = {**DATASETS[size], **POINT_DATASETS[size]}
+    results: dict[str, list[Measurement]] = {}
+    parts: list[str] = []
+    notes: list[str] = []
+    start = time.perf_counter()
+    with latency.serve(DATA_DIR / size, args.latency_ms / 1e3) as server:
+        for name, case in latency.LATENCY_CASES.items():
+            stores = ensure_dataset(case.dataset, datasets[case.dataset], DATA_DIR / size / case.dataset)
+            stores = stores[: case.stores]
+            names = data_variables(stores[0])
+            specs: list[StoreSpec] = [
+                (f"{server.base_url}/{case.dataset}/{s.name}", data_variables(s)) for s in stores
+            ]
+            print(f"\n== Latency {args.latency_ms:g} ms: {case.title} ==", flush=True)
+            key = f"latency/{name}"
+            results[name] = run_dataset(
+                key, key, specs, expected_bytes=None, args=args, notes=notes, stats_url=server.stats_url
+            )
+            table = latency.latency_table(case, results[name])
+            print("\n" + render_text(table), flush=True)
+            what = (
+                f"{len(stores)} store(s) of the `{case.dataset}` dataset (above), {len(names)} data "
+                f"variable(s) each, {disk_bytes(stores) / 1e6:,.1f} MB on the server."
+            )
+            parts.append(f"### {case.title}\n\n{what}\n\n{render_markdown(table)}\n")
+    targets = latency.latency_targets(results)
+    print("\n" + render_text(targets), flush=True)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"latency suite: {minutes:.1f} min", flush=True)
+    when = dt.datetime.now().astimezone()
+    described = dict.fromkeys(case.dataset for case in latency.LATENCY_CASES.values())
+    descriptions = [
+        dataset_description(d, datasets[d], ensure_dataset(d, datasets[d], DATA_DIR / size / d),
+                            decoded_bytes(datasets[d]))
+        for d in described
+    ]  # fmt: skip
+    lines = [
+        latency.section_heading(args.latency_ms),
+        "",
+        f"Generated by `benches/compare.py` (suite `latency`) on {when:%Y-%m-%d %H:%M %Z} in "
+        f"{minutes:.1f} minutes; `--latency-repeat {args.latency_repeat}`; 1-minute load average at "
+        f"the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine: other "
+        "people's jobs ran beside it whenever 'other procs CPU' is well above 0%, and that row is "
+        "then pessimistic).",
+        "",
+        *machine_description(),
+        "",
+        "Method:",
+        "",
+        f"- An HTTP server on 127.0.0.1 (`latency.LatencyServer`, Python's `ThreadingHTTPServer`: "
+        f"one thread per connection, keep-alive, `sendfile` from the page cache) run by the "
+        f"benchmark's parent process waits **{args.latency_ms:g} ms before answering every request** "
+        "(GET, ranged GET, HEAD and 404 alike; concurrent requests wait concurrently) and counts "
+        "requests answered, body bytes sent (headers not counted) and the most requests it was "
+        'answering at once ("in flight", the largest of the timed loads). Every peer reads only '
+        "through it.",
+        "- Each (case, peer) runs in a fresh subprocess: one warm-up load, then the timed loads; "
+        "metadata opening is included and nothing is reused between loads (fresh opens, a fresh "
+        "tensorstore Context). The server's counters are reset before each timed load; "
+        '"requests" and "MB sent" are per load (a range when the loads differed).',
+        "- Ratios are the peer's figure over the first row's (fastzarr): above 1 means fastzarr "
+        "takes less time, moves fewer bytes or makes fewer requests. Every peer's arrays are checked "
+        "against fastzarr's.",
+        "- xarray peers read through zarr-python 3 and fsspec's HTTP filesystem (aiohttp); "
+        '"dask" opens with `chunks={}` (one task per Zarr chunk) and dask\'s threaded scheduler, '
+        "which has as many threads as cores (2 here): that, not the network, bounds its requests "
+        "in flight.",
+        "- The server counts a request until its handler returns, just after the last byte is "
+        "handed to the socket: a reader that keeps 64 in flight can show one or two more.",
+        '- "other procs CPU" leaves out the server\'s own CPU time. The server shares the cores '
+        "with the peer it serves, so on 2 cores its per-request CPU is part of every row.",
+        "",
+        "Datasets:",
+        "",
+        *[f"- {d}" for d in descriptions],
+        "",
+        *parts,
+        "### Targets (issue 6)",
+        "",
+        render_markdown(targets),
+        "",
+        *(["### Notes", "", *[f"- {n}" for n in notes], ""] if notes else []),
+    ]
+    return "\n".join(lines)
+
+
+def write_latency_section(section: str) -> None:
+    """Puts the latency section into RESULTS.md, replacing the previous one (or appending)."""
+    text = RESULTS_PATH.read_text() if RESULTS_PATH.exists() else "# fastzarr vs peers\n"
+    RESULTS_PATH.write_text(latency.replace_section(text, section))
+    print(f"\nupdated the latency section of {RESULTS_PATH}")
+
+
 def main(argv: list[str]) -> int:
     """Runs a child measurement (``--child``) or the whole comparison."""
     args = parse_args(argv)
@@ -1100,7 +1261,8 @@ def main(argv: list[str]) -> int:
     described: set[str] = set()
     md_tables: dict[str, str] = {}
     notes: list[str] = []
-    for suite in args.suites:
+    local_suites = [suite for suite in args.suites if suite != "latency"]
+    for suite in local_suites:
         datasets = DATASETS[size] if suite == "load" else POINT_DATASETS[size]
         for dataset, params in datasets.items():
             stores = ensure_dataset(dataset, params, DATA_DIR / size / dataset)
@@ -1121,6 +1283,11 @@ def main(argv: list[str]) -> int:
             )
             print("\n" + render_text(table), flush=True)
             md_tables[key] = render_markdown(table)
+    latency_section = run_latency_suite(size, args) if "latency" in args.suites else None
+    if not local_suites:  # the latency suite alone: its section of RESULTS.md, nothing else
+        if latency_section is not None and not args.quick:
+            write_latency_section(latency_section)
+        return 0
     targets = evaluate_targets(results, output_bytes)
     if not args.no_cache_section:
         print(f"\n== {CACHE_TITLE} ==", flush=True)
@@ -1143,6 +1310,8 @@ def main(argv: list[str]) -> int:
             notes=notes,
         )
         print(f"\nwrote {RESULTS_PATH}")
+        if latency_section is not None:
+            write_latency_section(latency_section)
     return 0
 
 
