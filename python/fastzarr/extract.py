@@ -30,7 +30,7 @@ from fastzarr._core import FastzarrError
 from fastzarr._progress import Progress, log_stage, progress_enabled
 from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
-from fastzarr.xarray_backend import normalize_url, open_zarr
+from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, normalize_url
 
 __all__ = [
     "DuplicateError",
@@ -129,10 +129,12 @@ def _open(
             template.metadata = _array_metadata(template.group, template.raw.data_vars)
         mine = _array_metadata(group, template.metadata)
         shared = [str(n) for n, m in mine.items() if m == template.metadata[n]]
-    # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in Rust.
-    raw = open_zarr(
-        name, decode_cf=False, chunks=None, storage_options=options, drop_variables=shared or None
+    # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in
+    # Rust, on the group opened above (opening it again costs every metadata request twice).
+    store = FastzarrStore(
+        group, url=normalize_url(name), storage_options=options, drop_variables=shared or None
     )
+    raw = xr.open_dataset(store, engine=FastzarrBackendEntrypoint, decode_cf=False, chunks=None)
     if shared:
         assert template is not None
         borrowed = {n: template.raw.variables[n] for n in shared}
