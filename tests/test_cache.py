@@ -326,3 +326,12 @@ def test_kill_during_fill_never_leaves_a_wrong_entry(tmp_path: Path, sources: li
             xr.testing.assert_identical(
                 extract_points(sources, points=pts, cache=cache), extract_points(sources, points=pts)
             )
+
+
+def test_verify_timeout(tmp_path: Path, sources: list[str]) -> None:
+    cache = Cache(tmp_path / "cache")
+    extract(sources, cache)
+    with pytest.raises(fz.TimeoutError, match="verification"):
+        cache.verify(timeout=1e-9)
+    assert cache.verify(timeout=60) == {}
+    assert len(cache.entries()) == len(sources) + 1

@@ -495,10 +495,16 @@ class Cache:
         """Stored bytes of all entries."""
         return sum(e.size for e in self.entries())
 
-    def verify(self) -> dict[str, str]:
-        """Validates every entry; invalid ones are moved aside. Returns ``{key: problem}``."""
+    def verify(self, *, timeout: float | None = None) -> dict[str, str]:
+        """Validates every entry; invalid ones are moved aside. Returns ``{key: problem}``.
+
+        ``timeout``: seconds for the whole verification; when they run out between two entries,
+        ``fastzarr.TimeoutError`` (the entries checked so far stay checked)."""
         problems = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
         for key in self._keys():
+            if deadline is not None and time.monotonic() > deadline:
+                raise _core.TimeoutError(f"cache verification did not finish within {timeout} s")
             try:
                 self._validate(key, None, full=True)
             except _InvalidEntryError as exc:

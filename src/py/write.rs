@@ -127,7 +127,7 @@ pub fn _tree_listing<'py>(
     path: &Bound<'py, PyAny>,
 ) -> Result<Bound<'py, PyBytes>> {
     let root = PathBuf::from(url_string(path)?);
-    let listing = py.detach(|| write::tree_listing(&root))?;
+    let listing = crate::py::guard::detach(py, || write::tree_listing(&root))?;
     Ok(PyBytes::new(py, &listing))
 }
 
@@ -159,7 +159,7 @@ pub fn _checksum_files(
     keys: Vec<String>,
 ) -> Result<Vec<RecordTuple>> {
     let store_dir = PathBuf::from(url_string(store)?);
-    let records = py.detach(|| write::checksum_files(&store_dir, &keys))?;
+    let records = crate::py::guard::detach(py, || write::checksum_files(&store_dir, &keys))?;
     Ok(records
         .into_iter()
         .map(|r| (r.array, r.key, r.size, r.crc32c))
