@@ -314,7 +314,7 @@ def test_fork_while_busy_warns_once(store: str) -> None:
 
 
 OWN_THREADS_SCRIPT = """
-import glob, os, sys, threading, warnings
+import glob, os, sys, threading, time, warnings
 import numpy as np, xarray as xr
 import fastzarr as fz
 
@@ -339,7 +339,13 @@ fz.inspect(batches[0])
 for thread in threading.enumerate():
     if thread is not threading.main_thread():
         thread.join(30)
-new = {tid: name for tid, name in threads().items() if tid not in before}
+# A thread names itself once it first runs: on a busy machine a pool rebuilt just now (inspect
+# changes the thread count and back) may not have yet, so unnamed ones get a few seconds.
+for _ in range(100):
+    new = {tid: name for tid, name in threads().items() if tid not in before}
+    if all(name.startswith("fastzarr-") for name in new.values()):
+        break
+    time.sleep(0.05)
 print(sorted(set(new.values())))
 """
 
