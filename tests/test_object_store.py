@@ -15,6 +15,8 @@ import pickle
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -501,6 +503,34 @@ def test_inspect_over_plain_http(local: dict[str, Path], web: dict[str, Any]) ->
     assert all(a.objects_stored is None and a.chunks_missing is None for a in remote.arrays)
     assert all(a.objects_stored is not None for a in here.arrays)
     assert "cannot be listed" in str(remote)
+
+
+CTRL_C_OPEN_SCRIPT = """
+import os, signal, sys, threading, time
+import fastzarr as fz
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+started = time.perf_counter()
+try:
+    fz.open_group(sys.argv[1])  # no timeout: only Ctrl-C ends the wait
+    print("opened")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - started - 0.5)
+"""
+
+
+def test_ctrl_c_during_a_stalled_remote_open(local: dict[str, Path], web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    state.reset("stall")
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C_OPEN_SCRIPT, f"{web['base']}/{local['batch0'].name}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("interrupted"), out.stdout
+    assert float(out.stdout.split()[1]) < 1.0, out.stdout
 
 
 def test_load_timeout_on_a_stalled_server(local: dict[str, Path], web: dict[str, Any]) -> None:

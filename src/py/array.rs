@@ -335,8 +335,12 @@ pub fn open_array(
         let url = crate::py::url_string(url)?;
         let options = storage_options::extract(storage_options)?;
         let path = crate::py::member_path(path)?;
-        let handle =
-            crate::py::detach_abandonable(py, timeout, move || open(&url, options, &path))?;
+        let handle = crate::py::detach_abandonable(
+            py,
+            timeout,
+            crate::py::is_remote_url(&url),
+            move || open(&url, options, &path),
+        )?;
         Ok(PyArray {
             handle: Arc::new(handle),
         })

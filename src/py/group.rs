@@ -77,7 +77,9 @@ impl PyGroup {
         let name = name.to_string();
         let timeout = self.timeout;
         let member =
-            crate::py::detach_abandonable(py, timeout, move || state.member(&name, timeout))?;
+            crate::py::detach_abandonable(py, timeout, self.store.is_remote(), move || {
+                state.member(&name, timeout)
+            })?;
         Ok(match member {
             Member::Array(array) => Bound::new(py, array)?.into_any(),
             Member::Group(group) => Bound::new(py, group)?.into_any(),
@@ -367,7 +369,8 @@ pub fn open_group(
         let url = crate::py::url_string(url)?;
         let options = storage_options::extract(storage_options)?;
         let path = crate::py::member_path(path)?;
-        crate::py::detach_abandonable(py, timeout, move || {
+        let remote = crate::py::is_remote_url(&url);
+        crate::py::detach_abandonable(py, timeout, remote, move || {
             open(&url, options, &path, use_consolidated, timeout)
         })
     })

@@ -53,18 +53,21 @@ pub fn detach_cancellable<R: Send>(
 const ABANDON_POLL: Duration = Duration::from_millis(20);
 
 /// Runs `work`, which changes nothing the caller can see (opening metadata), with the GIL
-/// released. With a `timeout` it runs on a thread of its own while the caller polls
-/// Ctrl-C and the deadline, and on either the caller returns at once: the abandoned
-/// work ends by itself (every store request has its own timeout) and its result is
-/// dropped. Without one it runs on the calling thread.
+/// released. With a `timeout`, or when it goes over the network (`remote`), it runs on a
+/// thread of its own while the caller polls Ctrl-C and the deadline, and on either the
+/// caller returns at once: the abandoned work ends by itself (every store request has its
+/// own timeout) and its result is dropped. Local work without a timeout runs on the
+/// calling thread.
 pub fn detach_abandonable<R: Send + 'static>(
     py: Python<'_>,
     timeout: Option<f64>,
+    remote: bool,
     work: impl FnOnce() -> Result<R> + Send + 'static,
 ) -> Result<R> {
-    let Some(limit) = timeout_duration(timeout)? else {
+    let limit = timeout_duration(timeout)?;
+    if limit.is_none() && !remote {
         return guard::detach(py, work);
-    };
+    }
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("fastzarr-open".into())
@@ -74,7 +77,7 @@ pub fn detach_abandonable<R: Send + 'static>(
         })
         .map_err(|e| Error::InvalidArgument(format!("could not start a thread: {e}")))?;
     guard::detach(py, move || {
-        let deadline = Instant::now() + limit;
+        let deadline = limit.map(|l| Instant::now() + l);
         loop {
             match receiver.recv_timeout(ABANDON_POLL) {
                 Ok(outcome) => return outcome,
@@ -83,8 +86,10 @@ pub fn detach_abandonable<R: Send + 'static>(
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     interrupted()?;
-                    if Instant::now() >= deadline {
-                        return Err(Error::Timeout(limit.as_secs_f64()));
+                    if let (Some(deadline), Some(limit)) = (deadline, limit) {
+                        if Instant::now() >= deadline {
+                            return Err(Error::Timeout(limit.as_secs_f64()));
+                        }
                     }
                 }
             }
@@ -150,6 +155,12 @@ pub fn add_to_footprint(
 pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> Result<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| Error::Panic(e.to_string()))?;
     Ok(py.import("json")?.getattr("loads")?.call1((text,))?)
+}
+
+/// Whether `url` names a store read over the network (anything but a path or `file://`).
+pub fn is_remote_url(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme != "file" && scheme != "memory")
 }
 
 /// A URL string from a `str` or any `os.PathLike`.
