@@ -85,6 +85,19 @@ def test_invalid_thread_environment_is_an_error(tmp_path: Path, value: str) -> N
     assert out.stdout.startswith("error FASTZARR_NUM_THREADS must be a positive integer")
 
 
+def interrupted_run(script: str, *args: str) -> list[str]:
+    """Runs ``script`` in a fresh interpreter that Ctrl-Cs itself; checks it printed
+    ``interrupted <seconds since the signal>`` first, under a second, and returns the other lines."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("interrupted"), out.stdout
+    assert float(lines[0].split()[1]) < 1.0, out.stdout
+    return lines[1:]
+
+
 CTRL_C_CACHE_SCRIPT = """
 import os, signal, sys, threading, time, warnings
 import xarray as xr
@@ -123,22 +136,12 @@ def test_ctrl_c_while_extract_points_fills_a_cache(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sources = make_batches(tmp_path / "src", batches=40, variables=4, file_ids=2, steps=4, lat=16, lon=48)
-    out = subprocess.run(
-        [sys.executable, "-c", CTRL_C_CACHE_SCRIPT, str(tmp_path / "cache"), *map(str, sources)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("interrupted"), out.stdout
-    assert float(lines[0].split()[1]) < 1.0, out.stdout
-    entries, bad = lines[1].split(" bad ")
-    assert 0 < int(entries.split()[1]) < len(sources), out.stdout
-    assert bad == "[]", out.stdout
+    lines = interrupted_run(CTRL_C_CACHE_SCRIPT, str(tmp_path / "cache"), *map(str, sources))
+    entries, bad = lines[0].split(" bad ")
+    assert 0 < int(entries.split()[1]) < len(sources), lines
+    assert bad == "[]", lines
     # One entry per source, and one for the whole call's result.
-    assert lines[2] == f"next {len(sources) + 1} []", out.stdout
+    assert lines[1] == f"next {len(sources) + 1} []", lines
 
 
 CTRL_C_REWRITE_SCRIPT = """
@@ -180,16 +183,6 @@ def test_ctrl_c_during_a_rewrite(tmp_path: Path) -> None:
         [src] = make_batches(tmp_path / "src", batches=1, variables=16, file_ids=4, steps=12, lat=96, lon=128)
     dst = tmp_path / "out" / "ts.zarr"
     dst.parent.mkdir()
-    out = subprocess.run(
-        [sys.executable, "-c", CTRL_C_REWRITE_SCRIPT, str(src), str(dst)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("interrupted"), out.stdout
-    assert float(lines[0].split()[1]) < 1.0, out.stdout
-    assert lines[1] == "exists False", out.stdout
-    assert lines[2] == "next ok []", out.stdout  # no temporary sibling left behind
+    lines = interrupted_run(CTRL_C_REWRITE_SCRIPT, str(src), str(dst))
+    assert lines[0] == "exists False", lines
+    assert lines[1] == "next ok []", lines  # no temporary sibling left behind

@@ -34,6 +34,8 @@ from fastzarr._progress import logger
 if TYPE_CHECKING:
     import xarray as xr
 
+    from fastzarr.report import Report
+
 __all__ = ["add_parser", "build_parser", "main", "subcommand"]
 
 Subparsers = Any
@@ -98,6 +100,15 @@ def _storage_options(pairs: Sequence[dict[str, str]] | None) -> dict[str, Any] |
 # --- inspect ---------------------------------------------------------------------------------
 
 
+def _print_report(report: Report, *, as_json: bool) -> None:
+    """A report on stdout: readable text, or JSON (``--json``) for machines."""
+    if as_json:
+        json.dump(report.as_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(report)
+
+
 @subcommand
 def _inspect(sub: Subparsers) -> None:
     parser = add_parser(
@@ -131,11 +142,7 @@ def _inspect(sub: Subparsers) -> None:
             sample=args.sample,
             progress=args.progress,
         )
-        if args.json:
-            json.dump(report.as_dict(), sys.stdout, indent=2, default=str)
-            sys.stdout.write("\n")
-        else:
-            print(report)
+        _print_report(report, as_json=args.json)
         return 0
 
     parser.set_defaults(run=run)
@@ -357,11 +364,7 @@ def _rewrite(sub: Subparsers) -> None:
             progress=args.progress,
             mode="w" if args.overwrite else "w-",
         )
-        if args.json:
-            json.dump(report.as_dict(), sys.stdout, indent=2, default=str)
-            sys.stdout.write("\n")
-        else:
-            print(report)
+        _print_report(report, as_json=args.json)
         return 0
 
     parser.set_defaults(run=run)
