@@ -65,6 +65,25 @@ def add_parser(sub: Subparsers, name: str, help_text: str, description: str | No
     return parser
 
 
+def _add_progress(parser: Any) -> None:
+    """``--progress/--no-progress`` (default: on in a terminal)."""
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
+    )
+
+
+def _add_storage_options(parser: Any, help_text: str) -> None:
+    """Repeatable ``--storage-option KEY=VALUE``, collected in ``args.storage_options``."""
+    parser.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        type=_key_values,
+        action="append",
+        metavar="KEY=VALUE",
+        help=help_text,
+    )
+
+
 def _key_values(text: str) -> dict[str, str]:
     """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``; argparse turns the ValueError into a usage error."""
     out: dict[str, str] = {}
@@ -121,17 +140,8 @@ def _inspect(sub: Subparsers) -> None:
     parser.add_argument(
         "--sample", type=int, default=32, metavar="N", help="chunks per layout to time (0: none)"
     )
-    parser.add_argument(
-        "--storage-option",
-        dest="storage_options",
-        type=_key_values,
-        action="append",
-        metavar="KEY=VALUE",
-        help="a storage option (repeatable)",
-    )
-    parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
-    )
+    _add_storage_options(parser, "a storage option (repeatable)")
+    _add_progress(parser)
 
     def run(args: argparse.Namespace) -> int:
         if args.sample < 0:
@@ -228,9 +238,7 @@ def _extract(sub: Subparsers) -> None:
     parser.add_argument("--max-memory", metavar="BYTES|PCT%", help="memory for one read pass")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--report", action="store_true", help="print what was read to stderr")
-    parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
-    )
+    _add_progress(parser)
 
     def run(args: argparse.Namespace) -> int:
         keys = [tuple(p) for p in args.points]
@@ -326,18 +334,9 @@ def _rewrite(sub: Subparsers) -> None:
         "--max-memory", metavar="SIZE|PCT%", help="memory for the data held at once, e.g. 2GB"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a Zarr store")
-    parser.add_argument(
-        "--storage-option",
-        dest="storage_options",
-        type=_key_values,
-        action="append",
-        metavar="KEY=VALUE",
-        help="a storage option for SRC (repeatable)",
-    )
+    _add_storage_options(parser, "a storage option for SRC (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="a progress bar"
-    )
+    _add_progress(parser)
 
     def run(args: argparse.Namespace) -> int:
         from fastzarr.rewriting import _budget  # noqa: PLC0415 - xarray is imported on use
