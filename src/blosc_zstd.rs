@@ -4,7 +4,7 @@
 //! and frees a decompression context each time (an allocation and CPU-feature probing per
 //! call). With typesize-4 data that is four contexts per block: on small chunks this costs
 //! more than the decompression itself. Here each pool thread keeps one context and one
-//! scratch buffer; the byte unshuffle is C-Blosc's own SIMD routine. Buffers this module
+//! scratch buffer; the byte unshuffle is `crate::unshuffle` (AVX2 for 4-byte types). Buffers this module
 //! does not handle (other compressors, bit-shuffle, flags from later formats) go back to
 //! C-Blosc, which then decodes them exactly as before.
 
@@ -24,16 +24,6 @@ const ZSTD_FORMAT: u8 = 4;
 /// C-Blosc's limits for splitting a block into one stream per byte of the type.
 const MAX_SPLITS: usize = 16;
 const MIN_BUFFERSIZE: usize = 128;
-
-extern "C" {
-    /// C-Blosc's byte unshuffle (SSE2/AVX2 dispatch), linked from blosc-src's static library.
-    fn blosc_internal_unshuffle(
-        bytesoftype: usize,
-        blocksize: usize,
-        src: *const u8,
-        dest: *const u8,
-    );
-}
 
 struct Scratch {
     dctx: DCtx<'static>,
@@ -177,18 +167,7 @@ fn decode_block(
             offset += cbytes;
         }
         if doshuffle {
-            // SAFETY: `scratch.shuffled` holds at least `bsize` initialised bytes and `out`
-            // is exactly `bsize` bytes; the routine reads `bsize` bytes from the first and
-            // writes `bsize` bytes to the second (its trailing partial element included).
-            #[allow(unsafe_code)]
-            unsafe {
-                blosc_internal_unshuffle(
-                    typesize,
-                    bsize,
-                    scratch.shuffled.as_ptr(),
-                    out.as_mut_ptr(),
-                );
-            }
+            crate::unshuffle::unshuffle(typesize, &scratch.shuffled[..bsize], out);
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ pub mod read;
 pub mod runtime;
 pub mod stats;
 pub mod store;
+pub mod unshuffle;
 pub mod write;
 
 use pyo3::prelude::*;

@@ -7,7 +7,7 @@
 //! construction included), which outside a pool starts the global one: every zarrs call
 //! therefore runs inside ours (`install`).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,8 +25,27 @@ pub(crate) static POOL: Mutex<Option<OwnedPool>> = Mutex::new(None);
 /// Thread count asked for by `set_num_threads`; 0 means "not set".
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Threads to use when nobody said: `FASTZARR_NUM_THREADS`, else the cores this process may use.
+/// [`default_threads`] as found by this process: `pid << 32 | threads`, 0 before the first
+/// look. Finding it reads the environment and cgroup files (`available_parallelism`), which
+/// cost more than a small read itself; a forked child (another pid) looks again, since its
+/// CPU affinity or limits may differ.
+static DEFAULT_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// Threads to use when nobody said: `FASTZARR_NUM_THREADS`, else the cores this process may
+/// use; read once per process.
 fn default_threads() -> Result<usize> {
+    let pid = u64::from(std::process::id());
+    let cached = DEFAULT_THREADS.load(Ordering::Relaxed);
+    if cached != 0 && cached >> 32 == pid {
+        return Ok((cached & u64::from(u32::MAX)) as usize);
+    }
+    let threads = find_default_threads()?;
+    let stored = u64::try_from(threads).map_or(u64::from(u32::MAX), |n| n.min(u64::from(u32::MAX)));
+    DEFAULT_THREADS.store(pid << 32 | stored, Ordering::Relaxed);
+    Ok(threads)
+}
+
+fn find_default_threads() -> Result<usize> {
     match std::env::var(THREADS_ENV) {
         Ok(value) => value
             .trim()

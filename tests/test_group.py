@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -226,3 +227,36 @@ def test_empty_group(tmp_path: Path) -> None:
         assert list(g) == []
         assert g.attrs == {}
         assert g.zarr_format == fmt
+
+
+@pytest.mark.parametrize("consolidated", [True, False])
+def test_many_members_built_together_each_fails_alone(tmp_path: Path, consolidated: bool) -> None:
+    """Members are built in batches (one hand-over to the decode pool per batch): a batch
+    holding a member that cannot be built still gives every other member, the bad one fails
+    with its own error when asked for, and each member reads its own values."""
+    values = {f"v{i:03d}": sample_data((4, 3), "f4", seed=i) for i in range(300)}
+    with quiet_zarr():
+        root = zarr.open_group(str(tmp_path), mode="w", zarr_format=2)
+        for name, data in values.items():
+            root.create_array(name, shape=data.shape, chunks=(2, 3), dtype="f4")[...] = data
+        if consolidated:
+            zarr.consolidate_metadata(str(tmp_path))
+    bad = "v001"
+    zarray = tmp_path / bad / ".zarray"
+    meta = zarray.read_text().replace('"blosc"', '"no-such-codec"').replace('"zstd"', '"no-such-codec"')
+    zarray.write_text(meta)
+    if consolidated:
+        zmeta = tmp_path / ".zmetadata"
+        doc = json.loads(zmeta.read_text())
+        doc["metadata"][f"{bad}/.zarray"] = json.loads(meta)
+        zmeta.write_text(json.dumps(doc))
+    group = fz.open_group(str(tmp_path))
+    assert group["v000"] is not None  # builds the batch that holds the bad member
+    with pytest.raises(fz.UnsupportedCodecError, match=bad):
+        group[bad]
+    with pytest.raises(fz.UnsupportedCodecError, match=bad):
+        group[bad]  # still failing, not cached as something else
+    for name, data in values.items():
+        if name != bad:
+            assert_same(group[name][...], data)
+    assert group["v299"].path == "v299"

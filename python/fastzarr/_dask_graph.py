@@ -21,6 +21,8 @@ import xarray as xr
 from dask._task_spec import Alias, DataNode, Task, TaskRef, convert_legacy_graph
 from dask.array.core import getter, getter_inline, getter_nofancy
 from dask.base import compute as dask_compute
+from dask.blockwise import Blockwise
+from dask.highlevelgraph import MaterializedLayer
 
 __all__ = ["DaskPlan", "compute"]
 
@@ -128,9 +130,13 @@ class DaskPlan:
         self.arrays: list[tuple[xr.Variable, Any]] = []
         self._groups: dict[tuple[Any, ...], _GetterGroup] = {}
         self._planned: set[Any] = set()
+        # untouched from_array variables, each read whole by one evaluation
+        self.whole: list[tuple[xr.Variable, Any]] = []
 
     def add(self, variable: xr.Variable, array: Any) -> bool:
         """Groups ``array``'s getters by chain; ``False`` (nothing kept) if none reads Zarr."""
+        if self._add_whole(variable, array):
+            return True
         graph = dict(array.__dask_graph__().cull(set(_flatten(array.__dask_keys__()))))
         shared = False  # a getter already planned for another variable
         found = []
@@ -154,6 +160,24 @@ class DaskPlan:
         self.arrays.append((variable, array))
         return True
 
+    def _add_whole(self, variable: xr.Variable, array: Any) -> bool:
+        """An untouched ``from_array`` over a Zarr chain (what ``chunks=`` gives before any
+        operation) is one read of the whole chain: its graph is neither materialized nor run,
+        which for thousands of small variables cost far more than reading them."""
+        source = _from_array_source(array)
+        if source is None:
+            return False
+        if id(source) not in self._mappable_ids:
+            self._mappable_ids[id(source)] = self._mappable(source)
+        if not self._mappable_ids[id(source)]:
+            return False
+        whole = tuple(slice(0, n) for n in array.shape)
+        evaluation = self._plan_chain(source, lambda chain: np.asarray(chain[whole]))
+        if evaluation is None:
+            return False
+        self.whole.append((variable, evaluation))
+        return True
+
     def _parse_getter(self, node: Any, graph: dict[Any, Any]) -> tuple[Any, ...] | None:
         """(chain, getter, index, extra args, kwargs) of a ``getter`` task reading Zarr, or None."""
         if not isinstance(node, Task) or node.func not in _GETTERS or len(node.args) < 2:
@@ -172,21 +196,58 @@ class DaskPlan:
 
     def evaluations(self) -> list[Any]:
         """Plans the evaluations of every group of getters (call once)."""
-        return [e for group in self._groups.values() for e in group.plan(self._plan_chain)]
+        planned = [e for group in self._groups.values() for e in group.plan(self._plan_chain)]
+        return [e for _, e in self.whole] + planned
 
     def finish(self) -> list[tuple[xr.Variable, Any]]:
         """Runs the graphs with the getters' values in place: (variable, numpy) pairs."""
+        out = [(variable, evaluation.value) for variable, evaluation in self.whole]
+        if not self.arrays:
+            return out
         graph = dict(self.graph)
         for group in self._groups.values():
             for key, value in group.values():
                 graph[key] = DataNode(key, value)
         outputs = [array.__dask_keys__() for _, array in self.arrays]
         cache = _execute(graph, set(_flatten(outputs)))
-        out = []
         for (variable, array), keys in zip(self.arrays, outputs, strict=True):
             finalize, extra = array.__dask_postcompute__()
             out.append((variable, finalize(_nested(keys, cache), *extra)))
         return out
+
+
+def _from_array_source(array: Any) -> Any:
+    """The source chain of a dask array that is exactly ``dask.array.from_array(source)``
+    read by a plain ``getter`` (two layers: the source, and one getter task per block covering
+    the whole array), else ``None``."""
+    layers = getattr(array.dask, "layers", None)
+    if layers is None or len(layers) != 2:
+        return None
+    layer = layers.get(array.name)
+    original = layers.get("original-" + array.name)
+    if not isinstance(layer, Blockwise) or not isinstance(original, MaterializedLayer):
+        return None
+    task = layer.task
+    if (
+        len(original) != 1
+        or layer.output_blocks is not None  # culled to some blocks
+        or not isinstance(task, Task)
+        or task.func not in _GETTERS
+        or len(task.args) != 2
+        or task.kwargs
+        or len(layer.indices) != 2
+    ):
+        return None
+    (source_ref, source_index), (slices_name, _) = layer.indices
+    if (
+        not isinstance(source_ref, TaskRef)
+        or source_index is not None
+        or source_ref.key not in original
+        or slices_name not in layer.io_deps
+    ):
+        return None
+    source = original[source_ref.key]
+    return source.value if isinstance(source, DataNode) else source
 
 
 def _nested(keys: Any, cache: dict[Any, Any]) -> Any:

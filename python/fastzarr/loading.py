@@ -145,8 +145,17 @@ class _Resolver:
 
     def __init__(self) -> None:
         self._groups: dict[str, fz.Group | None] = {}
+        # id(leaf) -> (leaf, its Array): planning asks for each leaf twice; the leaf is kept so
+        # its id cannot be reused by another object during the call
+        self._leaves: dict[int, tuple[Any, fz.Array | None]] = {}
 
     def __call__(self, leaf: Any) -> fz.Array | None:
+        known = self._leaves.get(id(leaf))
+        if known is None:
+            known = self._leaves[id(leaf)] = (leaf, self._resolve(leaf))
+        return known[1]
+
+    def _resolve(self, leaf: Any) -> fz.Array | None:
         if isinstance(leaf, FastzarrArrayWrapper):
             return leaf.get_array()
         if not isinstance(leaf, ZarrArrayWrapper):
@@ -294,7 +303,7 @@ class _LoadPlan:
         """Puts the values read into their variables."""
         for variable, evaluation in self.lazy:
             variable.data = evaluation.value
-        if self.dask is not None and self.dask.arrays:
+        if self.dask is not None:
             for variable, value in self.dask.finish():
                 variable.data = value
 

@@ -1,7 +1,7 @@
 //! `fastzarr.Group`: a read-only mapping of member arrays and groups.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -13,6 +13,7 @@ use crate::metadata::{read_node, GroupNode, Node};
 use crate::py::array::PyArray;
 use crate::py::{json_to_py, storage_options};
 use crate::store::{join, StorageOptions, Store};
+use zarrs::metadata::ArrayMetadata;
 
 /// What a pickled group reopens from: URL, storage options, path, consolidated.
 type ReopenArgs = (String, StorageOptions, String, bool);
@@ -31,7 +32,16 @@ pub struct GroupState {
     node: GroupNode,
     /// Immediate members, sorted by name.
     members: BTreeMap<String, Node>,
+    /// Immediate member arrays built so far. Building one must run on the decode pool (see
+    /// `ArrayHandle::new`), and the hand-over costs more than the building: a miss builds the
+    /// next [`ARRAYS_PER_BUILD`] members too, in one pass, so a loop over thousands of
+    /// variables pays it once per batch. Never waited on (`try_lock`), so a child forked
+    /// while another thread held it cannot hang here.
+    built: Mutex<HashMap<String, Arc<ArrayHandle>>>,
 }
+
+/// Member arrays built together on a miss: the one asked for and those after it by name.
+const ARRAYS_PER_BUILD: usize = 256;
 
 impl std::ops::Deref for PyGroup {
     type Target = GroupState;
@@ -67,6 +77,7 @@ impl PyGroup {
                 path: path.to_string(),
                 node,
                 members,
+                built: Mutex::new(HashMap::new()),
             }),
             timeout,
         })
@@ -102,6 +113,9 @@ impl GroupState {
         };
         let path = join(&self.path, &name);
         Ok(match node {
+            Node::Array(_) if self.members.contains_key(&name) => Member::Array(PyArray {
+                handle: self.member_array(&name)?,
+            }),
             Node::Array(metadata) => Member::Array(PyArray {
                 handle: Arc::new(ArrayHandle::new(self.store.clone(), &path, *metadata)?),
             }),
@@ -112,6 +126,59 @@ impl GroupState {
                 Member::Group(PyGroup::open(self.store.clone(), &path, group, timeout)?)
             }
         })
+    }
+}
+
+impl GroupState {
+    /// The immediate member array `name`, built with up to [`ARRAYS_PER_BUILD`] - 1 of the
+    /// arrays after it that are not built yet. Only `name`'s own failure is an error: a
+    /// sibling that fails is left unbuilt, to fail when it is asked for.
+    fn member_array(&self, name: &str) -> Result<Arc<ArrayHandle>> {
+        if let Ok(built) = self.built.try_lock() {
+            if let Some(handle) = built.get(name) {
+                return Ok(handle.clone());
+            }
+        }
+        let wanted: Vec<(&String, &ArrayMetadata)> = {
+            let built = self.built.try_lock().ok();
+            let is_built = |n: &str| built.as_ref().is_some_and(|b| b.contains_key(n));
+            self.members
+                .range::<str, _>((std::ops::Bound::Included(name), std::ops::Bound::Unbounded))
+                .filter_map(|(n, node)| match node {
+                    Node::Array(metadata) if n == name || !is_built(n) => Some((n, &**metadata)),
+                    _ => None,
+                })
+                .take(ARRAYS_PER_BUILD)
+                .collect()
+        };
+        let mut handles: Vec<(&String, Result<ArrayHandle>)> = crate::runtime::install(|| {
+            Ok(wanted
+                .into_par_iter()
+                .map(|(n, metadata)| {
+                    let path = join(&self.path, n);
+                    (
+                        n,
+                        ArrayHandle::new(self.store.clone(), &path, metadata.clone()),
+                    )
+                })
+                .collect())
+        })?;
+        if handles.first().map(|(n, _)| n.as_str()) != Some(name) {
+            return Err(Error::NodeNotFound {
+                url: self.store.url().to_string(),
+                path: join(&self.path, name),
+            });
+        }
+        let first = Arc::new(handles.remove(0).1?);
+        if let Ok(mut built) = self.built.try_lock() {
+            built.insert(name.to_string(), first.clone());
+            for (n, handle) in handles {
+                if let Ok(handle) = handle {
+                    built.insert(n.clone(), Arc::new(handle));
+                }
+            }
+        }
+        Ok(first)
     }
 }
 
