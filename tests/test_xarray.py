@@ -574,3 +574,34 @@ def test_dask_tokenize(tmp_path: Path) -> None:
     with quiet_zarr():
         zarr.open_array(str(path), path="temp", mode="r+").attrs["units"] = "degC"
     assert tokenize(FastzarrArrayWrapper(fz.open_array(str(path), path="temp"))) != before
+
+
+@pytest.mark.parametrize("opener", list(OPENERS), ids=list(OPENERS))
+def test_load_whole_variables_one_pass(store: tuple[str, bool], opener: str, count_reads: list[int]) -> None:
+    """Untouched variables (dask ``from_array`` straight over the store, or lazily indexed) are
+    planned as whole reads without running xarray's chain twice; the values are xarray's."""
+    path, consolidated = store
+    ds = OPENERS[opener](path, consolidated)
+    expected = reference(path, consolidated, chunks=None).load()[list(ds.variables)]
+    result = fz.load(ds)
+    assert is_numpy(result)
+    xr.testing.assert_identical(result, expected)
+    assert len(count_reads) == 1
+
+
+def test_load_wrong_whole_read_guess_reads_what_is_asked(
+    store: tuple[str, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole-read guess that is wrong (forced here: the chain selects part of the array) is
+    caught when the chain asks for its real selection, which is then read: a wasted read, never
+    a wrong value."""
+    from fastzarr import loading  # noqa: PLC0415
+
+    monkeypatch.setattr(loading, "_reads_whole_leaf", lambda source, leaf, shape: True)
+    path, consolidated = store
+    lazy = reference(path, consolidated, chunks=None).isel(time=slice(1, 5), y=[2, 0])
+    ds = lazy.drop_vars(["label"], errors="ignore").chunk({})
+    expected = lazy.drop_vars(["label"], errors="ignore").load()
+    result = fz.load(ds)
+    assert is_numpy(result)
+    xr.testing.assert_identical(result, expected)

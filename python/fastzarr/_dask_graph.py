@@ -29,8 +29,9 @@ __all__ = ["DaskPlan", "compute"]
 _GETTERS = (getter, getter_nofancy, getter_inline)
 _MAX_DEPTH = 64
 
-# (source chain, function of the chain) -> a planned evaluation, or None if it reads no Zarr array
-PlanChain = Callable[[Any, Callable[[Any], Any]], Any]
+# (source chain, function of the chain, the shape when the function reads all of the chain) ->
+# a planned evaluation, or None if it reads no Zarr array
+PlanChain = Callable[..., Any]
 
 
 def _flatten(keys: Any) -> Iterator[Any]:
@@ -172,7 +173,7 @@ class DaskPlan:
         if not self._mappable_ids[id(source)]:
             return False
         whole = tuple(slice(0, n) for n in array.shape)
-        evaluation = self._plan_chain(source, lambda chain: np.asarray(chain[whole]))
+        evaluation = self._plan_chain(source, lambda chain: np.asarray(chain[whole]), array.shape)
         if evaluation is None:
             return False
         self.whole.append((variable, evaluation))

@@ -76,27 +76,108 @@ class _PlannedLeaf(FastzarrArrayWrapper):
         if not self.serving:
             self.requests.append(request)
             raise _Probe
-        if self.results:
+        if self.results and _same_request(request, self.requests[0], self.shape):
+            self.requests.pop(0)
             return self.results.pop(0)
-        return fetch(self._array, request)  # asked again for more: read it directly
+        # Asked for something else (a guessed request that was wrong) or for more: read it.
+        self.requests.clear()
+        self.results.clear()
+        return fetch(self._array, request)
+
+
+def _normalized_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...] | None:
+    """A basic key as (start, stop, step) per axis and ints; ``None`` for anything else."""
+    if not isinstance(key, tuple) or len(key) != len(shape):
+        return None
+    out: list[Any] = []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            out.append(k.indices(n))
+        elif isinstance(k, int | np.integer):
+            out.append(int(k))
+        else:
+            return None
+    return tuple(out)
+
+
+def _same_part(a: Any, b: Any, n: int) -> bool:
+    if isinstance(a, slice) and isinstance(b, slice):
+        return a.indices(n) == b.indices(n)
+    if isinstance(a, np.ndarray | list) or isinstance(b, np.ndarray | list):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    if isinstance(a, int | np.integer) and isinstance(b, int | np.integer):
+        return int(a) == int(b)
+    return False
+
+
+def _same_request(asked: Request, planned: Request, shape: tuple[int, ...]) -> bool:
+    """Whether a serving leaf is asked for the request it was planned (or guessed) to serve."""
+    if asked is planned:
+        return True
+    if len(asked) != len(planned) or len(asked[0]) != len(shape) or len(planned[0]) != len(shape):
+        return False
+    if not all(_same_part(a, b, n) for a, b, n in zip(asked[0], planned[0], shape, strict=True)):
+        return False
+    if len(asked) == 2 and len(planned) == 2:
+        points_a, points_b = asked[1], planned[1]
+        return points_a.keys() == points_b.keys() and all(
+            np.array_equal(points_a[k], points_b[k]) for k in points_a
+        )
+    return True
+
+
+def _reads_whole_leaf(source: Any, leaf: Any, shape: tuple[int, ...]) -> bool:
+    """Whether reading all of ``source`` (of ``shape``) reads all of ``leaf``: same shape, and
+    every lazy selection on the way down selects everything."""
+    if tuple(leaf.shape) != tuple(shape):
+        return False
+    obj = source
+    for _ in range(_MAX_DEPTH):
+        if obj is leaf:
+            return True
+        if isinstance(obj, indexing.LazilyIndexedArray):
+            key = _normalized_key(obj.key.tuple, tuple(obj.array.shape))
+            if key is None or key != tuple((0, n, 1) for n in obj.array.shape):
+                return False
+        elif not _is_wrapper(obj) or isinstance(obj, indexing.LazilyVectorizedIndexedArray):
+            return False
+        if not hasattr(obj, "array"):
+            return False
+        obj = obj.array
+    return False
 
 
 class _Evaluation:
     """``fn(chain)`` where ``chain`` is a copy of a lazy xarray chain with its leaf replaced."""
 
-    __slots__ = ("_fn", "_leaf_obj", "_source", "leaf", "value")
+    __slots__ = ("_fn", "_guess", "_leaf_obj", "_source", "leaf", "value")
 
     def __init__(
-        self, source: Any, leaf_obj: Any, array: fz.Array, fn: Callable[[Any], Any], dtype: np.dtype[Any]
+        self,
+        source: Any,
+        leaf_obj: Any,
+        array: fz.Array,
+        fn: Callable[[Any], Any],
+        dtype: np.dtype[Any],
+        *,
+        guess: Request | None = None,
     ) -> None:
         self._source = source
         self._leaf_obj = leaf_obj
         self._fn = fn
+        self._guess = guess
         self.leaf = _PlannedLeaf(array, dtype)
         self.value: Any = None
 
     def probe(self) -> list[tuple[Any, ...]]:
-        """Runs until the leaf is asked for data; returns the ``read_many`` requests it made."""
+        """Runs until the leaf is asked for data; returns the ``read_many`` requests it made.
+
+        With a guess (the whole leaf, for a whole read through selection-free wrappers) the
+        chain is not run: serving checks the guess against what the chain asks for and reads
+        anything else directly, so a wrong guess costs a read, never a wrong value."""
+        if self._guess is not None:
+            self.leaf.requests = [self._guess]
+            return [(self.leaf.get_array(), *self._guess)]
         with contextlib.suppress(_Probe):
             self.value = self._fn(_replace_leaf(self._source, self._leaf_obj, self.leaf))
         array = self.leaf.get_array()
@@ -236,14 +317,20 @@ class _LoadPlan:
         self.fallback_dask: list[xr.Variable] = []
         self.dask: Any = None  # a fastzarr._dask_graph.DaskPlan once a dask variable is seen
 
-    def plan_chain(self, source: Any, fn: Callable[[Any], Any]) -> _Evaluation | None:
+    def plan_chain(
+        self, source: Any, fn: Callable[[Any], Any], whole: tuple[int, ...] | None = None
+    ) -> _Evaluation | None:
+        """An evaluation of ``fn(source)``; ``whole`` (the shape) says ``fn`` reads all of it."""
         leaf_obj = _find_leaf(source)
         if leaf_obj is None:
             return None
         array = self.resolve(leaf_obj)
         if array is None:
             return None
-        return _Evaluation(source, leaf_obj, array, fn, np.dtype(leaf_obj.dtype))
+        guess: Request | None = None
+        if whole is not None and _reads_whole_leaf(source, leaf_obj, whole):
+            guess = (tuple(slice(0, n, 1) for n in whole),)
+        return _Evaluation(source, leaf_obj, array, fn, np.dtype(leaf_obj.dtype), guess=guess)
 
     def mappable(self, source: Any) -> bool:
         """Whether ``source`` is a chain over a Zarr array fastzarr can read."""
