@@ -9,12 +9,13 @@ export PYO3_PYTHON := $(abspath $(PY))
 PY_SOURCES := $(wildcard python tests benches)
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: help venv build test test-rust test-python lint demo bench clean fuzz
+.PHONY: help venv build test test-rust test-python lint demo bench bench-scaling clean fuzz
 
 help:
 	@echo "make demo   - set up, build (release) and read the bundled sample batches"
 	@echo "make test   - set up, build, cargo test, lints, pytest"
 	@echo "make bench  - benchmark fastzarr against its peers (writes benches/RESULTS.md)"
+	@echo "make bench-scaling - the same full loads at 1, 2, 4, ... cores (a section of RESULTS.md)"
 	@echo "make fuzz   - run each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds"
 
 $(PY):
@@ -55,6 +56,9 @@ $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.dev-installed
 
 bench: build $(VENV)/.bench-installed
 	$(PY) benches/compare.py
+
+bench-scaling: build $(VENV)/.bench-installed
+	$(PY) benches/scaling.py --write
 
 # cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 # The fuzz crate has its own target dir (sanitizer builds share nothing with release).

@@ -464,6 +464,16 @@ pub fn sync_tree(root: &Path) -> Result<()> {
 /// The caller hashes it into a fingerprint of a source store (a changed, added or removed
 /// chunk changes the fingerprint).
 pub fn tree_listing(root: &Path) -> Result<Vec<u8>> {
+    // Directories are listed in parallel on the decode pool: a warm cache read fingerprints
+    // every source this way, and one stat per chunk file was a tenth of such a read.
+    let mut lines = crate::runtime::install(|| list_tree(root, root))?;
+    lines.sort_unstable();
+    Ok(lines.concat().into_bytes())
+}
+
+/// The listing lines of every file below `dir`, its subdirectories listed in parallel.
+fn list_tree(root: &Path, dir: &Path) -> Result<Vec<String>> {
+    use rayon::prelude::*;
     use std::os::unix::fs::MetadataExt as _;
     let io = |path: &Path, e: &std::io::Error| Error::Storage {
         url: root.display().to_string(),
@@ -471,23 +481,25 @@ pub fn tree_listing(root: &Path) -> Result<Vec<u8>> {
         reason: e.to_string(),
     };
     let mut lines: Vec<String> = Vec::new();
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, &e))? {
-            let entry = entry.map_err(|e| io(&dir, &e))?;
-            let path = entry.path();
-            let meta = entry.metadata().map_err(|e| io(&path, &e))?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                let relative = path.strip_prefix(root).unwrap_or(&path);
-                let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                lines.push(format!("{}\t{}\t{mtime}\n", relative.display(), meta.len()));
-            }
+    let mut subdirs: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, &e))? {
+        let entry = entry.map_err(|e| io(dir, &e))?;
+        let path = entry.path();
+        let meta = entry.metadata().map_err(|e| io(&path, &e))?;
+        if meta.is_dir() {
+            subdirs.push(path);
+        } else {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+            lines.push(format!("{}\t{}\t{mtime}\n", relative.display(), meta.len()));
         }
     }
-    lines.sort_unstable();
-    Ok(lines.concat().into_bytes())
+    let nested: Vec<Vec<String>> = subdirs
+        .par_iter()
+        .map(|sub| list_tree(root, sub))
+        .collect::<Result<_>>()?;
+    lines.extend(nested.into_iter().flatten());
+    Ok(lines)
 }
 
 #[cfg(test)]
