@@ -74,6 +74,12 @@ TARGETS: dict[str, Target] = {
     "thousands of variables: fz.load(xr.open_zarr) >= 20x xarray+dask": Target(
         "small-vars", "xarray-dask", 20.0, "fz-load-xr"
     ),
+    '200 variables: open_dataset(engine="fastzarr").load() >= 5x xarray+dask': Target(
+        "vars-200", "xarray-dask", 5.0, "fz-engine"
+    ),
+    'thousands of variables: open_dataset(engine="fastzarr").load() >= 20x xarray+dask': Target(
+        "small-vars", "xarray-dask", 20.0, "fz-engine"
+    ),
     "points, batches: >= 1.2x tensorstore": Target("points/batches", "tensorstore", 1.2),
     "points, batches: >= 5x xarray+dask": Target("points/batches", "xarray-dask", 5.0),
     "points, small variables: >= 2x tensorstore": Target("points/small-vars", "tensorstore", 2.0),
