@@ -106,6 +106,12 @@ impl GroupState {
             path: join(&self.path, name),
         };
         let name = crate::metadata::checked_member_path(name).ok_or_else(not_found)?;
+        if let Some(Node::Array(_)) = self.members.get(&name) {
+            // Built (or built now, with its neighbours) without copying its metadata first.
+            return Ok(Member::Array(PyArray {
+                handle: self.member_array(&name)?,
+            }));
+        }
         let node = match (&self.node.consolidated, name.split_once('/')) {
             (Some(entries), _) => entries.get(&name).cloned().ok_or_else(not_found)?,
             (None, None) => self.members.get(&name).cloned().ok_or_else(not_found)?,
@@ -113,9 +119,6 @@ impl GroupState {
         };
         let path = join(&self.path, &name);
         Ok(match node {
-            Node::Array(_) if self.members.contains_key(&name) => Member::Array(PyArray {
-                handle: self.member_array(&name)?,
-            }),
             Node::Array(metadata) => Member::Array(PyArray {
                 handle: Arc::new(ArrayHandle::new(self.store.clone(), &path, *metadata)?),
             }),
