@@ -4,9 +4,9 @@
 //! and frees a decompression context each time (an allocation and CPU-feature probing per
 //! call). With typesize-4 data that is four contexts per block: on small chunks this costs
 //! more than the decompression itself. Here each pool thread keeps one context and one
-//! scratch buffer; the byte unshuffle is `crate::unshuffle` (AVX2 for 4-byte types). Buffers this module
-//! does not handle (other compressors, bit-shuffle, flags from later formats) go back to
-//! C-Blosc, which then decodes them exactly as before.
+//! scratch buffer; the byte unshuffle is `crate::unshuffle` (AVX2 for 4-byte types).
+//! Buffers this module does not handle (other compressors, bit-shuffle, flags from later
+//! formats) go back to C-Blosc, which then decodes them exactly as before.
 
 use std::cell::RefCell;
 

@@ -85,21 +85,6 @@ class _PlannedLeaf(FastzarrArrayWrapper):
         return fetch(self._array, request)
 
 
-def _normalized_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...] | None:
-    """A basic key as (start, stop, step) per axis and ints; ``None`` for anything else."""
-    if not isinstance(key, tuple) or len(key) != len(shape):
-        return None
-    out: list[Any] = []
-    for k, n in zip(key, shape, strict=True):
-        if isinstance(k, slice):
-            out.append(k.indices(n))
-        elif isinstance(k, int | np.integer):
-            out.append(int(k))
-        else:
-            return None
-    return tuple(out)
-
-
 def _same_part(a: Any, b: Any, n: int) -> bool:
     if isinstance(a, slice) and isinstance(b, slice):
         return a.indices(n) == b.indices(n)
@@ -136,8 +121,10 @@ def _reads_whole_leaf(source: Any, leaf: Any, shape: tuple[int, ...]) -> bool:
         if obj is leaf:
             return True
         if isinstance(obj, indexing.LazilyIndexedArray):
-            key = _normalized_key(obj.key.tuple, tuple(obj.array.shape))
-            if key is None or key != tuple((0, n, 1) for n in obj.array.shape):
+            key, full = obj.key.tuple, tuple(obj.array.shape)
+            if len(key) != len(full) or not all(
+                _same_part(k, slice(None), n) for k, n in zip(key, full, strict=True)
+            ):
                 return False
         elif not _is_wrapper(obj) or isinstance(obj, indexing.LazilyVectorizedIndexedArray):
             return False

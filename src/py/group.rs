@@ -130,9 +130,7 @@ impl GroupState {
             }
         })
     }
-}
 
-impl GroupState {
     /// The immediate member array `name`, built with up to [`ARRAYS_PER_BUILD`] - 1 of the
     /// arrays after it that are not built yet. Only `name`'s own failure is an error: a
     /// sibling that fails is left unbuilt, to fail when it is asked for.
