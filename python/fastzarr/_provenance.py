@@ -24,7 +24,7 @@ import functools
 import json
 import sys
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -146,9 +146,9 @@ def _dask(data: Any, sources: set[str]) -> Any:
     """Key material for a dask array: its name and chunks, and every Zarr read in its graph."""
     from dask._task_spec import Task  # noqa: PLC0415 (dask is optional)
 
-    from fastzarr._dask_graph import _GETTERS, _resolve  # noqa: PLC0415
+    from fastzarr._dask_graph import _GETTERS, _flatten, _resolve  # noqa: PLC0415
 
-    keys = set(_flat(data.__dask_keys__()))
+    keys = set(_flatten(data.__dask_keys__()))
     graph = dict(data.__dask_graph__().cull(keys))
     reads: dict[int, str] = {}  # by the chain object: every block of a variable reads the same
     for node in graph.values():
@@ -163,14 +163,6 @@ def _dask(data: Any, sources: set[str]) -> Any:
         "chunks": [list(c) for c in data.chunks],
         "reads": sorted(set(reads.values())),
     }
-
-
-def _flat(keys: Any) -> Iterable[Any]:
-    if isinstance(keys, list):
-        for k in keys:
-            yield from _flat(k)
-    else:
-        yield keys
 
 
 def _variable(name: str, var: xr.Variable, sources: set[str]) -> Any:
