@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::blosc_ranges::BloscHeader;
 use crate::errors::Result;
 use crate::store::Store;
+use crate::zeroed::ZeroedBuffer;
 
 const HEADER_LEN: usize = 16;
 /// Blocks whose compressed spans are closer than this are fetched by one request.
@@ -42,7 +43,7 @@ pub enum Fetched {
     Whole(Bytes),
     /// The chunk's compressed length, real only in the header, the block table and the
     /// blocks the plan needs: for `BlockReader` alone.
-    Sparse(Vec<u8>),
+    Sparse(ZeroedBuffer),
     /// Not fetched yet: read by the decode task, range by range (`FetchPlan::ShardParts`).
     Deferred,
 }
@@ -92,7 +93,7 @@ fn u32_at(buffer: &[u8], at: usize) -> u64 {
 enum Head {
     Done(FetchOutcome),
     Table {
-        buffer: Vec<u8>,
+        buffer: ZeroedBuffer,
         header: BloscHeader,
         table_end: usize,
         requests: u64,
@@ -124,7 +125,7 @@ async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<Head
     let Ok(size) = usize::try_from(size) else {
         return whole().await;
     };
-    let mut buffer = vec![0u8; size];
+    let mut buffer = ZeroedBuffer::new(size);
     buffer[..head.len()].copy_from_slice(&head);
     let header = match BloscHeader::parse(&buffer, chunk_bytes) {
         Ok(header) if header.blocksize > 0 && header.typesize > 0 => header,

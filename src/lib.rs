@@ -22,6 +22,7 @@ pub mod stats;
 pub mod store;
 pub mod unshuffle;
 pub mod write;
+pub mod zeroed;
 
 use pyo3::prelude::*;
 
@@ -43,7 +44,7 @@ mod _core {
         get_io_concurrency, get_num_threads, read_many, set_io_concurrency, set_num_threads,
     };
     #[pymodule_export]
-    use crate::py::group::{_reopen_group, open_group, PyGroup};
+    use crate::py::group::{_reopen_group, open_group, open_groups, PyGroup};
     #[pymodule_export]
     use crate::py::guard::{_busy_count, _debug_panic};
     #[pymodule_export]

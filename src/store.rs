@@ -23,7 +23,8 @@ use crate::object_config::{build_object_store, redact_url, Remote};
 pub type StorageOptions = BTreeMap<String, String>;
 
 enum Backend {
-    Local,
+    /// The same confined store as `storage`, for reads zarrs' interface makes costly.
+    Local(Arc<crate::paths::ConfinedStore>),
     /// An object store rooted at the store's prefix.
     Object(Arc<dyn ObjectStore>),
 }
@@ -68,8 +69,8 @@ impl Store {
     pub fn open(url: &str, options: StorageOptions) -> Result<Arc<Self>> {
         let display_url = redact_url(url);
         let (storage, backend, mut secrets) = match url.split_once("://") {
-            None => (open_local(&display_url, url)?, Backend::Local, Vec::new()),
-            Some(("file", path)) => (open_local(&display_url, path)?, Backend::Local, Vec::new()),
+            None => local(open_local(&display_url, url)?),
+            Some(("file", path)) => local(open_local(&display_url, path)?),
             Some(("memory", rest)) => {
                 let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 let store = prefixed(memory_store(name), prefix);
@@ -154,7 +155,7 @@ impl Store {
     /// Reads a whole key; `None` when it does not exist. Blocks the calling thread.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match &self.backend {
-            Backend::Local => {
+            Backend::Local(_) => {
                 let store_key = self.key(key)?;
                 self.storage
                     .get(&store_key)
@@ -187,27 +188,14 @@ impl Store {
         range: Range<u64>,
     ) -> Result<Option<(Bytes, u64)>> {
         let wanted = range.end - range.start;
-        let Backend::Object(store) = &self.backend else {
-            let store_key = self.key(key)?;
-            let Some(size) = self
-                .storage
-                .size_key(&store_key)
-                .map_err(|e| self.storage_error(key, e))?
-            else {
-                return Ok(None);
-            };
-            let clipped = range.start.min(size)..range.end.min(size);
-            let bytes = self
-                .storage
-                .get_partial(
-                    &store_key,
-                    zarrs::storage::byte_range::ByteRange::FromStart(
-                        clipped.start,
-                        Some(clipped.end - clipped.start),
-                    ),
-                )
-                .map_err(|e| self.storage_error(key, e))?;
-            return Ok(bytes.map(|b| (b, size)));
+        let store = match &self.backend {
+            Backend::Local(local) => {
+                self.key(key)?;
+                return local
+                    .read_range(key, range)
+                    .map_err(|e| self.storage_error(key, e));
+            }
+            Backend::Object(store) => store,
         };
         let location = ObjectPath::from(key);
         self.request(key, || async {
@@ -314,7 +302,7 @@ impl Store {
     /// Names of the child prefixes directly below `prefix` ("" is the root).
     pub fn child_names(&self, prefix: &str) -> Result<Vec<String>> {
         let names: Vec<String> = match &self.backend {
-            Backend::Local => {
+            Backend::Local(_) => {
                 let store_prefix =
                     StorePrefix::new(prefix).map_err(|e| Error::InvalidArgument(e.to_string()))?;
                 let listing = self
@@ -449,7 +437,13 @@ fn object_storage(store: &Arc<dyn ObjectStore>) -> ReadableListableStorage {
     )
 }
 
-fn open_local(display_url: &str, path: &str) -> Result<ReadableListableStorage> {
+fn local(
+    store: Arc<crate::paths::ConfinedStore>,
+) -> (ReadableListableStorage, Backend, Vec<String>) {
+    (store.clone(), Backend::Local(store), Vec::new())
+}
+
+fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::ConfinedStore>> {
     let path = PathBuf::from(path);
     if !path.is_dir() {
         return Err(Error::StoreNotFound {
