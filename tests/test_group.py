@@ -260,3 +260,27 @@ def test_many_members_built_together_each_fails_alone(tmp_path: Path, consolidat
         if name != bad:
             assert_same(group[name][...], data)
     assert group["v299"].path == "v299"
+
+
+def test_open_groups_equals_open_group_and_names_the_first_failure(tmp_path: Path) -> None:
+    """``_core.open_groups`` (extract_points' way of opening many stores at once) gives the same
+    groups as ``open_group`` one by one, in order; a failure names the first source that failed."""
+    from fastzarr import _core  # noqa: PLC0415
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"g{i}.zarr"
+        make_tree(path, 2 + i % 2, consolidated=bool(i % 2))
+        paths.append(path)
+    groups = _core.open_groups(paths)
+    assert [g.url for g in groups] == [fz.open_group(p).url for p in paths]
+    for group, path in zip(groups, paths, strict=True):
+        one = fz.open_group(path)
+        assert sorted(group.array_keys()) == sorted(one.array_keys())
+        for name in one.array_keys():
+            np.testing.assert_array_equal(group[name][...], one[name][...])
+    missing = [paths[0], tmp_path / "nothing.zarr", tmp_path / "also_nothing.zarr"]
+    with pytest.raises(fz.StoreNotFoundError, match="nothing.zarr") as info:
+        _core.open_groups(missing)
+    assert "also_nothing" not in str(info.value)
+    assert _core.open_groups([]) == []

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         state = self.server.state
+        started = time.monotonic()
+        try:
+            self._get(state)
+        finally:
+            with state.lock:
+                state.log.append((self.path, started, time.monotonic()))
+
+    def _get(self, state: _State) -> None:
         with state.lock:
             state.requests += 1
             number = state.requests
@@ -201,11 +209,22 @@ class _State:
         self.requests = 0
         self.bytes_sent = 0
         self.seen: set[str] = set()
+        # (path, started, answered) of every GET since the last reset.
+        self.log: list[tuple[str, float, float]] = []
 
     def reset(self, mode: str = "normal") -> None:
         with self.lock:
             self.mode, self.requests, self.bytes_sent = mode, 0, 0
             self.seen = set()
+            self.log = []
+
+    def in_flight_together(self, paths: Iterable[str]) -> bool:
+        """Whether every one of ``paths`` was asked for before any of them was answered."""
+        with self.lock:
+            wanted = set(paths)
+            spans = [(start, end) for path, start, end in self.log if path in wanted]
+            asked = {path for path, _, _ in self.log if path in wanted}
+        return asked == wanted and max(s for s, _ in spans) < min(e for _, e in spans)
 
     def first_time(self, path: str) -> bool:
         """Whether ``path`` is asked for the first time since the last reset."""
@@ -400,6 +419,30 @@ def test_http_reads_equal_local(local: dict[str, Path], web: dict[str, Any]) -> 
     xr.testing.assert_identical(ds, xr.open_zarr(local["batch1"], chunks=None).load())
 
 
+def test_remote_opens_overlap_their_requests(local: dict[str, Path], web: dict[str, Any]) -> None:
+    """Over object storage every wait is a round trip: a v2 group's possible documents are asked
+    for at once, the dimension coordinates are read in one pass, and extract_points opens all
+    its sources at once and reads the other sources' coordinates in one pass."""
+    state: _State = web["state"]
+    state.delay = 0.05  # every request takes a while, so overlapping ones are seen overlapping
+    names = [local["batch0"].name, local["batch1"].name]
+    documents = [f"/{n}/{d}" for n in names for d in (".zarray", ".zgroup", ".zattrs", ".zmetadata")]
+    state.reset()
+    ds = fz.open_zarr(f"{web['base']}/{names[0]}", chunks=None)
+    assert state.in_flight_together(documents[:4])
+    coords = [f"/{names[0]}/{d}/0" for d in ds.dims]
+    assert state.in_flight_together(coords)
+    state.reset()
+    urls = [f"{web['base']}/{n}" for n in names]
+    got = fz.extract_points(urls, points={"lat": 10.0, "lon": 20.0}, duplicates="keep")
+    assert state.in_flight_together(documents)  # both sources' documents at once
+    assert state.in_flight_together([f"/{names[1]}/{d}/0" for d in ds.dims])
+    expected = fz.extract_points(
+        [local["batch0"], local["batch1"]], points={"lat": 10.0, "lon": 20.0}, duplicates="keep"
+    )
+    xr.testing.assert_identical(got, expected)
+
+
 def test_http_missing_store_is_store_not_found(web: dict[str, Any]) -> None:
     url = f"{web['base']}/nothing_here.zarr"
     with pytest.raises(fz.StoreNotFoundError, match=re.escape(url)):
@@ -480,6 +523,7 @@ def test_opening_from_a_stalled_server_honours_timeout(
         "open_zarr": lambda t: fz.open_zarr(url, chunks=None, timeout=t),
         "engine": lambda t: xr.open_dataset(url, engine="fastzarr", chunks=None, timeout=t),
         "inspect": lambda t: fz.inspect(url, sample=0, progress=False, timeout=t),
+        "extract_points": lambda t: fz.extract_points(url, points={"lat": 0.0, "lon": 0.0}, timeout=t),
     }
     state.reset("stall")
     started = time.monotonic()

@@ -38,6 +38,7 @@ __all__ = [
     "open_array",
     "open_array_async",
     "open_group",
+    "open_groups",
     "read_many",
     "read_many_async",
     "set_io_concurrency",
@@ -154,6 +155,15 @@ def open_group(
     timeout: float | None = None,
 ) -> Group:
     """``timeout`` (seconds) bounds the open and, later, each access to a member."""
+
+def open_groups(
+    urls: Sequence[str | PathLike[str]],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> list[Group]:
+    """Opens several groups at once (their metadata requests overlapped); ``timeout`` bounds
+    the whole call and, later, each access to a member."""
 
 @final
 class ReadStats:

@@ -154,12 +154,20 @@ class FastzarrArrayWrapper(BackendArray):
     path) and tokenizes for dask from the store URL, the array path and a metadata fingerprint.
     """
 
-    __slots__ = ("_array", "dtype", "shape")
+    __slots__ = ("_array", "_preloaded", "dtype", "shape")
 
     def __init__(self, array: fz.Array, dtype: np.dtype[Any] | None = None) -> None:
         self._array = array
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype: np.dtype[Any] = array.dtype if dtype is None else np.dtype(dtype)
+        # The whole array, when it was read ahead with its group's other index coordinates.
+        self._preloaded: npt.NDArray[Any] | None = None
+
+    def preload(self, values: npt.NDArray[Any]) -> None:
+        """Serves every later read from ``values`` (the whole array, already read)."""
+        if values.shape != self.shape:
+            raise ValueError(f"preloaded shape {values.shape} is not the array's {self.shape}")
+        self._preloaded = values
 
     def get_array(self) -> fz.Array:
         """The fastzarr Array this wrapper reads from."""
@@ -179,7 +187,13 @@ class FastzarrArrayWrapper(BackendArray):
     async def _async_raw_outer(self, key: tuple[Any, ...]) -> npt.NDArray[Any]:
         return await self._async_fetch((key,))
 
+    @staticmethod
+    def _index_preloaded(values: npt.NDArray[Any], key: indexing.ExplicitIndexer) -> Any:
+        return indexing.NumpyIndexingAdapter(values)[key]  # type: ignore[no-untyped-call]
+
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
+        if self._preloaded is not None:
+            return self._index_preloaded(self._preloaded, key)
         if isinstance(key, indexing.VectorizedIndexer):
             planned = points_request(key.tuple)
             if planned is not None:
@@ -189,6 +203,8 @@ class FastzarrArrayWrapper(BackendArray):
 
     async def async_getitem(self, key: indexing.ExplicitIndexer) -> Any:
         """Reads in a worker thread (the Rust core releases the GIL), so variables load concurrently."""
+        if self._preloaded is not None:
+            return self._index_preloaded(self._preloaded, key)
         if isinstance(key, indexing.VectorizedIndexer):
             planned = points_request(key.tuple)
             if planned is not None:
@@ -294,7 +310,9 @@ class FastzarrStore(AbstractDataStore):
         "_drop",
         "_group",
         "_group_path",
+        "_preloaded",
         "_storage_options",
+        "_timeout",
         "_url",
         "_use_zarr_fill_value_as_mask",
         "_zarr_format",
@@ -310,8 +328,13 @@ class FastzarrStore(AbstractDataStore):
         storage_options: dict[str, Any] | None = None,
         use_zarr_fill_value_as_mask: bool | None = None,
         drop_variables: str | Iterable[str] | None = None,
+        timeout: float | None = None,
+        preloaded: Mapping[str, npt.NDArray[Any]] | None = None,
     ) -> None:
         self._group = group
+        self._timeout = timeout
+        # Whole arrays the caller already read (dimension coordinates of many stores in one pass).
+        self._preloaded = dict(preloaded or {})
         self._drop = _names(drop_variables)
         self._url = url
         self._group_path = group_path
@@ -363,12 +386,21 @@ class FastzarrStore(AbstractDataStore):
             storage_options=storage_options,
             use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
             drop_variables=drop_variables,
+            timeout=timeout,
         )
 
     @property
     def group(self) -> fz.Group:
         """The fastzarr Group this store reads."""
         return self._group
+
+    def load(self) -> tuple[Mapping[str, xr.Variable], Mapping[str, Any]]:
+        """Variables and attributes (xarray's one entry point), the dimension coordinates read
+        ahead in one pass: xarray reads each of them to build its indexes, one after another,
+        which over object storage costs a round trip per coordinate."""
+        variables, attributes = super().load()  # type: ignore[no-untyped-call]
+        _preload_dimension_coordinates(variables, self._timeout, self._preloaded)
+        return variables, attributes
 
     def get_variables(self) -> dict[str, xr.Variable]:
         """One lazily indexed variable per array in the group (sub-groups are not variables)."""
@@ -450,6 +482,38 @@ class FastzarrStore(AbstractDataStore):
         """Nothing to release: fastzarr arrays hold no open files."""
         if self._zarr_store is not None:
             self._zarr_store.close()
+
+
+_PRELOAD_LIMIT = 64 * 2**20
+"""Bytes of dimension coordinates read ahead at most (beyond, xarray reads them as usual)."""
+
+
+def _preload_dimension_coordinates(
+    variables: Mapping[str, xr.Variable],
+    timeout: float | None,
+    already_read: Mapping[str, npt.NDArray[Any]],
+) -> None:
+    """Has every 1-D dimension coordinate (``name == dim``) of ``variables`` served from memory:
+    from ``already_read`` where the caller read it (with the right shape), the others read here
+    in one pass."""
+    wrappers: dict[str, FastzarrArrayWrapper] = {}
+    for name, variable in variables.items():
+        data = variable._data  # the lazy array this backend built
+        if variable.dims != (name,) or not isinstance(data, indexing.LazilyIndexedArray):
+            continue
+        wrapper = data.array
+        if isinstance(wrapper, FastzarrArrayWrapper) and wrapper._preloaded is None:
+            values = already_read.get(name)
+            if values is not None and values.shape == wrapper.shape:
+                wrapper.preload(values)
+            else:
+                wrappers[name] = wrapper
+    nbytes = sum(w.dtype.itemsize * int(np.prod(w.shape)) for w in wrappers.values())
+    if len(wrappers) < 2 or nbytes > _PRELOAD_LIMIT:
+        return
+    arrays = fz.read_many([(w.get_array(), (slice(None),)) for w in wrappers.values()], timeout=timeout)
+    for wrapper, values in zip(wrappers.values(), arrays, strict=True):
+        wrapper.preload(values)
 
 
 # --------------------------------------------------------------------------------------------

@@ -443,3 +443,54 @@ pub fn open_group(
         })
     })
 }
+
+/// Opens several groups at once (`open_group` on each, their metadata requests overlapped):
+/// over object storage each open waits on a few round trips, so a list of batch stores opens
+/// in the time of one. Errors name the first source, in order, that failed.
+#[pyfunction]
+#[pyo3(signature = (urls, *, storage_options = None, timeout = None))]
+pub fn open_groups(
+    py: Python<'_>,
+    urls: Vec<Bound<'_, PyAny>>,
+    storage_options: Option<&Bound<'_, PyDict>>,
+    timeout: Option<f64>,
+) -> Result<Vec<PyGroup>> {
+    /// Opens running at once; each holds a thread blocked on its requests.
+    const AT_ONCE: usize = 16;
+    crate::py::guard::catch(|| {
+        let urls = urls
+            .iter()
+            .map(crate::py::url_string)
+            .collect::<Result<Vec<_>>>()?;
+        let options = storage_options::extract(storage_options)?;
+        let remote = urls.iter().any(|url| crate::py::is_remote_url(url));
+        crate::py::detach_abandonable(py, timeout, remote, move || {
+            let mut groups = Vec::with_capacity(urls.len());
+            for batch in urls.chunks(AT_ONCE) {
+                let opened: Vec<Result<PyGroup>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = batch
+                        .iter()
+                        .map(|url| {
+                            let options = options.clone();
+                            scope.spawn(move || {
+                                crate::py::guard::catch(|| open(url, options, "", None, timeout))
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|handle| {
+                            handle
+                                .join()
+                                .map_err(|payload| Error::from_panic(payload.as_ref()))?
+                        })
+                        .collect()
+                });
+                for group in opened {
+                    groups.push(group?);
+                }
+            }
+            Ok(groups)
+        })
+    })
+}
