@@ -460,3 +460,17 @@ def test_incompatible_dtypes(tmp_path: Path) -> None:
         stores.append(str(store))
     with pytest.raises(SourceMismatchError, match="'v' has incompatible dtypes"):
         extract_points(stores, points={"x": 1.0})
+
+
+def test_one_source_with_a_variable_lacking_the_concat_dim(tmp_path: Path, v2: list[str]) -> None:
+    """One source is returned as read when every data variable has the concat dim; a variable
+    without it is broadcast along it, as xr.concat of that one source does."""
+    points = {"lat": 10.0, "lon": 100.0}
+    xr.testing.assert_identical(extract_points(v2[0], points=points), expected(v2[:1], points, drop=False))
+    path = str(tmp_path / "static.zarr")
+    ds = xr.open_zarr(v2[0]).load()
+    ds["mask"] = ds["var0000"].isel(file_id=0, step=0, drop=True) > 0
+    ds.to_zarr(path, mode="w", zarr_format=2)
+    got = extract_points(path, points=points)
+    assert got["mask"].dims[0] == "file_id"
+    xr.testing.assert_identical(got, expected([path], points, drop=False))

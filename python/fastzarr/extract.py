@@ -780,6 +780,11 @@ def _concat(parts: list[xr.Dataset], concat_dim: Hashable) -> xr.Dataset:
     same way in every group (each group carries all coordinates), so the groups' data variables
     put together under the first group's coordinates are exactly the one-call result.
     """
+    only = parts[0]
+    if len(parts) == 1 and all(concat_dim in only.variables[n].dims for n in only.data_vars):
+        # What xr.concat of one dataset gives when its data variables all have the dim already
+        # (one lacking it would be broadcast along it: then xarray's path below decides).
+        return only
     fast = _concat_along_existing(parts, concat_dim)
     if fast is not None:
         return fast
