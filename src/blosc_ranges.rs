@@ -32,6 +32,15 @@ fn u32_at(buffer: &[u8], at: usize) -> usize {
 impl BloscHeader {
     /// Parses and checks the header of `buffer` against the decoded size the chunk must have.
     pub fn parse(buffer: &[u8], expected_nbytes: usize) -> Result<Self, String> {
+        Self::parse_prefix(buffer, buffer.len(), expected_nbytes)
+    }
+
+    /// [`Self::parse`] from the first bytes of a buffer of `total` bytes (the rest not read yet).
+    pub fn parse_prefix(
+        buffer: &[u8],
+        total: usize,
+        expected_nbytes: usize,
+    ) -> Result<Self, String> {
         if buffer.len() < HEADER_LEN {
             return Err(format!(
                 "blosc: {} bytes is shorter than the header",
@@ -54,11 +63,10 @@ impl BloscHeader {
                 header.nbytes
             ));
         }
-        if header.cbytes != buffer.len() {
+        if header.cbytes != total {
             return Err(format!(
-                "blosc: header says {} compressed bytes, the chunk has {}",
-                header.cbytes,
-                buffer.len()
+                "blosc: header says {} compressed bytes, the chunk has {total}",
+                header.cbytes
             ));
         }
         if header.typesize == 0 || (header.nbytes > 0 && header.blocksize == 0) {

@@ -93,11 +93,13 @@ fn u32_at(buffer: &[u8], at: usize) -> u64 {
 enum Head {
     Done(FetchOutcome),
     Table {
-        buffer: ZeroedBuffer,
+        /// The chunk's first bytes: at least the header and the block table.
+        head: Vec<u8>,
+        /// The chunk's whole compressed length.
+        size: usize,
         header: BloscHeader,
         table_end: usize,
         requests: u64,
-        fetched: u64,
     },
 }
 
@@ -106,28 +108,22 @@ enum Head {
 async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<Head> {
     // The block table has 4 bytes a block; blocks are rarely under 8 KiB.
     let head_len = (HEADER_LEN + 4 * chunk_bytes.div_ceil(8192)).clamp(256, 64 * 1024) as u64;
-    let Some((head, size)) = store.get_range_async(key, 0..head_len).await? else {
+    let Some((first, size)) = store.get_range_async(key, 0..head_len).await? else {
         return Ok(Head::Done(FetchOutcome::whole(None, 1, 0)));
     };
-    let (requests, fetched) = (1, head.len() as u64);
+    let fetched = first.len() as u64;
     if fetched >= size {
         // The first request already held the whole chunk.
-        return Ok(Head::Done(FetchOutcome::whole(Some(head), requests, 0)));
+        return Ok(Head::Done(FetchOutcome::whole(Some(first), 1, 0)));
     }
     let whole = || async move {
         let bytes = store.get_async(key).await?;
-        Ok(Head::Done(FetchOutcome::whole(
-            bytes,
-            requests + 1,
-            fetched,
-        )))
+        Ok(Head::Done(FetchOutcome::whole(bytes, 2, fetched)))
     };
     let Ok(size) = usize::try_from(size) else {
         return whole().await;
     };
-    let mut buffer = ZeroedBuffer::new(size);
-    buffer[..head.len()].copy_from_slice(&head);
-    let header = match BloscHeader::parse(&buffer, chunk_bytes) {
+    let header = match BloscHeader::parse_prefix(&first, size, chunk_bytes) {
         Ok(header) if header.blocksize > 0 && header.typesize > 0 => header,
         _ => return whole().await,
     };
@@ -139,49 +135,37 @@ async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<Head
     if table_end > size {
         return whole().await;
     }
-    let mut head = Head::Table {
-        buffer,
+    let mut head = first.to_vec();
+    let mut requests = 1;
+    if table_end > head.len() {
+        let Some((rest, _)) = store
+            .get_range_async(key, head.len() as u64..table_end as u64)
+            .await?
+        else {
+            return Ok(Head::Done(FetchOutcome::whole(None, 2, fetched)));
+        };
+        requests += 1;
+        head.extend_from_slice(&rest);
+    }
+    Ok(Head::Table {
+        head,
+        size,
         header,
         table_end,
         requests,
-        fetched,
-    };
-    if let Head::Table {
-        buffer,
-        requests,
-        fetched,
-        ..
-    } = &mut head
-    {
-        let have = (*fetched) as usize;
-        if table_end > have {
-            let Some((rest, _)) = store
-                .get_range_async(key, have as u64..table_end as u64)
-                .await?
-            else {
-                return Ok(Head::Done(FetchOutcome::whole(
-                    None,
-                    *requests + 1,
-                    *fetched,
-                )));
-            };
-            *requests += 1;
-            *fetched += rest.len() as u64;
-            buffer[have..table_end].copy_from_slice(&rest);
-        }
-    }
-    Ok(head)
+    })
 }
 
 /// The compressed byte spans of the blocks holding `ranges`, coalesced; `None` when the
 /// block table points outside the chunk.
 fn block_spans(
-    buffer: &[u8],
+    head: &[u8],
+    size: usize,
     header: &BloscHeader,
     table_end: usize,
     ranges: &[(usize, usize)],
 ) -> Option<Vec<(u64, u64)>> {
-    let size = buffer.len() as u64;
+    let size = size as u64;
     let mut wanted: Vec<usize> = Vec::new();
     for &(start, len) in ranges {
         if len > 0 {
@@ -202,7 +186,7 @@ fn block_spans(
             .collect()
     } else {
         let starts: Vec<u64> = (0..header.nblocks())
-            .map(|b| u32_at(buffer, HEADER_LEN + 4 * b))
+            .map(|b| u32_at(head, HEADER_LEN + 4 * b))
             .collect();
         if starts.iter().any(|&s| s < table_end as u64 || s >= size) {
             return None;
@@ -242,22 +226,54 @@ async fn fetch_blosc_blocks(
     chunk_bytes: usize,
     ranges: &[(usize, usize)],
 ) -> Result<FetchOutcome> {
-    let (mut buffer, header, table_end, mut requests, mut fetched) =
+    let (head, size, header, table_end, mut requests) =
         match fetch_head(store, key, chunk_bytes).await? {
             Head::Done(outcome) => return Ok(outcome),
             Head::Table {
-                buffer,
+                head,
+                size,
                 header,
                 table_end,
                 requests,
-                fetched,
-            } => (buffer, header, table_end, requests, fetched),
+            } => (head, size, header, table_end, requests),
         };
-    let Some(spans) = block_spans(&buffer, &header, table_end, ranges) else {
+    let mut fetched = head.len() as u64;
+    let Some(spans) = block_spans(&head, size, &header, table_end, ranges) else {
         // A lying block table: the whole chunk, whose decoding reports it.
         let bytes = store.get_async(key).await?;
         return Ok(FetchOutcome::whole(bytes, requests + 1, fetched));
     };
+    if let [(start, _)] = spans[..] {
+        if start <= head.len() as u64 {
+            // Everything after the head: one read appended to it, no buffer to clear.
+            let Some((rest, _)) = store
+                .get_range_async(key, head.len() as u64..size as u64)
+                .await?
+            else {
+                return Ok(FetchOutcome::whole(None, requests + 1, fetched));
+            };
+            let mut buffer = head;
+            buffer.reserve_exact(rest.len());
+            buffer.extend_from_slice(&rest);
+            if buffer.len() != size {
+                // Changed between requests: read as a whole chunk would be.
+                let bytes = store.get_async(key).await?;
+                return Ok(FetchOutcome::whole(
+                    bytes,
+                    requests + 2,
+                    fetched + rest.len() as u64,
+                ));
+            }
+            return Ok(FetchOutcome {
+                fetched: Fetched::Sparse(buffer.into()),
+                bytes: fetched + rest.len() as u64,
+                requests: requests + 1,
+            });
+        }
+    }
+    // A few blocks of a large chunk: a buffer of the chunk's length, zero but where read.
+    let mut buffer = ZeroedBuffer::new(size);
+    buffer[..head.len()].copy_from_slice(&head);
     let reads = spans
         .iter()
         .map(|&(start, end)| store.get_range_async(key, start..end));
@@ -270,7 +286,15 @@ async fn fetch_blosc_blocks(
         requests += 1;
         fetched += bytes.len() as u64;
         let start = start as usize;
-        buffer[start..start + bytes.len()].copy_from_slice(&bytes);
+        let end = start + bytes.len();
+        if end > size {
+            return Ok(FetchOutcome::whole(
+                store.get_async(key).await?,
+                requests + 1,
+                fetched,
+            ));
+        }
+        buffer[start..end].copy_from_slice(&bytes);
     }
     Ok(FetchOutcome {
         fetched: Fetched::Sparse(buffer),

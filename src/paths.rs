@@ -77,7 +77,7 @@ impl ConfinedStore {
         key: &str,
         range: std::ops::Range<u64>,
     ) -> Result<Option<(bytes::Bytes, u64)>, StorageError> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Read, Seek, SeekFrom};
         self.check(key)?;
         let file = match std::fs::File::open(self.root.join(key)) {
             Ok(file) => file,
@@ -91,12 +91,18 @@ impl ConfinedStore {
         let size = meta.len();
         let start = range.start.min(size);
         let end = range.end.clamp(start, size);
-        let mut bytes = vec![
-            0u8;
-            usize::try_from(end - start)
-                .map_err(|e| StorageError::Other(e.to_string()))?
-        ];
-        file.read_exact_at(&mut bytes, start)?;
+        let len = usize::try_from(end - start).map_err(|e| StorageError::Other(e.to_string()))?;
+        // read_to_end fills spare capacity without clearing it first (vec![0; len] would).
+        let mut bytes = Vec::with_capacity(len);
+        let mut file = file;
+        file.seek(SeekFrom::Start(start))?;
+        file.take(end - start).read_to_end(&mut bytes)?;
+        if bytes.len() != len {
+            return Err(StorageError::Other(format!(
+                "'{key}' shrank while it was read ({} of {len} bytes)",
+                bytes.len()
+            )));
+        }
         Ok(Some((bytes.into(), size)))
     }
 

@@ -33,6 +33,13 @@ impl ZeroedBuffer {
     }
 }
 
+impl From<Vec<u8>> for ZeroedBuffer {
+    /// A buffer already filled (nothing left to zero).
+    fn from(vec: Vec<u8>) -> Self {
+        Self(Storage::Heap(vec))
+    }
+}
+
 impl Deref for ZeroedBuffer {
     type Target = [u8];
 
