@@ -23,6 +23,8 @@ pub struct ArrayHandle {
     /// Chunks are C-order native elements compressed by blosc alone, so any part of
     /// a chunk can be decoded block by block.
     plain_blosc: bool,
+    /// The smallest blosc block the chunks can have (see [`smallest_blosc_block`]).
+    blosc_block: usize,
     /// A checksum codec guards the chunks: a partial decode must not skip its check.
     checksummed: bool,
     /// Sharded, with no checksum on the inner chunks: a part of a shard can be read by
@@ -125,6 +127,7 @@ impl ArrayHandle {
             path: path.to_string(),
             array,
             plain_blosc: is_plain_blosc(&metadata_json, &dtype),
+            blosc_block: smallest_blosc_block(&metadata_json),
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
             dtype,
@@ -217,6 +220,12 @@ impl ArrayHandle {
 
     pub fn plain_blosc(&self) -> bool {
         self.plain_blosc
+    }
+
+    /// The smallest blosc block (decoded bytes) a chunk of this array can have; a chunk
+    /// smaller than that is one block.
+    pub fn blosc_block(&self) -> usize {
+        self.blosc_block
     }
 
     pub fn checksummed(&self) -> bool {
@@ -322,6 +331,34 @@ fn has_partial_shards(metadata: &Value) -> bool {
             .iter()
             .any(|c| has_checksum(&serde_json::json!({ "codecs": [c] })))
     })
+}
+
+/// The smallest block C-Blosc 1.21 picks for the array's blosc settings: the codec's
+/// `blocksize` when it forces one, else a lower bound by compression level (measured over
+/// every compressor and type size: zstd at level 1 makes 32 KiB blocks, at 3 128 KiB, lz4 at
+/// 3 64-512 KiB; a chunk smaller than the block is one block). Used only to guess, before any
+/// byte is read, whether a point read will want most of a chunk's blocks anyway.
+fn smallest_blosc_block(metadata: &Value) -> usize {
+    let config = metadata
+        .get("compressor")
+        .filter(|c| !c.is_null())
+        .or_else(|| {
+            metadata
+                .get("codecs")
+                .and_then(Value::as_array)
+                .and_then(|codecs| codecs.iter().find(|c| codec_name(c) == Some("blosc")))
+                .and_then(|c| c.get("configuration"))
+        });
+    let number = |key: &str| config.and_then(|c| c.get(key)).and_then(Value::as_u64);
+    match number("blocksize") {
+        Some(forced) if forced > 0 => usize::try_from(forced).unwrap_or(usize::MAX),
+        _ => match number("clevel").unwrap_or(0) {
+            0 => 8 * 1024,
+            1 | 2 => 32 * 1024,
+            3 | 4 => 64 * 1024,
+            _ => 128 * 1024,
+        },
+    }
 }
 
 /// Whether decoded chunks are the blosc output itself: C order, native byte order, no
@@ -485,6 +522,21 @@ fn numpy_dtype_v2(text: &str) -> Option<NumpyDtype> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smallest_blosc_block_follows_level_and_forced_sizes() {
+        let v2 = |compressor: Value| serde_json::json!({ "compressor": compressor });
+        let blosc = |clevel: u64, blocksize: u64| serde_json::json!({"id": "blosc", "cname": "zstd", "clevel": clevel, "shuffle": 1, "blocksize": blocksize});
+        assert_eq!(smallest_blosc_block(&v2(blosc(3, 0))), 64 * 1024);
+        assert_eq!(smallest_blosc_block(&v2(blosc(1, 0))), 32 * 1024);
+        assert_eq!(smallest_blosc_block(&v2(blosc(9, 0))), 128 * 1024);
+        assert_eq!(smallest_blosc_block(&v2(blosc(5, 16384))), 16384);
+        let v3 = serde_json::json!({"codecs": [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 0, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
+        ]});
+        assert_eq!(smallest_blosc_block(&v3), 8 * 1024);
+    }
     use serde_json::json;
 
     #[test]

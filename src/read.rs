@@ -375,13 +375,37 @@ fn fetch_plan(job: &ChunkJob<'_>) -> FetchPlan {
         }
     }
     let wanted: usize = ranges.iter().map(|r| r.1).sum();
-    if wanted * 2 > chunk_bytes {
+    // Locally a second read costs nothing and decoding block by block wastes no output.
+    let remote = array.store().is_remote();
+    if wanted * 2 > chunk_bytes
+        || (remote && most_blocks_wanted(&ranges, array.blosc_block(), chunk_bytes))
+    {
         return FetchPlan::Whole;
     }
     FetchPlan::BloscBlocks {
         chunk_bytes,
         ranges,
     }
+}
+
+/// Whether `ranges` of a chunk would touch most of its blocks even if its blocks were as
+/// small as `block` bytes: then reading block by block only adds a round trip (a point's
+/// series spread over every block of a chunk, as in batch stores), and a remote chunk is
+/// read whole.
+fn most_blocks_wanted(ranges: &[(usize, usize)], block: usize, chunk_bytes: usize) -> bool {
+    let block = block.clamp(1, chunk_bytes.max(1));
+    let blocks = chunk_bytes.div_ceil(block);
+    if blocks <= 1 {
+        return ranges.iter().any(|r| r.1 > 0); // one block, needed whatever is wanted
+    }
+    let mut touched: Vec<usize> = ranges
+        .iter()
+        .filter(|r| r.1 > 0)
+        .flat_map(|&(start, len)| start / block..=(start + len - 1) / block)
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    touched.len() * 2 > blocks
 }
 
 /// What every job of one pass shares.
@@ -1004,4 +1028,22 @@ fn decode_partially(
             options,
         )?
         .partial_decode_into(&region, target, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_blocks_wanted;
+
+    #[test]
+    fn a_series_spread_over_every_block_is_read_whole() {
+        let chunk = 24 * 96 * 128 * 4; // a batch chunk: 24 steps of a 96 x 128 float32 field
+        let series: Vec<(usize, usize)> = (0..24).map(|s| (s * 96 * 128 * 4 + 4000, 4)).collect();
+        assert!(most_blocks_wanted(&series, 32 * 1024, chunk));
+        assert!(!most_blocks_wanted(&series[..3], 32 * 1024, chunk));
+        // One point of a 4 MB field: one block of many.
+        assert!(!most_blocks_wanted(&[(2_000_000, 4)], 64 * 1024, 4_153_000));
+        // A chunk of one block is wanted whole; an empty request wants nothing.
+        assert!(most_blocks_wanted(&[(0, 4)], 128 * 1024, 64 * 1024));
+        assert!(!most_blocks_wanted(&[], 32 * 1024, chunk));
+    }
 }

@@ -472,6 +472,25 @@ def test_point_read_fetches_only_the_blocks_needed(local: dict[str, Path], web: 
     assert state.bytes_sent < 3 * whole / 2
 
 
+def test_points_in_most_blocks_read_each_chunk_whole(local: dict[str, Path], web: dict[str, Any]) -> None:
+    """A series touching most blocks of every chunk (the batch-store layout) would fetch the
+    whole chunk after its header anyway: each chunk is one request instead of two."""
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")  # 16 KiB blocks: 8 rows of 512 float32
+    rows = list(range(0, 256, 8))  # one point in every block
+    state.reset()
+    [got], stats = fz.read_many([(arr, (slice(None),), {1: rows, 2: [7] * len(rows)})], return_stats=True)
+    np.testing.assert_array_equal(got, fz.open_array(local["big"])[...][:, rows, 7])
+    assert state.requests == stats.requests == 3  # one per chunk
+    # Small batch-store chunks are one block each: one request per chunk as well.
+    group = fz.open_group(f"{web['base']}/{local['batch0'].name}")
+    var = group["var0000"]
+    state.reset()
+    [series], stats = fz.read_many([(var, (slice(None), slice(None), 3, 5))], return_stats=True)
+    np.testing.assert_array_equal(series, fz.open_group(local["batch0"])["var0000"][:, :, 3, 5])
+    assert state.requests == stats.requests == stats.chunks
+
+
 def test_sharded_point_reads_only_the_inner_chunks_needed(
     local: dict[str, Path], web: dict[str, Any]
 ) -> None:
