@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,13 @@ import numpy as np
 import pytest
 import zarr
 import zarr.errors
+
+# A shell that starts background jobs without job control starts them with Ctrl-C ignored,
+# and Python then installs no KeyboardInterrupt handler, in this process or in the
+# interpreters the Ctrl-C tests start. A handler here is reset to the default on exec, so
+# those children get Python's usual one.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # pytester runs throwaway test projects against the installed fastzarr (its pytest plugin).
 pytest_plugins = ["pytester"]
