@@ -175,8 +175,6 @@ def _open_sources(
     first = _open(names[0], point_dims, concat_dim, storage_options, deadline=deadline, group=groups[0])
     if len(names) == 1:
         return [first]
-    if first.metadata is None:
-        first.metadata = _array_metadata(first.group, first.raw.data_vars)
     # The first source's dimension coordinates name the others' (a source without one of them
     # reads its own while opening).
     wanted = [str(d) for d in first.raw.xindexes if str(d) in first.raw.variables]
