@@ -265,6 +265,19 @@ pub fn decode_into(buffer: &[u8], dest: &mut [u8]) -> Result<(), String> {
     }
 }
 
+/// The indices of the blocks of `blocksize` decoded bytes that hold `(start, len)` byte
+/// ranges, sorted, each once.
+pub fn blocks_touched(ranges: &[(usize, usize)], blocksize: usize) -> Vec<usize> {
+    let mut blocks: Vec<usize> = ranges
+        .iter()
+        .filter(|r| r.1 > 0)
+        .flat_map(|&(start, len)| start / blocksize..=(start + len - 1) / blocksize)
+        .collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    blocks
+}
+
 /// The byte ranges of a C-order region of a chunk, merged where they touch.
 pub fn region_byte_ranges(
     chunk_shape: &[u64],

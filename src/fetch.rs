@@ -166,14 +166,7 @@ fn block_spans(
     ranges: &[(usize, usize)],
 ) -> Option<Vec<(u64, u64)>> {
     let size = size as u64;
-    let mut wanted: Vec<usize> = Vec::new();
-    for &(start, len) in ranges {
-        if len > 0 {
-            wanted.extend(start / header.blocksize..=(start + len - 1) / header.blocksize);
-        }
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
+    let mut wanted = crate::blosc_ranges::blocks_touched(ranges, header.blocksize);
     wanted.retain(|&b| b < header.nblocks());
     let mut spans: Vec<(u64, u64)> = if header.memcpyed() {
         wanted

@@ -398,14 +398,7 @@ fn most_blocks_wanted(ranges: &[(usize, usize)], block: usize, chunk_bytes: usiz
     if blocks <= 1 {
         return ranges.iter().any(|r| r.1 > 0); // one block, needed whatever is wanted
     }
-    let mut touched: Vec<usize> = ranges
-        .iter()
-        .filter(|r| r.1 > 0)
-        .flat_map(|&(start, len)| start / block..=(start + len - 1) / block)
-        .collect();
-    touched.sort_unstable();
-    touched.dedup();
-    touched.len() * 2 > blocks
+    crate::blosc_ranges::blocks_touched(ranges, block).len() * 2 > blocks
 }
 
 /// What every job of one pass shares.
