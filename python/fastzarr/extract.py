@@ -27,10 +27,11 @@ import xarray as xr
 
 from fastzarr import _core
 from fastzarr._core import FastzarrError
+from fastzarr._decoding import decode_cf
 from fastzarr._progress import Progress, log_stage, progress_enabled
 from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
-from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, normalize_url
+from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, StoredVariable, normalize_url
 
 __all__ = [
     "DuplicateError",
@@ -66,10 +67,19 @@ class _Opened:
 
     name: str
     raw: xr.Dataset
+    """The group's attributes and its dimension coordinates (indexed, undecoded), as
+    ``xr.open_zarr(decode_cf=False)`` has them; the other arrays are only described in ``stored``."""
     group: _core.Group
     coords: xr.Dataset
-    metadata: dict[Hashable, Any] | None = None
-    """Stored metadata per data variable, when other sources were compared with this one."""
+    """The point and concat dims' coordinates, CF-decoded."""
+    stored: dict[Hashable, StoredVariable]
+    """Every array of the group (dims, stored dtype, attributes, encoding), in the group's order."""
+    sizes: dict[Hashable, int]
+
+    @property
+    def data_names(self) -> list[Hashable]:
+        """What ``xr.open_zarr(decode_cf=False)`` would list as data variables."""
+        return [n for n in self.stored if n not in self.raw.variables]
 
 
 @dataclass
@@ -88,19 +98,19 @@ def _source_name(src: Source) -> str:
     return os.fspath(src)
 
 
-def _array_metadata(group: _core.Group, names: Iterable[Hashable]) -> dict[Hashable, Any]:
-    """The stored metadata document (with attributes) of each named array fastzarr can open."""
-    out: dict[Hashable, Any] = {}
-    keys = set(group.array_keys())
-    for n in names:
-        if n in keys:
-            try:
-                member = group[str(n)]
-            except FastzarrError:  # e.g. a codec only zarr-python reads: the backend handles it
-                continue
-            if isinstance(member, _core.Array):
-                out[n] = member.metadata
-    return out
+def _sizes(source: str, stored: Mapping[Hashable, StoredVariable]) -> dict[Hashable, int]:
+    """Length per dimension over all arrays; conflicting lengths raise ValueError as xarray does."""
+    sizes: dict[Hashable, int] = {}
+    owner: dict[Hashable, Hashable] = {}
+    for name, v in stored.items():
+        for d, n in zip(v.dims, v.shape, strict=True):
+            if sizes.setdefault(d, n) != n:
+                raise ValueError(
+                    f"conflicting sizes for dimension {d!r} in {source}: length {n} on {name!r} and "
+                    f"length {sizes[d]} on {owner[d]!r}"
+                )
+            owner.setdefault(d, name)
+    return sizes
 
 
 def _open(
@@ -109,51 +119,43 @@ def _open(
     concat_dim: Hashable,
     storage_options: Mapping[str, Any] | None = None,
     *,
-    template: _Opened | None = None,
     deadline: float | None = None,
     group: _core.Group | None = None,
     preloaded: Mapping[str, npt.NDArray[Any]] | None = None,
 ) -> _Opened:
-    """Opens a source lazily, undecoded, and decodes only the coordinates of the point and concat dims.
+    """Opens a source: every array described from its metadata (no lazy variable per array: with
+    thousands of arrays that was most of the cost of opening), the dimension coordinates opened
+    by xarray (they become indexes, as in ``xr.open_zarr``) and those of the point and concat dims
+    CF-decoded.
 
     Metadata and coordinates are read by fastzarr itself, so every URL fastzarr reads (local,
     s3, gs, az, http, memory) works, with ``storage_options``.
-
-    Batch stores usually repeat each data variable's metadata exactly; the lazy variable of the
-    ``template`` source then stands in for this source's (only its dims, dtype, attributes and
-    encoding are used: data is read through this source's own group), which skips most of the
-    per-variable cost of opening thousands of variables per source.
     """
     name = _source_name(src)
     options = dict(storage_options) if storage_options else None
     if group is None:
         group = _core.open_group(normalize_url(name), storage_options=options, timeout=_remaining(deadline))
-    shared: list[str] = []
-    if template is not None:
-        if template.metadata is None:
-            template.metadata = _array_metadata(template.group, template.raw.data_vars)
-        mine = _array_metadata(group, template.metadata)
-        shared = [str(n) for n, m in mine.items() if m == template.metadata[n]]
-    # fastzarr's own backend: the same undecoded Dataset as xr.open_zarr's, from metadata parsed in
-    # Rust, on the group opened above (opening it again costs every metadata request twice).
-    store = FastzarrStore(
-        group,
-        url=normalize_url(name),
-        storage_options=options,
-        drop_variables=shared or None,
-        timeout=_remaining(deadline),
-        preloaded=preloaded,
-    )
-    raw = xr.open_dataset(store, engine=FastzarrBackendEntrypoint, decode_cf=False, chunks=None)
-    if shared:
-        assert template is not None
-        borrowed = {n: template.raw.variables[n] for n in shared}
-        order = [n for n in group.array_keys() if n in borrowed or n in raw.data_vars]
-        data_vars = {n: borrowed[n] if n in borrowed else raw.variables[n] for n in order}
-        raw = xr.Dataset(data_vars, coords=raw.coords, attrs=raw.attrs)
+
+    def store(drop: list[Hashable] | None = None) -> FastzarrStore:
+        return FastzarrStore(
+            group,
+            url=normalize_url(name),
+            storage_options=options,
+            drop_variables=[str(n) for n in drop] if drop else None,
+            timeout=_remaining(deadline),
+            preloaded=preloaded,
+        )
+
+    described = store()
+    stored: dict[Hashable, StoredVariable] = {n: described.describe_variable(n) for n in group.array_keys()}
+    sizes = _sizes(name, stored)
+    # xarray makes the arrays named like one of their dims coordinates (and refuses those with
+    # more than that dim): only those go through its open_dataset.
+    others = [n for n, v in stored.items() if n not in v.dims]
+    raw = xr.open_dataset(store(others), engine=FastzarrBackendEntrypoint, decode_cf=False, chunks=None)
     wanted = [d for d in (*point_dims, concat_dim) if d in raw.xindexes]
     coords = xr.decode_cf(xr.Dataset(coords={d: raw.variables[d] for d in wanted}))
-    return _Opened(name, raw, group, coords)
+    return _Opened(name, raw, group, coords, stored, sizes)
 
 
 def _open_sources(
@@ -201,7 +203,6 @@ def _open_sources(
             point_dims,
             concat_dim,
             storage_options,
-            template=first,
             deadline=deadline,
             group=groups[i],
             preloaded=preloaded[i],
@@ -253,7 +254,7 @@ def _positions(
     opened: _Opened, indexers: Mapping[Hashable, Any], method: str | None, tolerance: Any
 ) -> dict[Hashable, Any]:
     """Integer positions for the point dims, computed by xarray's own ``sel`` on the coordinates."""
-    sizes = opened.raw.sizes
+    sizes = opened.sizes
     positions = xr.Dataset(
         {f"__pos_{d}": (d, np.arange(sizes[d])) for d in indexers if d in sizes},
         coords=opened.coords.coords,
@@ -305,10 +306,10 @@ def _check_sources(
                     f"unlike in {first.name}"
                 )
             if not in_first:
-                if first.raw.sizes.get(d) != other.raw.sizes.get(d):
+                if first.sizes.get(d) != other.sizes.get(d):
                     raise SourceMismatchError(
-                        f"source {other.name}: dimension {d!r} has size {other.raw.sizes.get(d)} "
-                        f"instead of {first.raw.sizes.get(d)} as in {first.name}"
+                        f"source {other.name}: dimension {d!r} has size {other.sizes.get(d)} "
+                        f"instead of {first.sizes.get(d)} as in {first.name}"
                     )
                 continue
             a, b = first.coords.variables[d], other.coords.variables[d]
@@ -319,11 +320,11 @@ def _check_sources(
                 )
     for o in opened:
         if missing == "raise":
-            absent = [n for n in names if n not in o.raw.variables]
+            absent = [n for n in names if n not in o.stored]
             if absent:
                 raise SourceMismatchError(f"source {o.name} lacks variables {absent}")
     for n in names:
-        dtypes = {(o.name, o.raw.variables[n].dtype) for o in opened if n in o.raw.variables}
+        dtypes = {(o.name, o.stored[n].dtype) for o in opened if n in o.stored}
         numeric = {dt.kind in "biufc" for _, dt in dtypes}
         kinds = {dt.kind for _, dt in dtypes}
         if len(numeric) > 1 or (not any(numeric) and len(kinds) > 1):
@@ -336,12 +337,12 @@ def _select_variables(opened: list[_Opened], variables: Iterable[str] | None, mi
     if variables is not None:
         names = [variables] if isinstance(variables, str) else list(variables)
         for n in names:
-            if all(n not in o.raw.variables for o in opened):
+            if all(n not in o.stored for o in opened):
                 raise KeyError(f"variable {n!r} is in none of the sources")
         return names
-    names = [str(n) for n in opened[0].raw.data_vars]
+    names = [str(n) for n in opened[0].data_names]
     for o in opened[1:]:
-        extra = [str(n) for n in o.raw.data_vars if n not in names]
+        extra = [str(n) for n in o.data_names if n not in names]
         if extra and missing == "raise":
             raise SourceMismatchError(f"source {o.name} has variables {extra} that {opened[0].name} lacks")
         names += extra
@@ -352,7 +353,7 @@ def _plan_variable(
     index: int, opened: _Opened, name: str, positions: Mapping[Hashable, Any], point_dim: Hashable | None
 ) -> _Request:
     """The read_many request for one variable and the dims its result will have."""
-    var = opened.raw.variables[name]
+    var = opened.stored[name]
     dims = var.dims
     present = [d for d in dims if d in positions]
     sequences = [d for d in present if not isinstance(positions[d], int)]
@@ -626,7 +627,7 @@ class _Job:
 
 
 def _selected_dims(
-    var: xr.Variable, positions: Mapping[Hashable, Any], cache: dict[Any, tuple[Hashable, ...]]
+    var: StoredVariable, positions: Mapping[Hashable, Any], cache: dict[Any, tuple[Hashable, ...]]
 ) -> tuple[Hashable, ...]:
     """The dims ``var.isel(positions)`` has (where vectorized indexing puts the point dim), worked
     out by xarray once per (dims, shape) on a zero-strided stand-in instead of per variable."""
@@ -639,56 +640,85 @@ def _selected_dims(
 
 
 def _decode(part: xr.Dataset) -> xr.Dataset:
-    """xarray's CF decoding of a selection read undecoded."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=xr.SerializationWarning)
-        return xr.decode_cf(part)
+    """xarray's CF decoding of a selection read undecoded (alike variables decoded together)."""
+    return decode_cf(part)
+
+
+def _selected_coords(
+    o: _Opened, present: Sequence[Hashable], positions: Mapping[Hashable, Any]
+) -> xr.Dataset:
+    """The coordinates ``raw[present].isel(positions)`` has: those whose dims the variables use
+    (as ``ds[names]`` keeps them), indexed like the variables (indexers' own coordinates added)."""
+    used: dict[Hashable, int] = {}
+    for n in present:
+        used.update(o.stored[n].sizes)
+    keep = [c for c, v in o.raw.variables.items() if set(v.dims) <= used.keys()]
+    # A zero-strided stand-in carries every used dim, so indexers along dims without a coordinate
+    # still bring their own coordinates.
+    frame = o.raw[keep].assign(
+        {_DIMS_STAND_IN: (tuple(used), np.broadcast_to(np.zeros((), np.int8), tuple(used.values())))}
+    )
+    selection = {d: p for d, p in positions.items() if d in used}
+    return frame.isel(selection).drop_vars(_DIMS_STAND_IN)
+
+
+_DIMS_STAND_IN = "__fastzarr_dims__"
+
+
+def _assemble(
+    data_vars: Mapping[Hashable, xr.Variable], coords: xr.Dataset, attrs: Mapping[Any, Any]
+) -> xr.Dataset:
+    """``xr.Dataset(data_vars, coords=coords.coords, attrs=attrs)`` without xarray's per-variable
+    merge (a tenth of a millisecond a variable, most of building a result of thousands of them):
+    the coordinates come with their indexes, the data variables only need their sizes checked.
+    Anything unusual (a name clash, a size conflict) goes through xarray's constructor."""
+    sizes = dict(coords.sizes)
+    for name, v in data_vars.items():
+        if name in coords.variables or any(sizes.setdefault(d, n) != n for d, n in v.sizes.items()):
+            return xr.Dataset(data_vars, coords=coords.coords, attrs=attrs)
+    variables = {**data_vars, **coords.variables}
+    return xr.Dataset._construct_direct(
+        variables,
+        coord_names=set(coords.coords),
+        dims=sizes,
+        attrs=dict(attrs),
+        indexes=dict(coords.xindexes),
+    )
 
 
 def _read_parts(opened: list[_Opened], job: _Job, *, progress: bool | None, deadline: float | None) -> _Done:
     """Plans every variable of every source and reads them all in one pass per batch; returns
     each source's selection still CF-encoded (decoding once after concatenation is cheaper).
 
-    The coordinates come from xarray's ``isel`` of the lazy, undecoded source (so they are exactly
-    what ``sel`` gives); each data variable is built directly from what fastzarr read, with the
-    dims xarray's indexing gives it and the stored attributes and encoding.
+    The coordinates come from xarray's ``isel`` of the source's (in-memory) dimension coordinates,
+    so they are exactly what ``sel`` gives; each data variable is built directly from what
+    fastzarr read, with the dims xarray's indexing gives it and the stored attributes and encoding.
     """
     start = time.perf_counter()
     skeletons: list[tuple[xr.Dataset, list[str]]] = []
     requests: list[_Request] = []
     dims_cache: dict[Any, tuple[Hashable, ...]] = {}
     for i, o in enumerate(opened):
-        present = [n for n in job.names if n in o.raw.data_vars]
-        subset = o.raw[present]
-        selection = {d: p for d, p in job.positions.items() if d in o.raw.dims}
-        coords = subset.drop_vars(present).isel(selection)
-        skeletons.append((coords, present))
-        for n in coords.variables:
-            # In-memory indexes are already there, and the indexers' own coordinates too.
-            if n in o.raw.variables and n not in o.raw.xindexes:
-                requests.append(_plan_variable(i, o, str(n), job.positions, job.point_dim))
+        data_names = set(o.data_names)
+        present = [n for n in job.names if n in data_names]
+        skeletons.append((_selected_coords(o, present, job.positions), present))
         requests.extend(_plan_variable(i, o, n, job.positions, job.point_dim) for n in present)
     groups = _batches(requests, job.budget)
     if progress_enabled(progress):
         groups = _progress_groups(groups)
     plan_seconds = time.perf_counter() - start
     results, totals = _read(requests, groups, progress, deadline, job.timeout)
-    coord_data: list[dict[Hashable, xr.Variable]] = [{} for _ in opened]
     data_vars: list[dict[Hashable, xr.Variable]] = [{} for _ in opened]
     for req, arr in zip(requests, results, strict=True):
-        raw = opened[req.source].raw.variables[req.name]
-        dims = _selected_dims(raw, job.positions, dims_cache)
-        variable = xr.Variable(dims, np.transpose(arr, [req.out_dims.index(d) for d in dims]), raw.attrs)
-        variable.encoding = dict(raw.encoding)
-        is_coord = req.name in skeletons[req.source][0].variables
-        (coord_data if is_coord else data_vars)[req.source][req.name] = variable
-    parts = []
-    for (coords, present), o, read_coords, read_vars in zip(
-        skeletons, opened, coord_data, data_vars, strict=True
-    ):
-        all_coords = {n: read_coords.get(n, coords.variables[n]) for n in coords.variables}
-        ordered = {n: read_vars[n] for n in present}
-        parts.append(xr.Dataset(ordered, coords=all_coords, attrs=o.raw.attrs))
+        stored = opened[req.source].stored[req.name]
+        dims = _selected_dims(stored, job.positions, dims_cache)
+        data = np.transpose(arr, [req.out_dims.index(d) for d in dims])
+        variable = xr.Variable(dims, data, stored.attrs, stored.encoding, fastpath=True)
+        data_vars[req.source][req.name] = variable
+    parts = [
+        _assemble({n: read[n] for n in present}, coords, o.raw.attrs)
+        for (coords, present), o, read in zip(skeletons, opened, data_vars, strict=True)
+    ]
     return _Done(parts, totals, len(groups), plan_seconds, decoded=False)
 
 
@@ -961,7 +991,7 @@ class _CacheLookup:
 
             extra = {
                 "coords": _coords_digest(o, job),
-                "variables": sorted(n for n in job.names if n in o.raw.variables),
+                "variables": sorted(n for n in job.names if n in o.stored),
             }
             ds, _ = self.cache.get_or_build(params, build, source=o.name, extra=extra, allow_nan=allow_nan)
             decoded.append(ds)
@@ -972,7 +1002,7 @@ def _coords_digest(opened: _Opened, job: _Job) -> str:
     """A digest of a source's point-dimension coordinates (which the sources must share)."""
     h = hashlib.sha256()
     for d in sorted(job.positions, key=str):
-        h.update(f"{d}:{opened.raw.sizes.get(d)}:".encode())
+        h.update(f"{d}:{opened.sizes.get(d)}:".encode())
         if d in opened.coords.variables:
             values = np.ascontiguousarray(opened.coords.variables[d].values)
             h.update(values.dtype.str.encode())

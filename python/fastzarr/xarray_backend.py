@@ -31,8 +31,8 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -302,6 +302,21 @@ def dims_and_attrs(
     return dims, {k: v for k, v in attrs.items() if k not in hidden}
 
 
+class StoredVariable(NamedTuple):
+    """An array as xarray's ZarrStore describes it, before CF decoding: all but the data."""
+
+    dims: tuple[Hashable, ...]
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    attrs: dict[str, Any]
+    encoding: dict[str, Any]
+
+    @property
+    def sizes(self) -> dict[Hashable, int]:
+        """Length per dimension name."""
+        return dict(zip(self.dims, self.shape, strict=True))
+
+
 class FastzarrStore(AbstractDataStore):
     """A read-only xarray data store over a :class:`fastzarr.Group`."""
 
@@ -418,10 +433,26 @@ class FastzarrStore(AbstractDataStore):
             return self._zarr_python_variable(name)
         if not isinstance(member, fz.Array):  # pragma: no cover - array_keys lists arrays only
             raise TypeError(f"{name!r} is not an array")
+        described = self.describe_array(member, name)
+        data = indexing.LazilyIndexedArray(FastzarrArrayWrapper(member, described.dtype))
+        return xr.Variable(described.dims, data, described.attrs, described.encoding)
+
+    def describe_variable(self, name: str) -> StoredVariable:
+        """What ``open_store_variable(name)`` would hold, without a lazy array to read it with
+        (cheaper where the data are read some other way)."""
+        try:
+            member = self._group[name]
+        except fz.UnsupportedCodecError:
+            v = self._zarr_python_variable(name)
+            return StoredVariable(v.dims, v.shape, v.dtype, dict(v.attrs), dict(v.encoding))
+        if not isinstance(member, fz.Array):  # pragma: no cover - array_keys lists arrays only
+            raise TypeError(f"{name!r} is not an array")
+        return self.describe_array(member, name)
+
+    def describe_array(self, member: fz.Array, name: str) -> StoredVariable:
+        """Dims, stored dtype, attributes and encoding of ``member`` as xarray's ZarrStore has them."""
         meta = member.metadata  # parsed once per array
         dims, attrs = dims_and_attrs(member, meta, name)
-        wrapper = FastzarrArrayWrapper(member, _stored_dtype(member, meta))
-        data = indexing.LazilyIndexedArray(wrapper)
         chunks = tuple(int(c) for c in member.chunks)
         shards = member.shards
         encoding: dict[str, Any] = {
@@ -438,7 +469,8 @@ class FastzarrStore(AbstractDataStore):
                 encoding["fill_value"] = member.fill_value
             if "_FillValue" in attrs:
                 attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], member.dtype)
-        return xr.Variable(dims, data, attrs, encoding)
+        shape = tuple(int(n) for n in member.shape)
+        return StoredVariable(dims, shape, _stored_dtype(member, meta), attrs, encoding)
 
     def _zarr_python_variable(self, name: str) -> xr.Variable:
         """Reads an array fastzarr's core cannot decode through zarr-python, as xr.open_zarr does."""
