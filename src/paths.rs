@@ -31,13 +31,54 @@ pub struct ConfinedStore {
     inner: FilesystemStore,
     /// The root with every symlink resolved.
     root: PathBuf,
+    /// The root, held open: files are opened relative to it, the kernel keeping the lookup
+    /// below it (`openat2` with `RESOLVE_BENEATH`); `None` where that is not available.
+    #[cfg(target_os = "linux")]
+    root_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl ConfinedStore {
     pub fn new(path: &Path) -> Result<Self, StorageError> {
         let root = path.canonicalize()?;
         let inner = FilesystemStore::new(&root).map_err(|e| StorageError::Other(e.to_string()))?;
-        Ok(Self { inner, root })
+        #[cfg(target_os = "linux")]
+        let root_fd = {
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            rustix::fs::open(&root, flags, Mode::empty()).ok()
+        };
+        Ok(Self {
+            inner,
+            root,
+            #[cfg(target_os = "linux")]
+            root_fd,
+        })
+    }
+
+    /// The file at `key`, opened for reading if it lies inside the root; `None` when missing.
+    ///
+    /// On Linux one `openat2` below the held-open root does the confinement: a point read
+    /// from thousands of small chunks spent a quarter of its time in the lstat per path part
+    /// that [`Self::check`] needs. Anything `openat2` refuses or cannot do (a symlink, which
+    /// may still stay inside; an old kernel; a seccomp filter) takes the portable path.
+    fn open_confined(&self, key: &str) -> Result<Option<std::fs::File>, StorageError> {
+        #[cfg(target_os = "linux")]
+        if let (Some(dir), Some(key)) = (&self.root_fd, checked_key(key)) {
+            use rustix::fs::{Mode, OFlags, ResolveFlags};
+            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+            let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+            match rustix::fs::openat2(dir, key, flags, Mode::empty(), resolve) {
+                Ok(fd) => return Ok(Some(std::fs::File::from(fd))),
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
+                Err(_) => {}
+            }
+        }
+        self.check(key)?;
+        match std::fs::File::open(self.root.join(key)) {
+            Ok(file) => Ok(Some(file)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Refuses a key outside the root: by its spelling, or because its file (or a
@@ -78,11 +119,8 @@ impl ConfinedStore {
         range: std::ops::Range<u64>,
     ) -> Result<Option<(bytes::Bytes, u64)>, StorageError> {
         use std::io::{Read, Seek, SeekFrom};
-        self.check(key)?;
-        let file = match std::fs::File::open(self.root.join(key)) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err.into()),
+        let Some(file) = self.open_confined(key)? else {
+            return Ok(None);
         };
         let meta = file.metadata()?;
         if !meta.is_file() {
@@ -123,8 +161,9 @@ impl ConfinedStore {
 
 impl ReadableStorageTraits for ConfinedStore {
     fn get(&self, key: &StoreKey) -> Result<MaybeBytes, StorageError> {
-        self.check(key.as_str())?;
-        self.inner.get(key)
+        Ok(self
+            .read_range(key.as_str(), 0..u64::MAX)?
+            .map(|(bytes, _)| bytes))
     }
 
     fn get_partial_many<'a>(
@@ -202,12 +241,23 @@ mod tests {
             .unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("dir")).unwrap();
         std::os::unix::fs::symlink(root.path().join("data"), root.path().join("alias")).unwrap();
+        std::fs::create_dir(root.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("../data", root.path().join("sub/relative")).unwrap();
+        // Relative, and leading out of the root to the secret.
+        let outside_name = outside.path().file_name().unwrap().to_str().unwrap();
+        let up = format!("../../{outside_name}/secret");
+        std::os::unix::fs::symlink(up, root.path().join("sub/up")).unwrap();
         let store = ConfinedStore::new(root.path()).unwrap();
         let get = |key: &str| store.get(&StoreKey::new(key).unwrap());
         assert_eq!(get("data").unwrap().unwrap().as_ref(), b"data");
         assert_eq!(get("alias").unwrap().unwrap().as_ref(), b"data");
+        assert_eq!(get("sub/relative").unwrap().unwrap().as_ref(), b"data");
+        let range = |key: &str| store.read_range(key, 1..3);
+        assert_eq!(range("sub/relative").unwrap().unwrap().0.as_ref(), b"at");
         assert!(get("missing").unwrap().is_none());
-        for bad in ["leak", "dir/secret", "../secret"] {
+        assert!(range("missing").unwrap().is_none());
+        for bad in ["leak", "dir/secret", "../secret", "sub/up"] {
+            assert!(range(bad).is_err(), "{bad}");
             let err = get(bad).unwrap_err().to_string();
             assert!(
                 err.contains("outside") || err.contains("not a key"),

@@ -153,8 +153,42 @@ pub fn add_to_footprint(
 
 /// JSON to Python objects, through the json module so that every value type round-trips.
 pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> Result<Bound<'py, PyAny>> {
-    let text = serde_json::to_string(value).map_err(|e| Error::Panic(e.to_string()))?;
-    Ok(py.import("json")?.getattr("loads")?.call1((text,))?)
+    use pyo3::types::{PyDict, PyList};
+    use serde_json::Value;
+    // Built directly: a round trip through json.loads cost ~20 us an array, most of describing
+    // the arrays of a store of thousands.
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                pyo3::types::PyInt::new(py, u).into_any()
+            } else if let Some(i) = n.as_i64() {
+                pyo3::types::PyInt::new(py, i).into_any()
+            } else if n.is_f64() {
+                pyo3::types::PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any()
+            } else {
+                // An integer beyond 64 bits (serde_json's arbitrary precision): exact, as json.loads.
+                py.get_type::<pyo3::types::PyInt>()
+                    .call1((n.to_string(),))?
+            }
+        }
+        Value::String(s) => pyo3::types::PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, v) in map {
+                dict.set_item(k, json_to_py(py, v)?)?;
+            }
+            dict.into_any()
+        }
+    })
 }
 
 /// Whether `url` names a store read over the network (anything but a path or `file://`).
