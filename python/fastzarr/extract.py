@@ -350,14 +350,35 @@ def _select_variables(opened: list[_Opened], variables: Iterable[str] | None, mi
 
 
 def _plan_variable(
-    index: int, opened: _Opened, name: str, positions: Mapping[Hashable, Any], point_dim: Hashable | None
+    index: int,
+    opened: _Opened,
+    name: str,
+    positions: Mapping[Hashable, Any],
+    point_dim: Hashable | None,
+    *,
+    cache: dict[Any, tuple[tuple[Any, ...], tuple[Hashable, ...], int]] | None = None,
 ) -> _Request:
-    """The read_many request for one variable and the dims its result will have."""
+    """The read_many request for one variable and the dims its result will have (worked out
+    once per dims, shape and item size in ``cache``: thousands of variables share a few)."""
     var = opened.stored[name]
+    key = (var.dims, var.shape, var.dtype.itemsize)
+    planned = None if cache is None else cache.get(key)
+    if planned is None:
+        planned = _plan_selection(var, positions, point_dim)
+        if cache is not None:
+            cache[key] = planned
+    selection, out_dims, nbytes = planned
+    return _Request(index, name, (opened.group[name], *selection), out_dims, nbytes)
+
+
+def _plan_selection(
+    var: StoredVariable, positions: Mapping[Hashable, Any], point_dim: Hashable | None
+) -> tuple[tuple[Any, ...], tuple[Hashable, ...], int]:
+    """A variable's read_many selection (after the array), its result's dims and its size."""
     dims = var.dims
+    sizes = var.sizes
     present = [d for d in dims if d in positions]
     sequences = [d for d in present if not isinstance(positions[d], int)]
-    array = opened.group[name]
     out_dims: list[Hashable] = []
     if sequences:
         n = positions[sequences[0]].size
@@ -365,23 +386,23 @@ def _plan_variable(
             dims.index(d): np.broadcast_to(np.asarray(positions[d], dtype=np.int64), (n,)).copy()
             for d in present
         }
-        request: tuple[Any, ...] = (array, (), axes)
+        selection: tuple[Any, ...] = ((), axes)
         for d in dims:
             if d not in present:
                 out_dims.append(d)
             elif point_dim not in out_dims:
                 out_dims.append(point_dim)
-        shape = [n if d == point_dim else var.sizes[d] for d in out_dims]
+        shape = [n if d == point_dim else sizes[d] for d in out_dims]
     elif present:
-        request = (array, tuple(positions[d] if d in present else slice(None) for d in dims))
+        selection = (tuple(positions[d] if d in present else slice(None) for d in dims),)
         out_dims = [d for d in dims if d not in present]
-        shape = [var.sizes[d] for d in out_dims]
+        shape = [sizes[d] for d in out_dims]
     else:
-        request = (array, ...)
+        selection = (...,)
         out_dims = list(dims)
         shape = list(var.shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * var.dtype.itemsize
-    return _Request(index, name, request, tuple(out_dims), nbytes)
+    return selection, tuple(out_dims), nbytes
 
 
 def _memory_budget(max_memory: int | float | str | None) -> int:
@@ -698,11 +719,12 @@ def _read_parts(opened: list[_Opened], job: _Job, *, progress: bool | None, dead
     skeletons: list[tuple[xr.Dataset, list[str]]] = []
     requests: list[_Request] = []
     dims_cache: dict[Any, tuple[Hashable, ...]] = {}
+    plans: dict[Any, tuple[tuple[Any, ...], tuple[Hashable, ...], int]] = {}
     for i, o in enumerate(opened):
         data_names = set(o.data_names)
         present = [n for n in job.names if n in data_names]
         skeletons.append((_selected_coords(o, present, job.positions), present))
-        requests.extend(_plan_variable(i, o, n, job.positions, job.point_dim) for n in present)
+        requests.extend(_plan_variable(i, o, n, job.positions, job.point_dim, cache=plans) for n in present)
     groups = _batches(requests, job.budget)
     if progress_enabled(progress):
         groups = _progress_groups(groups)

@@ -325,6 +325,7 @@ class FastzarrStore(AbstractDataStore):
         "_drop",
         "_group",
         "_group_path",
+        "_memo",
         "_preloaded",
         "_storage_options",
         "_timeout",
@@ -360,6 +361,7 @@ class FastzarrStore(AbstractDataStore):
             use_zarr_fill_value_as_mask = group.zarr_format == 2
         self._use_zarr_fill_value_as_mask = use_zarr_fill_value_as_mask
         self._zarr_store: ZarrStore | None = None
+        self._memo: dict[tuple[Any, ...], tuple[np.dtype[Any], Any]] = {}
 
     @classmethod
     def open(
@@ -453,24 +455,40 @@ class FastzarrStore(AbstractDataStore):
         """Dims, stored dtype, attributes and encoding of ``member`` as xarray's ZarrStore has them."""
         meta = member.metadata  # parsed once per array
         dims, attrs = dims_and_attrs(member, meta, name)
-        chunks = tuple(int(c) for c in member.chunks)
+        chunks = tuple(map(int, member.chunks))
         shards = member.shards
         encoding: dict[str, Any] = {
             "chunks": chunks,
             "preferred_chunks": dict(zip(dims, chunks, strict=True)),
-            "shards": None if shards is None else tuple(int(s) for s in shards),
+            "shards": None if shards is None else tuple(map(int, shards)),
         }
+        stored_dtype, fill_value = self._dtype_and_fill(member, meta)
         if self._use_zarr_fill_value_as_mask:
-            fill_value = _v2_fill_value(member, meta) if member.zarr_format == 2 else member.fill_value
             if fill_value is not None:
                 attrs["_FillValue"] = fill_value
         else:
             if member.zarr_format == 3:
-                encoding["fill_value"] = member.fill_value
+                encoding["fill_value"] = fill_value
             if "_FillValue" in attrs:
                 attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], member.dtype)
-        shape = tuple(int(n) for n in member.shape)
-        return StoredVariable(dims, shape, _stored_dtype(member, meta), attrs, encoding)
+        return StoredVariable(dims, tuple(map(int, member.shape)), stored_dtype, attrs, encoding)
+
+    def _dtype_and_fill(self, member: fz.Array, meta: Mapping[str, Any]) -> tuple[np.dtype[Any], Any]:
+        """The stored dtype and zarr-python's fill value (None for a v2 null), remembered per
+        data type and fill value as the metadata spell them: a store of thousands of features
+        repeats a few."""
+        zarr_format = member.zarr_format
+        data_type = meta.get("dtype" if zarr_format == 2 else "data_type")
+        spelled = (zarr_format, data_type, meta.get("fill_value"))
+        key = spelled if all(isinstance(x, str | int | float | None) for x in spelled) else None
+        # NaN spelled as a float never equals itself: such keys are simply not found again.
+        found = self._memo.get(key) if key is not None else None
+        if found is None:
+            fill = _v2_fill_value(member, meta) if zarr_format == 2 else member.fill_value
+            found = (_stored_dtype(member, meta), fill)
+            if key is not None:
+                self._memo[key] = found
+        return found
 
     def _zarr_python_variable(self, name: str) -> xr.Variable:
         """Reads an array fastzarr's core cannot decode through zarr-python, as xr.open_zarr does."""
