@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::errors::{Error, Result};
 
 /// One axis of a selection, before it is bounded by the shape.
@@ -367,6 +369,27 @@ pub enum Placement {
 }
 
 impl Placement {
+    /// Calls `f` with every `(output position, region index)` of this axis, in order.
+    pub fn for_each_pair(&self, region_len: u64, mut f: impl FnMut(u64, u64)) {
+        match self {
+            Placement::Run {
+                out_start,
+                len,
+                step,
+            } => {
+                let anchor = if *step > 0 { 0 } else { region_len - 1 };
+                for k in 0..*len {
+                    f(out_start + k, progression_index(anchor, *step, k));
+                }
+            }
+            Placement::Pairs(pairs) => {
+                for &(o, r) in pairs {
+                    f(o, r);
+                }
+            }
+        }
+    }
+
     /// Every `(output position, region index)` of this axis.
     pub fn pairs(&self, region_len: u64) -> Vec<(u64, u64)> {
         match self {
@@ -389,12 +412,18 @@ impl Placement {
 /// selected elements in the output (in the full-rank output shape).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkPart {
-    pub chunk: Vec<u64>,
+    pub chunk: Dims,
     /// Region of the chunk to decode, in chunk-local coordinates.
-    pub region_start: Vec<u64>,
-    pub region_shape: Vec<u64>,
-    pub placements: Vec<Placement>,
+    pub region_start: Dims,
+    pub region_shape: Dims,
+    pub placements: SmallVec<[Placement; INLINE_DIMS]>,
 }
+
+/// Axes held inline by a [`ChunkPart`]: a 100-point read has a million parts, and four
+/// heap vectors each were most of the cost of making, reading and freeing them.
+pub const INLINE_DIMS: usize = 5;
+/// Per-axis numbers of a [`ChunkPart`].
+pub type Dims = SmallVec<[u64; INLINE_DIMS]>;
 
 impl ChunkPart {
     /// The output box, when the decoded region maps onto it element for element, in order.
