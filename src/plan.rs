@@ -392,19 +392,9 @@ impl Placement {
 
     /// Every `(output position, region index)` of this axis.
     pub fn pairs(&self, region_len: u64) -> Vec<(u64, u64)> {
-        match self {
-            Placement::Run {
-                out_start,
-                len,
-                step,
-            } => {
-                let anchor = if *step > 0 { 0 } else { region_len - 1 };
-                (0..*len)
-                    .map(|k| (out_start + k, progression_index(anchor, *step, k)))
-                    .collect()
-            }
-            Placement::Pairs(pairs) => pairs.clone(),
-        }
+        let mut pairs = Vec::new();
+        self.for_each_pair(region_len, |o, r| pairs.push((o, r)));
+        pairs
     }
 }
 
