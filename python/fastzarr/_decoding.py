@@ -118,7 +118,11 @@ def _decode_group(names: list[Hashable], ds: xr.Dataset) -> dict[Hashable, xr.Va
 
 
 def decode_cf(ds: xr.Dataset) -> xr.Dataset:
-    """``xr.decode_cf(ds)`` (serialization warnings silenced), alike data variables decoded together."""
+    """``xr.decode_cf(ds)`` (serialization warnings silenced), alike data variables decoded together.
+
+    Meant for selections already in memory (``extract_points``' parts): only numpy-backed
+    variables are stacked, and looking at a lazy one to find out would load it.
+    """
     referenced = _referenced(ds)
     groups: dict[tuple[Any, ...], list[Hashable]] = {}
     coords = set(ds.coords)

@@ -356,18 +356,15 @@ def _plan_variable(
     positions: Mapping[Hashable, Any],
     point_dim: Hashable | None,
     *,
-    cache: dict[Any, tuple[tuple[Any, ...], tuple[Hashable, ...], int]] | None = None,
+    cache: dict[Any, tuple[tuple[Any, ...], tuple[Hashable, ...], int]],
 ) -> _Request:
     """The read_many request for one variable and the dims its result will have (worked out
     once per dims, shape and item size in ``cache``: thousands of variables share a few)."""
     var = opened.stored[name]
     key = (var.dims, var.shape, var.dtype.itemsize)
-    planned = None if cache is None else cache.get(key)
-    if planned is None:
-        planned = _plan_selection(var, positions, point_dim)
-        if cache is not None:
-            cache[key] = planned
-    selection, out_dims, nbytes = planned
+    if key not in cache:
+        cache[key] = _plan_selection(var, positions, point_dim)
+    selection, out_dims, nbytes = cache[key]
     return _Request(index, name, (opened.group[name], *selection), out_dims, nbytes)
 
 
