@@ -228,14 +228,16 @@ fn point_parts(
         groups.entry(point_chunk(p)).or_default().push(p);
     }
     for (chunk_on_point_axes, members) in groups {
-        let job_ids: Vec<usize> = template
+        // The template's parts moved to this chunk of the point axes, and their jobs.
+        let moved: Vec<(ChunkPart, usize)> = template
             .iter()
             .map(|part| {
-                let mut chunk = part.chunk.clone();
+                let mut part = part.clone();
                 for (&axis, &c) in points.axes.iter().zip(&chunk_on_point_axes) {
-                    chunk[axis] = c;
+                    part.chunk[axis] = c;
                 }
-                parts.find(&chunk)
+                let job = parts.find(&part.chunk);
+                (part, job)
             })
             .collect();
         for p in members {
@@ -246,13 +248,12 @@ fn point_parts(
                 base: p as u64 * point_stride,
                 full_shape: None,
             });
-            for (part, &job) in template.iter().zip(&job_ids) {
+            for (part, job) in &moved {
                 let mut part = part.clone();
                 for (&axis, coords) in points.axes.iter().zip(&points.coords) {
-                    part.chunk[axis] = coords[p] / chunk_shape[axis];
                     part.region_start[axis] = coords[p] % chunk_shape[axis];
                 }
-                parts.chunks[job].1.push((t, part));
+                parts.chunks[*job].1.push((t, part));
             }
         }
     }
