@@ -9,7 +9,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 PY_SOURCES := $(wildcard python tests benches)
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: help venv build test test-rust test-python lint demo bench bench-scaling clean fuzz
+.PHONY: help venv build test test-rust test-python lint demo bench bench-scaling clean fuzz fuzz-long
 
 help:
 	@echo "make demo   - set up, build (release) and read the bundled sample batches"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - benchmark fastzarr against its peers (writes benches/RESULTS.md)"
 	@echo "make bench-scaling - the same full loads at 1, 2, 4, ... cores (a section of RESULTS.md)"
 	@echo "make fuzz   - run each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds"
+	@echo "make fuzz-long - mutate real chunks FUZZ_MUTATIONS (default 20000) times, read them against zarr-python"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -60,9 +61,19 @@ bench: build $(VENV)/.bench-installed
 bench-scaling: build $(VENV)/.bench-installed
 	$(PY) benches/scaling.py --write
 
+# The differential fuzz of tests/test_differential_fuzz.py, longer: FUZZ_SEED picks the mutations.
+FUZZ_MUTATIONS ?= 20000
+FUZZ_SEED ?= 1
+fuzz-long: build
+	$(PY) tests/differential_fuzz.py --seed $(FUZZ_SEED) --mutations $(FUZZ_MUTATIONS)
+
 # cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 # The fuzz crate has its own target dir (sanitizer builds share nothing with release).
 FUZZ_SECONDS ?= 60
+# An allocation past these limits is a finding: every size that comes from a chunk or from
+# metadata must be checked before it is allocated.
+FUZZ_RSS_MB ?= 2048
+FUZZ_MALLOC_MB ?= 512
 FUZZ_TARGETS := blosc_ranges metadata plan
 fuzz: venv
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
@@ -70,6 +81,7 @@ fuzz: venv
 		mkdir -p corpus/$$t && \
 		CARGO_TARGET_DIR=$(CURDIR)/fuzz/target RUSTC_BOOTSTRAP=1 LD_LIBRARY_PATH=$(PYLIBDIR) \
 			cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+				-rss_limit_mb=$(FUZZ_RSS_MB) -malloc_limit_mb=$(FUZZ_MALLOC_MB) \
 			|| exit 1; \
 	done
 

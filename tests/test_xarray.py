@@ -611,3 +611,66 @@ def test_load_wrong_whole_read_guess_reads_what_is_asked(
     result = fz.load(ds)
     assert is_numpy(result)
     xr.testing.assert_identical(result, expected)
+
+
+# --- groups as a DataTree ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=[2, 3], ids=["v2", "v3"])
+def tree_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store of nested groups written by xarray: data at the root, two levels below, an empty one."""
+    tree = xr.DataTree.from_dict(
+        {
+            "/": xr.Dataset(
+                {"a": ("x", np.arange(3.0), {"units": "K"})}, coords={"x": [10, 20, 30]}, attrs={"title": "r"}
+            ),
+            "/child": xr.Dataset({"b": ("y", np.arange(4, dtype="i2"))}, coords={"y": list("pqrs")}),
+            "/child/grand": xr.Dataset(
+                {"c": ("x", [1.0, np.nan, 3.0])},
+                coords={"time": ("x", pd.date_range("2026-01-01", periods=3))},
+            ),
+            "/other": xr.Dataset(attrs={"empty": 1}),
+        }
+    )
+    path = str(tmp_path / "tree.zarr")
+    with warnings.catch_warnings():
+        # Fixed-length strings and consolidated v3 metadata have no stable v3 spec yet.
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
+        tree.to_zarr(path, zarr_format=request.param)
+    return path
+
+
+@pytest.mark.parametrize("group", [None, "child", "/child/grand"])
+def test_open_groups_matches_xarrays_zarr_engine(tree_store: str, group: str | None) -> None:
+    expected = xr.open_groups(tree_store, engine="zarr", group=group)
+    got = xr.open_groups(tree_store, engine="fastzarr", group=group)
+    assert list(got) == list(expected)
+    for name, dataset in expected.items():
+        xr.testing.assert_identical(got[name].load(), dataset.load())
+
+
+@pytest.mark.parametrize("group", [None, "child"])
+def test_open_datatree_matches_xarrays_zarr_engine(tree_store: str, group: str | None) -> None:
+    expected = xr.open_datatree(tree_store, engine="zarr", group=group)
+    with xr.open_datatree(tree_store, engine="fastzarr", group=group) as got:
+        xr.testing.assert_identical(got.load(), expected.load())
+        assert got.groups == expected.groups
+
+
+def test_open_datatree_reads_without_zarr_python(tree_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every group is opened and read by fastzarr: zarr-python is never asked."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("zarr-python was asked to open a node")
+
+    expected = xr.open_datatree(tree_store, engine="zarr").load()
+    for name in ("open_group", "open_array", "open"):
+        monkeypatch.setattr(zarr, name, refuse)
+    got = xr.open_datatree(tree_store, engine="fastzarr").load()
+    xr.testing.assert_identical(got, expected)
+
+
+def test_open_datatree_of_a_missing_group(tree_store: str) -> None:
+    with pytest.raises(KeyError, match="nowhere"):
+        xr.open_datatree(tree_store, engine="fastzarr", group="nowhere")

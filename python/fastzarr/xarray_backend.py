@@ -31,7 +31,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -411,6 +411,18 @@ class FastzarrStore(AbstractDataStore):
         """The fastzarr Group this store reads."""
         return self._group
 
+    def subgroup(self, name: str, group: fz.Group) -> FastzarrStore:
+        """A store over ``group``, this store's member ``name``, opened with the same options."""
+        return FastzarrStore(
+            group,
+            url=self._url,
+            group_path=f"{self._group_path}/{name}".strip("/"),
+            storage_options=self._storage_options,
+            use_zarr_fill_value_as_mask=self._use_zarr_fill_value_as_mask,
+            drop_variables=self._drop,
+            timeout=self._timeout,
+        )
+
     def load(self) -> tuple[Mapping[str, xr.Variable], Mapping[str, Any]]:
         """Variables and attributes (xarray's one entry point), the dimension coordinates read
         ahead in one pass: xarray reads each of them to build its indexes, one after another,
@@ -592,9 +604,79 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         "timeout",
     )
 
+    supports_groups: ClassVar[bool] = True
+
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         """Never: ``.zarr`` paths stay with xarray's zarr engine unless ``engine="fastzarr"``."""
         return False
+
+    def open_groups_as_dict(  # type: ignore[override]
+        self,
+        filename_or_obj: str | os.PathLike[str],
+        *,
+        mask_and_scale: bool = True,
+        decode_times: bool = True,
+        concat_characters: bool = True,
+        decode_coords: bool | Literal["coordinates", "all"] = True,
+        drop_variables: str | Iterable[str] | None = None,
+        use_cftime: bool | None = None,
+        decode_timedelta: bool | None = None,
+        group: str | None = None,
+        consolidated: bool | None = None,
+        storage_options: dict[str, Any] | None = None,
+        zarr_format: int | None = None,
+        use_zarr_fill_value_as_mask: bool | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, xr.Dataset]:
+        """Every group at and below ``group``, each as the Dataset ``open_dataset`` gives for it,
+        keyed by its path as ``xr.open_groups(..., engine="zarr")`` keys them: ``"/"``, ``"/a"``,
+        ``"/a/b"``, or relative to ``group`` when one is given (``"."``, ``"b"``)."""
+        top = FastzarrStore.open(
+            filename_or_obj,
+            group=group,
+            consolidated=consolidated,
+            storage_options=storage_options,
+            zarr_format=zarr_format,
+            use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
+            drop_variables=drop_variables,
+            timeout=timeout,
+        )
+        datasets: dict[str, xr.Dataset] = {}
+        try:
+            for path, store in _group_stores(top):
+                # Named as xarray's zarr engine names them: absolute below the root, relative
+                # (with "." for the group itself) below a group asked for.
+                name = path if not group else (path.lstrip("/") or ".")
+                datasets[name] = self.open_dataset(
+                    store,
+                    mask_and_scale=mask_and_scale,
+                    decode_times=decode_times,
+                    concat_characters=concat_characters,
+                    decode_coords=decode_coords,
+                    drop_variables=drop_variables,
+                    use_cftime=use_cftime,
+                    decode_timedelta=decode_timedelta,
+                )
+        except BaseException:
+            for dataset in datasets.values():
+                dataset.close()
+            raise
+        return datasets
+
+    def open_datatree(  # type: ignore[override]
+        self, filename_or_obj: str | os.PathLike[str], **kwargs: Any
+    ) -> xr.DataTree:
+        """The groups of ``open_groups_as_dict`` as one DataTree; closing the tree closes them."""
+        datasets = self.open_groups_as_dict(filename_or_obj, **kwargs)
+        try:
+            tree = xr.DataTree.from_dict(datasets)
+        except BaseException:
+            for dataset in datasets.values():
+                dataset.close()
+            raise
+        for name, dataset in datasets.items():
+            tree[name].set_close(dataset.close)
+        return tree
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -645,6 +727,16 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         except BaseException:
             store.close()
             raise
+
+
+def _group_stores(top: FastzarrStore, path: str = "/") -> Iterator[tuple[str, FastzarrStore]]:
+    """``top`` (named ``path``) and a store for every group below it, depth first in name order
+    as xarray's zarr engine walks them."""
+    yield path, top
+    for key in sorted(top.group.group_keys()):
+        member = top.group[key]
+        assert isinstance(member, fz.Group)
+        yield from _group_stores(top.subgroup(key, member), f"{path.rstrip('/')}/{key}")
 
 
 class _Default:
