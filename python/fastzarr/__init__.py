@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         extract_points_async,
         to_features,
     )
+    from fastzarr.loader import BatchGenerator
     from fastzarr.loading import load
     from fastzarr.rewriting import RewriteReport, rewrite
     from fastzarr.writer import to_zarr
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 # xarray is optional: its integration is imported on first use of these names.
 _XARRAY_NAMES = {
+    "BatchGenerator": "fastzarr.loader",
     "load": "fastzarr.loading",
     "open_zarr": "fastzarr.xarray_backend",
     "extract_points": "fastzarr.extract",
@@ -95,6 +97,7 @@ Mapping.register(Group)
 __all__ = [
     "AppendError",
     "Array",
+    "BatchGenerator",
     "Cache",
     "CacheError",
     "CacheWarning",
