@@ -1,259 +1,251 @@
-"""fz.BatchGenerator against xbatcher 0.4's BatchGenerator: the same batches, batch for batch,
-over every way a dataset can be backed, each batch one fastzarr read, the next read ahead."""
+"""fz.Loader: every sample once per epoch with xarray's values, each chunk decoded once when
+shuffled chunk-aware, reproducible orders, disjoint even rank shares, patches, resumption."""
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections import Counter
 from typing import Any
 
 import fastzarr as fz
-import fastzarr.loader
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
-import xbatcher
-import zarr.errors
+from fastzarr._epochs import SampleSpace, epoch_windows, rank_share
+from fastzarr._sizes import parse_size
+from fastzarr.testing import make_batches
+
+FILE_IDS, STEPS = 4, 6
+CHUNKS = {"file_id": 1, "step": 3}
 
 
-def _dataset() -> xr.Dataset:
-    rng = np.random.default_rng(3)
-    time_ = pd.date_range("2026-01-01", periods=12, freq="6h")
-    lat = np.linspace(50, 53, 10)
-    lon = np.linspace(-2, 2, 8)
-    t2m = rng.standard_normal((12, 10, 8)).astype("f4") + 280
-    t2m[0, 0, :3] = np.nan
-    precip = rng.gamma(1.0, 2.0, (12, 10, 8))
-    return xr.Dataset(
-        {
-            "t2m": (("time", "lat", "lon"), t2m, {"units": "K"}),
-            "precip": (("time", "lat", "lon"), precip, {"units": "mm"}),
-            "elevation": (("lat", "lon"), rng.integers(0, 900, (10, 8)).astype("i2")),
-        },
-        coords={"time": time_, "lat": lat, "lon": lon, "station": ("lat", np.arange(10))},
-        attrs={"title": "batches"},
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Three batch stores, consecutive ones repeating one file_id (identical values)."""
+    root = tmp_path_factory.mktemp("loader")
+    paths = make_batches(
+        root, batches=3, variables=4, file_ids=FILE_IDS, steps=STEPS, lat=8, lon=12, chunks=CHUNKS
     )
+    return [str(p) for p in paths]
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=["v2", "v3"])
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("loader") / "data.zarr")
-    encoding = {name: {"chunks": (4, 5, 4)} for name in ("t2m", "precip")}
+@pytest.fixture(scope="module")
+def reference(stores: list[str]) -> xr.Dataset:
+    """xarray's view of the stores: concatenated, the repeated file_ids dropped, loaded."""
+    ds = xr.concat([xr.open_zarr(s) for s in stores], dim="file_id").load()
+    return ds.isel(file_id=~ds.indexes["file_id"].duplicated())
+
+
+def loader(stores: list[str], **kwargs: Any) -> fz.Loader:
+    options: dict[str, Any] = {"sample_dims": ("file_id", "step"), "batch_size": 5, "coords": True}
+    options.update(kwargs)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
-        _dataset().to_zarr(path, zarr_format=request.param, encoding=encoding, consolidated=True)
-    return path
+        warnings.simplefilter("ignore", fz.DuplicateWarning)
+        return fz.Loader(stores, **options)
 
 
-OPENERS: dict[str, Callable[[str], xr.Dataset]] = {
-    "engine": lambda p: xr.open_dataset(p, engine="fastzarr"),
-    "fz.open_zarr": fz.open_zarr,
-    "xr.open_zarr-dask": xr.open_zarr,
-    "xr.open_zarr-lazy": lambda p: xr.open_zarr(p, chunks=None),
-    "memory": lambda p: xr.open_zarr(p).load(),
-}
-
-OPTIONS: list[dict[str, Any]] = [
-    {"input_dims": {"lat": 5, "lon": 4}},
-    {"input_dims": {"lat": 4, "lon": 4}, "input_overlap": {"lat": 2, "lon": 1}},
-    {"input_dims": {"time": 3}},
-    {"input_dims": {"lat": 5}, "batch_dims": {"time": 4}},
-    {"input_dims": {"lat": 5, "lon": 4}, "batch_dims": {"time": 6}, "concat_input_dims": True},
-    {"input_dims": {"lat": 5, "lon": 8}, "concat_input_dims": True},
-    {"input_dims": {"lat": 3}, "input_overlap": {"lat": 1}, "concat_input_dims": True},
-    {"input_dims": {"time": 2, "lat": 5}, "batch_dims": {"time": 4}, "concat_input_dims": True},
-    {"input_dims": {"lat": 5}, "preload_batch": False},
-]
+def samples(batches: list[dict[str, np.ndarray]]) -> list[tuple[int, int]]:
+    return [(int(f), int(s)) for b in batches for f, s in zip(b["file_id"], b["step"], strict=True)]
 
 
-def _ids(options: dict[str, Any]) -> str:
-    return "-".join(f"{k}={v}" for k, v in options.items()).replace(" ", "")
+@pytest.mark.parametrize("shuffle", [True, False, "full"])
+def test_every_sample_once_with_xarrays_values(
+    stores: list[str], reference: xr.Dataset, shuffle: Any
+) -> None:
+    batches = list(loader(stores, shuffle=shuffle))
+    seen = samples(batches)
+    expected = [(int(f), int(s)) for f in reference.file_id.values for s in reference.step.values]
+    assert sorted(seen) == sorted(expected)
+    assert len(seen) == len(set(seen))
+    assert [len(b["file_id"]) for b in batches] == [5] * (len(seen) // 5) + (
+        [len(seen) % 5] if len(seen) % 5 else []
+    )
+    for batch in batches:
+        assert set(batch) == {"var0000", "var0001", "var0002", "var0003", "file_id", "step", "lat", "lon"}
+        for i, (f, s) in enumerate(zip(batch["file_id"], batch["step"], strict=True)):
+            row = reference.sel(file_id=f, step=s)
+            for name in ("var0000", "var0003"):
+                np.testing.assert_array_equal(batch[name][i], row[name].values)
+            np.testing.assert_array_equal(batch["lat"][i], reference.lat.values)
+    if shuffle is False:
+        assert seen == sorted(seen)
+    else:
+        assert seen != sorted(seen)
 
 
-def _reference(theirs: xbatcher.BatchGenerator, idx: int) -> Any:
-    """xbatcher's batch; its concat warns that xarray's defaults will change (ours spells them out)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return theirs[idx]
+def test_chunk_aware_shuffle_decodes_each_chunk_once(stores: list[str], reference: xr.Dataset) -> None:
+    # A window of 3 chunk groups (of 1 file_id x 3 steps): 7 windows for 20 groups.
+    group = 3 * 8 * 12 * 4 * 4  # steps x lat x lon x 4 bytes x 4 variables
+    chunks_in_flight = fz.get_num_threads() * 3 * 8 * 12 * 4
+    run = loader(stores, coords=False, max_memory=2 * 3 * group + chunks_in_flight)
+    batches = list(run)
+    chunks_per_variable = reference.sizes["file_id"] * (STEPS // CHUNKS["step"])
+    assert run.stats.windows == 7
+    assert run.stats.chunks == 4 * chunks_per_variable
+    assert run.stats.samples == sum(len(b["var0000"]) for b in batches) == 60
+    assert run.stats.batches == len(batches) == len(run) == 12
+    # Each window is a set of whole chunk groups: samples of one group come out in one window.
+    assert run.stats.bytes_decoded == 4 * 60 * 8 * 12 * 4
 
 
-def assert_same_batches(ours: fz.BatchGenerator, theirs: xbatcher.BatchGenerator) -> None:
-    assert len(ours) == len(theirs)
-    got = list(ours)
-    assert len(got) == len(theirs)
-    for i, batch in enumerate(got):
-        xr.testing.assert_identical(batch, _reference(theirs, i))
-    if len(theirs):
-        xr.testing.assert_identical(ours[-1], _reference(theirs, -1))
-        xr.testing.assert_identical(ours[0], _reference(theirs, 0))
+def test_orders_are_reproducible_and_change_with_epoch_and_seed(stores: list[str]) -> None:
+    first = samples(list(loader(stores, seed=1)))
+    assert samples(list(loader(stores, seed=1))) == first
+    assert samples(list(loader(stores, seed=2))) != first
+    moved = loader(stores, seed=1)
+    moved.set_epoch(1)
+    assert samples(list(moved)) != first
+    moved.set_epoch(0)
+    assert samples(list(moved)) == first
 
 
-@pytest.mark.parametrize("opener", list(OPENERS))
-@pytest.mark.parametrize("options", OPTIONS, ids=_ids)
-def test_batches_equal_xbatchers(store: str, opener: str, options: dict[str, Any]) -> None:
-    ds = OPENERS[opener](store)
-    assert_same_batches(fz.BatchGenerator(ds, **options), xbatcher.BatchGenerator(ds, **options))
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("world_size", [2, 3, 7])
+def test_ranks_share_each_epoch_disjointly_and_evenly(
+    stores: list[str], world_size: int, drop_last: bool
+) -> None:
+    shares = [
+        samples(list(loader(stores, rank=r, world_size=world_size, drop_last=drop_last, batch_size=4)))
+        for r in range(world_size)
+    ]
+    counts = {len(s) for s in shares}
+    total = 60
+    if drop_last:
+        per_rank = total // world_size
+        assert counts == {per_rank - per_rank % 4}  # the last short batch dropped too
+        together = [x for s in shares for x in s]
+        assert len(together) == len(set(together))
+    else:
+        per_rank = -(-total // world_size)
+        assert counts == {per_rank}
+        together = Counter(x for s in shares for x in s)
+        assert len(together) == total  # every sample somewhere
+        assert sum(together.values()) - total == per_rank * world_size - total  # only the padding repeats
 
 
-@pytest.mark.parametrize("opener", ["fz.open_zarr", "memory"])
-@pytest.mark.parametrize("options", OPTIONS, ids=_ids)
-def test_dataarray_batches_equal_xbatchers(store: str, opener: str, options: dict[str, Any]) -> None:
-    da = OPENERS[opener](store)["t2m"]
-    ours = fz.BatchGenerator(da, **options)
-    if options.get("concat_input_dims") and opener != "memory":
-        # xbatcher cannot concatenate dask-backed DataArray patches (it tests a name against the
-        # values): compare with its batches of the same DataArray in memory.
-        da = da.load()
-    assert_same_batches(ours, xbatcher.BatchGenerator(da, **options))
+def test_rank_and_world_size_from_the_environment(stores: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    from_env = samples(list(loader(stores)))
+    assert from_env == samples(list(loader(stores, rank=1, world_size=2)))
+    assert len(from_env) == 30
 
 
-def test_a_dimension_in_input_and_batch_dims_warns_as_xbatcher(store: str) -> None:
-    ds = fz.open_zarr(store)
-    options = {"input_dims": {"time": 3}, "batch_dims": {"time": 6}}
-    with pytest.warns(UserWarning, match="will not impact batch generation") as ours:
-        generator = fz.BatchGenerator(ds, **options)
-    with pytest.warns(UserWarning, match="will not impact batch generation") as theirs:
-        reference = xbatcher.BatchGenerator(ds, **options)
-    assert str(ours[0].message) == str(theirs[0].message)
-    assert_same_batches(generator, reference)
+def test_patches_cut_by_input_dims(stores: list[str], reference: xr.Dataset) -> None:
+    run = loader(stores, input_dims={"lat": 4, "lon": 6}, shuffle=False, batch_size=8)
+    batches = list(run)
+    assert len(run) == len(batches) == 60 * 4 // 8
+    first = batches[0]
+    assert first["var0001"].shape == (8, 4, 6)
+    # Storage order: sample (file_id, step) then patches, the last dimension fastest.
+    f, s = int(first["file_id"][0]), int(first["step"][0])
+    field = reference["var0001"].sel(file_id=f, step=s).values
+    for k, (lat0, lon0) in enumerate([(0, 0), (0, 6), (4, 0), (4, 6)]):
+        np.testing.assert_array_equal(first["var0001"][k], field[lat0 : lat0 + 4, lon0 : lon0 + 6])
+
+
+def test_resumes_mid_epoch_exactly(stores: list[str]) -> None:
+    whole = list(loader(stores, seed=5))
+    run = loader(stores, seed=5)
+    taken = []
+    for batch in run:
+        taken.append(batch)
+        if len(taken) == 5:
+            break
+    state = run.state_dict()
+    resumed = loader(stores, seed=0)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert samples(taken + rest) == samples(whole)
+    np.testing.assert_array_equal(rest[-1]["var0002"], whole[-1]["var0002"])
+
+
+def test_duplicates_as_extract_points(stores: list[str]) -> None:
+    with pytest.warns(fz.DuplicateWarning, match="2 repeated 'file_id' labels"):
+        fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=4)
+    with pytest.raises(fz.DuplicateError, match="repeated 'file_id'"):
+        fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=4, duplicates="raise")
+    kept = loader(stores, duplicates="keep")
+    assert len(samples(list(kept))) == 3 * FILE_IDS * STEPS
+
+
+def test_a_dataset_source_and_a_transform(stores: list[str], reference: xr.Dataset) -> None:
+    ds = xr.open_zarr(stores[0])  # dask-backed
+    run = fz.Loader(
+        ds,
+        sample_dims=("file_id",),
+        batch_size=3,
+        variables=["var0002"],
+        transform=lambda b: b["var0002"].mean(axis=(1, 2, 3)),
+        shuffle=False,
+    )
+    means = np.concatenate(list(run))
+    np.testing.assert_allclose(means, ds["var0002"].mean(("step", "lat", "lon")).values, rtol=1e-6)
+
+
+def test_reading_ahead_overlaps_the_training_step(stores: list[str]) -> None:
+    """With prefetch, a window is read while the caller works on the previous one: the caller
+    waits for the first window only."""
+    group = 3 * 8 * 12 * 4 * 4
+    budget = 2 * group + fz.get_num_threads() * 3 * 8 * 12 * 4  # one group a window
+    run = loader(stores, coords=False, max_memory=budget, batch_size=3)
+    for _ in run:
+        time.sleep(0.02)
+    assert run.stats.windows == 20
+    eager = loader(stores, coords=False, max_memory=budget, batch_size=3, prefetch=0)
+    for _ in eager:
+        time.sleep(0.02)
+    assert run.stats.waited_seconds < eager.stats.waited_seconds
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("kwargs", "error", "match"),
     [
-        {"input_dims": {"lat": 11}},
-        {"input_dims": {"lat": 4}, "input_overlap": {"lat": 4}},
+        ({"sample_dims": ("file_id", "nope")}, ValueError, r"no dimension \['nope'\].*file_id"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"shuffle": "sometimes"}, ValueError, "shuffle"),
+        ({"variables": ["t2m"]}, ValueError, r"no data variable \['t2m'\]"),
+        ({"input_dims": {"lat": 9}}, ValueError, "does not fit"),
+        ({"max_memory": "lots"}, ValueError, "max_memory must be bytes"),
+        ({"rank": 2, "world_size": 2}, ValueError, "rank 2"),
     ],
-    ids=_ids,
 )
-def test_bad_sizes_raise_as_xbatcher(store: str, options: dict[str, Any]) -> None:
-    ds = fz.open_zarr(store)
-    with pytest.raises(ValueError, match="input") as theirs:
-        xbatcher.BatchGenerator(ds, **options)
-    with pytest.raises(ValueError, match="input") as ours:
-        fz.BatchGenerator(ds, **options)
-    assert str(ours.value) == str(theirs.value)
+def test_bad_arguments(stores: list[str], kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        loader(stores, **kwargs)
 
 
-def test_indexing_errors_as_xbatcher(store: str) -> None:
-    generator = fz.BatchGenerator(fz.open_zarr(store), input_dims={"lat": 5})
-    assert len(generator) == 2  # lat 10 in windows of 5; the other dimensions become "sample"
-    with pytest.raises(IndexError, match="list index out of range"):
-        generator[2]
-    with pytest.raises(IndexError):
-        generator[-3]
-    with pytest.raises(NotImplementedError, match="single integer key"):
-        generator[1:3]  # type: ignore[index]
-    assert generator.input_dims == {"lat": 5}
-    assert generator.batch_dims == {}
-    assert generator.input_overlap == {}
-    assert generator.concat_input_dims is False
-    assert generator.preload_batch is True
+def test_epoch_windows_hold_whole_groups() -> None:
+    space = SampleSpace(sizes=((5, 4), (3, 4)), chunks=(2, 4), patches=2)
+    groups = space.groups()
+    assert sum(len(g) for g in groups) == len(space) == (20 + 12) * 2
+    windows = epoch_windows(space, shuffle=True, seed=3, epoch=0, window=2)
+    owner = {int(i): k for k, g in enumerate(groups) for i in g}
+    for window in windows:
+        members = Counter(owner[int(i)] for i in window)
+        assert all(members[g] == len(groups[g]) for g in members)  # whole groups only
+    source, index, patch = space.locate(np.arange(len(space)))
+    assert source.tolist() == [0] * 40 + [1] * 24
+    assert index[41].tolist() == [0, 0]
+    assert patch[41] == 1
 
 
-def test_batches_are_numpy_backed(store: str) -> None:
-    """A preloaded batch holds numpy arrays, whatever backed the dataset (dask included)."""
-    for batch in fz.BatchGenerator(xr.open_zarr(store), input_dims={"lat": 5, "lon": 4}):
-        for variable in batch.variables.values():
-            assert isinstance(variable.data, np.ndarray), type(variable.data)
+def test_rank_share_pads_like_distributed_sampler() -> None:
+    windows = [np.arange(0, 4), np.arange(4, 7)]
+    shares = [np.concatenate(rank_share(windows, rank=r, world_size=2, drop_last=False)) for r in range(2)]
+    assert shares[0].tolist() == [0, 1, 2, 3]
+    assert shares[1].tolist() == [4, 5, 6, 0]
+    dropped = [np.concatenate(rank_share(windows, rank=r, world_size=2, drop_last=True)) for r in range(2)]
+    assert [d.tolist() for d in dropped] == [[0, 1, 2], [3, 4, 5]]
 
 
-def test_each_batch_is_one_load_of_all_variables(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-    real = fastzarr.loader.load
-
-    def spy(obj: Any, **kwargs: Any) -> Any:
-        calls.append(sorted(obj.data_vars))
-        return real(obj, **kwargs)
-
-    monkeypatch.setattr(fastzarr.loader, "load", spy)
-    generator = fz.BatchGenerator(
-        xr.open_zarr(store), input_dims={"lat": 5, "lon": 4}, batch_dims={"time": 6}, concat_input_dims=True
-    )
-    batches = list(generator)
-    assert len(batches) == len(calls) == 2
-    assert all(names == ["elevation", "precip", "t2m"] for names in calls)
-
-
-def test_reads_ahead_within_the_bound(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While the caller holds a batch, the next ``prefetch`` are read, and never more."""
-    started: list[int] = []
-    lock = threading.Lock()
-    real = fz.BatchGenerator._read
-
-    def tracking(self: fz.BatchGenerator, idx: int) -> Any:
-        with lock:
-            started.append(idx)
-        return real(self, idx)
-
-    monkeypatch.setattr(fz.BatchGenerator, "_read", tracking)
-    generator = fz.BatchGenerator(fz.open_zarr(store), input_dims={"time": 1}, prefetch=3)
-    seen_ahead = []
-    for consumed, _batch in enumerate(generator):
-        time.sleep(0.05)  # the training step: the reads ahead finish meanwhile
-        with lock:
-            ahead = max(started) - consumed
-        seen_ahead.append(ahead)
-        assert ahead <= 3
-    assert started == list(range(12))
-    assert max(seen_ahead) == 3
-
-
-def test_stopping_early_cancels_the_reads_ahead(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[int] = []
-    real = fz.BatchGenerator._read
-
-    def tracking(self: fz.BatchGenerator, idx: int) -> Any:
-        started.append(idx)
-        time.sleep(0.05)
-        return real(self, idx)
-
-    monkeypatch.setattr(fz.BatchGenerator, "_read", tracking)
-    iterator: Iterator[Any] = iter(fz.BatchGenerator(fz.open_zarr(store), input_dims={"time": 1}, prefetch=2))
-    next(iterator)
-    iterator.close()  # type: ignore[attr-defined]
-    assert len(started) <= 3
-
-
-def test_errors_of_a_read_ahead_reach_the_caller(tmp_path: Path) -> None:
-    path = str(tmp_path / "broken.zarr")
-    _dataset().to_zarr(path, zarr_format=2, encoding={"t2m": {"chunks": (4, 10, 8)}})
-    (Path(path) / "t2m" / "1.0.0").write_bytes(b"not a chunk")
-    generator = fz.BatchGenerator(fz.open_zarr(path), input_dims={"time": 1})
-    batches = iter(generator)
-    for _ in range(4):  # the batches of the first chunk come through first
-        next(batches)
-    with pytest.raises(fz.CorruptChunkError, match=r"1\.0\.0"):
-        next(batches)
-
-
-def test_cache_hooks_as_xbatcher(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = fz.open_zarr(store)
-
-    def double(batch: Any) -> Any:
-        return batch * 2
-
-    options: dict[str, Any] = {"input_dims": {"lat": 5, "lon": 4}, "cache_preprocess": double}
-    ours_cache: dict[str, Any] = {}
-    theirs_cache: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
-        warnings.simplefilter("ignore", zarr.errors.UnstableSpecificationWarning)
-        ours = fz.BatchGenerator(ds, cache=ours_cache, **options)
-        theirs = xbatcher.BatchGenerator(ds, cache=theirs_cache, **options)
-        first = [ours[i] for i in range(3)]
-        for i, batch in enumerate(first):
-            xr.testing.assert_identical(batch, theirs[i])
-        assert sorted(ours_cache) == sorted(theirs_cache)
-
-        def no_read(self: fz.BatchGenerator, idx: int) -> Any:
-            raise AssertionError(f"batch {idx} was read again instead of served from the cache")
-
-        # A second look is served from the cache, Zarr v2 or v3 groups alike.
-        monkeypatch.setattr(fz.BatchGenerator, "_read", no_read)
-        for i, batch in enumerate(first):
-            xr.testing.assert_allclose(ours[i], batch)
+def test_memory_size_strings() -> None:
+    assert parse_size("2GB") == 2 * 10**9
+    assert parse_size("2GiB") == 2 * 2**30
+    assert parse_size("512 MB") == 512 * 10**6
+    assert parse_size(1234) == 1234
+    assert 0 < parse_size("20%") <= parse_size("40%")  # type: ignore[operator]
+    for bad in ("0", "-5MB", "12 parsecs", "150%"):
+        with pytest.raises(ValueError, match="max_memory"):
+            parse_size(bad)

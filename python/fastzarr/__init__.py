@@ -45,6 +45,7 @@ _configure_logging()  # FASTZARR_LOG=debug shows fastzarr's stage logs without c
 
 if TYPE_CHECKING:
     from fastzarr.appending import AppendError
+    from fastzarr.batches import BatchGenerator
     from fastzarr.cache import Cache, CacheError, CacheWarning, SuspiciousDataError
     from fastzarr.extract import (
         DuplicateError,
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
         extract_points_async,
         to_features,
     )
-    from fastzarr.loader import BatchGenerator
+    from fastzarr.loader import Loader, LoaderStats
     from fastzarr.loading import load
     from fastzarr.rewriting import RewriteReport, rewrite
     from fastzarr.writer import to_zarr
@@ -62,7 +63,9 @@ if TYPE_CHECKING:
 
 # xarray is optional: its integration is imported on first use of these names.
 _XARRAY_NAMES = {
-    "BatchGenerator": "fastzarr.loader",
+    "BatchGenerator": "fastzarr.batches",
+    "Loader": "fastzarr.loader",
+    "LoaderStats": "fastzarr.loader",
     "load": "fastzarr.loading",
     "open_zarr": "fastzarr.xarray_backend",
     "extract_points": "fastzarr.extract",
@@ -109,6 +112,8 @@ __all__ = [
     "FastzarrError",
     "Group",
     "InspectReport",
+    "Loader",
+    "LoaderStats",
     "MemoryBudgetError",
     "MetadataError",
     "OuterIndexer",

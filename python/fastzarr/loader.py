@@ -1,299 +1,467 @@
-"""Training batches: :class:`BatchGenerator`, xbatcher 0.4's class batch for batch, with each
-batch read in one fastzarr pass over all of its variables and the next batches read ahead while
-the training step runs.
+"""``fz.Loader``: shuffled training epochs over Zarr stores, as numpy batches, with no worker
+processes.
 
-Swapping ``from xbatcher import BatchGenerator`` for ``from fastzarr import BatchGenerator`` is the
-only change a training script needs: the constructor, ``len()``, indexing, iteration, the
-``cache`` hooks and every batch (values, coordinates, attributes, the stacked ``sample``
-dimension) are xbatcher's. What differs is how a batch is read: xbatcher asks xarray (and dask,
-per chunk and per variable) for it; fastzarr reads the box every patch of the batch lies in, for
-all variables at once (:func:`fastzarr.load`), and cuts the patches out of memory.
+Samples are grouped by the chunk they lie in; an epoch visits the groups in a shuffled order, a
+window of groups at a time (as many as ``max_memory`` allows), reads each window in one fastzarr
+pass (every chunk decoded once per epoch), mixes the window's samples and hands them out in
+batches while the next window is read in the background.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import sys
+import time
 import warnings
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from operator import itemgetter
-from typing import Any, TypeAlias
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
-from fastzarr.loading import load
+import fastzarr as fz
+from fastzarr._epochs import Ids, SampleSpace, Shuffle, epoch_windows, rank_share
+from fastzarr._sizes import parse_size
+from fastzarr.extract import DuplicateError, DuplicateWarning
+from fastzarr.loading import load_counting
 
-Selector: TypeAlias = dict[Hashable, slice]
-XarrayObject: TypeAlias = xr.Dataset | xr.DataArray
+__all__ = ["Loader", "LoaderStats"]
 
-__all__ = ["BatchGenerator"]
-
-
-def _slices(*, dim_size: int, slice_size: int, overlap: int = 0) -> list[slice]:
-    """The windows of ``slice_size`` along one dimension, ``overlap`` shared by neighbours; a
-    window that would run past the end is left out (xbatcher's rule)."""
-    if overlap >= slice_size:
-        raise ValueError(
-            "input overlap must be less than the input sample length, but "
-            f"the input sample length is {slice_size} and the overlap is {overlap}"
-        )
-    stride = slice_size - overlap
-    return [slice(start, start + slice_size) for start in range(0, dim_size - slice_size + 1, stride)]
+Batch = dict[str, npt.NDArray[Any]]
+#: The dimension vectorized selections put the window's samples along.
+_SAMPLE = "__fastzarr_sample__"
+#: Memory for the windows held at once (the one served and the one read ahead) by default.
+_DEFAULT_BUDGET = 512 * 2**20
 
 
-def _patch_selectors(
-    sizes: Mapping[Hashable, int], dims: Mapping[Hashable, int], overlap: Mapping[Hashable, int]
-) -> list[Selector]:
-    """Every patch, as ``isel`` slices, the last dimension varying fastest."""
-    per_dim = []
-    for dim, slice_size in dims.items():
-        dim_size = sizes[dim]
-        if slice_size > dim_size:
-            raise ValueError(
-                "input sample length must be less than or equal to the "
-                f"dimension length, but the sample length of {slice_size} "
-                f"is greater than the dimension length of {dim_size} "
-                f"for {dim}"
-            )
-        per_dim.append(_slices(dim_size=dim_size, slice_size=slice_size, overlap=overlap.get(dim, 0)))
-    return [dict(zip(dims, combination, strict=True)) for combination in itertools.product(*per_dim)]
+@dataclass
+class LoaderStats:
+    """What the current (or last) epoch did: samples and batches handed out, wall time, the time
+    the consumer waited for data, windows read, and the reads' chunks and bytes."""
+
+    epoch: int = 0
+    samples: int = 0
+    batches: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    waited_seconds: float = 0.0
+    chunks: int = 0
+    bytes_read: int = 0
+    bytes_decoded: int = 0
+    _started: float = field(default=0.0, repr=False)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        out["samples_per_second"] = self.samples_per_second
+        return out
 
 
-class _Schema:
-    """Which patches make up each batch: xbatcher 0.4's ``BatchSchema`` rules, to the letter."""
+@dataclass
+class _Window:
+    """A window's samples, read: per source, each variable's values for the distinct indices the
+    window needs, and per sample (in serving order) its source, row there and patch."""
+
+    values: list[dict[str, npt.NDArray[Any]]]
+    source: npt.NDArray[np.int64]
+    row: npt.NDArray[np.int64]
+    patch: npt.NDArray[np.int64]
+
+
+class Loader:
+    """Batches of samples from Zarr stores for training: ``dict[str, numpy.ndarray]``, batch axis
+    first, CF-decoded as xarray decodes them.
+
+    ``source``: a store path or URL, a list of them concatenated along ``concat_dim`` (labels
+    repeated along it are dropped with a :class:`fastzarr.DuplicateWarning`, as in
+    :func:`fastzarr.extract_points`; ``duplicates="raise"`` or ``"keep"``), or an xarray Dataset.
+    ``sample_dims``: one sample per index along each of these dimensions; every other dimension
+    is whole, or cut into patches of ``input_dims`` (``{"lat": 32, "lon": 32}``, windows that do
+    not fit are left out, as xbatcher does). ``variables``: the data variables (default all);
+    ``coords=True`` adds the coordinates.
+
+    ``shuffle=True`` visits the chunks in a shuffled order and mixes samples across a window of
+    chunks, so each chunk is decoded once per epoch; ``"full"`` draws a uniform permutation
+    (reading chunks again as batches need them); ``False`` keeps storage order. ``seed`` and
+    :meth:`set_epoch` make the order reproducible. ``rank``/``world_size`` (default: the
+    ``RANK``/``WORLD_SIZE`` environment variables) give each rank a disjoint share of every
+    epoch, of equal size as torch's ``DistributedSampler`` makes them; ``drop_last`` drops the
+    uneven tail there and the last short batch.
+
+    ``max_memory`` (bytes or "2GB") bounds the windows held at once: the one served and, with
+    ``prefetch`` > 0, the next one read in the background while the training step runs.
+    ``transform`` is applied to each batch. ``timeout`` (seconds) bounds each read.
+    """
 
     def __init__(
         self,
-        sizes: Mapping[Hashable, int],
-        input_dims: Mapping[Hashable, int],
-        input_overlap: Mapping[Hashable, int],
-        batch_dims: Mapping[Hashable, int],
-        concat_input_dims: bool,
-    ) -> None:
-        self.input_dims = dict(input_dims)
-        self.input_overlap = dict(input_overlap)
-        self.batch_dims = dict(batch_dims)
-        self.concat_input_dims = concat_input_dims
-        duplicate = {dim: n for dim, n in self.batch_dims.items() if self.input_dims.get(dim) is not None}
-        unique = {dim: n for dim, n in self.batch_dims.items() if self.input_dims.get(dim) is None}
-        sliced = {**unique, **self.input_dims}
-        if duplicate and not concat_input_dims:
-            warnings.warn(
-                "The following dimensions were included in both ``input_dims`` "
-                "and ``batch_dims``. Since ``concat_input_dims`` is ``False``, "
-                f"these dimensions will not impact batch generation: {duplicate}",
-                stacklevel=4,
-            )
-        patches = _patch_selectors(sizes, sliced, self.input_overlap)
-        self.selectors: dict[int, list[Selector]]
-        if not concat_input_dims:
-            self.selectors = {i: [patch] for i, patch in enumerate(patches)}
-        elif not self.batch_dims:
-            self.selectors = {0: patches}
-        elif not duplicate:
-            groups = itertools.groupby(patches, key=itemgetter(*self.batch_dims))
-            self.selectors = dict(enumerate(list(group) for _, group in groups))
-        else:
-            self.selectors = self._grouped_by_input_and_batch_dims(sizes, sliced, patches)
-
-    def _grouped_by_input_and_batch_dims(
-        self, sizes: Mapping[Hashable, int], sliced: Mapping[Hashable, int], patches: list[Selector]
-    ) -> dict[int, list[Selector]]:
-        """Patches gathered into batches of ``batch_dims`` along a dimension that is also an
-        input dimension; patches past the last whole batch are left out."""
-        stride = {dim: n - self.input_overlap.get(dim, 0) for dim, n in self.input_dims.items()}
-        per_batch = {dim: int(np.ceil(n / stride.get(dim, n))) for dim, n in self.batch_dims.items()}
-        per_dim = {
-            dim: int((sizes[dim] - self.input_overlap.get(dim, 0)) // (n - self.input_overlap.get(dim, 0)))
-            for dim, n in sliced.items()
-        }
-        batches_per_dim = {dim: int(sizes[dim] // self.batch_dims.get(dim, sizes[dim])) for dim in sliced}
-        batch_of_patch = np.array(
-            list(
-                itertools.product(
-                    *(
-                        np.floor(np.arange(0, n) / per_batch.get(dim, n + 1)).astype(np.int64)
-                        for dim, n in per_dim.items()
-                    )
-                )
-            )
-        ).transpose()
-        limit = np.fromiter(batches_per_dim.values(), dtype=int)
-        limit = np.pad(limit, (0, len(per_dim) - len(batches_per_dim)), constant_values=1)
-        in_range = np.all(batch_of_patch < limit[:, np.newaxis], axis=0)
-        flat = np.ravel_multi_index(batch_of_patch, tuple(batches_per_dim.values()), mode="clip")
-        selectors: dict[int, list[Selector]] = {
-            k: [] for k in range(int(np.prod(list(batches_per_dim.values()))))
-        }
-        for i, patch in enumerate(patches):
-            if in_range[i]:
-                selectors[int(flat[i])].append(patch)
-        return selectors
-
-
-def _drop_input_dims(obj: XarrayObject, input_dims: Mapping[Hashable, int], suffix: str) -> XarrayObject:
-    """The patch with each input dimension renamed ``<dim><suffix>``, its coordinate values kept
-    under the old name (so patches concatenate along a new dimension without aligning)."""
-    out = obj.copy()
-    for dim in input_dims:
-        new = f"{dim}{suffix}"
-        out = out.rename({dim: new})
-        # For a DataArray xbatcher's ``new in out`` looks at the values, never true for numbers
-        # (and an error for dask): its patches keep ``<dim><suffix>`` as the dimension coordinate.
-        if isinstance(out, xr.Dataset) and new in out:
-            out = out.drop_vars(new)
-            out.coords[dim] = new, obj[dim].data, obj[dim].attrs
-    return out
-
-
-def _stack_batch_dims(obj: XarrayObject, input_dims: list[Hashable]) -> XarrayObject:
-    """Every dimension but the input ones stacked into ``sample``, first (when there are 2+)."""
-    batch_dims = [d for d in obj.sizes if d not in input_dims]
-    if len(batch_dims) < 2:
-        return obj
-    return obj.stack(sample=batch_dims).transpose("sample", *input_dims)
-
-
-class BatchGenerator:
-    """Batches of an xarray Dataset or DataArray for training, exactly as
-    ``xbatcher.BatchGenerator`` (0.4) makes them, read by fastzarr.
-
-    Parameters are xbatcher's: ``input_dims`` (the size of a sample along each dimension the model
-    sees, e.g. ``{"lat": 32, "lon": 32}``), ``input_overlap``, ``batch_dims`` (dimensions always
-    iterated over, with the batch's size along each), ``concat_input_dims`` (stack the patches of
-    a batch into ``sample``, with an ``input_batch`` level), ``preload_batch`` (load each batch into
-    numpy; ``False`` hands out lazy selections, as xbatcher does), ``cache`` (a mapping to store
-    batches in as Zarr groups named by their index) and ``cache_preprocess`` (applied before
-    caching).
-
-    ``prefetch`` (fastzarr's own): while the caller works on a batch, up to this many of the next
-    ones are read in the background, so at most ``prefetch + 1`` batches are held at once. The
-    reads release the GIL and decode on fastzarr's thread pool; ``0`` reads each batch when asked.
-
-    Whatever backs ``ds`` (``engine="fastzarr"``, ``fz.open_zarr``, ``xr.open_zarr`` with or without
-    dask, or memory), each batch is one :func:`fastzarr.load` of the box its patches lie in.
-    """
-
-    def __init__(  # noqa: PLR0917 - xbatcher's positional order
-        self,
-        ds: XarrayObject,
-        input_dims: Mapping[Hashable, int],
-        input_overlap: Mapping[Hashable, int] | None = None,
-        batch_dims: Mapping[Hashable, int] | None = None,
-        concat_input_dims: bool = False,
-        preload_batch: bool = True,
-        cache: MutableMapping[str, Any] | None = None,
-        cache_preprocess: Callable[[XarrayObject], XarrayObject] | None = None,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | xr.Dataset,
         *,
+        sample_dims: Sequence[Hashable],
+        batch_size: int,
+        variables: Sequence[str] | None = None,
+        input_dims: Mapping[Hashable, int] | None = None,
+        shuffle: Shuffle = True,
+        seed: int = 0,
+        drop_last: bool = False,
         prefetch: int = 2,
+        rank: int | None = None,
+        world_size: int | None = None,
+        max_memory: int | str | None = None,
+        transform: Callable[[Batch], Any] | None = None,
+        timeout: float | None = None,
+        coords: bool = False,
+        concat_dim: Hashable = "file_id",
+        duplicates: str = "drop",
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be 1 or more, not {batch_size}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more, not {prefetch}")
-        self.ds = ds
-        self.cache = cache
-        self.cache_preprocess = cache_preprocess
-        self.preload_batch = preload_batch
+        if shuffle not in (True, False, "full"):
+            raise ValueError(f"shuffle must be True, False or 'full', not {shuffle!r}")
+        if duplicates not in ("drop", "raise", "keep"):
+            raise ValueError(f"duplicates must be 'drop', 'raise' or 'keep', not {duplicates!r}")
+        self.sample_dims = tuple(sample_dims)
+        if not self.sample_dims:
+            raise ValueError("sample_dims names at least one dimension")
+        self.input_dims = dict(input_dims or {})
+        self.batch_size = batch_size
+        self.shuffle: Shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
         self.prefetch = prefetch
-        self._schema = _Schema(ds.sizes, input_dims, input_overlap or {}, batch_dims or {}, concat_input_dims)
+        self.transform = transform
+        self.timeout = timeout
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.epoch = 0
+        self.stats = LoaderStats()
+        self._resume_batches = 0
+        # A read is checked against the whole budget: its window and the chunks decoding for it.
+        self._read_budget = parse_size(max_memory)
+        self._parts, self._kept = _open_parts(source, concat_dim, duplicates, storage_options, timeout)
+        self._names = self._check_names(variables, coords)
+        self._patches = _patch_grid(self._parts[0], self.input_dims, self.sample_dims)
+        sizes = tuple(
+            tuple(len(kept[d]) if d in kept else part.sizes[d] for d in self.sample_dims)
+            for part, kept in zip(self._parts, self._kept, strict=True)
+        )
+        self._space = SampleSpace(sizes, self._group_chunks(), max(len(self._patches), 1))
+        budget = self._read_budget or _DEFAULT_BUDGET
+        group_bytes = max(self._index_bytes() * math.prod(self._space.chunks), 1)
+        held = 2 if prefetch else 1
+        # Chunks decode beside the windows (one per thread at most): they come off the budget.
+        room = budget - fz.get_num_threads() * self._largest_chunk_bytes()
+        self._window = max(1, room // held // group_bytes)
 
-    @property
-    def input_dims(self) -> dict[Hashable, int]:
-        return self._schema.input_dims
+    # --- set-up ---------------------------------------------------------------------------
 
-    @property
-    def input_overlap(self) -> dict[Hashable, int]:
-        return self._schema.input_overlap
+    def _check_names(self, variables: Sequence[str] | None, coords: bool) -> list[str]:
+        first = self._parts[0]
+        missing = [d for d in (*self.sample_dims, *self.input_dims) if d not in first.dims]
+        if missing:
+            raise ValueError(f"no dimension {missing} in the source (its dimensions: {list(first.dims)})")
+        both = set(self.sample_dims) & set(self.input_dims)
+        if both:
+            raise ValueError(f"{sorted(map(str, both))} cannot be both sample_dims and input_dims")
+        names = [str(n) for n in first.data_vars] if variables is None else list(variables)
+        unknown = [n for n in names if n not in first.data_vars]
+        if unknown:
+            raise ValueError(f"no data variable {unknown} in the source (it has {list(first.data_vars)})")
+        if coords:
+            names += [str(c) for c in first.coords if c not in names]
+        for k, part in enumerate(self._parts[1:], start=1):
+            for name in names:
+                here, there = first[name], part.get(name)
+                if there is None or _static_sizes(there, self.sample_dims) != _static_sizes(
+                    here, self.sample_dims
+                ):
+                    raise ValueError(f"source {k} differs from source 0 in {name!r} (or lacks it)")
+        return names
 
-    @property
-    def batch_dims(self) -> dict[Hashable, int]:
-        return self._schema.batch_dims
+    def _group_chunks(self) -> tuple[int, ...]:
+        """The chunk group's length along each sample dimension: a multiple of every variable's
+        chunk length there, so no chunk is shared by two groups."""
+        lengths = []
+        data_vars = [n for n in self._names if n in self._parts[0].data_vars]
+        for d in self.sample_dims:
+            length = 1
+            for name in data_vars:  # coordinates are small: they never set the grouping
+                var = self._parts[0][name].variable
+                if d in var.dims:
+                    length = math.lcm(length, _chunk_length(var, d))
+            lengths.append(min(length, max(self._parts[0].sizes[d], 1)))
+        return tuple(lengths)
 
-    @property
-    def concat_input_dims(self) -> bool:
-        return self._schema.concat_input_dims
+    def _largest_chunk_bytes(self) -> int:
+        largest = 0
+        for name in self._names:
+            var = self._parts[0][name].variable
+            chunks = var.encoding.get("chunks") or var.shape
+            largest = max(largest, var.dtype.itemsize * math.prod(chunks))
+        return largest
+
+    def _index_bytes(self) -> int:
+        """Bytes of every variable at one index along the sample dimensions."""
+        total = 0
+        for name in self._names:
+            var = self._parts[0][name].variable
+            total += var.dtype.itemsize * math.prod(
+                n for d, n in var.sizes.items() if d not in self.sample_dims
+            )
+        return total
+
+    # --- the epoch ----------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch whose order the next iteration follows (as ``DistributedSampler``)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self._schema.selectors)
+        """Batches per epoch for this rank."""
+        total = sum(len(w) for w in self._windows())
+        return total // self.batch_size if self.drop_last else -(-total // self.batch_size)
 
-    def __getitem__(self, idx: int) -> XarrayObject:
-        if not isinstance(idx, int):
-            raise NotImplementedError(
-                f"{type(self).__name__}.__getitem__ currently requires a single integer key"
-            )
-        if idx < 0:
-            idx = list(self._schema.selectors)[idx]
-        if idx not in self._schema.selectors:
-            raise IndexError("list index out of range")
-        if self.cache is not None and self._in_cache(idx):
-            return self._cached(idx)
-        batch = self._read(idx)
-        if self.cache is not None:
-            if self.cache_preprocess is not None:
-                batch = self.cache_preprocess(batch)
-            batch.to_zarr(self.cache, group=str(idx), mode="a")
-        return batch
+    def _windows(self) -> list[Ids]:
+        shuffled = epoch_windows(
+            self._space, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, window=self._window
+        )
+        if self.shuffle == "full":  # read per batch, through no window order
+            shuffled = [
+                w[i : i + self.batch_size] for w in shuffled for i in range(0, len(w), self.batch_size)
+            ]
+        return rank_share(shuffled, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last)
 
-    def __iter__(self) -> Iterator[XarrayObject]:
-        if not self.prefetch or not self.preload_batch or self.cache is not None:
-            for idx in self._schema.selectors:
-                yield self[idx]
+    def state_dict(self) -> dict[str, int]:
+        """Where the current epoch stands, for :meth:`load_state_dict`."""
+        return {"epoch": self.epoch, "seed": self.seed, "batches": self.stats.batches}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Resumes: the next iteration continues epoch ``state["epoch"]`` after its
+        ``state["batches"]`` batches, with the same samples in the same order."""
+        self.epoch = int(state["epoch"])
+        self.seed = int(state["seed"])
+        self._resume_batches = int(state["batches"])
+
+    def __iter__(self) -> Iterator[Any]:
+        windows = self._windows()
+        skip = self._resume_batches * self.batch_size
+        self._resume_batches = 0
+        self.stats = LoaderStats(epoch=self.epoch, batches=skip // self.batch_size)
+        self.stats._started = time.perf_counter()
+        # Windows wholly before the resume point are not read at all.
+        while windows and skip >= len(windows[0]):
+            skip -= len(windows.pop(0))
+        pending: list[tuple[_Window, int]] = []  # windows being served, and where in each
+        have = 0
+        for window in self._read_windows(windows):
+            start = skip
+            skip = 0
+            pending.append((window, start))
+            have += len(window.source) - start
+            while have >= self.batch_size:
+                yield self._emit(self._take(pending, self.batch_size))
+                have -= self.batch_size
+        if have and not self.drop_last:
+            yield self._emit(self._take(pending, have))
+
+    def _emit(self, batch: Batch) -> Any:
+        self.stats.batches += 1
+        self.stats.samples += len(next(iter(batch.values()))) if batch else 0
+        self.stats.seconds = time.perf_counter() - self.stats._started
+        return self.transform(batch) if self.transform is not None else batch
+
+    def _read_windows(self, windows: list[Ids]) -> Iterator[_Window]:
+        """Each window read, the next one in the background while the caller works."""
+        if not self.prefetch:
+            for ids in windows:
+                began = time.perf_counter()
+                window = self._read(ids)
+                self.stats.waited_seconds += time.perf_counter() - began
+                yield window
             return
-        yield from self._read_ahead(list(self._schema.selectors))
-
-    def _read_ahead(self, order: list[int]) -> Iterator[XarrayObject]:
-        """The batches of ``order``, each read while the caller still works on an earlier one:
-        ``prefetch`` reads are queued while one batch is out with the caller."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-batches")
-        pending: deque[Future[XarrayObject]] = deque()
-        upcoming = iter(order)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-loader")
         try:
-            for idx in itertools.islice(upcoming, self.prefetch):
-                pending.append(pool.submit(self._read, idx))
-            while pending:
-                batch = pending.popleft().result()
-                for idx in itertools.islice(upcoming, 1):
-                    pending.append(pool.submit(self._read, idx))
-                yield batch
+            upcoming = iter(windows)
+            ahead: list[Future[_Window]] = [
+                pool.submit(self._read, ids) for ids in itertools.islice(upcoming, 1)
+            ]
+            while ahead:
+                began = time.perf_counter()
+                window = ahead.pop().result()
+                self.stats.waited_seconds += time.perf_counter() - began
+                ahead = [pool.submit(self._read, ids) for ids in itertools.islice(upcoming, 1)]
+                yield window
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _read(self, idx: int) -> XarrayObject:
-        """Batch ``idx``: the box around its patches read in one pass, the patches cut from it."""
-        patches = self._schema.selectors[idx]
-        box = _bounding_box(patches)
-        region = self.ds.isel(box)
-        if self.preload_batch:
-            region = load(region, progress=False)  # type: ignore[type-var]
-        if not self.concat_input_dims:
-            (patch,) = patches
-            batch = region.isel(_within(patch, box))
-            return _stack_batch_dims(batch, list(self.input_dims))
-        suffix = "_input"
-        pieces = [_drop_input_dims(region.isel(_within(p, box)), self.input_dims, suffix) for p in patches]
-        # xarray's defaults of today spelled out: xbatcher's batches, without the warning that
-        # they are about to change.
-        stacked: XarrayObject = xr.concat(  # type: ignore[call-overload]
-            pieces, dim="input_batch", data_vars="all", coords="different", compat="equals", join="outer"
-        )
-        return _stack_batch_dims(stacked, [f"{dim}{suffix}" for dim in self.input_dims])
+    def _read(self, ids: Ids) -> _Window:
+        """One window: per source, every variable at the distinct indices its samples need, in
+        one fastzarr pass."""
+        source, index, patch = self._space.locate(ids)
+        row = np.zeros(len(ids), dtype=np.int64)
+        values: list[dict[str, npt.NDArray[Any]]] = [{} for _ in self._parts]
+        for s in np.unique(source):
+            mine = source == s
+            distinct, inverse = np.unique(index[mine], axis=0, return_inverse=True)
+            row[mine] = inverse.reshape(-1)
+            values[s] = self._read_indices(int(s), distinct)
+        self.stats.windows += 1
+        return _Window(values, source, row, patch)
 
-    def _in_cache(self, idx: int) -> bool:
-        assert self.cache is not None
-        return f"{idx}/.zgroup" in self.cache or f"{idx}/zarr.json" in self.cache
+    def _read_indices(self, s: int, distinct: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
+        part, kept = self._parts[s], self._kept[s]
+        points = {}
+        for j, d in enumerate(self.sample_dims):
+            positions = distinct[:, j]
+            if d in kept:
+                positions = kept[d][positions]
+            points[d] = xr.DataArray(positions, dims=_SAMPLE)
+        selected = part[[n for n in self._names if n in part.data_vars]]
+        selected = selected.assign_coords({c: part.coords[c] for c in self._names if c in part.coords})
+        selected = selected.isel(points)
+        totals = load_counting(selected, progress=False, timeout=self.timeout, max_memory=self._read_budget)
+        self.stats.chunks += int(totals.get("chunks", 0))
+        self.stats.bytes_read += int(totals.get("bytes_read", 0))
+        self.stats.bytes_decoded += int(totals.get("bytes_decoded", 0))
+        out = {}
+        for name in self._names:
+            var = selected[name].variable
+            if _SAMPLE in var.dims:
+                out[name] = np.asarray(var.transpose(_SAMPLE, ...).values)
+            else:  # the same for every sample
+                out[name] = np.asarray(var.values)[np.newaxis]
+        return out
 
-    def _cached(self, idx: int) -> xr.Dataset:
-        batch: xr.Dataset = xr.open_zarr(self.cache, group=str(idx))
-        return batch.load() if self.preload_batch else batch
+    def _take(self, pending: list[tuple[_Window, int]], count: int) -> Batch:
+        """The next ``count`` samples of the windows being served, as one batch."""
+        pieces: list[Batch] = []
+        while count:
+            window, start = pending[0]
+            stop = min(start + count, len(window.source))
+            pieces.append(self._gather(window, start, stop))
+            count -= stop - start
+            if stop == len(window.source):
+                pending.pop(0)  # served: its memory goes
+            else:
+                pending[0] = (window, stop)
+        if len(pieces) == 1:
+            return pieces[0]
+        return {name: np.concatenate([p[name] for p in pieces]) for name in self._names}
+
+    def _gather(self, window: _Window, start: int, stop: int) -> Batch:
+        source, row, patch = window.source[start:stop], window.row[start:stop], window.patch[start:stop]
+        batch: Batch = {}
+        for name in self._names:
+            first = window.values[int(source[0])][name]
+            dims = [d for d in self._parts[0][name].dims if d not in self.sample_dims]
+            shape = tuple(self.input_dims.get(d, n) for d, n in zip(dims, first.shape[1:], strict=True))
+            out = np.empty((stop - start, *shape), dtype=first.dtype)
+            for s in np.unique(source):
+                mine = source == s
+                values = window.values[int(s)][name]
+                rows = row[mine] if values.shape[0] > 1 else np.zeros(int(mine.sum()), np.int64)
+                if not self._patches or not any(d in self.input_dims for d in dims):
+                    out[mine] = values[rows]
+                    continue
+                for k, (r, p) in zip(np.flatnonzero(mine), zip(rows, patch[mine], strict=True), strict=True):
+                    cut = tuple(self._patches[p].get(d, slice(None)) for d in dims)
+                    out[k] = values[r][cut]
+            batch[name] = out
+        return batch
 
 
-def _bounding_box(patches: list[Selector]) -> Selector:
-    """The smallest slices holding every patch (``min()`` of nothing fails, as in xbatcher)."""
-    dims = list(dict.fromkeys(dim for patch in patches for dim in patch))
-    return {dim: slice(min(p[dim].start for p in patches), max(p[dim].stop for p in patches)) for dim in dims}
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """The rank and world size given, else torch's environment variables, else one process; a
+    torch DataLoader worker takes its own share of its rank's."""
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0"))
+    torch_data = sys.modules.get("torch.utils.data")
+    info = torch_data.get_worker_info() if torch_data is not None else None
+    if info is not None and info.num_workers > 1:
+        rank, world_size = rank * info.num_workers + info.id, world_size * info.num_workers
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size}")
+    return rank, world_size
 
 
-def _within(patch: Selector, box: Selector) -> Selector:
-    """``patch`` as slices of the region ``box`` selected."""
-    return {dim: slice(s.start - box[dim].start, s.stop - box[dim].start) for dim, s in patch.items()}
+def _open_parts(
+    source: Any,
+    concat_dim: Hashable,
+    duplicates: str,
+    storage_options: dict[str, Any] | None,
+    timeout: float | None,
+) -> tuple[list[xr.Dataset], list[dict[Hashable, npt.NDArray[np.int64]]]]:
+    """The sources as lazy Datasets (read by fastzarr), and per source the rows kept along
+    ``concat_dim`` where labels repeat."""
+    if isinstance(source, xr.Dataset):
+        return [source], [{}]
+    urls = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not urls:
+        raise ValueError("Loader needs at least one source")
+    parts = [
+        xr.open_dataset(u, engine="fastzarr", storage_options=storage_options, timeout=timeout) for u in urls
+    ]
+    kept: list[dict[Hashable, npt.NDArray[np.int64]]] = [{} for _ in parts]
+    if duplicates == "keep" or any(concat_dim not in p.indexes for p in parts):
+        return parts, kept
+    seen: set[Any] = set()
+    repeated: list[str] = []
+    for k, part in enumerate(parts):
+        rows = []
+        for row, label in enumerate(part.indexes[concat_dim]):
+            if label in seen:
+                repeated.append(f"{label!r} in {os.fspath(urls[k])}")
+            else:
+                seen.add(label)
+                rows.append(row)
+        if len(rows) < part.sizes[concat_dim]:
+            kept[k][concat_dim] = np.asarray(rows, dtype=np.int64)
+    if repeated:
+        message = f"{len(repeated)} repeated {concat_dim!r} labels: " + ", ".join(repeated[:20])
+        if duplicates == "raise":
+            raise DuplicateError(message)
+        warnings.warn(message + " (later ones dropped)", DuplicateWarning, stacklevel=3)
+    return parts, kept
+
+
+def _patch_grid(
+    part: xr.Dataset, input_dims: Mapping[Hashable, int], sample_dims: tuple[Hashable, ...]
+) -> list[dict[Hashable, slice]]:
+    """Every patch position (empty without ``input_dims``), the last dimension varying fastest."""
+    if not input_dims:
+        return []
+    per_dim = []
+    for d, n in input_dims.items():
+        size = part.sizes[d]
+        if not 0 < n <= size:
+            raise ValueError(f"input_dims[{d!r}] = {n} does not fit the dimension's length {size}")
+        per_dim.append([slice(start, start + n) for start in range(0, size - n + 1, n)])
+    return [dict(zip(input_dims, combo, strict=True)) for combo in itertools.product(*per_dim)]
+
+
+def _chunk_length(var: xr.Variable, dim: Hashable) -> int:
+    """The variable's stored chunk length along ``dim`` (its dask chunks' first, or 1 if it has
+    neither, so that nothing is assumed shared)."""
+    axis = var.dims.index(dim)
+    chunks = var.encoding.get("chunks")
+    if chunks:
+        return int(chunks[axis])
+    if var.chunks:
+        return int(var.chunks[axis][0])
+    return 1
+
+
+def _static_sizes(var: xr.DataArray | xr.Variable, sample_dims: tuple[Hashable, ...]) -> dict[Hashable, int]:
+    return {d: n for d, n in var.sizes.items() if d not in sample_dims}

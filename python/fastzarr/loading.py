@@ -303,6 +303,7 @@ class _LoadPlan:
         self.fallback_lazy: list[xr.Variable] = []
         self.fallback_dask: list[xr.Variable] = []
         self.dask: Any = None  # a fastzarr._dask_graph.DaskPlan once a dask variable is seen
+        self.totals: dict[str, float] = {}  # the ReadStats of every pass, summed
 
     def plan_chain(
         self, source: Any, fn: Callable[[Any], Any], whole: tuple[int, ...] | None = None
@@ -366,6 +367,8 @@ class _LoadPlan:
                     requests[k : k + step], return_stats=True, timeout=remaining, max_memory=max_memory
                 )
                 results += arrays
+                for key, value in stats.as_dict().items():
+                    self.totals[key] = self.totals.get(key, 0) + value
                 bar.update(nbytes=stats.bytes_decoded, chunks=stats.chunks)
         start = 0
         for evaluation, own in zip(evaluations, requests_of, strict=True):
@@ -434,6 +437,19 @@ def load(
         return _load_cached(
             obj, cache, progress=progress, allow_nan=allow_nan, timeout=timeout, max_memory=max_memory
         )
+    load_counting(obj, progress=progress, timeout=timeout, max_memory=max_memory)
+    return obj
+
+
+def load_counting(
+    obj: xr.Dataset | xr.DataArray,
+    *,
+    progress: bool | None = None,
+    timeout: float | None = None,
+    max_memory: int | str | None = None,
+) -> dict[str, float]:
+    """:func:`load` without a cache, returning what its reads did: the :class:`ReadStats` fields
+    summed over its passes (``chunks``, ``bytes_read``, ``bytes_decoded``, ...)."""
     stages = Stages("load")
     plan = _LoadPlan()
     with _gc_paused():
@@ -451,7 +467,7 @@ def load(
     plan.load_rest()
     stages.done("store and rest")
     stages.total()
-    return obj
+    return plan.totals
 
 
 def _load_cached(
