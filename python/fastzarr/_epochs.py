@@ -9,6 +9,7 @@ unit that is read, and so decoded, once per epoch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -54,26 +55,59 @@ class SampleSpace:
             index[mine] = np.stack(np.unravel_index(flat[mine], self.sizes[s]), axis=-1)
         return source, index, patch
 
+    def _grid(self, source: int) -> tuple[int, ...]:
+        """Chunk groups of one source along each sample dimension."""
+        return tuple(-(-n // c) for n, c in zip(self.sizes[source], self.chunks, strict=True))
+
+    def group_offsets(self) -> list[int]:
+        """The number of the first group of each source, and the total count last."""
+        return [0, *np.cumsum([math.prod(self._grid(s)) for s in range(len(self.sizes))]).tolist()]
+
+    def group_box(self, group: int) -> tuple[int, list[npt.NDArray[np.int64]]]:
+        """A group's source and its indices along every sample dimension (a box)."""
+        offsets = self.group_offsets()
+        source = int(np.searchsorted(offsets, group, side="right") - 1)
+        corner = [int(k) for k in np.unravel_index(group - offsets[source], self._grid(source))]
+        ranges = [
+            np.arange(k * c, min((k + 1) * c, n), dtype=np.int64)
+            for k, c, n in zip(corner, self.chunks, self.sizes[source], strict=True)
+        ]
+        return source, ranges
+
+    def group_of(self, ids: Ids) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """For each id: its group, and its row in that group's box (C order over the box)."""
+        source, index, _ = self.locate(ids)
+        group = np.zeros(len(ids), dtype=np.int64)
+        row = np.zeros(len(ids), dtype=np.int64)
+        offsets = self.group_offsets()
+        chunks = np.asarray(self.chunks, dtype=np.int64)
+        for s in np.unique(source):
+            mine = source == s
+            corner = index[mine] // chunks
+            group[mine] = offsets[s] + np.ravel_multi_index(tuple(corner.T), self._grid(int(s)))
+            start = corner * chunks
+            box = np.minimum(start + chunks, np.asarray(self.sizes[s])) - start
+            local = index[mine] - start
+            row[mine] = [
+                int(np.ravel_multi_index(tuple(at), tuple(b))) for at, b in zip(local, box, strict=True)
+            ]
+        return group, row
+
     def groups(self) -> list[Ids]:
         """Every chunk group's sample ids, groups in storage order, ids ascending."""
         out: list[Ids] = []
-        for s, sizes in enumerate(self.sizes):
-            starts = [range(0, n, c) for n, c in zip(sizes, self.chunks, strict=True)]
-            for corner in np.ndindex(*(len(r) for r in starts)):
-                ranges = [
-                    np.arange(r[k], min(r[k] + c, n))
-                    for r, k, c, n in zip(starts, corner, self.chunks, sizes, strict=True)
-                ]
-                grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, len(sizes))
-                flat = np.ravel_multi_index(tuple(grid.T), sizes)
-                base = self.offsets[s] + flat.astype(np.int64) * self.patches
-                ids = (base[:, None] + np.arange(self.patches)).reshape(-1)
-                out.append(np.sort(ids))
+        for group in range(self.group_offsets()[-1]):
+            source, ranges = self.group_box(group)
+            grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, len(ranges))
+            flat = np.asarray(np.ravel_multi_index(tuple(grid.T), self.sizes[source]), dtype=np.int64)
+            base = self.offsets[source] + flat * self.patches
+            out.append(np.sort((base[:, None] + np.arange(self.patches)).reshape(-1)))
         return out
 
 
 def epoch_windows(space: SampleSpace, *, shuffle: Shuffle, seed: int, epoch: int, window: int) -> list[Ids]:
-    """The epoch's samples in serving order, cut into windows of ``window`` chunk groups.
+    """The epoch's samples in serving order, cut into windows of ``window`` chunk groups (the
+    first of one group, so that reading ahead starts at once).
 
     ``shuffle=False``: storage order. ``True``: groups in a shuffled order, samples mixed within
     each window (every group is read by exactly one window). ``"full"``: one uniform permutation,
@@ -88,9 +122,11 @@ def epoch_windows(space: SampleSpace, *, shuffle: Shuffle, seed: int, epoch: int
         return [rng.permutation(len(space)).astype(np.int64)]
     else:
         raise ValueError(f"shuffle must be True, False or 'full', not {shuffle!r}")
+    # The first window is one group: the caller waits for it alone, the rest are read ahead.
+    starts = [0, *range(1, len(order), window)] if window > 1 else list(range(len(order)))
     windows = []
-    for start in range(0, len(order), window):
-        ids = np.concatenate(order[start : start + window])
+    for start, stop in itertools.pairwise([*starts, len(order)]):
+        ids = np.concatenate(order[start:stop])
         windows.append(rng.permutation(ids).astype(np.int64) if shuffle else ids.astype(np.int64))
     return windows
 

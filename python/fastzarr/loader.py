@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
+from xarray.conventions import decode_cf_variable
 
 import fastzarr as fz
 from fastzarr._epochs import Ids, SampleSpace, Shuffle, epoch_windows, rank_share
 from fastzarr._sizes import parse_size
 from fastzarr.extract import DuplicateError, DuplicateWarning
 from fastzarr.loading import load_counting
+from fastzarr.xarray_backend import FastzarrStore, StoredVariable
 
 __all__ = ["Loader", "LoaderStats"]
 
@@ -67,13 +69,24 @@ class LoaderStats:
 
 @dataclass
 class _Window:
-    """A window's samples, read: per source, each variable's values for the distinct indices the
-    window needs, and per sample (in serving order) its source, row there and patch."""
+    """A window's samples, read: each chunk group's values (rows in C order over its box), and
+    per sample (in serving order) its group, its row there and its patch."""
 
-    values: list[dict[str, npt.NDArray[Any]]]
-    source: npt.NDArray[np.int64]
+    values: dict[int, dict[str, npt.NDArray[Any]]]
+    group: npt.NDArray[np.int64]
     row: npt.NDArray[np.int64]
     patch: npt.NDArray[np.int64]
+
+
+@dataclass
+class _Part:
+    """One source: the lazy Dataset (sizes, coordinates), and for a store fastzarr opened the
+    arrays behind its variables and how xarray describes them (read and decoded directly)."""
+
+    ds: xr.Dataset
+    kept: dict[Hashable, npt.NDArray[np.int64]]
+    arrays: dict[str, fz.Array] = field(default_factory=dict)
+    stored: dict[str, StoredVariable] = field(default_factory=dict)
 
 
 class Loader:
@@ -148,12 +161,23 @@ class Loader:
         self._resume_batches = 0
         # A read is checked against the whole budget: its window and the chunks decoding for it.
         self._read_budget = parse_size(max_memory)
-        self._parts, self._kept = _open_parts(source, concat_dim, duplicates, storage_options, timeout)
+        self._sources = _open_parts(source, concat_dim, duplicates, storage_options, timeout)
+        self._parts = [p.ds for p in self._sources]
         self._names = self._check_names(variables, coords)
         self._patches = _patch_grid(self._parts[0], self.input_dims, self.sample_dims)
+        # Values without any sample dimension are the same for every sample: read once, here.
+        self._fixed = {
+            n: np.asarray(self._parts[0][n].values)
+            for n in self._names
+            if not set(self._parts[0][n].dims) & set(self.sample_dims)
+        }
+        self._sampled = [n for n in self._names if n not in self._fixed]
+        self._other_dims = {
+            n: [d for d in self._parts[0][n].dims if d not in self.sample_dims] for n in self._names
+        }
         sizes = tuple(
-            tuple(len(kept[d]) if d in kept else part.sizes[d] for d in self.sample_dims)
-            for part, kept in zip(self._parts, self._kept, strict=True)
+            tuple(len(p.kept[d]) if d in p.kept else p.ds.sizes[d] for d in self.sample_dims)
+            for p in self._sources
         )
         self._space = SampleSpace(sizes, self._group_chunks(), max(len(self._patches), 1))
         budget = self._read_budget or _DEFAULT_BUDGET
@@ -267,7 +291,7 @@ class Loader:
             start = skip
             skip = 0
             pending.append((window, start))
-            have += len(window.source) - start
+            have += len(window.group) - start
             while have >= self.batch_size:
                 yield self._emit(self._take(pending, self.batch_size))
                 have -= self.batch_size
@@ -305,52 +329,95 @@ class Loader:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _read(self, ids: Ids) -> _Window:
-        """One window: per source, every variable at the distinct indices its samples need, in
-        one fastzarr pass."""
-        source, index, patch = self._space.locate(ids)
-        row = np.zeros(len(ids), dtype=np.int64)
-        values: list[dict[str, npt.NDArray[Any]]] = [{} for _ in self._parts]
-        for s in np.unique(source):
-            mine = source == s
-            distinct, inverse = np.unique(index[mine], axis=0, return_inverse=True)
-            row[mine] = inverse.reshape(-1)
-            values[s] = self._read_indices(int(s), distinct)
+        """One window: every chunk group its samples lie in, all read in one fastzarr pass."""
+        group, row = self._space.group_of(ids)
+        _, _, patch = self._space.locate(ids)
+        values = self._read_groups(sorted(set(group.tolist())))
         self.stats.windows += 1
-        return _Window(values, source, row, patch)
+        return _Window(values, group, row, patch)
 
-    def _read_indices(self, s: int, distinct: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
-        part, kept = self._parts[s], self._kept[s]
-        points = {}
-        for j, d in enumerate(self.sample_dims):
-            positions = distinct[:, j]
-            if d in kept:
-                positions = kept[d][positions]
-            points[d] = xr.DataArray(positions, dims=_SAMPLE)
-        selected = part[[n for n in self._names if n in part.data_vars]]
-        selected = selected.assign_coords({c: part.coords[c] for c in self._names if c in part.coords})
-        selected = selected.isel(points)
-        totals = load_counting(selected, progress=False, timeout=self.timeout, max_memory=self._read_budget)
+    def _read_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
+        """Each group's values of every sampled variable, sample dimensions flattened first."""
+        boxes = {g: self._space.group_box(g) for g in groups}
+        direct = [g for g in groups if self._sources[boxes[g][0]].arrays]
+        out = self._read_direct(direct, boxes) if direct else {}
+        for g in groups:
+            if g not in out:
+                out[g] = self._read_through_xarray(*boxes[g])
+        return out
+
+    def _positions(self, source: int, ranges: list[npt.NDArray[np.int64]]) -> dict[Hashable, Any]:
+        """A box as positions in the source (rows dropped as duplicates skipped), slices where
+        contiguous."""
+        kept = self._sources[source].kept
+        out: dict[Hashable, Any] = {}
+        for d, r in zip(self.sample_dims, ranges, strict=True):
+            positions = kept[d][r] if d in kept else r
+            contiguous = len(positions) and positions[-1] - positions[0] == len(positions) - 1
+            out[d] = slice(int(positions[0]), int(positions[-1]) + 1) if contiguous else positions
+        return out
+
+    def _read_direct(
+        self, groups: list[int], boxes: dict[int, tuple[int, list[npt.NDArray[np.int64]]]]
+    ) -> dict[int, dict[str, npt.NDArray[Any]]]:
+        """Groups of stores fastzarr opened: one ``read_many`` pass over every (group, variable),
+        then xarray's CF decoding of each variable over all groups at once."""
+        requests, where = [], []
+        for g in groups:
+            source, ranges = boxes[g]
+            part = self._sources[source]
+            positions = self._positions(source, ranges)
+            for name in self._sampled:
+                dims = part.stored[name].dims
+                requests.append((part.arrays[name], tuple(positions.get(d, slice(None)) for d in dims)))
+                where.append((g, name, dims, [len(r) for r in ranges]))
+        arrays, stats = fz.read_many(
+            requests, return_stats=True, timeout=self.timeout, max_memory=self._read_budget
+        )
+        self._count(stats.as_dict())
+        out: dict[int, dict[str, npt.NDArray[Any]]] = {g: {} for g in groups}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+            for array, (g, name, dims, box) in zip(arrays, where, strict=True):
+                # Decoded group by group, variable by variable: stacking them first would copy.
+                stored = self._sources[boxes[g][0]].stored[name]
+                rest = [d for d in dims if d not in self.sample_dims]
+                raw = xr.Variable(
+                    (_SAMPLE, *rest),
+                    _samples_first(array, dims, self.sample_dims, box),
+                    stored.attrs,
+                    stored.encoding,
+                )
+                out[g][name] = np.asarray(decode_cf_variable(name, raw).values)
+        return out
+
+    def _read_through_xarray(self, source: int, ranges: list[npt.NDArray[np.int64]]) -> dict[str, Any]:
+        """A group of a Dataset given as the source: ``fastzarr.load`` of its box."""
+        part = self._parts[source]
+        box = part[[n for n in self._sampled if n in part.data_vars]]
+        box = box.assign_coords({c: part.coords[c] for c in self._sampled if c in part.coords})
+        box = box.isel(self._positions(source, ranges))
+        self._count(load_counting(box, progress=False, timeout=self.timeout, max_memory=self._read_budget))
+        sizes = [len(r) for r in ranges]
+        return {
+            n: _samples_first(np.asarray(box[n].values), box[n].dims, self.sample_dims, sizes)
+            for n in self._sampled
+        }
+
+    def _count(self, totals: Mapping[str, float]) -> None:
         self.stats.chunks += int(totals.get("chunks", 0))
         self.stats.bytes_read += int(totals.get("bytes_read", 0))
         self.stats.bytes_decoded += int(totals.get("bytes_decoded", 0))
-        out = {}
-        for name in self._names:
-            var = selected[name].variable
-            if _SAMPLE in var.dims:
-                out[name] = np.asarray(var.transpose(_SAMPLE, ...).values)
-            else:  # the same for every sample
-                out[name] = np.asarray(var.values)[np.newaxis]
-        return out
 
     def _take(self, pending: list[tuple[_Window, int]], count: int) -> Batch:
         """The next ``count`` samples of the windows being served, as one batch."""
         pieces: list[Batch] = []
         while count:
             window, start = pending[0]
-            stop = min(start + count, len(window.source))
+            stop = min(start + count, len(window.group))
             pieces.append(self._gather(window, start, stop))
             count -= stop - start
-            if stop == len(window.source):
+            if stop == len(window.group):
                 pending.pop(0)  # served: its memory goes
             else:
                 pending[0] = (window, stop)
@@ -359,25 +426,40 @@ class Loader:
         return {name: np.concatenate([p[name] for p in pieces]) for name in self._names}
 
     def _gather(self, window: _Window, start: int, stop: int) -> Batch:
-        source, row, patch = window.source[start:stop], window.row[start:stop], window.patch[start:stop]
+        """Samples ``start:stop`` of the window, each copied once into its batch."""
+        group, row, patch = window.group[start:stop], window.row[start:stop], window.patch[start:stop]
         batch: Batch = {}
         for name in self._names:
-            first = window.values[int(source[0])][name]
-            dims = [d for d in self._parts[0][name].dims if d not in self.sample_dims]
-            shape = tuple(self.input_dims.get(d, n) for d, n in zip(dims, first.shape[1:], strict=True))
-            out = np.empty((stop - start, *shape), dtype=first.dtype)
-            for s in np.unique(source):
-                mine = source == s
-                values = window.values[int(s)][name]
-                rows = row[mine] if values.shape[0] > 1 else np.zeros(int(mine.sum()), np.int64)
-                if not self._patches or not any(d in self.input_dims for d in dims):
-                    out[mine] = values[rows]
-                    continue
-                for k, (r, p) in zip(np.flatnonzero(mine), zip(rows, patch[mine], strict=True), strict=True):
-                    cut = tuple(self._patches[p].get(d, slice(None)) for d in dims)
-                    out[k] = values[r][cut]
+            dims = self._other_dims[name]
+            cuts = (
+                [tuple(p.get(d, slice(None)) for d in dims) for p in self._patches]
+                if self._patches and any(d in self.input_dims for d in dims)
+                else None
+            )
+            if name in self._fixed:
+                sources = [self._fixed[name]] * (stop - start)
+            else:
+                sources = [window.values[int(g)][name][int(r)] for g, r in zip(group, row, strict=True)]
+            if cuts is not None:
+                sources = [values[cuts[int(p)]] for values, p in zip(sources, patch, strict=True)]
+            out = np.empty((stop - start, *sources[0].shape), dtype=sources[0].dtype)
+            for k, values in enumerate(sources):
+                out[k] = values
             batch[name] = out
         return batch
+
+
+def _samples_first(
+    array: npt.NDArray[Any], dims: Sequence[Hashable], sample_dims: Sequence[Hashable], box: Sequence[int]
+) -> npt.NDArray[Any]:
+    """``array`` (of a box, with ``dims``) with its samples on one first axis, in C order over
+    the sample dimensions; a sample dimension it lacks repeats its values."""
+    present = [d for d in sample_dims if d in dims]
+    moved = np.moveaxis(array, [list(dims).index(d) for d in present], list(range(len(present))))
+    inner = moved.shape[len(present) :]
+    shape = [box[k] if d in present else 1 for k, d in enumerate(sample_dims)]
+    full = np.broadcast_to(moved.reshape(*shape, *inner), (*box, *inner))
+    return np.ascontiguousarray(full).reshape(-1, *inner)
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -402,38 +484,41 @@ def _open_parts(
     duplicates: str,
     storage_options: dict[str, Any] | None,
     timeout: float | None,
-) -> tuple[list[xr.Dataset], list[dict[Hashable, npt.NDArray[np.int64]]]]:
-    """The sources as lazy Datasets (read by fastzarr), and per source the rows kept along
-    ``concat_dim`` where labels repeat."""
+) -> list[_Part]:
+    """The sources: Datasets as given, stores opened by fastzarr (their arrays at hand), with
+    the rows kept along ``concat_dim`` where labels repeat."""
     if isinstance(source, xr.Dataset):
-        return [source], [{}]
+        return [_Part(source, {})]
     urls = [source] if isinstance(source, str | os.PathLike) else list(source)
     if not urls:
         raise ValueError("Loader needs at least one source")
-    parts = [
-        xr.open_dataset(u, engine="fastzarr", storage_options=storage_options, timeout=timeout) for u in urls
-    ]
-    kept: list[dict[Hashable, npt.NDArray[np.int64]]] = [{} for _ in parts]
-    if duplicates == "keep" or any(concat_dim not in p.indexes for p in parts):
-        return parts, kept
+    parts = []
+    for url in urls:
+        store = FastzarrStore.open(url, storage_options=storage_options, timeout=timeout)
+        ds = xr.open_dataset(store, engine="fastzarr")
+        arrays = {str(n): store.group[str(n)] for n in ds.variables if str(n) in store.group.array_keys()}
+        stored = {n: store.describe_variable(n) for n in arrays}
+        parts.append(_Part(ds, {}, {n: a for n, a in arrays.items() if isinstance(a, fz.Array)}, stored))
+    if duplicates == "keep" or any(concat_dim not in p.ds.indexes for p in parts):
+        return parts
     seen: set[Any] = set()
     repeated: list[str] = []
     for k, part in enumerate(parts):
         rows = []
-        for row, label in enumerate(part.indexes[concat_dim]):
+        for row, label in enumerate(part.ds.indexes[concat_dim]):
             if label in seen:
                 repeated.append(f"{label!r} in {os.fspath(urls[k])}")
             else:
                 seen.add(label)
                 rows.append(row)
-        if len(rows) < part.sizes[concat_dim]:
-            kept[k][concat_dim] = np.asarray(rows, dtype=np.int64)
+        if len(rows) < part.ds.sizes[concat_dim]:
+            part.kept[concat_dim] = np.asarray(rows, dtype=np.int64)
     if repeated:
         message = f"{len(repeated)} repeated {concat_dim!r} labels: " + ", ".join(repeated[:20])
         if duplicates == "raise":
             raise DuplicateError(message)
         warnings.warn(message + " (later ones dropped)", DuplicateWarning, stacklevel=3)
-    return parts, kept
+    return parts
 
 
 def _patch_grid(

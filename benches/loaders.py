@@ -1,0 +1,259 @@
+"""Training loaders side by side: ``fz.BatchGenerator`` against xbatcher's, and a shuffled
+``fz.Loader`` epoch against a map-style zarr-python dataset, xarray + xbatcher and one
+``read_many`` of the same data (the floor: every chunk decoded once, nothing else).
+
+Every case runs in a fresh subprocess (peak RSS is its ``VmHWM``), page cache warm (a warm-up
+pass first), best of ``--repeat``. The section "Training loaders" of RESULTS.md is replaced in
+place.
+
+    .venv/bin/python benches/loaders.py            # full run, updates benches/RESULTS.md
+    .venv/bin/python benches/loaders.py --quick    # small data, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fastzarr as fz
+import numpy as np
+import xarray as xr
+import xbatcher
+import zarr
+from fastzarr.testing import make_batches
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare import machine_description, peak_rss_bytes, render_markdown
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## Training loaders"
+FULL = {"batches": 2, "variables": 20, "file_ids": 8, "steps": 24, "lat": 48, "lon": 64}
+QUICK = {"batches": 2, "variables": 4, "file_ids": 4, "steps": 8, "lat": 16, "lon": 16}
+BATCH = 32
+
+
+def _generator_options(params: dict[str, int]) -> dict[str, Any]:
+    """One batch = every file_id x 4 steps x the whole field."""
+    return {"input_dims": {"step": 4, "lat": params["lat"], "lon": params["lon"]}}
+
+
+# --- the cases (each runs in a child) -------------------------------------------------------
+
+
+def case_generator(stores: list[str], params: dict[str, int], peer: str, opener: str) -> dict[str, Any]:
+    ds = xr.open_zarr(stores[0]) if opener == "dask" else xr.open_zarr(stores[0], chunks=None)
+    cls = fz.BatchGenerator if peer == "fastzarr" else xbatcher.BatchGenerator
+    generator = cls(ds, **_generator_options(params))
+    nbytes = 0
+    for batch in generator:
+        nbytes += sum(int(v.nbytes) for v in batch.data_vars.values())
+    return {"batches": len(generator), "bytes": nbytes}
+
+
+def case_loader(stores: list[str], params: dict[str, int], step_seconds: float) -> dict[str, Any]:
+    loader = fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=BATCH, max_memory="64MB")
+    size = 0
+    if step_seconds:
+        size = _matmul_size(step_seconds)
+        a = np.random.default_rng(0).standard_normal((size, size))
+    samples = 0
+    for batch in loader:
+        samples += len(batch["var0000"])
+        if size:
+            a @ a
+    stats = loader.stats
+    return {
+        "samples": samples,
+        "chunks": stats.chunks,
+        "windows": stats.windows,
+        "waited": stats.waited_seconds,
+        "epoch": stats.seconds,
+    }
+
+
+def case_read_many(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
+    requests = []
+    for store in stores:
+        group = fz.open_group(store)
+        requests += [(group[n], ...) for n in group.array_keys() if n.startswith("var")]
+    arrays, stats = fz.read_many(requests, return_stats=True)
+    return {"chunks": stats.chunks, "bytes": sum(a.nbytes for a in arrays)}
+
+
+def case_zarr_map_style(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
+    """A map-style dataset as people write one: shuffled indices, ``arr[i]`` per sample."""
+    arrays = [{n: a for n, a in zarr.open_group(s, mode="r").arrays() if n.startswith("var")} for s in stores]
+    order = np.random.default_rng(0).permutation(len(stores) * params["file_ids"] * params["steps"])
+    samples = 0
+    batch: list[dict[str, np.ndarray]] = []
+    for k in order:
+        s, rest = divmod(int(k), params["file_ids"] * params["steps"])
+        f, t = divmod(rest, params["steps"])
+        batch.append({n: a[f, t] for n, a in arrays[s].items()})
+        if len(batch) == BATCH:
+            {n: np.stack([b[n] for b in batch]) for n in batch[0]}
+            samples += len(batch)
+            batch = []
+    return {"samples": samples + len(batch)}
+
+
+def case_xbatcher_epoch(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
+    """xbatcher over ``xr.open_zarr`` (dask) of each store: batches of all file_ids x 4 steps
+    (xbatcher has no shuffling), converted to numpy as a training loop would."""
+    samples = 0
+    for store in stores:
+        ds = xr.open_zarr(store)
+        generator = xbatcher.BatchGenerator(ds, **_generator_options(params))
+        for batch in generator:
+            arrays = {n: v.values for n, v in batch.data_vars.items()}
+            samples += arrays["var0000"].shape[0] * arrays["var0000"].shape[1]
+    return {"samples": samples}
+
+
+def _matmul_size(seconds: float) -> int:
+    """The matrix size whose square takes about ``seconds`` here."""
+    size = 64
+    while True:
+        a = np.ones((size, size))
+        began = time.perf_counter()
+        a @ a
+        if time.perf_counter() - began >= seconds or size > 4096:
+            return size
+        size = int(size * 1.25)
+
+
+CASES: dict[str, Callable[..., dict[str, Any]]] = {
+    "generator": case_generator,
+    "loader": case_loader,
+    "read_many": case_read_many,
+    "zarr_map_style": case_zarr_map_style,
+    "xbatcher_epoch": case_xbatcher_epoch,
+}
+
+
+def child(spec: dict[str, Any]) -> None:
+    warnings.simplefilter("ignore")
+    run = CASES[spec["case"]]
+    args = spec.get("args", {})
+    run(spec["stores"], spec["params"], **args)  # warm-up (and page cache)
+    times, result = [], {}
+    for _ in range(spec["repeat"]):
+        began = time.perf_counter()
+        result = run(spec["stores"], spec["params"], **args)
+        times.append(time.perf_counter() - began)
+    result.update(best=min(times), median=float(np.median(times)), rss=peak_rss_bytes())
+    print(json.dumps(result))
+
+
+def measure(case: str, stores: list[str], params: dict[str, int], repeat: int, **args: Any) -> dict[str, Any]:
+    spec = {"case": case, "stores": stores, "params": params, "repeat": repeat, "args": args}
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    params = QUICK if args.quick else FULL
+    with tempfile.TemporaryDirectory(prefix="fastzarr-loaders-") as root:
+        stores = [str(p) for p in make_batches(root, **params)]
+        section = run_all(stores, params, args.repeat)
+    print(section)
+    if not args.quick:
+        text = RESULTS.read_text() if RESULTS.exists() else "# fastzarr vs peers\n"
+        RESULTS.write_text(replace_section(text, section))
+
+
+def run_all(stores: list[str], params: dict[str, int], repeat: int) -> str:
+    rows = [["case", "opener", "best s", "median s", "peak RSS MB", "fastzarr speedup"]]
+    generator = {}
+    for opener in ("dask", "lazy"):
+        for peer in ("fastzarr", "xbatcher"):
+            generator[peer, opener] = measure("generator", stores, params, repeat, peer=peer, opener=opener)
+        ours, theirs = generator["fastzarr", opener], generator["xbatcher", opener]
+        for peer, r in (("fz.BatchGenerator", ours), ("xbatcher.BatchGenerator", theirs)):
+            speedup = "—" if r is ours else f"{theirs['best'] / ours['best']:.1f}x"
+            rows.append(
+                [peer, opener, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", speedup]
+            )
+    epoch = measure("loader", stores, params, repeat, step_seconds=0.0)
+    floor = measure("read_many", stores, params, repeat)
+    zarr_map = measure("zarr_map_style", stores, params, repeat)
+    xb = measure("xbatcher_epoch", stores, params, repeat)
+    per_batch = epoch["best"] / max(1, -(-epoch["samples"] // BATCH))
+    trained = measure("loader", stores, params, 1, step_seconds=per_batch)
+    epochs = [["reader", "best s", "median s", "peak RSS MB", "vs fz.Loader"]]
+    for name, r in (
+        ("fz.Loader (shuffled, chunk-aware)", epoch),
+        ("read_many of everything once (floor)", floor),
+        ("zarr-python, arr[i] per sample, shuffled", zarr_map),
+        ("xarray + dask + xbatcher (storage order)", xb),
+    ):
+        ratio = "—" if r is epoch else f"{r['best'] / epoch['best']:.2f}x"
+        epochs.append([name, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", ratio])
+    total_chunks = floor["chunks"]
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    p = params
+    lines = [
+        SECTION,
+        "",
+        f"Generated by `benches/loaders.py` on {now}; best and median of {repeat} in a fresh process each.",
+        "",
+        *machine_description(),
+        "",
+        f"Data: `make_batches`, {p['batches']} stores x {p['variables']} float32 variables "
+        f"(file_id={p['file_ids']}, step={p['steps']}, lat={p['lat']}, lon={p['lon']}), one chunk per "
+        "file_id, blosc zstd; consecutive stores repeat one file_id (dropped by the Loader).",
+        "",
+        "### BatchGenerator (one store; batches of every file_id x 4 steps x the whole field)",
+        "",
+        render_markdown(rows),
+        "",
+        f"### A shuffled epoch (samples = one (file_id, step); batches of {BATCH}; max_memory 64MB)",
+        "",
+        render_markdown(epochs),
+        "",
+        f"- fz.Loader epoch / read_many: **{epoch['best'] / floor['best']:.2f}x** (target <= 1.25x); "
+        f"chunks decoded in the epoch: {epoch['chunks']} for {total_chunks} chunks of the data read once "
+        f"(less where repeated file_ids were dropped), in {epoch['windows']} windows.",
+        f"- With a simulated training step as long as one batch's read ({per_batch * 1e3:.1f} ms of matmul), "
+        f"the consumer waited {trained['waited']:.3f} s of a {trained['epoch']:.3f} s epoch "
+        f"(**{100 * trained['waited'] / trained['epoch']:.1f} %**, target < 5 %).",
+        f"- Peak RSS of the Loader epoch: {epoch['rss'] / 1e6:,.0f} MB (windows bounded by max_memory=64MB).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` with its training-loaders section replaced by ``section`` (or appended)."""
+    start = text.find("\n" + SECTION)
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    end = text.find("\n## ", start + 1)
+    rest = text[end:] if end >= 0 else ""
+    return text[:start].rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n" + rest
+
+
+if __name__ == "__main__":
+    main()
