@@ -13,10 +13,10 @@ all variables at once (:func:`fastzarr.load`), and cuts the patches out of memor
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
-from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Mapping, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from operator import itemgetter
 from typing import Any, TypeAlias
 
@@ -168,9 +168,10 @@ class BatchGenerator:
     batches in as Zarr groups named by their index) and ``cache_preprocess`` (applied before
     caching).
 
-    ``prefetch`` (fastzarr's own): while the caller works on a batch, up to this many of the next
-    ones are read in the background, so at most ``prefetch + 1`` batches are held at once. The
-    reads release the GIL and decode on fastzarr's thread pool; ``0`` reads each batch when asked.
+    ``prefetch`` (fastzarr's own): batches are read this many at a time, in one pass (a chunk they
+    share is decoded once), the next ones in the background while the caller works on these, so
+    at most ``2 * prefetch`` batches are held at once. The reads release the GIL and decode on
+    fastzarr's thread pool; ``0`` reads each batch when asked.
 
     Whatever backs ``ds`` (``engine="fastzarr"``, ``fz.open_zarr``, ``xr.open_zarr`` with or without
     dask, or memory), each batch is one :func:`fastzarr.load` of the box its patches lie in.
@@ -187,7 +188,7 @@ class BatchGenerator:
         cache: MutableMapping[str, Any] | None = None,
         cache_preprocess: Callable[[XarrayObject], XarrayObject] | None = None,
         *,
-        prefetch: int = 2,
+        prefetch: int = 4,
     ) -> None:
         if prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more, not {prefetch}")
@@ -243,29 +244,41 @@ class BatchGenerator:
         yield from self._read_ahead(list(self._schema.selectors))
 
     def _read_ahead(self, order: list[int]) -> Iterator[XarrayObject]:
-        """The batches of ``order``, each read while the caller still works on an earlier one:
-        ``prefetch`` reads are queued while one batch is out with the caller."""
+        """The batches of ``order`` read ``prefetch`` at a time in one pass each (a chunk that
+        several of them share is decoded once), the next ``prefetch`` read while the caller works
+        on these: at most ``2 * prefetch`` batches are held."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-batches")
-        pending: deque[Future[XarrayObject]] = deque()
-        upcoming = iter(order)
+        groups = [order[k : k + self.prefetch] for k in range(0, len(order), self.prefetch)]
         try:
-            for idx in itertools.islice(upcoming, self.prefetch):
-                pending.append(pool.submit(self._read, idx))
-            while pending:
-                batch = pending.popleft().result()
-                for idx in itertools.islice(upcoming, 1):
-                    pending.append(pool.submit(self._read, idx))
-                yield batch
+            ahead = pool.submit(self._read_group, groups[0]) if groups else None
+            for following in [*groups[1:], None]:
+                assert ahead is not None
+                batches = ahead.result()
+                ahead = pool.submit(self._read_group, following) if following is not None else None
+                yield from batches
+                del batches
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _read(self, idx: int) -> XarrayObject:
         """Batch ``idx``: the box around its patches read in one pass, the patches cut from it."""
-        patches = self._schema.selectors[idx]
-        box = _bounding_box(patches)
-        region = self.ds.isel(box)
+        return self._read_group([idx])[0]
+
+    def _read_group(self, indices: list[int]) -> list[XarrayObject]:
+        """Batches ``indices``, read in one pass of the box around all their patches when that box
+        is not much more than theirs (each batch's own box otherwise)."""
+        boxes = [_bounding_box(self._schema.selectors[idx]) for idx in indices]
+        union = _bounding_box(boxes)
+        if len(indices) > 1 and _volume(union) > 1.5 * sum(_volume(b) for b in boxes):
+            return [batch for idx in indices for batch in self._read_group([idx])]
+        region = self.ds.isel(union)
         if self.preload_batch:
             region = load(region, progress=False)  # type: ignore[type-var]
+        return [self._cut(region, union, idx) for idx in indices]
+
+    def _cut(self, region: XarrayObject, box: Selector, idx: int) -> XarrayObject:
+        """Batch ``idx`` from ``region``, the data ``box`` selected."""
+        patches = self._schema.selectors[idx]
         if not self.concat_input_dims:
             (patch,) = patches
             batch = region.isel(_within(patch, box))
@@ -292,6 +305,10 @@ def _bounding_box(patches: list[Selector]) -> Selector:
     """The smallest slices holding every patch (``min()`` of nothing fails, as in xbatcher)."""
     dims = list(dict.fromkeys(dim for patch in patches for dim in patch))
     return {dim: slice(min(p[dim].start for p in patches), max(p[dim].stop for p in patches)) for dim in dims}
+
+
+def _volume(box: Selector) -> int:
+    return math.prod(s.stop - s.start for s in box.values())
 
 
 def _within(patch: Selector, box: Selector) -> Selector:
