@@ -249,3 +249,20 @@ def test_memory_size_strings() -> None:
     for bad in ("0", "-5MB", "12 parsecs", "150%"):
         with pytest.raises(ValueError, match="max_memory"):
             parse_size(bad)
+
+
+def test_remote_sources_read_like_local_ones(fastzarr_s3: Any, fastzarr_batches: list[Any]) -> None:
+    """Stores on S3 (a moto server on 127.0.0.1) give the epoch the local copies give."""
+    options = {"sample_dims": ("file_id", "step"), "batch_size": 6, "coords": True, "seed": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fz.DuplicateWarning)
+        remote = fz.Loader(fastzarr_s3.urls, storage_options=fastzarr_s3.storage_options, **options)
+        local = fz.Loader([str(p) for p in fastzarr_batches], **options)
+    remote_batches, local_batches = list(remote), list(local)
+    assert len(remote_batches) == len(local_batches) > 1
+    for ours, theirs in zip(remote_batches, local_batches, strict=True):
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name])
+    assert remote.stats.chunks == local.stats.chunks
+    assert remote.stats.bytes_read == local.stats.bytes_read > 0
