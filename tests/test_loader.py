@@ -266,3 +266,15 @@ def test_remote_sources_read_like_local_ones(fastzarr_s3: Any, fastzarr_batches:
             np.testing.assert_array_equal(ours[name], theirs[name])
     assert remote.stats.chunks == local.stats.chunks
     assert remote.stats.bytes_read == local.stats.bytes_read > 0
+
+
+def test_full_shuffle_keeps_chunks_it_read_within_the_budget(stores: list[str]) -> None:
+    """A uniform permutation reads a chunk again only when its cache of chunks is too small."""
+    group = 3 * 8 * 12 * 4 * 4
+    slack = fz.get_num_threads() * 3 * 8 * 12 * 4
+    roomy = loader(stores, shuffle="full", coords=False, max_memory=2 * 20 * group + slack)
+    tight = loader(stores, shuffle="full", coords=False, max_memory=2 * 5 * group + slack)  # 1 batch
+    assert sum(len(b["var0000"]) for b in roomy) == sum(len(b["var0000"]) for b in tight) == 60
+    per_variable = 20  # chunk groups of one file_id x 3 steps
+    assert roomy.stats.chunks == 4 * per_variable  # every chunk read once: all kept
+    assert tight.stats.chunks > 2 * roomy.stats.chunks  # five kept: most read again

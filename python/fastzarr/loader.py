@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,8 +103,9 @@ class Loader:
     ``coords=True`` adds the coordinates.
 
     ``shuffle=True`` visits the chunks in a shuffled order and mixes samples across a window of
-    chunks, so each chunk is decoded once per epoch; ``"full"`` draws a uniform permutation
-    (reading chunks again as batches need them); ``False`` keeps storage order. ``seed`` and
+    chunks, so each chunk is decoded once per epoch; ``"full"`` draws a uniform permutation,
+    keeping the chunks read for its batches in a cache of the windows' size (a chunk that falls
+    out of it is read again when a later batch needs it); ``False`` keeps storage order. ``seed`` and
     :meth:`set_epoch` make the order reproducible. ``rank``/``world_size`` (default: the
     ``RANK``/``WORLD_SIZE`` environment variables) give each rank a disjoint share of every
     epoch, of equal size as torch's ``DistributedSampler`` makes them; ``drop_last`` drops the
@@ -186,6 +188,7 @@ class Loader:
         # Chunks decode beside the windows (one per thread at most): they come off the budget.
         room = budget - fz.get_num_threads() * self._largest_chunk_bytes()
         self._window = max(1, room // held // group_bytes)
+        self._kept_groups: OrderedDict[int, dict[str, npt.NDArray[Any]]] = OrderedDict()
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -337,7 +340,23 @@ class Loader:
         return _Window(values, group, row, patch)
 
     def _read_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
-        """Each group's values of every sampled variable, sample dimensions flattened first."""
+        """Each group's values of every sampled variable, sample dimensions flattened first.
+        With ``shuffle="full"`` groups are kept, the least recently used dropped first, while
+        they fit the windows' memory: a batch reads only the groups not kept."""
+        if self.shuffle != "full":
+            return self._read_new_groups(groups)
+        kept = self._kept_groups
+        missing = [g for g in groups if g not in kept]
+        fresh = self._read_new_groups(missing) if missing else {}
+        out = {}
+        for g in groups:
+            out[g] = kept.pop(g) if g in kept else fresh[g]
+            kept[g] = out[g]  # most recently used last
+        while len(kept) > self._window:
+            kept.popitem(last=False)
+        return out
+
+    def _read_new_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
         boxes = {g: self._space.group_box(g) for g in groups}
         direct = [g for g in groups if self._sources[boxes[g][0]].arrays]
         out = self._read_direct(direct, boxes) if direct else {}
