@@ -3,7 +3,9 @@ shuffled chunk-aware, reproducible orders, disjoint even rank shares, patches, r
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 import warnings
 from collections import Counter
 from typing import Any
@@ -278,3 +280,23 @@ def test_full_shuffle_keeps_chunks_it_read_within_the_budget(stores: list[str]) 
     per_variable = 20  # chunk groups of one file_id x 3 steps
     assert roomy.stats.chunks == 4 * per_variable  # every chunk read once: all kept
     assert tight.stats.chunks > 2 * roomy.stats.chunks  # five kept: most read again
+
+
+def test_torch_dataloader_workers_take_disjoint_shares(
+    stores: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a torch DataLoader worker (as its worker info says), each worker iterates its own
+    share: torch itself is not a test dependency, its ``get_worker_info`` is stood in for."""
+    run = loader(stores, world_size=2, rank=1)
+    shares = []
+    for worker in range(3):
+        info = types.SimpleNamespace(num_workers=3, id=worker)
+        data = types.ModuleType("torch.utils.data")
+        data.get_worker_info = lambda info=info: info  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "torch.utils.data", data)
+        shares.append(samples(list(run)))
+    monkeypatch.delitem(sys.modules, "torch.utils.data")
+    whole_rank = samples(list(run))
+    together = [s for share in shares for s in share]
+    assert sorted(together) == sorted(whole_rank)
+    assert len(set(together)) == len(together) == 30

@@ -266,7 +266,13 @@ class Loader:
             shuffled = [
                 w[i : i + self.batch_size] for w in shuffled for i in range(0, len(w), self.batch_size)
             ]
-        return rank_share(shuffled, rank=self.rank, world_size=self.world_size, drop_last=self.drop_last)
+        rank, world_size = self.rank, self.world_size
+        # In a torch DataLoader worker process, each worker takes its own share of this rank's.
+        torch_data = sys.modules.get("torch.utils.data")
+        info = torch_data.get_worker_info() if torch_data is not None else None
+        if info is not None and info.num_workers > 1:
+            rank, world_size = rank * info.num_workers + info.id, world_size * info.num_workers
+        return rank_share(shuffled, rank=rank, world_size=world_size, drop_last=self.drop_last)
 
     def state_dict(self) -> dict[str, int]:
         """Where the current epoch stands, for :meth:`load_state_dict`."""
@@ -482,16 +488,11 @@ def _samples_first(
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """The rank and world size given, else torch's environment variables, else one process; a
-    torch DataLoader worker takes its own share of its rank's."""
+    """The rank and world size given, else torch's environment variables, else one process."""
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if rank is None:
         rank = int(os.environ.get("RANK", "0"))
-    torch_data = sys.modules.get("torch.utils.data")
-    info = torch_data.get_worker_info() if torch_data is not None else None
-    if info is not None and info.num_workers > 1:
-        rank, world_size = rank * info.num_workers + info.id, world_size * info.num_workers
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of {world_size}")
     return rank, world_size
