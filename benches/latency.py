@@ -560,10 +560,11 @@ def section_heading(delay_ms: float) -> str:
     return f"{SECTION_PREFIX}{delay_ms:g} ms per request, loopback HTTP)"
 
 
-def replace_section(text: str, section: str) -> str:
-    """``text`` with its latency section (from its heading to the next ``## ``) replaced by
-    ``section``, or with ``section`` appended when it has none."""
-    start = text.find("\n" + SECTION_PREFIX)
+def replace_section(text: str, section: str, prefix: str = SECTION_PREFIX) -> str:
+    """``text`` with its section whose heading starts with ``prefix`` (the latency one by
+    default; from its heading to the next ``## ``) replaced by ``section``, or with ``section``
+    appended when it has none."""
+    start = text.find("\n" + prefix)
     if start < 0:
         return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     end = text.find("\n## ", start + 1)

@@ -33,6 +33,7 @@ from fastzarr.testing import make_batches
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare import machine_description, peak_rss_bytes, render_markdown
+from latency import replace_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Training loaders"
@@ -187,7 +188,7 @@ def main() -> None:
     print(section)
     if not args.quick:
         text = RESULTS.read_text() if RESULTS.exists() else "# fastzarr vs peers\n"
-        RESULTS.write_text(replace_section(text, section))
+        RESULTS.write_text(replace_section(text, section, prefix=SECTION))
 
 
 def run_all(
@@ -256,16 +257,6 @@ def run_all(
         "",
     ]
     return "\n".join(lines)
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with its training-loaders section replaced by ``section`` (or appended)."""
-    start = text.find("\n" + SECTION)
-    if start < 0:
-        return text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    end = text.find("\n## ", start + 1)
-    rest = text[end:] if end >= 0 else ""
-    return text[:start].rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n" + rest
 
 
 if __name__ == "__main__":

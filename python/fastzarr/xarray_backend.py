@@ -611,36 +611,14 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         return False
 
     def open_groups_as_dict(  # type: ignore[override]
-        self,
-        filename_or_obj: str | os.PathLike[str],
-        *,
-        mask_and_scale: bool = True,
-        decode_times: bool = True,
-        concat_characters: bool = True,
-        decode_coords: bool | Literal["coordinates", "all"] = True,
-        drop_variables: str | Iterable[str] | None = None,
-        use_cftime: bool | None = None,
-        decode_timedelta: bool | None = None,
-        group: str | None = None,
-        consolidated: bool | None = None,
-        storage_options: dict[str, Any] | None = None,
-        zarr_format: int | None = None,
-        use_zarr_fill_value_as_mask: bool | None = None,
-        timeout: float | None = None,
+        self, filename_or_obj: str | os.PathLike[str], *, group: str | None = None, **options: Any
     ) -> dict[str, xr.Dataset]:
-        """Every group at and below ``group``, each as the Dataset ``open_dataset`` gives for it,
-        keyed by its path as ``xr.open_groups(..., engine="zarr")`` keys them: ``"/"``, ``"/a"``,
-        ``"/a/b"``, or relative to ``group`` when one is given (``"."``, ``"b"``)."""
-        top = FastzarrStore.open(
-            filename_or_obj,
-            group=group,
-            consolidated=consolidated,
-            storage_options=storage_options,
-            zarr_format=zarr_format,
-            use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask,
-            drop_variables=drop_variables,
-            timeout=timeout,
-        )
+        """Every group at and below ``group``, each as the Dataset ``open_dataset`` gives for it
+        (``options`` are its keyword arguments), keyed by its path as
+        ``xr.open_groups(..., engine="zarr")`` keys them: ``"/"``, ``"/a"``, ``"/a/b"``, or
+        relative to ``group`` when one is given (``"."``, ``"b"``)."""
+        opening = {k: options.pop(k) for k in _STORE_OPTIONS if k in options}
+        top = FastzarrStore.open(filename_or_obj, group=group, **opening)
         datasets: dict[str, xr.Dataset] = {}
         try:
             for path, store in _group_stores(top):
@@ -648,14 +626,7 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
                 # (with "." for the group itself) below a group asked for.
                 name = path if not group else (path.lstrip("/") or ".")
                 datasets[name] = self.open_dataset(
-                    store,
-                    mask_and_scale=mask_and_scale,
-                    decode_times=decode_times,
-                    concat_characters=concat_characters,
-                    decode_coords=decode_coords,
-                    drop_variables=drop_variables,
-                    use_cftime=use_cftime,
-                    decode_timedelta=decode_timedelta,
+                    store, drop_variables=opening.get("drop_variables"), **options
                 )
         except BaseException:
             for dataset in datasets.values():
@@ -727,6 +698,17 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         except BaseException:
             store.close()
             raise
+
+
+#: open_dataset's arguments that say how to open the store (the others say how to decode).
+_STORE_OPTIONS = (
+    "consolidated",
+    "storage_options",
+    "zarr_format",
+    "use_zarr_fill_value_as_mask",
+    "drop_variables",
+    "timeout",
+)
 
 
 def _group_stores(top: FastzarrStore, path: str = "/") -> Iterator[tuple[str, FastzarrStore]]:
