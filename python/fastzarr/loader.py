@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,14 +23,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from xarray.conventions import decode_cf_variable
 
 import fastzarr as fz
 from fastzarr._epochs import Ids, SampleSpace, Shuffle, epoch_windows, rank_share
 from fastzarr._sizes import parse_size
-from fastzarr.extract import DuplicateError, DuplicateWarning
-from fastzarr.loading import load_counting
-from fastzarr.xarray_backend import FastzarrStore, StoredVariable
+from fastzarr._sources import GroupReader, open_sources
 
 __all__ = ["Loader", "LoaderStats"]
 
@@ -77,17 +73,6 @@ class _Window:
     group: npt.NDArray[np.int64]
     row: npt.NDArray[np.int64]
     patch: npt.NDArray[np.int64]
-
-
-@dataclass
-class _Part:
-    """One source: the lazy Dataset (sizes, coordinates), and for a store fastzarr opened the
-    arrays behind its variables and how xarray describes them (read and decoded directly)."""
-
-    ds: xr.Dataset
-    kept: dict[Hashable, npt.NDArray[np.int64]]
-    arrays: dict[str, fz.Array] = field(default_factory=dict)
-    stored: dict[str, StoredVariable] = field(default_factory=dict)
 
 
 class Loader:
@@ -163,7 +148,7 @@ class Loader:
         self._resume_batches = 0
         # A read is checked against the whole budget: its window and the chunks decoding for it.
         self._read_budget = parse_size(max_memory)
-        self._sources = _open_parts(source, concat_dim, duplicates, storage_options, timeout)
+        self._sources = open_sources(source, concat_dim, duplicates, storage_options, timeout)
         self._parts = [p.ds for p in self._sources]
         self._names = self._check_names(variables, coords)
         self._patches = _patch_grid(self._parts[0], self.input_dims, self.sample_dims)
@@ -174,6 +159,7 @@ class Loader:
             if not set(self._parts[0][n].dims) & set(self.sample_dims)
         }
         self._sampled = [n for n in self._names if n not in self._fixed]
+        self._reader = GroupReader(self._sources, self.sample_dims, self._sampled, timeout, self._read_budget)
         self._other_dims = {
             n: [d for d in self._parts[0][n].dims if d not in self.sample_dims] for n in self._names
         }
@@ -345,6 +331,13 @@ class Loader:
         self.stats.windows += 1
         return _Window(values, group, row, patch)
 
+    def _read_new_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
+        values, totals = self._reader.read({g: self._space.group_box(g) for g in groups})
+        self.stats.chunks += int(totals.get("chunks", 0))
+        self.stats.bytes_read += int(totals.get("bytes_read", 0))
+        self.stats.bytes_decoded += int(totals.get("bytes_decoded", 0))
+        return values
+
     def _read_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
         """Each group's values of every sampled variable, sample dimensions flattened first.
         With ``shuffle="full"`` groups are kept, the least recently used dropped first, while
@@ -361,78 +354,6 @@ class Loader:
         while len(kept) > self._window:
             kept.popitem(last=False)
         return out
-
-    def _read_new_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
-        boxes = {g: self._space.group_box(g) for g in groups}
-        direct = [g for g in groups if self._sources[boxes[g][0]].arrays]
-        out = self._read_direct(direct, boxes) if direct else {}
-        for g in groups:
-            if g not in out:
-                out[g] = self._read_through_xarray(*boxes[g])
-        return out
-
-    def _positions(self, source: int, ranges: list[npt.NDArray[np.int64]]) -> dict[Hashable, Any]:
-        """A box as positions in the source (rows dropped as duplicates skipped), slices where
-        contiguous."""
-        kept = self._sources[source].kept
-        out: dict[Hashable, Any] = {}
-        for d, r in zip(self.sample_dims, ranges, strict=True):
-            positions = kept[d][r] if d in kept else r
-            contiguous = len(positions) and positions[-1] - positions[0] == len(positions) - 1
-            out[d] = slice(int(positions[0]), int(positions[-1]) + 1) if contiguous else positions
-        return out
-
-    def _read_direct(
-        self, groups: list[int], boxes: dict[int, tuple[int, list[npt.NDArray[np.int64]]]]
-    ) -> dict[int, dict[str, npt.NDArray[Any]]]:
-        """Groups of stores fastzarr opened: one ``read_many`` pass over every (group, variable),
-        then xarray's CF decoding of each variable over all groups at once."""
-        requests, where = [], []
-        for g in groups:
-            source, ranges = boxes[g]
-            part = self._sources[source]
-            positions = self._positions(source, ranges)
-            for name in self._sampled:
-                dims = part.stored[name].dims
-                requests.append((part.arrays[name], tuple(positions.get(d, slice(None)) for d in dims)))
-                where.append((g, name, dims, [len(r) for r in ranges]))
-        arrays, stats = fz.read_many(
-            requests, return_stats=True, timeout=self.timeout, max_memory=self._read_budget
-        )
-        self._count(stats.as_dict())
-        out: dict[int, dict[str, npt.NDArray[Any]]] = {g: {} for g in groups}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=xr.SerializationWarning)
-            for array, (g, name, dims, box) in zip(arrays, where, strict=True):
-                # Decoded group by group, variable by variable: stacking them first would copy.
-                stored = self._sources[boxes[g][0]].stored[name]
-                rest = [d for d in dims if d not in self.sample_dims]
-                raw = xr.Variable(
-                    (_SAMPLE, *rest),
-                    _samples_first(array, dims, self.sample_dims, box),
-                    stored.attrs,
-                    stored.encoding,
-                )
-                out[g][name] = np.asarray(decode_cf_variable(name, raw).values)
-        return out
-
-    def _read_through_xarray(self, source: int, ranges: list[npt.NDArray[np.int64]]) -> dict[str, Any]:
-        """A group of a Dataset given as the source: ``fastzarr.load`` of its box."""
-        part = self._parts[source]
-        box = part[[n for n in self._sampled if n in part.data_vars]]
-        box = box.assign_coords({c: part.coords[c] for c in self._sampled if c in part.coords})
-        box = box.isel(self._positions(source, ranges))
-        self._count(load_counting(box, progress=False, timeout=self.timeout, max_memory=self._read_budget))
-        sizes = [len(r) for r in ranges]
-        return {
-            n: _samples_first(np.asarray(box[n].values), box[n].dims, self.sample_dims, sizes)
-            for n in self._sampled
-        }
-
-    def _count(self, totals: Mapping[str, float]) -> None:
-        self.stats.chunks += int(totals.get("chunks", 0))
-        self.stats.bytes_read += int(totals.get("bytes_read", 0))
-        self.stats.bytes_decoded += int(totals.get("bytes_decoded", 0))
 
     def _take(self, pending: list[tuple[_Window, int]], count: int) -> Batch:
         """The next ``count`` samples of the windows being served, as one batch."""
@@ -474,19 +395,6 @@ class Loader:
         return batch
 
 
-def _samples_first(
-    array: npt.NDArray[Any], dims: Sequence[Hashable], sample_dims: Sequence[Hashable], box: Sequence[int]
-) -> npt.NDArray[Any]:
-    """``array`` (of a box, with ``dims``) with its samples on one first axis, in C order over
-    the sample dimensions; a sample dimension it lacks repeats its values."""
-    present = [d for d in sample_dims if d in dims]
-    moved = np.moveaxis(array, [list(dims).index(d) for d in present], list(range(len(present))))
-    inner = moved.shape[len(present) :]
-    shape = [box[k] if d in present else 1 for k, d in enumerate(sample_dims)]
-    full = np.broadcast_to(moved.reshape(*shape, *inner), (*box, *inner))
-    return np.ascontiguousarray(full).reshape(-1, *inner)
-
-
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """The rank and world size given, else torch's environment variables, else one process."""
     if world_size is None:
@@ -496,49 +404,6 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of {world_size}")
     return rank, world_size
-
-
-def _open_parts(
-    source: Any,
-    concat_dim: Hashable,
-    duplicates: str,
-    storage_options: dict[str, Any] | None,
-    timeout: float | None,
-) -> list[_Part]:
-    """The sources: Datasets as given, stores opened by fastzarr (their arrays at hand), with
-    the rows kept along ``concat_dim`` where labels repeat."""
-    if isinstance(source, xr.Dataset):
-        return [_Part(source, {})]
-    urls = [source] if isinstance(source, str | os.PathLike) else list(source)
-    if not urls:
-        raise ValueError("Loader needs at least one source")
-    parts = []
-    for url in urls:
-        store = FastzarrStore.open(url, storage_options=storage_options, timeout=timeout)
-        ds = xr.open_dataset(store, engine="fastzarr")
-        arrays = {str(n): store.group[str(n)] for n in ds.variables if str(n) in store.group.array_keys()}
-        stored = {n: store.describe_variable(n) for n in arrays}
-        parts.append(_Part(ds, {}, {n: a for n, a in arrays.items() if isinstance(a, fz.Array)}, stored))
-    if duplicates == "keep" or any(concat_dim not in p.ds.indexes for p in parts):
-        return parts
-    seen: set[Any] = set()
-    repeated: list[str] = []
-    for k, part in enumerate(parts):
-        rows = []
-        for row, label in enumerate(part.ds.indexes[concat_dim]):
-            if label in seen:
-                repeated.append(f"{label!r} in {os.fspath(urls[k])}")
-            else:
-                seen.add(label)
-                rows.append(row)
-        if len(rows) < part.ds.sizes[concat_dim]:
-            part.kept[concat_dim] = np.asarray(rows, dtype=np.int64)
-    if repeated:
-        message = f"{len(repeated)} repeated {concat_dim!r} labels: " + ", ".join(repeated[:20])
-        if duplicates == "raise":
-            raise DuplicateError(message)
-        warnings.warn(message + " (later ones dropped)", DuplicateWarning, stacklevel=3)
-    return parts
 
 
 def _patch_grid(

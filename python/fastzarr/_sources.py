@@ -1,0 +1,196 @@
+"""The sources of :class:`fastzarr.Loader` and how a chunk group of samples is read from them.
+
+A source is a store fastzarr opened (its arrays are then read directly, in one ``read_many``
+pass for all the groups asked for, and CF-decoded as xarray decodes them) or an xarray Dataset
+a caller passed (read through :func:`fastzarr.load`). Either way a group comes back as one array
+per variable with the group's samples on the first axis, in C order over the sample dimensions.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import xarray as xr
+from xarray.conventions import decode_cf_variable
+
+import fastzarr as fz
+from fastzarr.extract import DuplicateError, DuplicateWarning
+from fastzarr.loading import load_counting
+from fastzarr.xarray_backend import FastzarrStore, StoredVariable
+
+__all__ = ["GroupReader", "Source", "open_sources"]
+
+#: A group: its source and its indices along every sample dimension.
+Box = tuple[int, list[npt.NDArray[np.int64]]]
+#: A group's values: per variable, its samples first.
+Values = dict[str, npt.NDArray[Any]]
+#: The dimension a group's samples are decoded along.
+_SAMPLE = "__fastzarr_sample__"
+
+
+@dataclass
+class Source:
+    """One source: the lazy Dataset (sizes, coordinates), and for a store fastzarr opened the
+    arrays behind its variables and how xarray describes them (read and decoded directly)."""
+
+    ds: xr.Dataset
+    kept: dict[Hashable, npt.NDArray[np.int64]]
+    arrays: dict[str, fz.Array] = field(default_factory=dict)
+    stored: dict[str, StoredVariable] = field(default_factory=dict)
+
+
+def open_sources(
+    source: Any,
+    concat_dim: Hashable,
+    duplicates: str,
+    storage_options: dict[str, Any] | None,
+    timeout: float | None,
+) -> list[Source]:
+    """The sources: Datasets as given, stores opened by fastzarr (their arrays at hand), with
+    the rows kept along ``concat_dim`` where labels repeat."""
+    if isinstance(source, xr.Dataset):
+        return [Source(source, {})]
+    urls = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not urls:
+        raise ValueError("Loader needs at least one source")
+    parts = []
+    for url in urls:
+        store = FastzarrStore.open(url, storage_options=storage_options, timeout=timeout)
+        ds = xr.open_dataset(store, engine="fastzarr")
+        arrays = {str(n): store.group[str(n)] for n in ds.variables if str(n) in store.group.array_keys()}
+        stored = {n: store.describe_variable(n) for n in arrays}
+        parts.append(Source(ds, {}, {n: a for n, a in arrays.items() if isinstance(a, fz.Array)}, stored))
+    if duplicates == "keep" or any(concat_dim not in p.ds.indexes for p in parts):
+        return parts
+    seen: set[Any] = set()
+    repeated: list[str] = []
+    for k, part in enumerate(parts):
+        rows = []
+        for row, label in enumerate(part.ds.indexes[concat_dim]):
+            if label in seen:
+                repeated.append(f"{label!r} in {os.fspath(urls[k])}")
+            else:
+                seen.add(label)
+                rows.append(row)
+        if len(rows) < part.ds.sizes[concat_dim]:
+            part.kept[concat_dim] = np.asarray(rows, dtype=np.int64)
+    if repeated:
+        message = f"{len(repeated)} repeated {concat_dim!r} labels: " + ", ".join(repeated[:20])
+        if duplicates == "raise":
+            raise DuplicateError(message)
+        warnings.warn(message + " (later ones dropped)", DuplicateWarning, stacklevel=3)
+    return parts
+
+
+class GroupReader:
+    """Reads chunk groups of samples of ``names`` from ``sources``."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        sample_dims: tuple[Hashable, ...],
+        names: list[str],
+        timeout: float | None,
+        max_memory: int | None,
+    ) -> None:
+        self.sources = sources
+        self.sample_dims = sample_dims
+        self.names = names
+        self.timeout = timeout
+        self.max_memory = max_memory
+
+    def read(
+        self, boxes: Mapping[int, Box]
+    ) -> tuple[dict[int, dict[str, npt.NDArray[Any]]], dict[str, float]]:
+        """Each group's values, and what the reads did (``ReadStats`` fields, summed)."""
+        totals: dict[str, float] = {}
+        direct = [g for g, (source, _) in boxes.items() if self.sources[source].arrays]
+        out = self._read_direct(direct, boxes, totals) if direct else {}
+        for g, box in boxes.items():
+            if g not in out:
+                out[g] = self._read_through_xarray(*box, totals)
+        return out, totals
+
+    def _positions(self, source: int, ranges: list[npt.NDArray[np.int64]]) -> dict[Hashable, Any]:
+        """A box as positions in the source (rows dropped as duplicates skipped), slices where
+        contiguous."""
+        kept = self.sources[source].kept
+        out: dict[Hashable, Any] = {}
+        for d, r in zip(self.sample_dims, ranges, strict=True):
+            positions = kept[d][r] if d in kept else r
+            contiguous = len(positions) and positions[-1] - positions[0] == len(positions) - 1
+            out[d] = slice(int(positions[0]), int(positions[-1]) + 1) if contiguous else positions
+        return out
+
+    def _read_direct(
+        self, groups: list[int], boxes: Mapping[int, Box], totals: dict[str, float]
+    ) -> dict[int, dict[str, npt.NDArray[Any]]]:
+        """Groups of stores fastzarr opened: one ``read_many`` pass over every (group, variable),
+        then xarray's CF decoding of each variable over all groups at once."""
+        requests, where = [], []
+        for g in groups:
+            source, ranges = boxes[g]
+            part = self.sources[source]
+            positions = self._positions(source, ranges)
+            for name in self.names:
+                dims = part.stored[name].dims
+                requests.append((part.arrays[name], tuple(positions.get(d, slice(None)) for d in dims)))
+                where.append((g, name, dims, [len(r) for r in ranges]))
+        arrays, stats = fz.read_many(
+            requests, return_stats=True, timeout=self.timeout, max_memory=self.max_memory
+        )
+        _add(totals, stats.as_dict())
+        out: dict[int, dict[str, npt.NDArray[Any]]] = {g: {} for g in groups}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+            for array, (g, name, dims, box) in zip(arrays, where, strict=True):
+                # Decoded group by group, variable by variable: stacking them first would copy.
+                stored = self.sources[boxes[g][0]].stored[name]
+                rest = [d for d in dims if d not in self.sample_dims]
+                raw = xr.Variable(
+                    (_SAMPLE, *rest),
+                    _samples_first(array, dims, self.sample_dims, box),
+                    stored.attrs,
+                    stored.encoding,
+                )
+                out[g][name] = np.asarray(decode_cf_variable(name, raw).values)
+        return out
+
+    def _read_through_xarray(
+        self, source: int, ranges: list[npt.NDArray[np.int64]], totals: dict[str, float]
+    ) -> dict[str, Any]:
+        """A group of a Dataset given as the source: ``fastzarr.load`` of its box."""
+        part = self.sources[source].ds
+        box = part[[n for n in self.names if n in part.data_vars]]
+        box = box.assign_coords({c: part.coords[c] for c in self.names if c in part.coords})
+        box = box.isel(self._positions(source, ranges))
+        _add(totals, load_counting(box, progress=False, timeout=self.timeout, max_memory=self.max_memory))
+        sizes = [len(r) for r in ranges]
+        return {
+            n: _samples_first(np.asarray(box[n].values), box[n].dims, self.sample_dims, sizes)
+            for n in self.names
+        }
+
+
+def _add(totals: dict[str, float], more: Mapping[str, float]) -> None:
+    for key, value in more.items():
+        totals[key] = totals.get(key, 0) + value
+
+
+def _samples_first(
+    array: npt.NDArray[Any], dims: Sequence[Hashable], sample_dims: Sequence[Hashable], box: Sequence[int]
+) -> npt.NDArray[Any]:
+    """``array`` (of a box, with ``dims``) with its samples on one first axis, in C order over
+    the sample dimensions; a sample dimension it lacks repeats its values."""
+    present = [d for d in sample_dims if d in dims]
+    moved = np.moveaxis(array, [list(dims).index(d) for d in present], list(range(len(present))))
+    inner = moved.shape[len(present) :]
+    shape = [box[k] if d in present else 1 for k, d in enumerate(sample_dims)]
+    full = np.broadcast_to(moved.reshape(*shape, *inner), (*box, *inner))
+    return np.ascontiguousarray(full).reshape(-1, *inner)
