@@ -32,8 +32,6 @@ from fastzarr._sources import GroupReader, open_sources
 __all__ = ["Loader", "LoaderStats"]
 
 Batch = dict[str, npt.NDArray[Any]]
-#: The dimension vectorized selections put the window's samples along.
-_SAMPLE = "__fastzarr_sample__"
 #: Memory for the windows held at once (the one served and the one read ahead) by default.
 _DEFAULT_BUDGET = 512 * 2**20
 
