@@ -29,6 +29,12 @@ create_exception!(
 );
 create_exception!(
     fastzarr,
+    StoreChangedError,
+    FastzarrError,
+    "The store was replaced (or deleted) after it was opened: its old handle reads nothing more."
+);
+create_exception!(
+    fastzarr,
     CorruptChunkError,
     FastzarrError,
     "A stored chunk could not be decoded: truncated, garbage or lying headers."
@@ -85,6 +91,9 @@ pub enum Error {
         key: String,
         reason: String,
     },
+
+    #[error("store {url} was replaced or deleted after it was opened (while reading '{key}'): open it again to read the new store")]
+    StoreChanged { url: String, key: String },
 
     #[error("could not read '{key}' from store {url}: {reason}")]
     Storage {
@@ -237,6 +246,7 @@ impl From<Error> for PyErr {
                 UnsupportedCodecError::new_err(message)
             }
             Error::CorruptChunk { .. } => CorruptChunkError::new_err(message),
+            Error::StoreChanged { .. } => StoreChangedError::new_err(message),
             Error::UnsupportedUrl { .. }
             | Error::Storage { .. }
             | Error::Panic(_)

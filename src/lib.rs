@@ -34,7 +34,9 @@ mod _core {
     use super::{errors, Bound, PyModule, PyModuleMethods, PyResult};
 
     #[pymodule_export]
-    use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};
+    use crate::errors::{
+        CorruptChunkError, FastzarrError, MetadataError, StoreChangedError, UnsupportedCodecError,
+    };
     #[pymodule_export]
     use crate::py::aio::{open_array_async, read_many_async};
     #[pymodule_export]

@@ -152,14 +152,38 @@ impl Store {
         reason
     }
 
+    /// `Err(StoreChanged)` when a local store's directory was replaced or deleted after it
+    /// was opened: its held-open root now reads a deleted directory (old values, then none).
+    /// One `stat`: checked once per read call and whenever a key is missing.
+    pub fn check_unchanged(&self, key: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Local(local) if local.replaced() => Err(Error::StoreChanged {
+                url: self.url.clone(),
+                key: key.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `found`, unless it is `None` because the store was replaced: a chunk missing from a
+    /// directory being deleted is not a chunk never written (whose value is the fill value).
+    fn unless_replaced<T>(&self, key: &str, found: Option<T>) -> Result<Option<T>> {
+        if found.is_none() {
+            self.check_unchanged(key)?;
+        }
+        Ok(found)
+    }
+
     /// Reads a whole key; `None` when it does not exist. Blocks the calling thread.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match &self.backend {
             Backend::Local(_) => {
                 let store_key = self.key(key)?;
-                self.storage
+                let found = self
+                    .storage
                     .get(&store_key)
-                    .map_err(|e| self.storage_error(key, e))
+                    .map_err(|e| self.storage_error(key, e))?;
+                self.unless_replaced(key, found)
             }
             Backend::Object(_) => crate::runtime::block_on(self.get_async(key))?,
         }
@@ -191,9 +215,10 @@ impl Store {
         let store = match &self.backend {
             Backend::Local(local) => {
                 self.key(key)?;
-                return local
+                let found = local
                     .read_range(key, range)
-                    .map_err(|e| self.storage_error(key, e));
+                    .map_err(|e| self.storage_error(key, e))?;
+                return self.unless_replaced(key, found);
             }
             Backend::Object(store) => store,
         };
