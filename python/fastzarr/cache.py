@@ -2,8 +2,9 @@
 
 An entry is a Zarr v3 store written by fastzarr's verified writer (``blosc:zstd:3:shuffle``) plus
 ``manifest.json``: the parameters that shaped the result and their hash (the key), the source's
-fingerprint (its metadata and the sizes and mtimes of its files, so a source changed after caching
-is a different key: a miss, not stale data), every chunk's size and CRC-32C, every variable's NaN
+fingerprint (its metadata and the sizes, mtimes, inodes and ctimes of its files, so a source changed
+after caching is a different key: a miss, not stale data, even when its old sizes and mtimes were
+restored), every chunk's size and CRC-32C, every variable's NaN
 fraction, when and by which fastzarr it was made, and how long building it took.
 
 Every read validates the entry before trusting it: the manifest parses and names the key looked
@@ -156,8 +157,9 @@ def make_key(params: Mapping[str, Any]) -> str:
 def source_fingerprint(
     source: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
 ) -> str:
-    """What identifies a source's current contents, hashed: the size and mtime of every file of a
-    local store; the key, size, last-modified time and ETag of every object of a remote one (one
+    """What identifies a source's current contents, hashed: the size, mtime, inode and ctime of
+    every file of a local store (``cp -p`` restores the first two, nothing restores a ctime); the
+    key, size, last-modified time and ETag of every object of a remote one (one
     listing). Metadata is included, so any rewritten chunk or document changes it."""
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
