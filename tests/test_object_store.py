@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import io
 import logging
 import pickle
 import re
@@ -401,6 +402,44 @@ def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
             storage_options={"max_retries": 0, "timeout": 1},
         )
     assert SECRET not in str(info3.value)
+
+
+def test_url_secrets_stay_out_of_cache_errors_manifests_and_listings(
+    local: dict[str, Path], s3: dict[str, Any], web: dict[str, Any], tmp_path: Path
+) -> None:
+    """Credentials in a source URL (user info, any query: signatures, SAS tokens) are never in a
+    CacheError, a manifest, ``Cache.entries()`` or ``fastzarr cache ls``; the key still tells
+    apart URLs that differ only there (by a hash of the whole URL)."""
+    from fastzarr import cli  # noqa: PLC0415
+
+    cache = fz.Cache(tmp_path / "cache")
+    points = {"lat": [10.0], "lon": [45.0]}
+    host = web["base"].removeprefix("http://")
+    unlistable = f"http://user:{SECRET}@{host}/{local['batch0'].name}?sig={SECRET}"
+    with pytest.raises(fz.CacheError, match="could not list") as info:
+        fz.extract_points(unlistable, points=points, cache=cache)
+    assert SECRET not in str(info.value)
+    assert "***" in str(info.value)
+
+    signed = f"s3://{BUCKET}/{local['batch0'].name}?X-Amz-Signature={SECRET}"
+    got = fz.extract_points(signed, points=points, storage_options=s3["options"], cache=cache)
+    xr.testing.assert_identical(got, fz.extract_points(local["batch0"], points=points))
+    manifests = [p.read_text() for p in (tmp_path / "cache").rglob("manifest.json")]
+    assert manifests
+    assert not [m for m in manifests if SECRET in m]
+    assert f"{BUCKET}/{local['batch0'].name}?***" in "".join(manifests)
+    assert SECRET not in repr(cache.entries())
+    for argv in (["cache", "ls"], ["cache", "ls", "--json"]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main([*argv, "--root", str(tmp_path / "cache")]) == 0
+        assert SECRET not in out.getvalue()
+        assert "***" in out.getvalue()
+    # Another signature is another URL: a miss, not the first URL's entry.
+    misses = cache.stats.misses
+    other = signed.replace(SECRET, "another-signature")
+    fz.extract_points(other, points=points, storage_options=s3["options"], cache=cache)
+    assert cache.stats.misses > misses
 
 
 # --------------------------------------------------------------------------------------------

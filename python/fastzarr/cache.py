@@ -41,6 +41,7 @@ from xarray.backends.zarr import FillValueCoder
 
 from fastzarr import _core
 from fastzarr._core import FastzarrError
+from fastzarr._redact import redact_url, redact_within
 from fastzarr.writer import ChunkRecord, Codec, write_store
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "CacheStats", "CacheWarning", "SuspiciousDataError"]
@@ -167,12 +168,13 @@ def source_fingerprint(
             listing = _core._store_listing(text, dict(storage_options or {}))
         except _core.FastzarrError as exc:
             raise CacheError(
-                f"cannot cache {text}: fastzarr could not list the store to fingerprint it ({exc}); "
+                f"cannot cache {redact_url(text)}: fastzarr could not list the store to fingerprint it "
+                f"({exc}); "
                 "a cache needs a store it can list (local, s3://, gs://, az://) so that a changed "
                 "source is a miss, not stale data"
             ) from exc
         if not listing:
-            raise _core.StoreNotFoundError(f"store not found: {text}")
+            raise _core.StoreNotFoundError(f"store not found: {redact_url(text)}")
         return hashlib.sha256(listing).hexdigest()
     path = Path(text.removeprefix("file://"))
     if not path.is_dir():
@@ -300,8 +302,8 @@ class Cache:
             manifest = {
                 "format": FORMAT,
                 "key": key,
-                "source": source,
-                "params": _canonical(params),
+                "source": redact_within(source),
+                "params": redact_within(_canonical(params)),
                 "extra": _canonical(dict(extra or {})),
                 "nan_fraction": fractions,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -348,7 +350,10 @@ class Cache:
             raise _InvalidEntryError(f"its manifest has format {manifest.get('format')!r}, not {FORMAT}")
         if manifest.get("key") != key:
             raise _InvalidEntryError(f"its manifest belongs to key {manifest.get('key')!r}, not {key!r}")
-        if params is not None and manifest.get("params") != json.loads(json.dumps(_canonical(params))):
+        stored_params = (
+            json.loads(json.dumps(redact_within(_canonical(params)))) if params is not None else None
+        )
+        if params is not None and manifest.get("params") != stored_params:
             raise _InvalidEntryError("its manifest's parameters differ from the key's")
         try:
             records = [(str(a), str(k), int(s), int(c)) for a, k, s, c in manifest["chunks"]]
@@ -482,8 +487,9 @@ class Cache:
                 CacheEntry(
                     key=key,
                     path=path,
-                    source=str(manifest.get("source", "")),
-                    params=manifest.get("params", {}),
+                    # Redacted again: an entry may come from a version that stored raw URLs.
+                    source=redact_within(str(manifest.get("source", ""))),
+                    params=redact_within(manifest.get("params", {})),
                     size=size,
                     created=str(manifest.get("created", "")),
                     last_used=last_used,
