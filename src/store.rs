@@ -470,7 +470,7 @@ fn local(
 
 fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::ConfinedStore>> {
     let path = PathBuf::from(path);
-    if !path.is_dir() {
+    if !path.is_dir() && !reappears_after_replace(&path) {
         return Err(Error::StoreNotFound {
             url: display_url.to_string(),
         });
@@ -482,6 +482,40 @@ fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::Confine
         reason: e.to_string(),
     })?;
     Ok(Arc::new(store))
+}
+
+/// How long an open that finds no store waits for a replace in progress to finish.
+const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether a missing store at `path` shows up within [`REPLACE_WAIT`] because a writer is
+/// replacing it by two renames (where the filesystem cannot exchange two directories, on NFS
+/// say): its old store is then a sibling `.NAME.fastzarr-old-*` and the new one is renamed to
+/// `path` a moment later. Without such a sibling the store is simply not there: no wait.
+fn reappears_after_replace(path: &std::path::Path) -> bool {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.fastzarr-old-", name.to_string_lossy());
+    let replacing = || {
+        std::fs::read_dir(parent).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+    };
+    let started = std::time::Instant::now();
+    while replacing() && started.elapsed() < REPLACE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        if path.is_dir() {
+            return true;
+        }
+    }
+    path.is_dir()
 }
 
 /// Joins a node path ("" is the root) and a key below it.
