@@ -114,6 +114,18 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A path argument that cannot name a place inside the store (`..`, absolute, ...).
+    #[error("{0}")]
+    InvalidPath(String),
+
+    /// A name looked up in a group (`group[name]`) that is not one of its members.
+    #[error("'{name}' is not a member of group '{path}' in store {url}")]
+    MemberNotFound {
+        url: String,
+        path: String,
+        name: String,
+    },
+
     #[error("internal error (a bug in fastzarr, please report it): {0}")]
     Panic(String),
 
@@ -218,6 +230,19 @@ dual_exception!(
     "An operation took longer than its timeout."
 );
 
+dual_exception!(
+    invalid_path_error,
+    "InvalidPathError",
+    pyo3::exceptions::PyValueError,
+    "A path argument that does not name a place inside the store (`..`, absolute, empty parts)."
+);
+dual_exception!(
+    member_not_found_error,
+    "MemberNotFoundError",
+    pyo3::exceptions::PyKeyError,
+    "A name looked up in a group that is not one of its members (or a group path not in a store)."
+);
+
 fn raise_dual(
     make: for<'py> fn(Python<'py>) -> PyResult<&'py Bound<'py, PyType>>,
     message: String,
@@ -239,6 +264,8 @@ impl From<Error> for PyErr {
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
             Error::Timeout(_) | Error::RequestTimeout { .. } => raise_dual(timeout_error, message),
             Error::MemoryBudget { .. } => raise_dual(memory_budget_error, message),
+            Error::InvalidPath(_) => raise_dual(invalid_path_error, message),
+            Error::MemberNotFound { .. } => raise_dual(member_not_found_error, message),
             Error::InvalidSelection(_) => PyTypeError::new_err(message),
             Error::InvalidOutput(_) | Error::InvalidArgument(_) => PyValueError::new_err(message),
             Error::Metadata { .. } | Error::WrongNodeType { .. } => MetadataError::new_err(message),

@@ -66,6 +66,8 @@ mod _core {
         m.add("SelectionError", errors::selection_error(py)?)?;
         m.add("TimeoutError", errors::timeout_error(py)?)?;
         m.add("MemoryBudgetError", errors::memory_budget_error(py)?)?;
+        m.add("InvalidPathError", errors::invalid_path_error(py)?)?;
+        m.add("MemberNotFoundError", errors::member_not_found_error(py)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

@@ -208,9 +208,8 @@ pub fn member_path(path: &str) -> Result<String> {
     if path.trim_matches('/').is_empty() {
         return Ok(String::new());
     }
-    crate::metadata::checked_member_path(path).ok_or_else(|| {
-        Error::InvalidArgument(format!("'{path}' is not a valid path inside a store"))
-    })
+    crate::metadata::checked_member_path(path)
+        .ok_or_else(|| Error::InvalidPath(format!("'{path}' is not a valid path inside a store")))
 }
 
 pub mod storage_options {
