@@ -250,12 +250,12 @@ def _temp_store(target: Path) -> Iterator[Path]:
         tmp = _sibling(target, "tmp")
         lock = _lock_of(tmp)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        _try_flock(fd)
-        # A sweeper may have taken the fresh file for an orphan and deleted it before it was
-        # locked: then it protects nothing, and a new name is tried.
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                break
+        # A sweeper may have taken the fresh file for an orphan (it holds the lock while it
+        # deletes the file): then the file protects nothing, and a new name is tried.
+        if _try_flock(fd) is not False:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    break
         os.close(fd)
     try:
         tmp.mkdir()
@@ -266,22 +266,26 @@ def _temp_store(target: Path) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
-def _is_dead(entry: os.DirEntry[str], lock: Path) -> bool:
-    """Whether the writer of a leftover temporary store is gone: its lock can be taken, or it has
-    no lock file (the old store of a finished replace). Where locks cannot be taken, its writer's
+@contextlib.contextmanager
+def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
+    """Whether the writer of a leftover is gone: its lock can be taken (and is held while the
+    caller deletes the leftover, so no writer can take the lock file meanwhile), or it has no
+    lock file (the old store of a finished replace). Where locks cannot be taken, its writer's
     process id decides; a lock file that cannot be opened (another user's) keeps the leftover."""
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        return True
+        yield True
+        return
     except OSError:
-        return False
+        yield False
+        return
     try:
         taken = _try_flock(fd)
         if taken is None:
-            parts = entry.name.split("-")
-            return len(parts) >= 3 and parts[-2].isdigit() and not _pid_alive(int(parts[-2]))
-        return taken
+            parts = entry.name.removesuffix(_LOCK_SUFFIX).split("-")
+            taken = len(parts) >= 3 and parts[-2].isdigit() and not _pid_alive(int(parts[-2]))
+        yield taken
     finally:
         os.close(fd)
 
@@ -301,10 +305,11 @@ def _remove_leftovers(target: Path) -> None:
             _remove_orphan_lock(entry, names)
         elif kind == "tmp" or (kind == "old" and target.exists()):
             lock = Path(entry.path + _LOCK_SUFFIX)
-            if _is_dead(entry, lock):
-                shutil.rmtree(entry.path, ignore_errors=True)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(lock)
+            with _claim(entry, lock) as dead:
+                if dead:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock)
 
 
 def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
@@ -312,9 +317,10 @@ def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
     finds its fresh lock file deleted before it locked it starts over: see `_temp_store`)."""
     if entry.name.removesuffix(_LOCK_SUFFIX) in names or "-tmp-" not in entry.name:
         return
-    if _is_dead(entry, Path(entry.path)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.path)
+    with _claim(entry, Path(entry.path)) as dead:
+        if dead:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def _fsync_dir(path: Path) -> None:
