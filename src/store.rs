@@ -40,6 +40,17 @@ pub struct Store {
     secrets: Vec<String>,
     storage: ReadableListableStorage,
     backend: Backend,
+    /// Set when the server answered a range request with the whole object (an HTTP server
+    /// without `Range` support): reads of this store then ask for whole objects.
+    ranges_unsupported: std::sync::atomic::AtomicBool,
+}
+
+/// Warnings raised by reads on threads without the GIL, for the caller's thread to emit.
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The warnings queued since the last call (emitted as Python warnings when a read returns).
+pub fn take_warnings() -> Vec<String> {
+    std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 impl std::fmt::Debug for Store {
@@ -96,6 +107,7 @@ impl Store {
             secrets,
             storage,
             backend,
+            ranges_unsupported: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -205,7 +217,18 @@ impl Store {
         .await
     }
 
+    /// Whether this store's server ignores range requests (so partial reads fetch whole objects).
+    pub fn ranges_unsupported(&self) -> bool {
+        self.ranges_unsupported
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reads `range` of a key and the key's whole size; `None` when the key does not exist.
+    ///
+    /// From a server that cannot serve ranges (it answers with the whole object), the whole
+    /// object is fetched once by a plain GET: all of it when `range` starts at 0 (the caller
+    /// then has the whole key, `bytes.len() == size`), else `range` of it. The first time, a
+    /// warning says so: every partial read of the store now costs whole objects.
     pub async fn get_range_async(
         &self,
         key: &str,
@@ -222,32 +245,75 @@ impl Store {
             }
             Backend::Object(store) => store,
         };
+        if self.ranges_unsupported() {
+            return self.get_range_of_whole(key, range).await;
+        }
         let location = ObjectPath::from(key);
-        self.request(key, || async {
-            let options = GetOptions {
-                range: Some(GetRange::Bounded(range.clone())),
-                ..GetOptions::default()
-            };
-            let result = store.get_opts(&location, options).await?;
-            let size = result.meta.size;
-            if result.range.start != range.start {
-                return Err(object_store::Error::Generic {
-                    store: "fastzarr",
-                    source: format!(
-                        "asked for bytes from {}, the response starts at {}",
-                        range.start, result.range.start
-                    )
-                    .into(),
-                });
+        let ranged = self
+            .request(key, || async {
+                let options = GetOptions {
+                    range: Some(GetRange::Bounded(range.clone())),
+                    ..GetOptions::default()
+                };
+                let result = store.get_opts(&location, options).await?;
+                let size = result.meta.size;
+                if result.range.start != range.start {
+                    return Err(object_store::Error::Generic {
+                        store: "fastzarr",
+                        source: format!(
+                            "asked for bytes from {}, the response starts at {}",
+                            range.start, result.range.start
+                        )
+                        .into(),
+                    });
+                }
+                let bytes = result.bytes().await?;
+                check_length(
+                    bytes.len() as u64,
+                    wanted.min(size.saturating_sub(range.start)),
+                )?;
+                Ok((bytes, size))
+            })
+            .await;
+        match ranged {
+            Err(Error::Storage { reason, .. })
+                if NOT_PARTIAL.iter().any(|text| reason.contains(text)) =>
+            {
+                if !self
+                    .ranges_unsupported
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    WARNINGS
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(format!(
+                            "the server of {} does not serve byte ranges: partial reads of it \
+                             fetch whole objects",
+                            self.url
+                        ));
+                }
+                self.get_range_of_whole(key, range).await
             }
-            let bytes = result.bytes().await?;
-            check_length(
-                bytes.len() as u64,
-                wanted.min(size.saturating_sub(range.start)),
-            )?;
-            Ok((bytes, size))
-        })
-        .await
+            other => other,
+        }
+    }
+
+    /// `range` of a key (all of it from a `range` starting at 0), by one whole-object GET.
+    async fn get_range_of_whole(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let Some(bytes) = self.get_async(key).await? else {
+            return Ok(None);
+        };
+        let size = bytes.len() as u64;
+        if range.start == 0 {
+            return Ok(Some((bytes, size)));
+        }
+        let start = usize::try_from(range.start.min(size)).unwrap_or(bytes.len());
+        let end = usize::try_from(range.end.clamp(range.start.min(size), size)).unwrap_or(start);
+        Ok(Some((bytes.slice(start..end), size)))
     }
 
     /// Runs one request under a permit of the in-flight bound; a response that breaks
@@ -375,6 +441,10 @@ impl Store {
             .map_err(|e| Error::InvalidArgument(format!("invalid key in store {}: {e}", self.url)))
     }
 }
+
+/// What `object_store` says when a server answers a range request with the whole object (its
+/// HTTP store, and the client of the cloud stores).
+const NOT_PARTIAL: [&str; 2] = ["Range request not supported", "non-partial response"];
 
 /// A response body shorter (or longer) than promised is an error worth asking again for.
 fn check_length(got: u64, expected: u64) -> object_store::Result<()> {

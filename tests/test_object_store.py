@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         data = path.read_bytes()
         status, body, extra = 200, data, {}
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        # "norange": a server that ignores Range headers and always sends the whole object.
+        match = (
+            None if mode == "norange" else re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        )
         if match:
             start = int(match.group(1))
             end = min(int(match.group(2)) + 1 if match.group(2) else len(data), len(data))
@@ -509,6 +513,28 @@ def test_point_read_fetches_only_the_blocks_needed(local: dict[str, Path], web: 
     [pts] = fz.read_many([(arr, (slice(None),), {1: lat, 2: lon})])
     np.testing.assert_array_equal(pts, fz.open_array(local["big"])[...][:, lat, lon])
     assert state.bytes_sent < 3 * whole / 2
+
+
+def test_point_reads_from_a_server_without_ranges_fetch_whole_objects(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """A server that answers range requests with the whole object: point reads fall back to one
+    whole-object GET per chunk (and say so once), instead of failing."""
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    expected = fz.open_array(local["big"])[...]
+    state.reset("norange")
+    with pytest.warns(UserWarning, match="does not serve byte ranges") as record:
+        assert arr[1, 100, 300] == expected[1, 100, 300]
+    assert len(record) == 1
+    # From then on, one whole-object GET per chunk (no range request tried first).
+    state.reset("norange")
+    lat, lon = [0, 255, 128], [0, 511, 256]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per store
+        [pts] = fz.read_many([(arr, (slice(None),), {1: lat, 2: lon})])
+    np.testing.assert_array_equal(pts, expected[:, lat, lon])
+    assert state.requests == 3
 
 
 def test_points_in_most_blocks_read_each_chunk_whole(local: dict[str, Path], web: dict[str, Any]) -> None:
