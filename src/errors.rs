@@ -29,6 +29,12 @@ create_exception!(
 );
 create_exception!(
     fastzarr,
+    StoreChangedError,
+    FastzarrError,
+    "The store was replaced (or deleted) after it was opened: its old handle reads nothing more."
+);
+create_exception!(
+    fastzarr,
     CorruptChunkError,
     FastzarrError,
     "A stored chunk could not be decoded: truncated, garbage or lying headers."
@@ -86,6 +92,9 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("store {url} was replaced or deleted after it was opened (while reading '{key}'): open it again to read the new store")]
+    StoreChanged { url: String, key: String },
+
     #[error("could not read '{key}' from store {url}: {reason}")]
     Storage {
         url: String,
@@ -104,6 +113,18 @@ pub enum Error {
 
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// A path argument that cannot name a place inside the store (`..`, absolute, ...).
+    #[error("{0}")]
+    InvalidPath(String),
+
+    /// A name looked up in a group (`group[name]`) that is not one of its members.
+    #[error("'{name}' is not a member of group '{path}' in store {url}")]
+    MemberNotFound {
+        url: String,
+        path: String,
+        name: String,
+    },
 
     #[error("internal error (a bug in fastzarr, please report it): {0}")]
     Panic(String),
@@ -209,6 +230,19 @@ dual_exception!(
     "An operation took longer than its timeout."
 );
 
+dual_exception!(
+    invalid_path_error,
+    "InvalidPathError",
+    pyo3::exceptions::PyValueError,
+    "A path argument that does not name a place inside the store (`..`, absolute, empty parts)."
+);
+dual_exception!(
+    member_not_found_error,
+    "MemberNotFoundError",
+    pyo3::exceptions::PyKeyError,
+    "A name looked up in a group that is not one of its members (or a group path not in a store)."
+);
+
 fn raise_dual(
     make: for<'py> fn(Python<'py>) -> PyResult<&'py Bound<'py, PyType>>,
     message: String,
@@ -230,6 +264,8 @@ impl From<Error> for PyErr {
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
             Error::Timeout(_) | Error::RequestTimeout { .. } => raise_dual(timeout_error, message),
             Error::MemoryBudget { .. } => raise_dual(memory_budget_error, message),
+            Error::InvalidPath(_) => raise_dual(invalid_path_error, message),
+            Error::MemberNotFound { .. } => raise_dual(member_not_found_error, message),
             Error::InvalidSelection(_) => PyTypeError::new_err(message),
             Error::InvalidOutput(_) | Error::InvalidArgument(_) => PyValueError::new_err(message),
             Error::Metadata { .. } | Error::WrongNodeType { .. } => MetadataError::new_err(message),
@@ -237,6 +273,7 @@ impl From<Error> for PyErr {
                 UnsupportedCodecError::new_err(message)
             }
             Error::CorruptChunk { .. } => CorruptChunkError::new_err(message),
+            Error::StoreChanged { .. } => StoreChangedError::new_err(message),
             Error::UnsupportedUrl { .. }
             | Error::Storage { .. }
             | Error::Panic(_)

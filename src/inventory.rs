@@ -39,7 +39,7 @@ pub fn inventory(store: &Store, path: &str) -> Result<Inventory> {
         reason: e.to_string(),
     };
     let prefix = StorePrefix::new(prefix_text.as_str())
-        .map_err(|e| Error::InvalidArgument(format!("invalid array path '{path}': {e}")))?;
+        .map_err(|e| Error::InvalidPath(format!("invalid array path '{path}': {e}")))?;
     let storage = store.storage();
     let keys = storage
         .list_prefix(&prefix)

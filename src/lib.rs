@@ -34,7 +34,9 @@ mod _core {
     use super::{errors, Bound, PyModule, PyModuleMethods, PyResult};
 
     #[pymodule_export]
-    use crate::errors::{CorruptChunkError, FastzarrError, MetadataError, UnsupportedCodecError};
+    use crate::errors::{
+        CorruptChunkError, FastzarrError, MetadataError, StoreChangedError, UnsupportedCodecError,
+    };
     #[pymodule_export]
     use crate::py::aio::{open_array_async, read_many_async};
     #[pymodule_export]
@@ -64,6 +66,8 @@ mod _core {
         m.add("SelectionError", errors::selection_error(py)?)?;
         m.add("TimeoutError", errors::timeout_error(py)?)?;
         m.add("MemoryBudgetError", errors::memory_budget_error(py)?)?;
+        m.add("InvalidPathError", errors::invalid_path_error(py)?)?;
+        m.add("MemberNotFoundError", errors::member_not_found_error(py)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

@@ -49,6 +49,8 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
+    // A fragment can carry a token too (OAuth's implicit flow): it is dropped.
+    let rest = rest.split_once('#').map_or(rest, |(rest, _)| rest);
     let (rest, query) = match rest.split_once('?') {
         Some((rest, _)) => (rest, "?***"),
         None => (rest, ""),
@@ -149,6 +151,16 @@ fn unknown_key(scheme: &str, key: &str) -> Error {
     ))
 }
 
+/// `message` with every option value of three characters or more blanked out, longest first
+/// (so that a value containing another is blanked whole).
+fn without_values(message: &str, options: &StorageOptions) -> String {
+    let mut values: Vec<&String> = options.values().filter(|v| v.len() >= 3).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.into_iter().fold(message.to_string(), |text, value| {
+        text.replace(value.as_str(), "***")
+    })
+}
+
 /// Builds the object store for `url`, and the path of the Zarr store inside it.
 pub fn build_object_store(
     url: &str,
@@ -169,18 +181,29 @@ pub fn build_object_store(
         }
     };
     let Parsed { retry, pairs } = parse_options(family, options)?;
-    let secrets = options
+    let mut secrets: Vec<String> = options
         .iter()
         .filter(|(k, v)| is_secret_key(k) && v.len() >= 4)
         .map(|(_, v)| v.clone())
         .collect();
+    // An endpoint (or any URL-valued option) may carry credentials like the store URL does.
+    for value in options.values().filter(|v| v.contains("://")) {
+        secrets.extend(crate::store::url_secrets(value));
+    }
     let path_part = rest.split_once('?').map_or(rest, |(p, _)| p);
     let prefix = path_part
         .split_once('/')
         .map_or("", |(_, path)| path)
         .trim_matches('/')
         .to_string();
-    let invalid = |e: object_store::Error| Error::InvalidArgument(format!("{display_url}: {e}"));
+    // The builders' messages quote the values they could not parse, and a secret may have been
+    // given under any key (a token pasted as `region`, say): no option value is shown.
+    let invalid = |e: object_store::Error| {
+        Error::InvalidArgument(format!(
+            "{display_url}: {}",
+            without_values(&e.to_string(), options)
+        ))
+    };
     let store: Arc<dyn ObjectStore> = match family {
         "s3" => {
             let mut builder = AmazonS3Builder::from_env().with_url(url);
@@ -250,6 +273,10 @@ mod tests {
         );
         assert_eq!(redact_url("s3://bucket/a.zarr"), "s3://bucket/a.zarr");
         assert_eq!(redact_url("/tmp/x"), "/tmp/x");
+        assert_eq!(
+            redact_url("https://host/a#access_token=abc"),
+            "https://host/a"
+        );
     }
 
     #[test]
@@ -265,6 +292,38 @@ mod tests {
             text.contains("no_such_key") && !text.contains("hunter22"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn values_of_ordinary_keys_are_not_echoed_either() {
+        // A token pasted as the value of a key that is not a secret's, which the builder
+        // cannot parse, and credentials inside an endpoint URL.
+        let options: StorageOptions = [
+            ("skip_signature", "ghp_t0kenValue"),
+            ("endpoint", "http://admin:passw0rd@127.0.0.1:9"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let Err(err) = build_object_store("s3://b/x", "s3://b/x", &options) else {
+            panic!("an unparsable boolean must fail")
+        };
+        let text = err.to_string();
+        assert!(
+            !text.contains("ghp_t0kenValue") && !text.contains("passw0rd"),
+            "{text}"
+        );
+        let Ok(remote) = build_object_store(
+            "s3://b/x",
+            "s3://b/x",
+            &[("endpoint", "http://admin:passw0rd@127.0.0.1:9")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ) else {
+            panic!("an endpoint with user info builds")
+        };
+        assert!(remote.secrets.contains(&"passw0rd".to_string()));
     }
 
     #[test]

@@ -35,6 +35,22 @@ pub struct ConfinedStore {
     /// below it (`openat2` with `RESOLVE_BENEATH`); `None` where that is not available.
     #[cfg(target_os = "linux")]
     root_fd: Option<std::os::fd::OwnedFd>,
+    /// Device and inode of the root when it was opened: a writer that replaces the store
+    /// (`fastzarr.to_zarr(mode="w")`, a rewrite, an append) renames another directory to its
+    /// path, and the held root then reads a deleted directory whose chunks vanish one by one.
+    #[cfg(unix)]
+    identity: Option<(u64, u64)>,
+}
+
+/// Device and inode of the directory at `path`; `None` when nothing is there.
+#[cfg(unix)]
+fn identity_of(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some((meta.dev(), meta.ino()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 impl ConfinedStore {
@@ -47,12 +63,34 @@ impl ConfinedStore {
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
             rustix::fs::open(&root, flags, Mode::empty()).ok()
         };
+        #[cfg(unix)]
+        let identity = identity_of(&root)?;
         Ok(Self {
             inner,
             root,
             #[cfg(target_os = "linux")]
             root_fd,
+            #[cfg(unix)]
+            identity,
         })
+    }
+
+    /// Whether the root's path no longer names the directory opened: replaced by another
+    /// one, or deleted. Costs one `stat` of the root path.
+    pub fn replaced(&self) -> bool {
+        #[cfg(unix)]
+        {
+            match identity_of(&self.root) {
+                Ok(now) => now != self.identity,
+                // Unreadable now (permissions changed, say): not evidence of a replacement,
+                // and the read itself will report what is wrong.
+                Err(_) => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            !self.root.is_dir()
+        }
     }
 
     /// The file at `key`, opened for reading if it lies inside the root; `None` when missing.
@@ -144,6 +182,18 @@ impl ConfinedStore {
         Ok(Some((bytes.into(), size)))
     }
 
+    /// An error when `key` is missing because the store was replaced or deleted: its chunks
+    /// are not "never written, so fill value" (zarrs' partial shard reads come this way).
+    fn refuse_if_replaced(&self, key: &str) -> Result<(), StorageError> {
+        if self.replaced() {
+            return Err(StorageError::Other(format!(
+                "'{key}' vanished: {} was replaced or deleted after it was opened",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// The slow path for a key with a symlink on the way: where does it really lead?
     fn check_resolved(&self, key: &str) -> Result<(), StorageError> {
         match self.root.join(key).canonicalize() {
@@ -172,12 +222,20 @@ impl ReadableStorageTraits for ConfinedStore {
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
         self.check(key.as_str())?;
-        self.inner.get_partial_many(key, byte_ranges)
+        let parts = self.inner.get_partial_many(key, byte_ranges)?;
+        if parts.is_none() {
+            self.refuse_if_replaced(key.as_str())?;
+        }
+        Ok(parts)
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
         self.check(key.as_str())?;
-        self.inner.size_key(key)
+        let size = self.inner.size_key(key)?;
+        if size.is_none() {
+            self.refuse_if_replaced(key.as_str())?;
+        }
+        Ok(size)
     }
 
     fn supports_get_partial(&self) -> bool {

@@ -79,6 +79,7 @@ impl ReadRequest<'_> {
     }
 
     fn check(&self) -> Result<()> {
+        self.array.store().check_unchanged(self.array.path())?;
         let expected = u128::from(self.num_elements()) * self.array.dtype().itemsize as u128;
         if expected != self.output.len as u128 {
             return Err(Error::InvalidOutput(format!(

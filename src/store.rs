@@ -40,6 +40,17 @@ pub struct Store {
     secrets: Vec<String>,
     storage: ReadableListableStorage,
     backend: Backend,
+    /// Set when the server answered a range request with the whole object (an HTTP server
+    /// without `Range` support): reads of this store then ask for whole objects.
+    ranges_unsupported: std::sync::atomic::AtomicBool,
+}
+
+/// Warnings raised by reads on threads without the GIL, for the caller's thread to emit.
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The warnings queued since the last call (emitted as Python warnings when a read returns).
+pub fn take_warnings() -> Vec<String> {
+    std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 impl std::fmt::Debug for Store {
@@ -96,6 +107,7 @@ impl Store {
             secrets,
             storage,
             backend,
+            ranges_unsupported: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -152,14 +164,38 @@ impl Store {
         reason
     }
 
+    /// `Err(StoreChanged)` when a local store's directory was replaced or deleted after it
+    /// was opened: its held-open root now reads a deleted directory (old values, then none).
+    /// One `stat`: checked once per read call and whenever a key is missing.
+    pub fn check_unchanged(&self, key: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Local(local) if local.replaced() => Err(Error::StoreChanged {
+                url: self.url.clone(),
+                key: key.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `found`, unless it is `None` because the store was replaced: a chunk missing from a
+    /// directory being deleted is not a chunk never written (whose value is the fill value).
+    fn unless_replaced<T>(&self, key: &str, found: Option<T>) -> Result<Option<T>> {
+        if found.is_none() {
+            self.check_unchanged(key)?;
+        }
+        Ok(found)
+    }
+
     /// Reads a whole key; `None` when it does not exist. Blocks the calling thread.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         match &self.backend {
             Backend::Local(_) => {
                 let store_key = self.key(key)?;
-                self.storage
+                let found = self
+                    .storage
                     .get(&store_key)
-                    .map_err(|e| self.storage_error(key, e))
+                    .map_err(|e| self.storage_error(key, e))?;
+                self.unless_replaced(key, found)
             }
             Backend::Object(_) => crate::runtime::block_on(self.get_async(key))?,
         }
@@ -181,7 +217,18 @@ impl Store {
         .await
     }
 
+    /// Whether this store's server ignores range requests (so partial reads fetch whole objects).
+    pub fn ranges_unsupported(&self) -> bool {
+        self.ranges_unsupported
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reads `range` of a key and the key's whole size; `None` when the key does not exist.
+    ///
+    /// From a server that cannot serve ranges (it answers with the whole object), the whole
+    /// object is fetched once by a plain GET: all of it when `range` starts at 0 (the caller
+    /// then has the whole key, `bytes.len() == size`), else `range` of it. The first time, a
+    /// warning says so: every partial read of the store now costs whole objects.
     pub async fn get_range_async(
         &self,
         key: &str,
@@ -191,38 +238,82 @@ impl Store {
         let store = match &self.backend {
             Backend::Local(local) => {
                 self.key(key)?;
-                return local
+                let found = local
                     .read_range(key, range)
-                    .map_err(|e| self.storage_error(key, e));
+                    .map_err(|e| self.storage_error(key, e))?;
+                return self.unless_replaced(key, found);
             }
             Backend::Object(store) => store,
         };
+        if self.ranges_unsupported() {
+            return self.get_range_of_whole(key, range).await;
+        }
         let location = ObjectPath::from(key);
-        self.request(key, || async {
-            let options = GetOptions {
-                range: Some(GetRange::Bounded(range.clone())),
-                ..GetOptions::default()
-            };
-            let result = store.get_opts(&location, options).await?;
-            let size = result.meta.size;
-            if result.range.start != range.start {
-                return Err(object_store::Error::Generic {
-                    store: "fastzarr",
-                    source: format!(
-                        "asked for bytes from {}, the response starts at {}",
-                        range.start, result.range.start
-                    )
-                    .into(),
-                });
+        let ranged = self
+            .request(key, || async {
+                let options = GetOptions {
+                    range: Some(GetRange::Bounded(range.clone())),
+                    ..GetOptions::default()
+                };
+                let result = store.get_opts(&location, options).await?;
+                let size = result.meta.size;
+                if result.range.start != range.start {
+                    return Err(object_store::Error::Generic {
+                        store: "fastzarr",
+                        source: format!(
+                            "asked for bytes from {}, the response starts at {}",
+                            range.start, result.range.start
+                        )
+                        .into(),
+                    });
+                }
+                let bytes = result.bytes().await?;
+                check_length(
+                    bytes.len() as u64,
+                    wanted.min(size.saturating_sub(range.start)),
+                )?;
+                Ok((bytes, size))
+            })
+            .await;
+        match ranged {
+            Err(Error::Storage { reason, .. })
+                if NOT_PARTIAL.iter().any(|text| reason.contains(text)) =>
+            {
+                if !self
+                    .ranges_unsupported
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    WARNINGS
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(format!(
+                            "the server of {} does not serve byte ranges: partial reads of it \
+                             fetch whole objects",
+                            self.url
+                        ));
+                }
+                self.get_range_of_whole(key, range).await
             }
-            let bytes = result.bytes().await?;
-            check_length(
-                bytes.len() as u64,
-                wanted.min(size.saturating_sub(range.start)),
-            )?;
-            Ok((bytes, size))
-        })
-        .await
+            other => other,
+        }
+    }
+
+    /// `range` of a key (all of it from a `range` starting at 0), by one whole-object GET.
+    async fn get_range_of_whole(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Option<(Bytes, u64)>> {
+        let Some(bytes) = self.get_async(key).await? else {
+            return Ok(None);
+        };
+        let size = bytes.len() as u64;
+        if range.start == 0 {
+            return Ok(Some((bytes, size)));
+        }
+        let start = usize::try_from(range.start.min(size)).unwrap_or(bytes.len());
+        let end = usize::try_from(range.end.clamp(range.start.min(size), size)).unwrap_or(start);
+        Ok(Some((bytes.slice(start..end), size)))
     }
 
     /// Runs one request under a permit of the in-flight bound; a response that breaks
@@ -351,6 +442,10 @@ impl Store {
     }
 }
 
+/// What `object_store` says when a server answers a range request with the whole object (its
+/// HTTP store, and the client of the cloud stores).
+const NOT_PARTIAL: [&str; 2] = ["Range request not supported", "non-partial response"];
+
 /// A response body shorter (or longer) than promised is an error worth asking again for.
 fn check_length(got: u64, expected: u64) -> object_store::Result<()> {
     if got == expected {
@@ -391,7 +486,7 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Parts of a URL that may be secrets: its user info and its query.
-fn url_secrets(url: &str) -> Vec<String> {
+pub(crate) fn url_secrets(url: &str) -> Vec<String> {
     let mut secrets = Vec::new();
     if let Some((_, rest)) = url.split_once("://") {
         let authority = rest.split(['/', '?']).next().unwrap_or("");
@@ -445,7 +540,7 @@ fn local(
 
 fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::ConfinedStore>> {
     let path = PathBuf::from(path);
-    if !path.is_dir() {
+    if !path.is_dir() && !reappears_after_replace(&path) {
         return Err(Error::StoreNotFound {
             url: display_url.to_string(),
         });
@@ -457,6 +552,40 @@ fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::Confine
         reason: e.to_string(),
     })?;
     Ok(Arc::new(store))
+}
+
+/// How long an open that finds no store waits for a replace in progress to finish.
+const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether a missing store at `path` shows up within [`REPLACE_WAIT`] because a writer is
+/// replacing it by two renames (where the filesystem cannot exchange two directories, on NFS
+/// say): its old store is then a sibling `.NAME.fastzarr-old-*` and the new one is renamed to
+/// `path` a moment later. Without such a sibling the store is simply not there: no wait.
+fn reappears_after_replace(path: &std::path::Path) -> bool {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.fastzarr-old-", name.to_string_lossy());
+    let replacing = || {
+        std::fs::read_dir(parent).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+    };
+    let started = std::time::Instant::now();
+    while replacing() && started.elapsed() < REPLACE_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        if path.is_dir() {
+            return true;
+        }
+    }
+    path.is_dir()
 }
 
 /// Joins a node path ("" is the root) and a key below it.

@@ -459,10 +459,13 @@ pub fn sync_tree(root: &Path) -> Result<()> {
     dirs.iter().rev().try_for_each(sync)
 }
 
-/// Every file below `root`: `relative path \t size \t mtime in ns \n`, sorted by path.
+/// Every file below `root`: `relative path \t size \t mtime in ns \t inode \t ctime in ns \n`,
+/// sorted by path.
 ///
 /// The caller hashes it into a fingerprint of a source store (a changed, added or removed
-/// chunk changes the fingerprint).
+/// chunk changes the fingerprint). Size and mtime alone are not enough: `cp -p`, `rsync -a`
+/// and `tar x` restore old mtimes on rewritten files of equal size. No tool can set a ctime,
+/// and a file replaced by another (a rename over it) has a new inode.
 pub fn tree_listing(root: &Path) -> Result<Vec<u8>> {
     // Directories are listed in parallel on the decode pool: a warm cache read fingerprints
     // every source this way, and one stat per chunk file was a tenth of such a read.
@@ -491,7 +494,13 @@ fn list_tree(root: &Path, dir: &Path) -> Result<Vec<String>> {
         } else {
             let relative = path.strip_prefix(root).unwrap_or(&path);
             let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-            lines.push(format!("{}\t{}\t{mtime}\n", relative.display(), meta.len()));
+            let ctime = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+            lines.push(format!(
+                "{}\t{}\t{mtime}\t{}\t{ctime}\n",
+                relative.display(),
+                meta.len(),
+                meta.ino()
+            ));
         }
     }
     let nested: Vec<Vec<String>> = subdirs

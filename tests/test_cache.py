@@ -335,3 +335,35 @@ def test_verify_timeout(tmp_path: Path, sources: list[str]) -> None:
         cache.verify(timeout=1e-9)
     assert cache.verify(timeout=60) == {}
     assert len(cache.entries()) == len(sources) + 1
+
+
+@pytest.mark.parametrize("how", ["rewritten-in-place", "copied-over-with-cp-p"])
+def test_source_rewritten_with_old_sizes_and_mtimes_is_a_miss(tmp_path: Path, how: str) -> None:
+    """``cp -p``, ``rsync -a`` and ``tar x`` restore mtimes: a chunk rewritten with other values
+    of the same size and its old mtime put back must still change the fingerprint (its ctime, and
+    its inode where the file was replaced, cannot be restored)."""
+    source = tmp_path / "src.zarr"
+    values = np.arange(4 * 6, dtype="f8").reshape(4, 6)
+    fz.to_zarr(xr.Dataset({"v": (("y", "x"), values)}), source, codec="none", chunks={"y": 2, "x": 3})
+    cache = Cache(tmp_path / "cache")
+    first = fz.load(fz.open_zarr(source), cache=cache)
+    np.testing.assert_array_equal(first["v"].values, values)
+    chunk = source / "v" / "c" / "0" / "0"
+    before = chunk.stat()
+    changed = (np.frombuffer(chunk.read_bytes(), dtype="<f8") + 1000).astype("<f8").tobytes()
+    assert len(changed) == before.st_size
+    if how == "rewritten-in-place":
+        chunk.write_bytes(changed)
+    else:
+        staged = tmp_path / "staged"
+        staged.write_bytes(changed)
+        os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))
+        shutil.copy2(staged, chunk)  # what cp -p does
+    os.utime(chunk, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (chunk.stat().st_size, chunk.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    misses = cache.stats.misses
+    again = fz.load(fz.open_zarr(source), cache=cache)
+    assert cache.stats.misses == misses + 1
+    expected = values.copy()
+    expected[0:2, 0:3] += 1000
+    np.testing.assert_array_equal(again["v"].values, expected)

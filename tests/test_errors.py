@@ -34,6 +34,31 @@ def test_exception_hierarchy() -> None:
     assert issubclass(fz.StoreNotFoundError, FileNotFoundError)
     assert issubclass(fz.SelectionError, IndexError)
     assert issubclass(fz.TimeoutError, builtins.TimeoutError)
+    for exc in (fz.StoreChangedError, fz.InvalidPathError, fz.MemberNotFoundError):
+        assert issubclass(exc, fz.FastzarrError)
+    assert issubclass(fz.InvalidPathError, ValueError)
+    assert issubclass(fz.MemberNotFoundError, KeyError)
+
+
+def test_path_argument_errors_are_fastzarr_errors(tmp_path: Path) -> None:
+    """A path that leaves the store, or names no member, raises a FastzarrError that is still the
+    ValueError or KeyError callers catch."""
+    store = tmp_path / "g.zarr"
+    with quiet_zarr():
+        group = zarr.open_group(str(store), mode="w", zarr_format=3)
+        group.create_array("x", shape=(4, 6), chunks=(2, 3), dtype="f8")[...] = DATA
+    for open_ in (fz.open_array, fz.open_group):
+        with pytest.raises(fz.InvalidPathError, match="not a valid path") as info:
+            open_(store, path="../elsewhere")
+        assert isinstance(info.value, ValueError)
+    opened = fz.open_group(store)
+    for name in ("nope", "x/nope", "../x"):
+        with pytest.raises(fz.MemberNotFoundError, match=f"'{name}' is not a member .* {store}") as missing:
+            opened[name]
+        assert isinstance(missing.value, KeyError)
+    with pytest.raises(fz.MemberNotFoundError, match="no group 'nope'") as no_group:
+        fz.open_zarr(store, group="nope")
+    assert isinstance(no_group.value, KeyError)
 
 
 # --- corrupt chunks ----------------------------------------------------------------------------

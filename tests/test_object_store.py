@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import io
 import logging
 import pickle
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -160,7 +162,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         data = path.read_bytes()
         status, body, extra = 200, data, {}
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        # "norange": a server that ignores Range headers and always sends the whole object.
+        match = (
+            None if mode == "norange" else re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        )
         if match:
             start = int(match.group(1))
             end = min(int(match.group(2)) + 1 if match.group(2) else len(data), len(data))
@@ -403,6 +408,44 @@ def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
     assert SECRET not in str(info3.value)
 
 
+def test_url_secrets_stay_out_of_cache_errors_manifests_and_listings(
+    local: dict[str, Path], s3: dict[str, Any], web: dict[str, Any], tmp_path: Path
+) -> None:
+    """Credentials in a source URL (user info, any query: signatures, SAS tokens) are never in a
+    CacheError, a manifest, ``Cache.entries()`` or ``fastzarr cache ls``; the key still tells
+    apart URLs that differ only there (by a hash of the whole URL)."""
+    from fastzarr import cli  # noqa: PLC0415
+
+    cache = fz.Cache(tmp_path / "cache")
+    points = {"lat": [10.0], "lon": [45.0]}
+    host = web["base"].removeprefix("http://")
+    unlistable = f"http://user:{SECRET}@{host}/{local['batch0'].name}?sig={SECRET}"
+    with pytest.raises(fz.CacheError, match="could not list") as info:
+        fz.extract_points(unlistable, points=points, cache=cache)
+    assert SECRET not in str(info.value)
+    assert "***" in str(info.value)
+
+    signed = f"s3://{BUCKET}/{local['batch0'].name}?X-Amz-Signature={SECRET}"
+    got = fz.extract_points(signed, points=points, storage_options=s3["options"], cache=cache)
+    xr.testing.assert_identical(got, fz.extract_points(local["batch0"], points=points))
+    manifests = [p.read_text() for p in (tmp_path / "cache").rglob("manifest.json")]
+    assert manifests
+    assert not [m for m in manifests if SECRET in m]
+    assert f"{BUCKET}/{local['batch0'].name}?***" in "".join(manifests)
+    assert SECRET not in repr(cache.entries())
+    for argv in (["cache", "ls"], ["cache", "ls", "--json"]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main([*argv, "--root", str(tmp_path / "cache")]) == 0
+        assert SECRET not in out.getvalue()
+        assert "***" in out.getvalue()
+    # Another signature is another URL: a miss, not the first URL's entry.
+    misses = cache.stats.misses
+    other = signed.replace(SECRET, "another-signature")
+    fz.extract_points(other, points=points, storage_options=s3["options"], cache=cache)
+    assert cache.stats.misses > misses
+
+
 # --------------------------------------------------------------------------------------------
 # http
 
@@ -470,6 +513,28 @@ def test_point_read_fetches_only_the_blocks_needed(local: dict[str, Path], web: 
     [pts] = fz.read_many([(arr, (slice(None),), {1: lat, 2: lon})])
     np.testing.assert_array_equal(pts, fz.open_array(local["big"])[...][:, lat, lon])
     assert state.bytes_sent < 3 * whole / 2
+
+
+def test_point_reads_from_a_server_without_ranges_fetch_whole_objects(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """A server that answers range requests with the whole object: point reads fall back to one
+    whole-object GET per chunk (and say so once), instead of failing."""
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    expected = fz.open_array(local["big"])[...]
+    state.reset("norange")
+    with pytest.warns(UserWarning, match="does not serve byte ranges") as record:
+        assert arr[1, 100, 300] == expected[1, 100, 300]
+    assert len(record) == 1
+    # From then on, one whole-object GET per chunk (no range request tried first).
+    state.reset("norange")
+    lat, lon = [0, 255, 128], [0, 511, 256]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per store
+        [pts] = fz.read_many([(arr, (slice(None),), {1: lat, 2: lon})])
+    np.testing.assert_array_equal(pts, expected[:, lat, lon])
+    assert state.requests == 3
 
 
 def test_points_in_most_blocks_read_each_chunk_whole(local: dict[str, Path], web: dict[str, Any]) -> None:

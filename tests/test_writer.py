@@ -245,3 +245,82 @@ def test_kill_during_write_leaves_old_or_new(tmp_path: Path) -> None:
     to_zarr(xr.Dataset({"x": ("a", np.arange(3))}), target, mode="w")
     wait_for_discards()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.zarr", "writer.py"]
+
+
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_sweep_keeps_temp_stores_whose_writer_holds_its_lock(tmp_path: Path) -> None:
+    """A writer in another PID namespace or on another host sharing the directory is alive while
+    it holds the lock beside its temporary store, whatever its process id says here: the sweep of
+    leftovers keeps its store, and removes one whose lock no one holds."""
+    target = tmp_path / "s.zarr"
+    unused_pid = 2**22 + 7  # above Linux's largest pid_max: no such process here
+    live = tmp_path / f".s.zarr.fastzarr-tmp-{unused_pid}-aaaaaaaa"
+    dead = tmp_path / f".s.zarr.fastzarr-tmp-{unused_pid}-bbbbbbbb"
+    for leftover in (live, dead):
+        leftover.mkdir()
+        (leftover / "chunk").write_bytes(b"data")
+    Path(f"{dead}.lock").touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, f"{live}.lock"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        to_zarr(sample_dataset(0), target)
+        assert (live / "chunk").read_bytes() == b"data"
+        assert Path(f"{live}.lock").exists()
+        assert not dead.exists()
+        assert not Path(f"{dead}.lock").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+        holder.stdout.close()
+    # Its writer gone (the kernel dropped the lock), the next write removes it.
+    to_zarr(sample_dataset(1), target, mode="w")
+    wait_for_discards()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+    assert_round_trip(open_xr(target), sample_dataset(1))
+
+
+def test_two_rename_replace_never_shows_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where directories cannot be exchanged (NFS and the like) a replace is two renames, and for a
+    moment there is no store at the path: an open in that moment waits for the new store."""
+    from fastzarr import writer  # noqa: PLC0415
+
+    target = tmp_path / "r.zarr"
+    to_zarr(sample_dataset(0), target)
+    monkeypatch.setattr(writer, "_FORCE_TWO_RENAMES", True)
+    moved_aside, resume = threading.Event(), threading.Event()
+    rename = os.rename
+
+    def slow_rename(src: Any, dst: Any) -> None:
+        rename(src, dst)
+        if Path(src) == target:  # the old store is aside, the new one not yet in place
+            moved_aside.set()
+            resume.wait(10)
+
+    monkeypatch.setattr(os, "rename", slow_rename)
+    replacing = threading.Thread(target=to_zarr, args=(sample_dataset(1), target), kwargs={"mode": "w"})
+    replacing.start()
+    try:
+        assert moved_aside.wait(30)
+        assert not target.exists()
+        threading.Timer(0.05, resume.set).start()
+        group = fz.open_group(target)
+        np.testing.assert_array_equal(group["temp"][...], sample_dataset(1)["temp"].values)
+    finally:
+        resume.set()
+        replacing.join()
+    wait_for_discards()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr"]

@@ -13,11 +13,14 @@ __all__ = [
     "CorruptChunkError",
     "FastzarrError",
     "Group",
+    "InvalidPathError",
+    "MemberNotFoundError",
     "MemoryBudgetError",
     "MetadataError",
     "OuterIndexer",
     "ReadStats",
     "SelectionError",
+    "StoreChangedError",
     "StoreNotFoundError",
     "TimeoutError",
     "UnsupportedCodecError",
@@ -50,10 +53,16 @@ class FastzarrError(Exception): ...
 class MetadataError(FastzarrError): ...
 class UnsupportedCodecError(FastzarrError): ...
 class CorruptChunkError(FastzarrError): ...
+
+class StoreChangedError(FastzarrError):
+    """The store was replaced or deleted after it was opened: open it again to read the new one."""
+
 class StoreNotFoundError(FastzarrError, FileNotFoundError): ...
 class SelectionError(FastzarrError, IndexError): ...
 class TimeoutError(FastzarrError, builtins.TimeoutError): ...
 class MemoryBudgetError(FastzarrError, MemoryError): ...
+class InvalidPathError(FastzarrError, ValueError): ...
+class MemberNotFoundError(FastzarrError, KeyError): ...
 
 @final
 class OuterIndexer:
@@ -63,7 +72,12 @@ class OuterIndexer:
 
 @final
 class Array:
-    """A Zarr array (v2 or v3). Cheap to create and to pickle; reads return numpy arrays."""
+    """A Zarr array (v2 or v3). Cheap to create and to pickle; reads return numpy arrays.
+
+    A local array stays bound to the store directory it was opened from: once that store is
+    replaced (``fastzarr.to_zarr(mode="w")``, an append, ``fastzarr.rewrite``) or deleted, its
+    reads raise `StoreChangedError` instead of reading the old directory as it is deleted (its
+    chunks would read as fill values). Open the store again to read the new one."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...

@@ -12,8 +12,8 @@ variable, never from names or reprs that could coincide:
 - dask-backed: the dask array's name (dask's own hash of the operations and their inputs), its
   chunks, and the chain of every ``getter`` task that reads a Zarr array, as above.
 
-Plus each store's fingerprint (``fastzarr.cache.source_fingerprint``: sizes and mtimes of every
-file), so a source changed after caching is a miss. Anything that cannot be pinned down (a
+Plus each store's fingerprint (``fastzarr.cache.source_fingerprint``: sizes, mtimes, inodes and
+ctimes of every file), so a source changed after caching is a miss. Anything that cannot be pinned down (a
 closure, an unknown wrapper, a remote store, a backend fastzarr does not know) raises
 `CacheError` instead of risking a wrong hit.
 """

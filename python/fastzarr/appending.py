@@ -50,8 +50,8 @@ from fastzarr.writer import (
     _materialize,
     _publish,
     _remove_leftovers,
-    _sibling,
     _slabs,
+    _temp_store,
 )
 
 __all__ = ["AppendError", "append_store"]
@@ -435,33 +435,34 @@ def _commit(
     """Writes the planned chunks into a hard-linked copy of the store, verifies it, swaps it in."""
     before = _snapshot(target, arrays)
     _remove_leftovers(target)
-    tmp = _sibling(target, "tmp")
-    tmp.mkdir()
-    try:
-        _mirror(target, tmp)
-        scratch = tmp / ".fastzarr-append"
-        scratch.mkdir()
-        records: list[ChunkRecord] = []
-        shapes = {}
-        for work in plan:
-            shape, written = _append_variable(
-                tmp, scratch, work, budget=max_memory, fsync=fsync, deadline=deadline
-            )
-            shapes[work.stored.name] = shape
-            records += written
-        shutil.rmtree(scratch)
-        _update_metadata(tmp, arrays, shapes, fsync)
-        remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-        _core._verify_chunks(tmp, records, timeout=remaining)
-        _check_opens(tmp, shapes)
-        if fsync:
-            _core._sync_dirs(tmp)
-        if _snapshot(target, arrays) != before:
-            raise AppendError(f"{target} was changed by another writer during the append: nothing appended")
-        _publish(tmp, target, "w", fsync)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _temp_store(target) as tmp:
+        try:
+            _mirror(target, tmp)
+            scratch = tmp / ".fastzarr-append"
+            scratch.mkdir()
+            records: list[ChunkRecord] = []
+            shapes = {}
+            for work in plan:
+                shape, written = _append_variable(
+                    tmp, scratch, work, budget=max_memory, fsync=fsync, deadline=deadline
+                )
+                shapes[work.stored.name] = shape
+                records += written
+            shutil.rmtree(scratch)
+            _update_metadata(tmp, arrays, shapes, fsync)
+            remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+            _core._verify_chunks(tmp, records, timeout=remaining)
+            _check_opens(tmp, shapes)
+            if fsync:
+                _core._sync_dirs(tmp)
+            if _snapshot(target, arrays) != before:
+                raise AppendError(
+                    f"{target} was changed by another writer during the append: nothing appended"
+                )
+            _publish(tmp, target, "w", fsync)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return records
 
 

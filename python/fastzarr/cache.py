@@ -2,8 +2,9 @@
 
 An entry is a Zarr v3 store written by fastzarr's verified writer (``blosc:zstd:3:shuffle``) plus
 ``manifest.json``: the parameters that shaped the result and their hash (the key), the source's
-fingerprint (its metadata and the sizes and mtimes of its files, so a source changed after caching
-is a different key: a miss, not stale data), every chunk's size and CRC-32C, every variable's NaN
+fingerprint (its metadata and the sizes, mtimes, inodes and ctimes of its files, so a source changed
+after caching is a different key: a miss, not stale data, even when its old sizes and mtimes were
+restored), every chunk's size and CRC-32C, every variable's NaN
 fraction, when and by which fastzarr it was made, and how long building it took.
 
 Every read validates the entry before trusting it: the manifest parses and names the key looked
@@ -40,6 +41,7 @@ from xarray.backends.zarr import FillValueCoder
 
 from fastzarr import _core
 from fastzarr._core import FastzarrError
+from fastzarr._redact import redact_url, redact_within
 from fastzarr.writer import ChunkRecord, Codec, write_store
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "CacheStats", "CacheWarning", "SuspiciousDataError"]
@@ -156,8 +158,9 @@ def make_key(params: Mapping[str, Any]) -> str:
 def source_fingerprint(
     source: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
 ) -> str:
-    """What identifies a source's current contents, hashed: the size and mtime of every file of a
-    local store; the key, size, last-modified time and ETag of every object of a remote one (one
+    """What identifies a source's current contents, hashed: the size, mtime, inode and ctime of
+    every file of a local store (``cp -p`` restores the first two, nothing restores a ctime); the
+    key, size, last-modified time and ETag of every object of a remote one (one
     listing). Metadata is included, so any rewritten chunk or document changes it."""
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
@@ -165,12 +168,13 @@ def source_fingerprint(
             listing = _core._store_listing(text, dict(storage_options or {}))
         except _core.FastzarrError as exc:
             raise CacheError(
-                f"cannot cache {text}: fastzarr could not list the store to fingerprint it ({exc}); "
+                f"cannot cache {redact_url(text)}: fastzarr could not list the store to fingerprint it "
+                f"({exc}); "
                 "a cache needs a store it can list (local, s3://, gs://, az://) so that a changed "
                 "source is a miss, not stale data"
             ) from exc
         if not listing:
-            raise _core.StoreNotFoundError(f"store not found: {text}")
+            raise _core.StoreNotFoundError(f"store not found: {redact_url(text)}")
         return hashlib.sha256(listing).hexdigest()
     path = Path(text.removeprefix("file://"))
     if not path.is_dir():
@@ -298,8 +302,8 @@ class Cache:
             manifest = {
                 "format": FORMAT,
                 "key": key,
-                "source": source,
-                "params": _canonical(params),
+                "source": redact_within(source),
+                "params": redact_within(_canonical(params)),
                 "extra": _canonical(dict(extra or {})),
                 "nan_fraction": fractions,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -346,7 +350,10 @@ class Cache:
             raise _InvalidEntryError(f"its manifest has format {manifest.get('format')!r}, not {FORMAT}")
         if manifest.get("key") != key:
             raise _InvalidEntryError(f"its manifest belongs to key {manifest.get('key')!r}, not {key!r}")
-        if params is not None and manifest.get("params") != json.loads(json.dumps(_canonical(params))):
+        stored_params = (
+            json.loads(json.dumps(redact_within(_canonical(params)))) if params is not None else None
+        )
+        if params is not None and manifest.get("params") != stored_params:
             raise _InvalidEntryError("its manifest's parameters differ from the key's")
         try:
             records = [(str(a), str(k), int(s), int(c)) for a, k, s, c in manifest["chunks"]]
@@ -480,8 +487,9 @@ class Cache:
                 CacheEntry(
                     key=key,
                     path=path,
-                    source=str(manifest.get("source", "")),
-                    params=manifest.get("params", {}),
+                    # Redacted again: an entry may come from a version that stored raw URLs.
+                    source=redact_within(str(manifest.get("source", ""))),
+                    params=redact_within(manifest.get("params", {})),
                     size=size,
                     created=str(manifest.get("created", "")),
                     last_used=last_used,

@@ -29,6 +29,7 @@ from fastzarr import _core
 from fastzarr._core import FastzarrError
 from fastzarr._decoding import decode_cf
 from fastzarr._progress import Progress, log_stage, progress_enabled
+from fastzarr._redact import redact_url, url_digest
 from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, StoredVariable, normalize_url
@@ -148,7 +149,7 @@ def _open(
 
     described = store()
     stored: dict[Hashable, StoredVariable] = {n: described.describe_variable(n) for n in group.array_keys()}
-    sizes = _sizes(name, stored)
+    sizes = _sizes(redact_url(name), stored)
     # xarray makes the arrays named like one of their dims coordinates (and refuses those with
     # more than that dim): only those go through its open_dataset.
     others = [n for n, v in stored.items() if n not in v.dims]
@@ -322,7 +323,7 @@ def _check_sources(
         if missing == "raise":
             absent = [n for n in names if n not in o.stored]
             if absent:
-                raise SourceMismatchError(f"source {o.name} lacks variables {absent}")
+                raise SourceMismatchError(f"source {redact_url(o.name)} lacks variables {absent}")
     for n in names:
         dtypes = {(o.name, o.stored[n].dtype) for o in opened if n in o.stored}
         numeric = {dt.kind in "biufc" for _, dt in dtypes}
@@ -344,7 +345,9 @@ def _select_variables(opened: list[_Opened], variables: Iterable[str] | None, mi
     for o in opened[1:]:
         extra = [str(n) for n in o.data_names if n not in names]
         if extra and missing == "raise":
-            raise SourceMismatchError(f"source {o.name} has variables {extra} that {opened[0].name} lacks")
+            raise SourceMismatchError(
+                f"source {redact_url(o.name)} has variables {extra} that {redact_url(opened[0].name)} lacks"
+            )
         names += extra
     return names
 
@@ -877,7 +880,7 @@ def _make_report(
 ) -> ExtractReport:
     """The report of one extraction."""
     return ExtractReport(
-        sources=tuple(o if isinstance(o, str) else o.name for o in opened),
+        sources=tuple(redact_url(o if isinstance(o, str) else o.name) for o in opened),
         variables=tuple(names),
         chunks=int(totals.get("chunks", 0)),
         chunks_missing=int(totals.get("chunks_missing", 0)),
@@ -892,6 +895,15 @@ def _make_report(
         duplicates=tuple(records),
         peak_memory=peak_memory_bytes(),
     )
+
+
+def _source_key(name: str) -> dict[str, str]:
+    """A source as cache key material: its absolute path, or its URL with credentials redacted (the
+    manifest stores the key material) plus a hash of the whole URL where anything was redacted."""
+    if "://" not in name:
+        return {"source": os.path.abspath(name)}
+    shown = redact_url(name)
+    return {"source": shown} if shown == name else {"source": shown, "source_sha256": url_digest(name)}
 
 
 class _CacheLookup:
@@ -911,9 +923,7 @@ class _CacheLookup:
         self.params = [
             {
                 "operation": "extract_points",
-                "source": os.path.abspath(_source_name(s))
-                if "://" not in _source_name(s)
-                else _source_name(s),
+                **_source_key(_source_name(s)),
                 "fingerprint": source_fingerprint(_source_name(s), storage_options),
                 **arguments,
             }
@@ -1012,7 +1022,9 @@ class _CacheLookup:
                 "coords": _coords_digest(o, job),
                 "variables": sorted(n for n in job.names if n in o.stored),
             }
-            ds, _ = self.cache.get_or_build(params, build, source=o.name, extra=extra, allow_nan=allow_nan)
+            ds, _ = self.cache.get_or_build(
+                params, build, source=redact_url(o.name), extra=extra, allow_nan=allow_nan
+            )
             decoded.append(ds)
         return _Done(decoded, totals, batches, plan, decoded=True)
 
@@ -1240,7 +1252,7 @@ def extract_points(
     totals = done.totals
 
     # Assemble: repeated labels, then xarray's concat.
-    source_names = [o if isinstance(o, str) else o.name for o in opened_names]
+    source_names = [redact_url(o if isinstance(o, str) else o.name) for o in opened_names]
     labels = [_labels(p, concat_dim, decoded=decoded) for p in parts]
     keep, records = _find_duplicates(parts, labels, names, concat_dim, source_names)
     if records and duplicates == "raise":

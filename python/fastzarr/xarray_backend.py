@@ -393,9 +393,9 @@ class FastzarrStore(AbstractDataStore):
         try:
             node = root[path] if path else root
         except KeyError:
-            raise KeyError(f"no group {path!r} in the store {location!r}") from None
+            raise fz.MemberNotFoundError(f"no group {path!r} in the store {location!r}") from None
         if not isinstance(node, fz.Group):
-            raise FileNotFoundError(f"{path!r} in {location!r} is an array, not a group")
+            raise fz.StoreNotFoundError(f"{path!r} in {location!r} is an array, not a group")
         return cls(
             node,
             url=location,

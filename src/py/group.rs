@@ -217,9 +217,11 @@ fn list_members(store: &Store, path: &str) -> Result<BTreeMap<String, Node>> {
 impl PyGroup {
     fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
         self.member_object(py, name).map_err(|err| match err {
-            Error::NodeNotFound { .. } => {
-                Error::Python(pyo3::exceptions::PyKeyError::new_err(name.to_string()))
-            }
+            Error::NodeNotFound { url, .. } => Error::MemberNotFound {
+                url,
+                path: self.state.path.clone(),
+                name: name.to_string(),
+            },
             other => other,
         })
     }

@@ -44,9 +44,26 @@ pub fn detach_cancellable<R: Send>(
     work: impl FnOnce(&crate::runtime::Cancel) -> Result<R> + Send,
 ) -> Result<R> {
     let timeout = timeout_duration(timeout)?;
-    guard::detach(py, || {
+    let outcome = guard::detach(py, || {
         crate::runtime::run_cancellable(timeout, interrupted, work)
-    })
+    });
+    emit_warnings(py)?;
+    outcome
+}
+
+/// Emits, as Python `UserWarning`s, what reads on other threads queued (`store::take_warnings`).
+fn emit_warnings(py: Python<'_>) -> Result<()> {
+    for message in crate::store::take_warnings() {
+        let message = std::ffi::CString::new(message.replace('\0', " "))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+            &message,
+            1,
+        )?;
+    }
+    Ok(())
 }
 
 /// How often a caller waiting on abandonable work checks Ctrl-C and its deadline.
@@ -208,9 +225,8 @@ pub fn member_path(path: &str) -> Result<String> {
     if path.trim_matches('/').is_empty() {
         return Ok(String::new());
     }
-    crate::metadata::checked_member_path(path).ok_or_else(|| {
-        Error::InvalidArgument(format!("'{path}' is not a valid path inside a store"))
-    })
+    crate::metadata::checked_member_path(path)
+        .ok_or_else(|| Error::InvalidPath(format!("'{path}' is not a valid path inside a store")))
 }
 
 pub mod storage_options {
