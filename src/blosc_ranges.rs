@@ -472,6 +472,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn whole_and_block_decoding_refuse_the_same_headers() {
+        let full = data(20_000);
+        let buffer = compress(&full, 4, 16384, 1);
+        let damaged = |at: usize, bytes: &[u8]| {
+            let mut bad = buffer.clone();
+            bad[at..at + bytes.len()].copy_from_slice(bytes);
+            bad
+        };
+        let flags = buffer[2];
+        for bad in [
+            damaged(8, &0xFFFF_FFF0u32.to_le_bytes()), // blocksize beyond the buffer
+            damaged(8, &(full.len() as u32 + 4).to_le_bytes()),
+            damaged(2, &[flags | FLAG_FUTURE]),
+            damaged(0, &[1]),                         // format version 1
+            damaged(1, &[2]),                         // compressor format version 2
+            damaged(2, &[(flags & 0x1f) | (6 << 5)]), // compressor 6
+        ] {
+            let mut dest = vec![0u8; full.len()];
+            assert!(decode_into(&bad, &mut dest).is_err());
+            assert!(BlockReader::new(&bad, full.len()).is_err());
+        }
+        // Blocks that are not whole items: not read block by block (C-Blosc's item reader
+        // would leave bytes unwritten), left to the whole decoder, which finds the lie.
+        let items: Vec<u8> = (0..15_000u32).map(|i| (i % 7) as u8).collect();
+        let odd = compress(&items, 3, 3999, 0);
+        assert_eq!(odd[8..12], 3999u32.to_le_bytes());
+        let mut lying = odd.clone();
+        lying[8..12].copy_from_slice(&4000u32.to_le_bytes());
+        assert!(BlockReader::new(&lying, items.len()).unwrap().is_none());
+        assert!(decode_into(&lying, &mut vec![0u8; items.len()]).is_err());
+        assert!(BlockReader::new(&odd, items.len()).unwrap().is_some());
+    }
+
+    #[test]
     fn region_ranges_merge_contiguous_rows() {
         assert_eq!(
             region_byte_ranges(&[4, 5], &[1, 0], &[2, 5], 4),

@@ -281,6 +281,26 @@ mod tests {
     }
 
     #[test]
+    fn scratch_follows_real_blocks_and_large_ones_are_not_kept() {
+        // A forced 8 MiB block (larger than any C-Blosc picks itself): decoded, then freed.
+        let original = data(16 << 20, 4);
+        let encoded = compress(&original, 4, 8 << 20, 1, c"zstd");
+        let (handled, out) = decode(&encoded, original.len()).unwrap();
+        assert!(handled && out == original);
+        let kept = SCRATCH.with(|cell| cell.borrow().as_ref().map(|s| s.shuffled.capacity()));
+        assert!(kept.unwrap_or(0) <= MAX_KEPT_SCRATCH, "{kept:?}");
+        // Ordinary blocks are kept for the next chunk.
+        let small = data(1 << 20, 5);
+        let encoded = compress(&small, 4, 64 * 1024, 1, c"zstd");
+        assert!(decode(&encoded, small.len()).unwrap().0);
+        let kept = SCRATCH.with(|cell| cell.borrow().as_ref().map(|s| s.shuffled.capacity()));
+        assert!(
+            kept.is_some_and(|n| (64 * 1024..=MAX_KEPT_SCRATCH).contains(&n)),
+            "{kept:?}"
+        );
+    }
+
+    #[test]
     fn lying_split_sizes_are_errors() {
         let original = data(40_000, 2);
         let encoded = compress(&original, 4, 0, 1, c"zstd");

@@ -46,9 +46,11 @@ pub fn try_zeroed_vec(len: usize) -> Option<Vec<u8>> {
     if ptr.is_null() {
         return None;
     }
-    // SAFETY: `ptr` was allocated by the global allocator with `layout` (size `len`, align 1,
-    // as a `Vec<u8>` of capacity `len` would be), and its `len` bytes are initialised (zero).
-    Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of a `[u8]` of
+    // `len` bytes (size `len`, align 1), as a `Box<[u8]>` of that length is, and its `len`
+    // bytes are initialised (zero); nothing else owns it.
+    let boxed = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) };
+    Some(boxed.into_vec())
 }
 
 impl From<Vec<u8>> for ZeroedBuffer {

@@ -19,6 +19,7 @@ import fastzarr as fz
 import numcodecs
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from conftest import assert_same, quiet_zarr, write_array
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
@@ -525,8 +526,6 @@ def _wrong_length_dataset(root: Path, family: str, elements: int) -> tuple[str, 
     """A dataset whose variable ``v`` (4 x 6 float64, chunks 2 x 3, coordinates ``y``, ``x``) has its
     chunk (1, 1) replaced by a valid stream of the right codecs holding ``elements`` elements
     instead of 6. Returns the store path and the chunk key."""
-    import xarray as xr
-
     zarr_format, compressors, filters, codecs = WRONG_LENGTH_FAMILIES[family]
     ds = xr.Dataset(
         {"v": (("y", "x"), DATA)},
@@ -548,11 +547,11 @@ def _wrong_length_dataset(root: Path, family: str, elements: int) -> tuple[str, 
 
 @pytest.mark.parametrize("elements", [5, 7, 12], ids=["fewer", "one-more", "twice"])
 @pytest.mark.parametrize("family", list(WRONG_LENGTH_FAMILIES), ids=str)
-def test_wrong_decoded_length_is_corrupt_on_every_read_path(tmp_path: Path, family: str, elements: int) -> None:
+def test_wrong_decoded_length_is_corrupt_on_every_read_path(
+    tmp_path: Path, family: str, elements: int
+) -> None:
     """A chunk that decodes to fewer or more bytes than it holds is refused however it is read,
     even by a point whose bytes the short stream does hold (element 4 of the chunk)."""
-    import xarray as xr
-
     path, key = _wrong_length_dataset(tmp_path, family, elements)
     arr = fz.open_array(path + "/v")
     reads: dict[str, Callable[[], Any]] = {
@@ -583,7 +582,9 @@ def test_wrong_decoded_length_is_corrupt_on_every_read_path(tmp_path: Path, fami
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_blosc_blocksize_beyond_the_chunk_is_corrupt_without_growing(tmp_path: Path, zarr_format: int) -> None:
+def test_blosc_blocksize_beyond_the_chunk_is_corrupt_without_growing(
+    tmp_path: Path, zarr_format: int
+) -> None:
     """A small zstd + shuffle blosc chunk whose header claims 4 GiB blocks: refused on every read
     path, and no decode thread allocates (or keeps) scratch for such a block."""
     data = np.round(np.sin(np.arange(8 * 64 * 256) / 50.0) * 100).astype("f4").reshape(8, 64, 256)
@@ -599,7 +600,8 @@ def test_blosc_blocksize_beyond_the_chunk_is_corrupt_without_growing(tmp_path: P
     for i in range(data.shape[0]):
         chunk, key = chunk_file(path, zarr_format, (i, 0, 0))
         raw = bytearray(chunk.read_bytes())
-        assert raw[2] & 0x01 and raw[2] >> 5 == 4  # byte-shuffled, zstd
+        assert raw[2] & 0x01  # byte-shuffled
+        assert raw[2] >> 5 == 4  # zstd
         raw[8:12] = (0xFFFFFFF0).to_bytes(4, "little")
         chunk.write_bytes(bytes(raw))
         keys.append(key)

@@ -284,7 +284,9 @@ impl BytesToBytesCodecTraits for Bounded {
         };
         let decoded = match self.decode_limited(&encoded, limit)? {
             Some(decoded) => Cow::Owned(decoded),
-            None => self.inner.decode(encoded, decoded_representation, options)?,
+            None => self
+                .inner
+                .decode(encoded, decoded_representation, options)?,
         };
         super::check_decoded_len(self.kind.name(), decoded.len(), decoded_representation)?;
         Ok(decoded)

@@ -55,16 +55,12 @@ pub fn check_decoded_len(
     representation: &BytesRepresentation,
 ) -> Result<(), CodecError> {
     match representation {
-        BytesRepresentation::FixedSize(size) if decoded as u64 != *size => {
-            Err(CodecError::Other(format!(
-                "{codec}: the chunk decodes to {decoded} bytes, it holds {size}"
-            )))
-        }
-        BytesRepresentation::BoundedSize(size) if decoded as u64 > *size => {
-            Err(CodecError::Other(format!(
-                "{codec}: the chunk decodes to {decoded} bytes, it holds at most {size}"
-            )))
-        }
+        BytesRepresentation::FixedSize(size) if decoded as u64 != *size => Err(CodecError::Other(
+            format!("{codec}: the chunk decodes to {decoded} bytes, it holds {size}"),
+        )),
+        BytesRepresentation::BoundedSize(size) if decoded as u64 > *size => Err(CodecError::Other(
+            format!("{codec}: the chunk decodes to {decoded} bytes, it holds at most {size}"),
+        )),
         _ => Ok(()),
     }
 }
