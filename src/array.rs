@@ -228,6 +228,11 @@ impl ArrayHandle {
         self.blosc_block
     }
 
+    /// Whether decoding a chunk may need blosc's scratch (one block, at most the chunk's size).
+    pub fn blosc_compressed(&self) -> bool {
+        has_blosc(&self.metadata_json)
+    }
+
     pub fn checksummed(&self) -> bool {
         self.checksummed
     }
@@ -293,6 +298,15 @@ fn chunk_codecs(metadata: &Value) -> Vec<&Value> {
         .unwrap_or_default();
     codecs.extend(metadata.get("compressor").filter(|c| !c.is_null()));
     codecs
+}
+
+/// Whether blosc compresses the chunks (or the inner chunks of shards): decoding one then
+/// needs an unshuffle block of scratch besides the chunk.
+fn has_blosc(metadata: &Value) -> bool {
+    chunk_codecs(metadata).into_iter().any(|codec| {
+        codec_name(codec).is_some_and(|name| name == "blosc")
+            || codec.get("configuration").is_some_and(has_blosc)
+    })
 }
 
 /// Whether a checksum codec guards the chunks (or the inner chunks of shards).

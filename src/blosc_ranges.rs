@@ -12,6 +12,18 @@ use std::ffi::c_void;
 
 const HEADER_LEN: usize = 16;
 const FLAG_MEMCPYED: u8 = 0x02;
+/// Set only by formats C-Blosc 1 does not decode.
+const FLAG_FUTURE: u8 = 0x08;
+/// The one format version C-Blosc 1 decodes.
+const VERSION_FORMAT: u8 = 2;
+/// The version every compressor's block format has in C-Blosc 1 (byte 1 of the header).
+const CODEC_VERSION_FORMAT: u8 = 1;
+/// Compressor formats (flags bits 5-7): blosclz, lz4 (and lz4hc), snappy, zlib, zstd.
+const MAX_CODEC_FORMAT: u8 = 4;
+/// C-Blosc 1's largest buffer and block (it computes with 32-bit signed sizes, and
+/// `blosc_getitem` needs three blocks of scratch).
+const MAX_BUFFERSIZE: usize = i32::MAX as usize - HEADER_LEN;
+const MAX_BLOCKSIZE: usize = (i32::MAX as usize - 255 * 4) / 3;
 
 /// The validated header of a blosc v1 buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +43,11 @@ fn u32_at(buffer: &[u8], at: usize) -> usize {
 
 impl BloscHeader {
     /// Parses and checks the header of `buffer` against the decoded size the chunk must have.
+    ///
+    /// Whole-chunk and block-by-block decoding both start here, so that they accept exactly
+    /// the same buffers: every check either path of C-Blosc 1 makes on the header
+    /// (`blosc_decompress` and `blosc_getitem` differ: the latter ignores the flags from
+    /// later formats) is made here for both, before any byte is decoded.
     pub fn parse(buffer: &[u8], expected_nbytes: usize) -> Result<Self, String> {
         Self::parse_prefix(buffer, buffer.len(), expected_nbytes)
     }
@@ -54,8 +71,23 @@ impl BloscHeader {
             blocksize: u32_at(buffer, 8),
             cbytes: u32_at(buffer, 12),
         };
-        if buffer[0] == 0 || buffer[0] > 2 {
+        if buffer[0] != VERSION_FORMAT {
             return Err(format!("blosc: unsupported format version {}", buffer[0]));
+        }
+        if header.flags & FLAG_FUTURE != 0 {
+            return Err(format!(
+                "blosc: flags {:#04x} are from a later format",
+                header.flags
+            ));
+        }
+        if !header.memcpyed() {
+            let codec = header.flags >> 5;
+            if codec > MAX_CODEC_FORMAT || buffer[1] != CODEC_VERSION_FORMAT {
+                return Err(format!(
+                    "blosc: unknown compressor format {codec} version {}",
+                    buffer[1]
+                ));
+            }
         }
         if header.nbytes != expected_nbytes {
             return Err(format!(
@@ -69,8 +101,24 @@ impl BloscHeader {
                 header.cbytes
             ));
         }
+        if header.nbytes > MAX_BUFFERSIZE || header.cbytes > MAX_BUFFERSIZE + HEADER_LEN {
+            return Err(format!(
+                "blosc: {} decoded bytes in {} is larger than blosc buffers can be",
+                header.nbytes, header.cbytes
+            ));
+        }
         if header.typesize == 0 || (header.nbytes > 0 && header.blocksize == 0) {
             return Err("blosc: zero typesize or blocksize".into());
+        }
+        // A block is never larger than the buffer: this bounds every decode scratch by
+        // what the chunk holds.
+        if header.nbytes > 0
+            && (header.blocksize > header.nbytes || header.blocksize > MAX_BLOCKSIZE)
+        {
+            return Err(format!(
+                "blosc: blocksize {} is larger than the {} decoded bytes",
+                header.blocksize, header.nbytes
+            ));
         }
         Ok(header)
     }
@@ -166,14 +214,11 @@ impl<'a> BlockReader<'a> {
     /// C-Blosc decodes only as a whole), and the caller decodes the whole chunk.
     pub fn new(buffer: &'a [u8], expected_nbytes: usize) -> Result<Option<Self>, String> {
         let header = BloscHeader::parse(buffer, expected_nbytes)?;
-        if header.blocksize % header.typesize != 0 {
-            return Err(format!(
-                "blosc: blocksize {} is not a multiple of the typesize {}",
-                header.blocksize, header.typesize
-            ));
-        }
         header.check_block_starts(buffer)?;
-        if header.nbytes % header.typesize != 0 {
+        // Items that straddle blocks: C-Blosc's block-by-block reader would leave part of a
+        // block unwritten, its whole-buffer decoder decides. Whichever it is, the chunk is
+        // then decoded whole, so that both paths give the same answer.
+        if header.nbytes % header.typesize != 0 || header.blocksize % header.typesize != 0 {
             return Ok(None);
         }
         Ok(Some(Self {
@@ -424,6 +469,40 @@ pub(crate) mod tests {
         assert!(decode_ranges(&bad_blocksize, full.len(), &[(0, 4)]).is_err());
         assert!(decode_ranges(&buffer[..10], full.len(), &[(0, 4)]).is_err());
         assert!(decode_ranges(&buffer, full.len(), &[(full.len() - 2, 4)]).is_err());
+    }
+
+    #[test]
+    fn whole_and_block_decoding_refuse_the_same_headers() {
+        let full = data(20_000);
+        let buffer = compress(&full, 4, 16384, 1);
+        let damaged = |at: usize, bytes: &[u8]| {
+            let mut bad = buffer.clone();
+            bad[at..at + bytes.len()].copy_from_slice(bytes);
+            bad
+        };
+        let flags = buffer[2];
+        for bad in [
+            damaged(8, &0xFFFF_FFF0u32.to_le_bytes()), // blocksize beyond the buffer
+            damaged(8, &(full.len() as u32 + 4).to_le_bytes()),
+            damaged(2, &[flags | FLAG_FUTURE]),
+            damaged(0, &[1]),                         // format version 1
+            damaged(1, &[2]),                         // compressor format version 2
+            damaged(2, &[(flags & 0x1f) | (6 << 5)]), // compressor 6
+        ] {
+            let mut dest = vec![0u8; full.len()];
+            assert!(decode_into(&bad, &mut dest).is_err());
+            assert!(BlockReader::new(&bad, full.len()).is_err());
+        }
+        // Blocks that are not whole items: not read block by block (C-Blosc's item reader
+        // would leave bytes unwritten), left to the whole decoder, which finds the lie.
+        let items: Vec<u8> = (0..15_000u32).map(|i| (i % 7) as u8).collect();
+        let odd = compress(&items, 3, 3999, 0);
+        assert_eq!(odd[8..12], 3999u32.to_le_bytes());
+        let mut lying = odd.clone();
+        lying[8..12].copy_from_slice(&4000u32.to_le_bytes());
+        assert!(BlockReader::new(&lying, items.len()).unwrap().is_none());
+        assert!(decode_into(&lying, &mut vec![0u8; items.len()]).is_err());
+        assert!(BlockReader::new(&odd, items.len()).unwrap().is_some());
     }
 
     #[test]

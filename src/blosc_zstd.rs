@@ -24,6 +24,10 @@ const ZSTD_FORMAT: u8 = 4;
 /// C-Blosc's limits for splitting a block into one stream per byte of the type.
 const MAX_SPLITS: usize = 16;
 const MIN_BUFFERSIZE: usize = 128;
+/// The largest unshuffle scratch a thread keeps between chunks: C-Blosc 1 never picks a
+/// block above 1 MiB itself (only a forced `blocksize` makes larger ones), so this covers
+/// every block of ordinary data. A larger scratch is freed once its chunk is decoded.
+const MAX_KEPT_SCRATCH: usize = 4 << 20;
 
 struct Scratch {
     dctx: DCtx<'static>,
@@ -95,8 +99,26 @@ fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> Result<T, String>) -> Result<
             dctx: DCtx::create(),
             shuffled: Vec::new(),
         });
-        f(scratch)
+        let outcome = f(scratch);
+        if scratch.shuffled.capacity() > MAX_KEPT_SCRATCH {
+            scratch.shuffled = Vec::new();
+        }
+        outcome
     })
+}
+
+/// Grows the unshuffle scratch to `len` bytes: a block's decoded length, which the checked
+/// header bounds by the chunk's own size (never the header's blocksize alone).
+fn reserve_shuffled(scratch: &mut Scratch, len: usize) -> Result<(), String> {
+    if scratch.shuffled.len() < len {
+        let more = len - scratch.shuffled.len();
+        scratch
+            .shuffled
+            .try_reserve_exact(more)
+            .map_err(|_| format!("blosc: cannot allocate {len} bytes of scratch"))?;
+        scratch.shuffled.resize(len, 0);
+    }
+    Ok(())
 }
 
 /// Decodes one block into `out`: its decoded length (the block size, or less for the last).
@@ -110,11 +132,11 @@ fn decode_block(
     let typesize = header.typesize;
     let doshuffle = flags_shuffle(header.flags) && typesize > 1;
     let dont_split = header.flags & FLAG_DONT_SPLIT != 0;
-    if doshuffle && scratch.shuffled.len() < header.blocksize {
-        scratch.shuffled.resize(header.blocksize, 0);
-    }
     {
         let bsize = out.len();
+        if doshuffle {
+            reserve_shuffled(scratch, bsize)?;
+        }
         let leftover = bsize < header.blocksize;
         let nsplits = if !dont_split
             && typesize <= MAX_SPLITS
@@ -256,6 +278,26 @@ mod tests {
         assert!(!decode(&lz4, original.len()).unwrap().0);
         let bitshuffled = compress(&original, 4, 0, 2, c"zstd");
         assert!(!decode(&bitshuffled, original.len()).unwrap().0);
+    }
+
+    #[test]
+    fn scratch_follows_real_blocks_and_large_ones_are_not_kept() {
+        // A forced 8 MiB block (larger than any C-Blosc picks itself): decoded, then freed.
+        let original = data(16 << 20, 4);
+        let encoded = compress(&original, 4, 8 << 20, 1, c"zstd");
+        let (handled, out) = decode(&encoded, original.len()).unwrap();
+        assert!(handled && out == original);
+        let kept = SCRATCH.with(|cell| cell.borrow().as_ref().map(|s| s.shuffled.capacity()));
+        assert!(kept.unwrap_or(0) <= MAX_KEPT_SCRATCH, "{kept:?}");
+        // Ordinary blocks are kept for the next chunk.
+        let small = data(1 << 20, 5);
+        let encoded = compress(&small, 4, 64 * 1024, 1, c"zstd");
+        assert!(decode(&encoded, small.len()).unwrap().0);
+        let kept = SCRATCH.with(|cell| cell.borrow().as_ref().map(|s| s.shuffled.capacity()));
+        assert!(
+            kept.is_some_and(|n| (64 * 1024..=MAX_KEPT_SCRATCH).contains(&n)),
+            "{kept:?}"
+        );
     }
 
     #[test]

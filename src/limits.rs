@@ -41,11 +41,14 @@ fn checked_product(values: &[u64]) -> Option<u64> {
 
 /// The memory a read needs at most: the outputs fastzarr allocates, plus one decoded
 /// chunk in flight on each decode thread (a chunk is decoded whole before its part is
-/// copied out), never more chunks than the read touches.
+/// copied out) with its decode scratch, never more chunks than the read touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footprint {
     pub output_bytes: u128,
     pub largest_chunk_bytes: u128,
+    /// The largest scratch one chunk's decoding needs besides the decoded chunk (blosc's
+    /// unshuffle block, which its header check bounds by the chunk's size).
+    pub largest_scratch_bytes: u128,
     pub chunks: u128,
     pub threads: u128,
 }
@@ -55,6 +58,7 @@ impl Footprint {
         Self {
             output_bytes: 0,
             largest_chunk_bytes: 0,
+            largest_scratch_bytes: 0,
             chunks: 0,
             threads: threads as u128,
         }
@@ -78,12 +82,18 @@ impl Footprint {
         self.chunks = self.chunks.saturating_add(chunks);
     }
 
+    /// Counts `bytes` of decode scratch for each chunk in flight (see the field).
+    pub fn add_decode_scratch(&mut self, bytes: u128) {
+        self.largest_scratch_bytes = self.largest_scratch_bytes.max(bytes);
+    }
+
     pub fn chunks_in_flight(&self) -> u128 {
         self.chunks.min(self.threads)
     }
 
     pub fn total(&self) -> u128 {
-        self.output_bytes + self.largest_chunk_bytes * self.chunks_in_flight()
+        let per_chunk = self.largest_chunk_bytes + self.largest_scratch_bytes;
+        self.output_bytes + per_chunk * self.chunks_in_flight()
     }
 
     /// Refuses the read, before anything is allocated, when it needs more than `budget`.
@@ -93,10 +103,18 @@ impl Footprint {
                 needed: self.total(),
                 budget,
                 detail: format!(
-                    "outputs {} + up to {} decoded chunk(s) of {} in flight",
+                    "outputs {} + up to {} decoded chunk(s) of {}{} in flight",
                     human_bytes(self.output_bytes),
                     self.chunks_in_flight(),
-                    human_bytes(self.largest_chunk_bytes)
+                    human_bytes(self.largest_chunk_bytes),
+                    if self.largest_scratch_bytes > 0 {
+                        format!(
+                            " with {} of decode scratch each",
+                            human_bytes(self.largest_scratch_bytes)
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             }),
             _ => Ok(()),
@@ -175,6 +193,15 @@ mod tests {
             message.contains("16.0 kB") && message.contains("4 decoded chunk"),
             "{message}"
         );
+        // Decode scratch is counted once per chunk in flight.
+        let mut scratched = footprint;
+        scratched.add_decode_scratch(500);
+        assert_eq!(scratched.total(), 8040 + 4 * 2500);
+        assert!(scratched
+            .check(Some(18_039))
+            .unwrap_err()
+            .to_string()
+            .contains("decode scratch"));
         // Fewer chunks than threads: only those are in flight.
         let mut small = Footprint::new(16);
         small.add(0, 1000, 8, 2);

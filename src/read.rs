@@ -296,7 +296,7 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
                     let key = job.array.zarrs().chunk_key(&job.chunk);
                     let outcome =
                         futures::executor::block_on(fetch(job.array.store(), key.as_str(), plan))?;
-                    run_job(job, outcome, started, &context)
+                    cancel.scope(|| run_job(job, outcome, started, &context))
                 })?;
         }
         let stats = counters.snapshot();
@@ -405,7 +405,8 @@ fn read_pipelined(
                 if cancel.check().is_err() {
                     return;
                 }
-                if let Err(err) = outcome.and_then(|o| run_job(job, o, started, context)) {
+                let done = outcome.and_then(|o| cancel.scope(|| run_job(job, o, started, context)));
+                if let Err(err) = done {
                     fail(err);
                 }
             });

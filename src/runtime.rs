@@ -226,9 +226,17 @@ impl zarrs_storage::storage_adapter::async_to_sync::AsyncToSyncBlockOn for Block
 /// How often a waiting caller checks for Ctrl-C and its deadline.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Set when the caller gave up (Ctrl-C, timeout): work checks it between chunks and stops.
+/// Set when the caller gave up (Ctrl-C, timeout): work checks it between chunks and stops,
+/// and slow codecs check it between steps of one chunk (see [`Cancel::scope`]).
 #[derive(Debug, Default)]
-pub struct Cancel(AtomicBool);
+pub struct Cancel(Arc<AtomicBool>);
+
+thread_local! {
+    /// The flag of the read whose chunk this thread is decoding: codecs are called by zarrs,
+    /// which has no way to pass it down.
+    static DECODING_FOR: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 impl Cancel {
     pub fn check(&self) -> Result<()> {
@@ -242,6 +250,32 @@ impl Cancel {
     pub fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+
+    /// Runs `work` (one chunk's decoding) with this flag visible to [`decode_cancelled`] on
+    /// the current thread. Scopes nest: a pool thread that picks up another read's chunk
+    /// while waiting gets that read's flag, and its own back after.
+    pub fn scope<R>(&self, work: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Arc<AtomicBool>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                DECODING_FOR.with(|slot| *slot.borrow_mut() = previous);
+            }
+        }
+        let previous = DECODING_FOR.with(|slot| slot.replace(Some(Arc::clone(&self.0))));
+        let _restore = Restore(previous);
+        work()
+    }
+}
+
+/// Whether the read this thread is decoding a chunk for was told to stop (false outside a
+/// [`Cancel::scope`]). Cheap: a thread-local and an atomic load.
+pub fn decode_cancelled() -> bool {
+    DECODING_FOR.with(|slot| {
+        slot.borrow()
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    })
 }
 
 /// Runs `work` on fastzarr's pool while the calling thread waits, polling `interrupted`
@@ -326,6 +360,19 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         assert_eq!(run_cancellable(None, || Ok(()), |_| Ok(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn decoding_sees_the_flag_of_its_own_read_only() {
+        assert!(!decode_cancelled());
+        let (outer, inner) = (Cancel::default(), Cancel::default());
+        outer.set();
+        outer.scope(|| {
+            assert!(decode_cancelled());
+            inner.scope(|| assert!(!decode_cancelled()));
+            assert!(decode_cancelled());
+        });
+        assert!(!decode_cancelled());
     }
 
     #[test]

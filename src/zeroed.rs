@@ -33,6 +33,26 @@ impl ZeroedBuffer {
     }
 }
 
+/// `len` zero bytes as a vector, or `None` when the allocator has no room (never an abort).
+/// The zeroing is calloc's: large buffers come from fresh pages and cost no memset.
+#[allow(unsafe_code)]
+pub fn try_zeroed_vec(len: usize) -> Option<Vec<u8>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size (checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of a `[u8]` of
+    // `len` bytes (size `len`, align 1), as a `Box<[u8]>` of that length is, and its `len`
+    // bytes are initialised (zero); nothing else owns it.
+    let boxed = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) };
+    Some(boxed.into_vec())
+}
+
 impl From<Vec<u8>> for ZeroedBuffer {
     /// A buffer already filled (nothing left to zero).
     fn from(vec: Vec<u8>) -> Self {
@@ -131,6 +151,15 @@ impl Drop for Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_vectors_are_zero_and_refuse_impossible_sizes() {
+        for len in [0, 1, 4096, 5 << 20] {
+            let vec = try_zeroed_vec(len).unwrap();
+            assert!(vec.len() == len && vec.iter().all(|&b| b == 0), "len {len}");
+        }
+        assert!(try_zeroed_vec(usize::MAX / 2).is_none());
+    }
 
     #[test]
     fn small_and_large_buffers_are_zero_and_writable() {

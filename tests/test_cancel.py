@@ -8,8 +8,10 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
 import fastzarr as fz
+import numcodecs
 import numpy as np
 import pytest
 from conftest import write_array
@@ -186,3 +188,55 @@ def test_ctrl_c_during_a_rewrite(tmp_path: Path) -> None:
     lines = interrupted_run(CTRL_C_REWRITE_SCRIPT, str(src), str(dst))
     assert lines[0] == "exists False", lines
     assert lines[1] == "next ok []", lines  # no temporary sibling left behind
+
+
+CTRL_C_ONE_CHUNK_SCRIPT = """
+import os, signal, sys, threading, time
+import fastzarr as fz
+fz.set_num_threads(1)
+arr = fz.open_array(sys.argv[1])
+started = time.perf_counter()
+arr[...]
+whole = time.perf_counter() - started
+sent = []
+
+def interrupt():
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGINT)
+
+# Ctrl-C a fifth of the way into the same read: inside the one chunk's decoding.
+threading.Timer(whole / 5, interrupt).start()
+try:
+    arr[...]
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - sent[0], whole)
+"""
+
+
+@pytest.mark.parametrize(
+    ("compressor", "elements"),
+    [(numcodecs.BZ2(), 1 << 20), (numcodecs.Zstd(level=3), 1 << 24), (numcodecs.GZip(), 1 << 22)],
+    ids=["bz2-4MB", "zstd-64MB", "gzip-16MB"],
+)
+def test_ctrl_c_stops_inside_one_big_chunk(tmp_path: Path, compressor: Any, elements: int) -> None:
+    """A read of one big chunk of a slow codec stops soon after Ctrl-C, not after decoding the
+    rest of the chunk: well within half the chunk's decode time, and under half a second (the
+    decoders check for cancellation every few milliseconds of work)."""
+    rng = np.random.default_rng(5)
+    data = np.round(rng.standard_normal(elements).cumsum(), 2).astype("f4")
+    if isinstance(compressor, numcodecs.BZ2):
+        data = rng.standard_normal(elements).astype("f4")  # slowest for bz2: ~1 s on a busy core
+    path = write_array(tmp_path / "one.zarr", data, chunks=data.shape, zarr_format=2, compressors=compressor)
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C_ONE_CHUNK_SCRIPT, path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert words[0] == "interrupted", out.stdout
+    stopped, whole = float(words[1]), float(words[2])
+    assert stopped < min(0.5, whole / 2), out.stdout

@@ -19,6 +19,7 @@ import fastzarr as fz
 import numcodecs
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from conftest import assert_same, quiet_zarr, write_array
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
@@ -499,3 +500,148 @@ def test_symlinks_inside_the_store_and_to_the_store_work(nested: Path, tmp_path:
     alias.symlink_to(nested, target_is_directory=True)
     assert_same(fz.open_array(alias, path="x")[...], DATA)
     assert_same(fz.open_array(nested / "x")[...], DATA)
+
+
+# --- decoded length on every read path -----------------------------------------------------------
+
+# (zarr_format, compressors, filters, numcodecs codecs that write the same chunk bytes, outermost last)
+WRONG_LENGTH_FAMILIES: dict[str, tuple[int, Any, Any, list[Any]]] = {
+    "v2-zstd": (2, numcodecs.Zstd(level=1), None, [numcodecs.Zstd(level=1)]),
+    "v2-gzip": (2, numcodecs.GZip(), None, [numcodecs.GZip()]),
+    "v2-zlib": (2, numcodecs.Zlib(), None, [numcodecs.Zlib()]),
+    "v2-bz2": (2, numcodecs.BZ2(), None, [numcodecs.BZ2()]),
+    "v2-lz4": (2, numcodecs.LZ4(), None, [numcodecs.LZ4()]),
+    "v2-delta-blosc": (
+        2,
+        numcodecs.Blosc(cname="zstd", shuffle=1),
+        [numcodecs.Delta(dtype="<f8")],
+        [numcodecs.Delta(dtype="<f8"), numcodecs.Blosc(cname="zstd", shuffle=1)],
+    ),
+    "v3-zstd": (3, ZstdCodec(level=1), None, [numcodecs.Zstd(level=1)]),
+    "v3-gzip": (3, GzipCodec(), None, [numcodecs.GZip()]),
+}
+
+
+def _wrong_length_dataset(root: Path, family: str, elements: int) -> tuple[str, str]:
+    """A dataset whose variable ``v`` (4 x 6 float64, chunks 2 x 3, coordinates ``y``, ``x``) has its
+    chunk (1, 1) replaced by a valid stream of the right codecs holding ``elements`` elements
+    instead of 6. Returns the store path and the chunk key."""
+    zarr_format, compressors, filters, codecs = WRONG_LENGTH_FAMILIES[family]
+    ds = xr.Dataset(
+        {"v": (("y", "x"), DATA)},
+        coords={"y": np.arange(4.0) * 10, "x": np.arange(6.0) * 10},
+    )
+    encoding: dict[str, Any] = {"chunks": (2, 3), "compressors": compressors}
+    if filters is not None:
+        encoding["filters"] = filters
+    path = str(root / f"{family}.zarr")
+    with quiet_zarr():
+        ds.to_zarr(path, zarr_format=zarr_format, mode="w", consolidated=True, encoding={"v": encoding})
+    chunk, key = chunk_file(path + "/v", zarr_format)
+    payload: Any = np.arange(elements, dtype="<f8") + 100
+    for codec in codecs:
+        payload = codec.encode(payload)
+    chunk.write_bytes(bytes(payload))
+    return path, key
+
+
+@pytest.mark.parametrize("elements", [5, 7, 12], ids=["fewer", "one-more", "twice"])
+@pytest.mark.parametrize("family", list(WRONG_LENGTH_FAMILIES), ids=str)
+def test_wrong_decoded_length_is_corrupt_on_every_read_path(
+    tmp_path: Path, family: str, elements: int
+) -> None:
+    """A chunk that decodes to fewer or more bytes than it holds is refused however it is read,
+    even by a point whose bytes the short stream does hold (element 4 of the chunk)."""
+    path, key = _wrong_length_dataset(tmp_path, family, elements)
+    arr = fz.open_array(path + "/v")
+    reads: dict[str, Callable[[], Any]] = {
+        "whole": lambda: arr[...],
+        "point": lambda: arr[3, 4],
+        "row": lambda: arr[3],
+        "box": lambda: arr[2:, 3:],
+        "strided": lambda: arr[::3, ::4],
+        "oindex": lambda: arr.oindex[[2, 3], [4]],
+        "read_many": lambda: fz.read_many([(arr, (3, 4)), (arr, (0, 0))]),
+        "extract_points": lambda: fz.extract_points(path, points={"y": [30.0], "x": [40.0]}),
+        "load": lambda: fz.load(fz.open_zarr(path).v[2:, 3:]),
+        "engine": lambda: xr.open_dataset(path, engine="fastzarr").v[3, 4].values,
+    }
+    outcomes = {}
+    for name, read in reads.items():
+        try:
+            read()
+            outcomes[name] = "read"
+        except fz.CorruptChunkError as e:
+            outcomes[name] = "corrupt" if key in str(e) else f"no key: {e}"
+    assert outcomes == dict.fromkeys(reads, "corrupt")
+    # The chunks around it still read.
+    assert_same(arr[:2], DATA[:2])
+
+
+# --- blosc decode scratch ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_blosc_blocksize_beyond_the_chunk_is_corrupt_without_growing(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """A small zstd + shuffle blosc chunk whose header claims 4 GiB blocks: refused on every read
+    path, and no decode thread allocates (or keeps) scratch for such a block."""
+    data = np.round(np.sin(np.arange(8 * 64 * 256) / 50.0) * 100).astype("f4").reshape(8, 64, 256)
+    compressor = (
+        numcodecs.Blosc(cname="zstd", clevel=5, shuffle=1)
+        if zarr_format == 2
+        else BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+    )
+    path = write_array(
+        tmp_path / "b.zarr", data, chunks=(1, 64, 256), zarr_format=zarr_format, compressors=compressor
+    )
+    keys = []
+    for i in range(data.shape[0]):
+        chunk, key = chunk_file(path, zarr_format, (i, 0, 0))
+        raw = bytearray(chunk.read_bytes())
+        assert raw[2] & 0x01  # byte-shuffled
+        assert raw[2] >> 5 == 4  # zstd
+        raw[8:12] = (0xFFFFFFF0).to_bytes(4, "little")
+        chunk.write_bytes(bytes(raw))
+        keys.append(key)
+    assert len(raw) < 32_000
+    script = textwrap.dedent(
+        """
+        import json, resource, sys
+        import fastzarr as fz
+        import numpy as np
+        path, keys = sys.argv[1], json.loads(sys.argv[2])
+        fz.set_num_threads(4)
+        arr = fz.open_array(path)
+        arr.read(np.s_[0, 0, 0:0])  # warm up: pool, imports
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outcome = []
+        reads = [
+            lambda: arr[...],
+            lambda: arr[:, 10, 10],
+            lambda: arr[3, 5:9, 100:200],
+            lambda: fz.read_many([(arr, (i, 1, 1)) for i in range(8)]),
+            lambda: arr.read(max_memory="64MB"),
+        ]
+        for read in reads:
+            try:
+                read()
+                outcome.append("read")
+            except fz.CorruptChunkError as e:
+                outcome.append("corrupt" if any(k in str(e) for k in keys) else str(e))
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+        print(json.dumps({"outcome": outcome, "grown_kib": grown}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, path, json.dumps(keys)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == ["corrupt"] * 5
+    assert result["grown_kib"] < 64 * 1024, result

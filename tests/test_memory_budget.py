@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import fastzarr as fz
+import numcodecs
 import numpy as np
 import pytest
 import xarray as xr
@@ -121,3 +122,24 @@ def test_load_with_budget(tmp_path: Path) -> None:
     assert not ds["t"].variable._in_memory  # nothing was loaded
     loaded = fz.load(ds, max_memory="1MB")
     xr.testing.assert_identical(loaded, xr.open_zarr(tmp_path / "d.zarr").load())
+
+
+def test_blosc_decode_scratch_is_counted(tmp_path: Path) -> None:
+    """Decoding a blosc chunk needs an unshuffle block besides the chunk: the budget counts it
+    (at most one chunk's size per chunk in flight), and names it when it refuses."""
+    data = np.arange(np.prod(SHAPE), dtype="f8").reshape(SHAPE)
+    path = write_array(
+        tmp_path / "b.zarr",
+        data,
+        chunks=CHUNKS,
+        zarr_format=2,
+        compressors=numcodecs.Blosc(cname="zstd", shuffle=1),
+    )
+    arr = fz.open_array(path)
+    with_scratch = OUTPUT_BYTES + 2 * threads_bytes()
+    np.testing.assert_array_equal(arr.read(max_memory=with_scratch), data)
+    with pytest.raises(fz.MemoryBudgetError, match="decode scratch"):
+        arr.read(max_memory=with_scratch - 1)
+    assert arr.read((3, 5), max_memory=2 * CHUNK_BYTES + 8) == data[3, 5]
+    with pytest.raises(fz.MemoryBudgetError):
+        arr.read((3, 5), max_memory=2 * CHUNK_BYTES + 7)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import zarr
 from conftest import write_array
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 FIELD = (3, 181, 360)  # ERA5-like: each chunk is one lat/lon field
 
@@ -87,3 +89,172 @@ def test_lying_blosc_headers_are_corrupt_chunks(tmp_path: Path, offset: int, val
     arr = fz.open_array(path)
     with pytest.raises(fz.CorruptChunkError, match=r"0\.0\.0"):
         arr[0, 10, 10]
+
+
+# --- block by block and whole accept the same chunks ---------------------------------------------
+
+MUTATED_SHAPE = (1, 256, 512)  # one 512 kB float32 chunk of 16 kB to 64 kB blocks
+COMPRESSORS = [
+    (cname, shuffle) for cname in ("blosclz", "lz4", "lz4hc", "zlib", "zstd") for shuffle in (0, 1, 2)
+]
+
+
+@pytest.fixture(scope="module")
+def mutable_stores(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, int], tuple[str, bytes, np.ndarray]]:
+    """One single-chunk store per blosc compressor and shuffle: path, original chunk bytes, data."""
+    root = tmp_path_factory.mktemp("mutable")
+    rng = np.random.default_rng(3)
+    data = np.round(rng.standard_normal(MUTATED_SHAPE).cumsum(axis=2), 1).astype("f4")
+    stores = {}
+    for cname, shuffle in COMPRESSORS:
+        codec = numcodecs.Blosc(cname=cname, clevel=5, shuffle=shuffle, blocksize=16384)
+        path = write_array(
+            root / f"{cname}-{shuffle}.zarr", data, chunks=MUTATED_SHAPE, zarr_format=2, compressors=codec
+        )
+        stores[(cname, shuffle)] = (path, (Path(path) / "0.0.0").read_bytes(), data)
+    return stores
+
+
+def _mutate(raw: bytes, kind: str, at: int, value: int) -> bytes:
+    """One damage of a blosc chunk: a byte flipped, a header field set, cut short or extended."""
+    out = bytearray(raw)
+    if kind == "flip":
+        out[at % len(out)] ^= value % 255 + 1
+    elif kind == "header-byte":
+        out[at % 4] = value % 256
+    elif kind == "header-u32":
+        start = 4 + 4 * (at % 4)  # nbytes, blocksize, cbytes or the first block start
+        out[start : start + 4] = (value % 2**32).to_bytes(4, "little")
+    elif kind == "truncate":
+        del out[at % len(out) :]
+    else:  # extend
+        out += bytes([value % 256]) * (at % 64 + 1)
+    return bytes(out)
+
+
+def _reference(raw: bytes, nbytes: int) -> np.ndarray | None:
+    """What numcodecs (zarr-python's blosc) decodes from ``raw``, or ``None`` where it refuses."""
+    try:
+        decoded = numcodecs.Blosc().decode(raw)
+    except Exception:
+        return None
+    return np.frombuffer(decoded, dtype="f4").reshape(MUTATED_SHAPE) if len(decoded) == nbytes else None
+
+
+def test_unmutated_point_reads_go_block_by_block(
+    mutable_stores: dict[tuple[str, int], tuple[str, bytes, np.ndarray]],
+) -> None:
+    for path, _, data in mutable_stores.values():
+        arr = fz.open_array(path)
+        got, stats = fz.read_many([(arr, (0, 10, 10)), (arr, (0, 60, 500))], return_stats=True)
+        assert [float(g) for g in got] == [data[0, 10, 10], data[0, 60, 500]]
+        assert 0 < stats.blocks_decoded < stats.blocks_total
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    family=st.sampled_from(COMPRESSORS),
+    kind=st.sampled_from(["flip", "header-byte", "header-u32", "truncate", "extend"]),
+    at=st.integers(0, 2**20),
+    value=st.integers(0, 2**32),
+    points=st.lists(st.integers(0, int(np.prod(MUTATED_SHAPE)) - 1), min_size=1, max_size=3),
+)
+def test_block_by_block_and_whole_reads_accept_the_same_chunks(
+    mutable_stores: dict[tuple[str, int], tuple[str, bytes, np.ndarray]],
+    *,
+    family: tuple[str, int],
+    kind: str,
+    at: int,
+    value: int,
+    points: list[int],
+) -> None:
+    """A damaged chunk read whole and read by points (block by block): each either raises
+    CorruptChunkError or returns values, and the values agree: the points are the whole read's
+    elements, and the whole read is what numcodecs decodes (or, where numcodecs refuses the
+    chunk, the undamaged data)."""
+    path, original, data = mutable_stores[family]
+    raw = _mutate(original, kind, at, value)
+    chunk = Path(path) / "0.0.0"
+    chunk.write_bytes(raw)
+    indices = [np.unravel_index(p, MUTATED_SHAPE) for p in points]
+    refusals = []
+    whole: np.ndarray | None = None
+    partial: np.ndarray | None = None
+    try:
+        arr = fz.open_array(path)
+        try:
+            whole = arr[...]
+        except fz.CorruptChunkError as e:
+            refusals.append(str(e))
+        try:
+            got = fz.read_many([(arr, tuple(int(i) for i in ix)) for ix in indices])
+            partial = np.array([float(v) for v in got], dtype="f4")
+        except fz.CorruptChunkError as e:
+            refusals.append(str(e))
+    finally:
+        chunk.write_bytes(original)
+    assert all("0.0.0" in message for message in refusals), refusals
+    reference = _reference(raw, data.nbytes)
+    if whole is not None:
+        np.testing.assert_array_equal(whole, reference if reference is not None else data)
+    if partial is not None:
+        source = whole if whole is not None else reference if reference is not None else data
+        np.testing.assert_array_equal(partial, np.array([source[ix] for ix in indices], dtype="f4"))
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [(2, 0x08), (0, 1), (1, 2), (8, 0x80000), (8, 6), (4, 16)],
+    ids=[
+        "flags-future",
+        "version-1",
+        "codec-version",
+        "blocksize-past-nbytes",
+        "blocksize-not-typesize",
+        "nbytes",
+    ],
+)
+@pytest.mark.parametrize(("cname", "shuffle"), [("zstd", 1), ("lz4", 1), ("blosclz", 0)])
+def test_damaged_headers_are_corrupt_both_ways(
+    mutable_stores: dict[tuple[str, int], tuple[str, bytes, np.ndarray]],
+    cname: str,
+    shuffle: int,
+    offset: int,
+    value: int,
+) -> None:
+    """A header field damaged (the flags byte of a later format, an unknown version, sizes that
+    disagree): refused by the whole read and by block-by-block point reads alike, never read as
+    unshuffled garbage by one of them."""
+    path, original, _ = mutable_stores[(cname, shuffle)]
+    raw = bytearray(original)
+    if offset == 2:
+        raw[2] |= value
+    elif offset in (0, 1):
+        raw[offset] = value
+    else:
+        raw[offset : offset + 4] = value.to_bytes(4, "little")
+    chunk = Path(path) / "0.0.0"
+    chunk.write_bytes(bytes(raw))
+    try:
+        arr = fz.open_array(path)
+        outcomes = []
+        for read in (
+            lambda: arr[...],
+            lambda: arr[0, 10, 10],
+            lambda: fz.read_many([(arr, (0, 1, 2)), (arr, (0, 200, 7))]),
+        ):
+            try:
+                read()
+                outcomes.append("read")
+            except fz.CorruptChunkError as e:
+                outcomes.append("corrupt" if "0.0.0" in str(e) else str(e))
+    finally:
+        chunk.write_bytes(original)
+    assert outcomes == ["corrupt"] * 3

@@ -204,9 +204,10 @@ impl BytesToBytesCodecTraits for DeltaCodec {
     fn decode<'a>(
         &self,
         encoded: ArrayBytesRaw<'a>,
-        _decoded_representation: &BytesRepresentation,
+        decoded_representation: &BytesRepresentation,
         _options: &CodecOptions,
     ) -> Result<ArrayBytesRaw<'a>, CodecError> {
+        super::check_decoded_len("delta", encoded.len(), decoded_representation)?;
         self.transform(&encoded, false).map(Cow::Owned)
     }
 }

@@ -124,6 +124,7 @@ impl BytesToBytesCodecTraits for Lz4Codec {
         }
         let decoded = lz4_flex::block::decompress(&encoded[4..], declared as usize)
             .map_err(|e| CodecError::Other(format!("lz4: {e}")))?;
+        super::check_decoded_len("lz4", decoded.len(), decoded_representation)?;
         Ok(Cow::Owned(decoded))
     }
 }

@@ -6,8 +6,10 @@ mod lz4;
 
 use std::sync::{Arc, Once};
 
+use zarrs::array::BytesRepresentation;
 use zarrs_codec::{
-    register_codec_v2, register_codec_v3, Codec, CodecRuntimePluginV2, CodecRuntimePluginV3,
+    register_codec_v2, register_codec_v3, Codec, CodecError, CodecRuntimePluginV2,
+    CodecRuntimePluginV3,
 };
 
 /// Registers fastzarr's codecs with zarrs (once per process).
@@ -40,4 +42,25 @@ pub fn register() {
             },
         ));
     });
+}
+
+/// Checks that a decoder produced exactly the bytes a fixed-size chunk holds.
+///
+/// zarrs' partial decoders read only the byte ranges they need from a decoded buffer, so a
+/// stream that decodes to too few bytes would otherwise yield values from past its end (or
+/// a fill) for points and boxes, and one that decodes to too many would be cut silently.
+pub fn check_decoded_len(
+    codec: &str,
+    decoded: usize,
+    representation: &BytesRepresentation,
+) -> Result<(), CodecError> {
+    match representation {
+        BytesRepresentation::FixedSize(size) if decoded as u64 != *size => Err(CodecError::Other(
+            format!("{codec}: the chunk decodes to {decoded} bytes, it holds {size}"),
+        )),
+        BytesRepresentation::BoundedSize(size) if decoded as u64 > *size => Err(CodecError::Other(
+            format!("{codec}: the chunk decodes to {decoded} bytes, it holds at most {size}"),
+        )),
+        _ => Ok(()),
+    }
 }

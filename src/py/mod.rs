@@ -166,6 +166,9 @@ pub fn add_to_footprint(
         handle.dtype().itemsize,
         chunks,
     );
+    if chunks > 0 && handle.blosc_compressed() {
+        footprint.add_decode_scratch(u128::from(chunk_elements) * handle.dtype().itemsize as u128);
+    }
 }
 
 /// JSON to Python objects, through the json module so that every value type round-trips.
