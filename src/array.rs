@@ -10,6 +10,7 @@ use zarrs::storage::ReadableStorageTraits;
 
 use crate::errors::{Error, Result};
 use crate::metadata::Attributes;
+use crate::shard_index::ShardLayout;
 use crate::store::Store;
 
 pub type ZarrsArray = Array<dyn ReadableStorageTraits>;
@@ -30,6 +31,8 @@ pub struct ArrayHandle {
     /// Sharded, with no checksum on the inner chunks: a part of a shard can be read by
     /// reading its index and only the inner chunks under the part.
     partial_shards: bool,
+    /// How the shards keep their index, when it is one fastzarr checks before zarrs reads it.
+    shard_layout: Option<ShardLayout>,
     /// The metadata as stored, as JSON (for descriptions and fingerprints).
     metadata_json: Value,
 }
@@ -44,6 +47,9 @@ impl std::fmt::Debug for ArrayHandle {
     }
 }
 
+/// numpy's largest element size (an `int` in its C structures).
+const MAX_ITEMSIZE: usize = i32::MAX as usize;
+
 /// A numpy dtype string in native byte order (fastzarr always returns native arrays).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumpyDtype {
@@ -55,6 +61,31 @@ impl ArrayHandle {
     /// Builds the array at `path` of `store` from metadata already read.
     pub fn new(store: Arc<Store>, path: &str, metadata: ArrayMetadata) -> Result<Self> {
         let metadata_json = serde_json::to_value(&metadata).unwrap_or(Value::Null);
+        let metadata_file = metadata_file(path, &metadata);
+        let unsupported_dtype = |dtype: String| Error::UnsupportedDataType {
+            url: store.url().to_string(),
+            path: path.to_string(),
+            dtype,
+        };
+        let dtype = numpy_dtype(&metadata_json).map_err(unsupported_dtype)?;
+        // Checked before the fill value is built: zarrs holds one element of it, and a v2
+        // `fill_value: null` is spelled out as a base64 string of zeros first.
+        if dtype.itemsize > MAX_ITEMSIZE {
+            return Err(Error::Metadata {
+                url: store.url().to_string(),
+                file: metadata_file,
+                reason: format!(
+                    "elements of {} bytes are larger than numpy's largest ({MAX_ITEMSIZE})",
+                    dtype.itemsize
+                ),
+            });
+        }
+        if !crate::limits::can_allocate(dtype.itemsize as u64 * 4) {
+            return Err(Error::Allocation {
+                what: format!("the fill value of array '{path}' in store {}", store.url()),
+                bytes: dtype.itemsize as u128 * 4,
+            });
+        }
         // The stored document keeps its `fill_value: null`; zarrs gets the zero spelled out.
         let metadata = match metadata {
             ArrayMetadata::V2(_) => {
@@ -70,13 +101,6 @@ impl ArrayHandle {
             }
             v3 @ ArrayMetadata::V3(_) => v3,
         };
-        let metadata_file = metadata_file(path, &metadata);
-        let unsupported_dtype = |dtype: String| Error::UnsupportedDataType {
-            url: store.url().to_string(),
-            path: path.to_string(),
-            dtype,
-        };
-        let dtype = numpy_dtype(&metadata_json).map_err(unsupported_dtype)?;
         let node_path = format!("/{path}");
         let storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
         // Inside the pool: zarrs asks rayon for a thread count while building an array, which
@@ -122,9 +146,16 @@ impl ArrayHandle {
                 reason,
             },
         )?;
+        let shard_layout = ShardLayout::from_metadata(&metadata_json, &chunk_shape, dtype.itemsize)
+            .map_err(|reason| Error::Metadata {
+                url: store.url().to_string(),
+                file: metadata_file.clone(),
+                reason,
+            })?;
         Ok(Self {
             store,
             path: path.to_string(),
+            shard_layout,
             array,
             plain_blosc: is_plain_blosc(&metadata_json, &dtype),
             blosc_block: smallest_blosc_block(&metadata_json),
@@ -239,6 +270,10 @@ impl ArrayHandle {
 
     pub fn partial_shards(&self) -> bool {
         self.partial_shards
+    }
+
+    pub fn shard_layout(&self) -> Option<&ShardLayout> {
+        self.shard_layout.as_ref()
     }
 
     pub fn metadata_json(&self) -> &Value {

@@ -146,6 +146,11 @@ pub enum Error {
         detail: String,
     },
 
+    /// A buffer whose size the metadata gives could not be allocated (the process's
+    /// address space or memory limit): refused before the allocation could abort.
+    #[error("{what} needs {}, more than can be allocated", crate::limits::human_bytes(*bytes))]
+    Allocation { what: String, bytes: u128 },
+
     #[error("cancelled")]
     Cancelled,
 
@@ -221,7 +226,7 @@ dual_exception!(
     memory_budget_error,
     "MemoryBudgetError",
     pyo3::exceptions::PyMemoryError,
-    "A read would need more memory than its max_memory budget (nothing was allocated)."
+    "A read would need more memory than its max_memory budget, or than can be allocated (nothing was allocated)."
 );
 dual_exception!(
     timeout_error,
@@ -263,7 +268,9 @@ impl From<Error> for PyErr {
             }
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
             Error::Timeout(_) | Error::RequestTimeout { .. } => raise_dual(timeout_error, message),
-            Error::MemoryBudget { .. } => raise_dual(memory_budget_error, message),
+            Error::MemoryBudget { .. } | Error::Allocation { .. } => {
+                raise_dual(memory_budget_error, message)
+            }
             Error::InvalidPath(_) => raise_dual(invalid_path_error, message),
             Error::MemberNotFound { .. } => raise_dual(member_not_found_error, message),
             Error::InvalidSelection(_) => PyTypeError::new_err(message),

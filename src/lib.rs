@@ -18,6 +18,7 @@ pub mod plan;
 pub mod py;
 pub mod read;
 pub mod runtime;
+pub mod shard_index;
 pub mod stats;
 pub mod store;
 pub mod unshuffle;

@@ -23,6 +23,17 @@ pub fn check_sizes(shape: &[u64], chunk_shape: &[u64], itemsize: usize) -> Resul
             "chunk shape {chunk_shape:?} has a zero-length dimension"
         ));
     }
+    // The read path computes chunk bounds `chunk * chunk_len` up to the end of the last
+    // (partial) chunk: a dimension of 2^63 or more elements must keep them within u64.
+    if let Some((&len, &chunk)) = shape
+        .iter()
+        .zip(chunk_shape)
+        .find(|(&len, &chunk)| len.div_ceil(chunk).checked_mul(chunk).is_none())
+    {
+        return Err(format!(
+            "a dimension of {len} elements in chunks of {chunk} ends beyond 2^64 elements"
+        ));
+    }
     if checked_product(shape).is_none() {
         return Err(format!("shape {shape:?} has more than 2^64 elements"));
     }
@@ -45,6 +56,8 @@ fn checked_product(values: &[u64]) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footprint {
     pub output_bytes: u128,
+    /// The selection's integer and mask index lists, kept as `u64`s while reading.
+    pub index_bytes: u128,
     pub largest_chunk_bytes: u128,
     /// The largest scratch one chunk's decoding needs besides the decoded chunk (blosc's
     /// unshuffle block, which its header check bounds by the chunk's size).
@@ -57,6 +70,7 @@ impl Footprint {
     pub fn new(threads: usize) -> Self {
         Self {
             output_bytes: 0,
+            index_bytes: 0,
             largest_chunk_bytes: 0,
             largest_scratch_bytes: 0,
             chunks: 0,
@@ -87,13 +101,24 @@ impl Footprint {
         self.largest_scratch_bytes = self.largest_scratch_bytes.max(bytes);
     }
 
+    /// Adds `indices` listed indices (an integer array or a mask's selected positions).
+    pub fn add_index_lists(&mut self, indices: u128) {
+        self.index_bytes = self
+            .index_bytes
+            .saturating_add(indices.saturating_mul(INDEX_BYTES));
+    }
+
     pub fn chunks_in_flight(&self) -> u128 {
         self.chunks.min(self.threads)
     }
 
     pub fn total(&self) -> u128 {
-        let per_chunk = self.largest_chunk_bytes + self.largest_scratch_bytes;
-        self.output_bytes + per_chunk * self.chunks_in_flight()
+        let per_chunk = self
+            .largest_chunk_bytes
+            .saturating_add(self.largest_scratch_bytes);
+        self.output_bytes
+            .saturating_add(self.index_bytes)
+            .saturating_add(per_chunk.saturating_mul(self.chunks_in_flight()))
     }
 
     /// Refuses the read, before anything is allocated, when it needs more than `budget`.
@@ -103,8 +128,13 @@ impl Footprint {
                 needed: self.total(),
                 budget,
                 detail: format!(
-                    "outputs {} + up to {} decoded chunk(s) of {}{} in flight",
+                    "outputs {}{} + up to {} decoded chunk(s) of {}{} in flight",
                     human_bytes(self.output_bytes),
+                    if self.index_bytes > 0 {
+                        format!(" + index lists {}", human_bytes(self.index_bytes))
+                    } else {
+                        String::new()
+                    },
                     self.chunks_in_flight(),
                     human_bytes(self.largest_chunk_bytes),
                     if self.largest_scratch_bytes > 0 {
@@ -121,6 +151,25 @@ impl Footprint {
         }
     }
 }
+
+/// Buffers from this size on are reserved fallibly before they are allocated.
+const PROBE_FROM: u64 = 64 << 20;
+
+/// Whether `bytes` can be allocated now. A failed allocation aborts the process, so a large
+/// buffer whose size comes from metadata (a decoded chunk) is first reserved fallibly and
+/// freed: one mapping and unmapping, nothing touched.
+pub fn can_allocate(bytes: u64) -> bool {
+    if bytes < PROBE_FROM {
+        return true;
+    }
+    let Ok(bytes) = usize::try_from(bytes) else {
+        return false;
+    };
+    Vec::<u8>::new().try_reserve_exact(bytes).is_ok()
+}
+
+/// Bytes one listed index takes while reading (a `u64`).
+const INDEX_BYTES: u128 = 8;
 
 /// Bytes for people: "1.5 GB" (decimal units, as `max_memory="2GB"` means).
 pub fn human_bytes(bytes: u128) -> String {
@@ -212,6 +261,13 @@ mod tests {
     }
 
     #[test]
+    fn impossible_allocations_are_detected() {
+        assert!(super::can_allocate(1 << 20));
+        assert!(!super::can_allocate(u64::MAX));
+        assert!(!super::can_allocate(4_000_000_000_000_000_000));
+    }
+
+    #[test]
     fn overflowing_sizes_are_refused() {
         assert!(check_sizes(&[4, 6], &[2, 3], 8).is_ok());
         assert!(check_sizes(&[], &[], 8).is_ok());
@@ -227,5 +283,9 @@ mod tests {
             .contains("2^64"));
         assert!(check_sizes(&[1 << 40, 1 << 40], &[1 << 40, 1 << 40], 1).is_err());
         assert!(check_sizes(&[u64::MAX], &[1 << 62], 8).is_err());
+        assert!(check_sizes(&[u64::MAX - 1], &[2], 8).is_ok());
+        assert!(check_sizes(&[u64::MAX], &[2], 8)
+            .unwrap_err()
+            .contains("beyond 2^64"));
     }
 }

@@ -180,6 +180,7 @@ impl Reader<'_> {
                 )
             }
         }
+        self.check_extension_fields(file, &object)?;
         match object.get("node_type").and_then(Value::as_str) {
             Some("array") => {
                 let metadata: ArrayMetadataV3 = serde_json::from_value(Value::Object(object))
@@ -207,6 +208,32 @@ impl Reader<'_> {
                 file,
                 format!("node_type must be 'array' or 'group', found {other:?}"),
             )),
+        }
+    }
+
+    /// Refuses a v3 document with a field fastzarr does not know unless the field says it
+    /// may be ignored (`{"must_understand": false}`), as the v3 specification requires: the
+    /// field may change what the stored bytes mean.
+    fn check_extension_fields(&self, file: &str, object: &Attributes) -> Result<()> {
+        let known: &[&str] = match object.get("node_type").and_then(Value::as_str) {
+            Some("array") => &V3_ARRAY_FIELDS,
+            Some("group") => &V3_GROUP_FIELDS,
+            _ => return Ok(()),
+        };
+        let ignorable =
+            |value: &Value| value.get("must_understand").and_then(Value::as_bool) == Some(false);
+        match object
+            .iter()
+            .find(|(name, value)| !known.contains(&name.as_str()) && !ignorable(value))
+        {
+            Some((name, _)) => Err(self.metadata_error(
+                file,
+                format!(
+                    "unknown field '{name}' must be understood (it is not an object with \
+                     \"must_understand\": false), and fastzarr does not know it"
+                ),
+            )),
+            None => Ok(()),
         }
     }
 
@@ -269,6 +296,29 @@ impl Reader<'_> {
         Ok(entries)
     }
 }
+
+/// The fields of a v3 array document (the core specification's).
+const V3_ARRAY_FIELDS: [&str; 11] = [
+    "zarr_format",
+    "node_type",
+    "shape",
+    "data_type",
+    "chunk_grid",
+    "chunk_key_encoding",
+    "fill_value",
+    "codecs",
+    "attributes",
+    "storage_transformers",
+    "dimension_names",
+];
+
+/// The fields of a v3 group document, with zarr-python's consolidated metadata.
+const V3_GROUP_FIELDS: [&str; 4] = [
+    "zarr_format",
+    "node_type",
+    "attributes",
+    "consolidated_metadata",
+];
 
 /// zarr-python reads a v2 `fill_value: null` as zeros; zarrs accepts null only for
 /// numbers and bools, so spell out the zero of complex, unicode and raw dtypes.

@@ -173,19 +173,57 @@ impl Selection {
     }
 }
 
+/// Resolves `i` (negative: from the end) on an axis of `len`; computed in `i128` so that
+/// neither an axis of 2^63 or more elements nor `i64::MIN` wraps.
 fn resolve_int(i: i64, len: u64, dim: usize) -> Result<u64> {
-    let resolved = if i < 0 { i + len as i64 } else { i };
-    if (0..len as i64).contains(&resolved) {
-        Ok(resolved as u64)
+    let resolved = if i < 0 {
+        i128::from(i) + i128::from(len)
     } else {
-        Err(Error::OutOfBounds(format!(
+        i128::from(i)
+    };
+    match u64::try_from(resolved) {
+        Ok(index) if index < len => Ok(index),
+        _ => Err(Error::OutOfBounds(format!(
             "index {i} is out of bounds for axis {dim} with size {len}"
-        )))
+        ))),
+    }
+}
+
+/// Python's `slice(start, stop, step).indices(len)` and the number of indices it yields,
+/// in `i128`: with `i64` a step near 2^63 (or an axis of 2^63 elements or more) wrapped and
+/// selected nothing.
+fn bound_slice(start: Option<i64>, stop: Option<i64>, step: i64, len: u64) -> Pick {
+    let (step, len) = (i128::from(step), i128::from(len));
+    let clamp = |value: Option<i64>, default: i128, lower: i128, upper: i128| match value {
+        None => default,
+        Some(v) if v < 0 => (i128::from(v) + len).max(lower),
+        Some(v) => i128::from(v).min(upper),
+    };
+    let (start, stop) = if step > 0 {
+        (clamp(start, 0, 0, len), clamp(stop, len, 0, len))
+    } else {
+        (
+            clamp(start, len - 1, -1, len - 1),
+            clamp(stop, -1, -1, len - 1),
+        )
+    };
+    let count = if step > 0 && stop > start {
+        (stop - start + step - 1) / step
+    } else if step < 0 && start > stop {
+        (start - stop - step - 1) / -step
+    } else {
+        0
+    };
+    // In range: 0 <= start < len <= u64::MAX when anything is selected, and count <= len.
+    let as_u64 = |v: i128| u64::try_from(v).expect("bounded by the axis length");
+    Pick::Progression {
+        first: if count > 0 { as_u64(start) } else { 0 },
+        step: i64::try_from(step).expect("an i64 step"),
+        count: as_u64(count),
     }
 }
 
 fn bound_axis(index: &AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> {
-    let ilen = len as i64;
     match index {
         AxisIndex::Int(i) => Ok(AxisSelection {
             pick: Pick::Progression {
@@ -221,33 +259,8 @@ fn bound_axis(index: &AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> 
             if step == 0 {
                 return Err(Error::InvalidArgument("slice step cannot be zero".into()));
             }
-            // Python's slice.indices(len), then the number of elements it yields.
-            let clamp = |value: Option<i64>, default: i64, lower: i64, upper: i64| match value {
-                None => default,
-                Some(v) if v < 0 => (v + ilen).max(lower),
-                Some(v) => v.min(upper),
-            };
-            let (start, stop) = if step > 0 {
-                (clamp(*start, 0, 0, ilen), clamp(*stop, ilen, 0, ilen))
-            } else {
-                (
-                    clamp(*start, ilen - 1, -1, ilen - 1),
-                    clamp(*stop, -1, -1, ilen - 1),
-                )
-            };
-            let count = if step > 0 && stop > start {
-                (stop - start + step - 1) / step
-            } else if step < 0 && start > stop {
-                (start - stop - step - 1) / -step
-            } else {
-                0
-            };
             Ok(AxisSelection {
-                pick: Pick::Progression {
-                    first: if count > 0 { start as u64 } else { 0 },
-                    step,
-                    count: count as u64,
-                },
+                pick: bound_slice(*start, *stop, step, len),
                 keep: true,
             })
         }
@@ -501,12 +514,16 @@ fn axis_parts(axis: &AxisSelection, chunk_len: u64) -> Vec<AxisPart> {
                         },
                     });
                     chunk += 1;
-                } else if *step > 0 {
-                    // Jump straight to the chunk holding the next selected index.
-                    let next = progression_index(*first, *step, lo.min(count - 1));
-                    chunk = (next / chunk_len).max(chunk + 1);
                 } else {
-                    chunk += 1;
+                    // Jump straight to the chunk holding the next selected index above this
+                    // chunk (stepping chunk by chunk, a large step over a long axis took
+                    // as many turns as the axis has chunks).
+                    let next = if *step > 0 {
+                        progression_index(*first, *step, lo.min(count - 1))
+                    } else {
+                        progression_index(*first, *step, lo.saturating_sub(1))
+                    };
+                    chunk = (next / chunk_len).max(chunk + 1);
                 }
             }
             parts
@@ -765,6 +782,59 @@ mod tests {
     }
 
     #[test]
+    fn huge_steps_and_axes_do_not_wrap() {
+        let progression = |index: AxisIndex, len: u64| {
+            Selection::new(&[index], &[len]).unwrap().axes[0]
+                .pick
+                .clone()
+        };
+        let one = |first: u64, step: i64| Pick::Progression {
+            first,
+            step,
+            count: 1,
+        };
+        assert_eq!(
+            progression(slice(Some(0), Some(10), Some(i64::MAX)), 20),
+            one(0, i64::MAX)
+        );
+        assert_eq!(
+            progression(slice(None, None, Some(i64::MIN)), 20),
+            one(19, i64::MIN)
+        );
+        assert_eq!(
+            progression(slice(None, None, Some(-i64::MAX)), 20),
+            one(19, -i64::MAX)
+        );
+        // An axis of more than 2^63 elements, from its end.
+        let len = u64::MAX - 1;
+        assert_eq!(progression(AxisIndex::Int(-1), len), {
+            let mut pick = one(len - 1, 1);
+            if let Pick::Progression { step, .. } = &mut pick {
+                *step = 1;
+            }
+            pick
+        });
+        assert_eq!(
+            progression(slice(Some(-3), None, None), len),
+            Pick::Progression {
+                first: len - 3,
+                step: 1,
+                count: 3
+            }
+        );
+        assert_eq!(
+            progression(slice(None, None, Some(i64::MIN)), len),
+            Pick::Progression {
+                first: len - 1,
+                step: i64::MIN,
+                count: 2
+            }
+        );
+        assert!(Selection::new(&[AxisIndex::Int(i64::MIN)], &[len]).is_ok());
+        assert!(Selection::new(&[AxisIndex::Int(i64::MIN)], &[20]).is_err());
+    }
+
+    #[test]
     fn zero_dimensional_is_one_part() {
         let sel = Selection::new(&[AxisIndex::Ellipsis], &[]).unwrap();
         assert_eq!(chunk_parts(&sel, &[]).len(), 1);
@@ -774,6 +844,23 @@ mod tests {
     fn large_steps_skip_untouched_chunks() {
         let sel = Selection::new(&[slice(None, None, Some(100))], &[1000]).unwrap();
         assert_eq!(chunk_parts(&sel, &[10]).len(), 10);
+    }
+
+    #[test]
+    fn large_negative_steps_skip_untouched_chunks() {
+        let sel = Selection::new(&[slice(None, None, Some(-100))], &[1000]).unwrap();
+        let parts = chunk_parts(&sel, &[10]);
+        assert_eq!(parts.len(), 10);
+        check_cover(
+            &Selection::new(
+                &[slice(None, None, Some(-7)), slice(None, None, Some(-5))],
+                &[23, 17],
+            )
+            .unwrap(),
+            &[5, 4],
+        );
+        let sel = Selection::new(&[slice(None, None, Some(i64::MIN))], &[u64::MAX - 1]).unwrap();
+        assert_eq!(chunk_parts(&sel, &[2]).len(), 2);
     }
 
     #[test]

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use unsafe_cell_slice::UnsafeCellSlice;
 use zarrs::array::{
-    copy_fill_value_into, ArrayBytesDecodeIntoTarget, ArrayBytesFixedDisjointView, ArraySubset,
-    ArrayToBytesCodecTraits, BytesRepresentation, ChunkShape, CodecError, CodecOptions,
+    copy_fill_value_into, ArrayBytesDecodeIntoTarget, ArrayBytesFixedDisjointView,
+    ArrayPartialDecoderTraits, ArraySubset, ArrayToBytesCodecTraits, BytesRepresentation,
+    ChunkShape, CodecError, CodecOptions, StoragePartialDecoder,
 };
+use zarrs::storage::{ReadableStorage, ReadableStorageTraits};
 
 use bytes::Bytes;
 
@@ -22,6 +24,7 @@ use crate::errors::{Error, Result};
 use crate::fetch::{fetch, FetchOutcome, FetchPlan, Fetched};
 use crate::plan::{chunk_parts, ChunkPart, PointSet, Selection};
 use crate::runtime::Cancel;
+use crate::shard_index::CheckedShardInput;
 use crate::stats::{ReadCounters, ReadStats};
 
 /// A writable, C-contiguous output buffer owned by someone else (a numpy array).
@@ -540,13 +543,22 @@ fn run_job(
             });
         }
         Fetched::Missing => None,
-        Fetched::Whole(bytes) => Some(bytes),
+        Fetched::Whole(bytes) => {
+            if let Some(layout) = array.shard_layout() {
+                layout
+                    .check_shard(&bytes)
+                    .map_err(|reason| corrupt(CodecError::Other(reason)))?;
+            }
+            check_decodable(job)?;
+            Some(bytes)
+        }
         Fetched::Sparse(buffer) => {
             counters.fetched(started, Some(outcome.bytes as usize), outcome.requests);
             if scatter_blosc_blocks(job, &buffer, context).map_err(corrupt)? {
                 return Ok(());
             }
             // Not readable block by block after all (a ragged tail): fetch it whole.
+            check_decodable(job)?;
             let started = Instant::now();
             let whole = array.store().get(key.as_str())?;
             counters.fetched(started, whole.as_ref().map(Bytes::len), 1);
@@ -561,6 +573,27 @@ fn run_job(
     decode_job(job, encoded, context, &corrupt)
 }
 
+/// Refuses, before it is decoded, a stored chunk whose decoded size (from the metadata)
+/// cannot be allocated: decoding may hold the whole chunk in a buffer (ours or the codec's),
+/// and a failed allocation would abort the process.
+fn check_decodable(job: &ChunkJob<'_>) -> Result<()> {
+    let array = job.array;
+    let elements = array.chunk_shape().iter().product::<u64>();
+    let bytes = u128::from(elements) * array.dtype().itemsize as u128;
+    if crate::limits::can_allocate(u64::try_from(bytes).unwrap_or(u64::MAX)) {
+        return Ok(());
+    }
+    Err(Error::Allocation {
+        what: format!(
+            "decoding chunk '{}' of array '{}' in store {}",
+            array.zarrs().chunk_key(&job.chunk).as_str(),
+            array.path(),
+            array.store().url()
+        ),
+        bytes,
+    })
+}
+
 enum ShardReadError {
     Codec(CodecError),
     Other(Error),
@@ -572,6 +605,40 @@ impl From<CodecError> for ShardReadError {
     }
 }
 
+/// zarrs' partial decoder of one shard; its index and every byte range it reads are checked
+/// first when fastzarr knows the index's layout.
+fn shard_decoder(
+    array: &ArrayHandle,
+    chunk: &[u64],
+    options: &CodecOptions,
+) -> std::result::Result<Arc<dyn ArrayPartialDecoderTraits>, zarrs::array::ArrayError> {
+    let zarray = array.zarrs();
+    let Some(layout) = array.shard_layout() else {
+        return zarray.partial_decoder_opt(chunk, options);
+    };
+    let key = zarray.chunk_key(chunk);
+    let storage: ReadableStorage = array.store().storage().clone();
+    // A local file's size costs a stat; a remote object's would cost a round trip, and
+    // without it each range is still bounded by what an inner chunk can take.
+    let shard_len = if array.store().is_remote() {
+        None
+    } else {
+        storage.size_key(&key)?
+    };
+    let input = Arc::new(CheckedShardInput::new(
+        Arc::new(StoragePartialDecoder::new(storage, key)),
+        layout.clone(),
+        shard_len,
+    ));
+    Ok(zarray.codecs().partial_decoder(
+        input,
+        &zarray.chunk_shape(chunk)?,
+        zarray.data_type(),
+        zarray.fill_value(),
+        options,
+    )?)
+}
+
 /// Reads each part of a shard through zarrs' sharding partial decoder: the shard index
 /// once, then only the inner chunks under the part, by byte ranges of the store.
 fn decode_shard_parts(
@@ -581,17 +648,14 @@ fn decode_shard_parts(
 ) -> std::result::Result<(), ShardReadError> {
     let array = job.array;
     let itemsize = array.dtype().itemsize;
-    let decoder = array
-        .zarrs()
-        .partial_decoder_opt(&job.chunk, context.options)
-        .map_err(|e| match e {
-            zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
-            other => ShardReadError::Other(
-                array
-                    .store()
-                    .storage_error(array.zarrs().chunk_key(&job.chunk).as_str(), other),
-            ),
-        })?;
+    let decoder = shard_decoder(array, &job.chunk, context.options).map_err(|e| match e {
+        zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
+        other => ShardReadError::Other(
+            array
+                .store()
+                .storage_error(array.zarrs().chunk_key(&job.chunk).as_str(), other),
+        ),
+    })?;
     context.counters.fetched(started, Some(0), 0);
     let decode_started = Instant::now();
     let mut decoded_bytes = 0;

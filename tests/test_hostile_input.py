@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 import zarr
 from conftest import assert_same, quiet_zarr, write_array
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
 DATA = np.arange(24, dtype="f8").reshape(4, 6)
 CHUNK_BYTES = 2 * 3 * 8
@@ -302,6 +302,37 @@ def test_malformed_array_metadata(tmp_path: Path, zarr_format: int, case: str) -
     with pytest.raises((fz.MetadataError, fz.UnsupportedCodecError)) as info:
         fz.open_array(path)[...]
     assert name in str(info.value) or "'a.zarr'" in str(info.value) or path in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("node", "field"),
+    [
+        ("array", {"must_understand": True, "scale": 2}),
+        ("array", {"scale": 2}),
+        ("array", True),
+        ("group", {"must_understand": True}),
+    ],
+    ids=["array-must-understand", "array-no-flag", "array-not-an-object", "group-must-understand"],
+)
+def test_unknown_v3_fields_that_must_be_understood_are_refused(tmp_path: Path, node: str, field: Any) -> None:
+    """A v3 extension field may change what the stored bytes mean: unless it says
+    ``"must_understand": false`` it is refused, naming it (as zarr-python does)."""
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=3)
+    if node == "group":
+        with quiet_zarr():
+            zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+        path = str(tmp_path / "g.zarr")
+    _edit(Path(path) / "zarr.json", _set("my_extension", field))
+    with pytest.raises(fz.MetadataError, match="my_extension"):
+        fz.open_array(path) if node == "array" else fz.open_group(path)
+    with pytest.raises(Exception, match="my_extension"), quiet_zarr():
+        zarr.open(path, mode="r")
+
+
+def test_unknown_v3_fields_that_may_be_ignored_are(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", DATA, chunks=(2, 3), zarr_format=3)
+    _edit(Path(path) / "zarr.json", _set("my_extension", {"must_understand": False, "scale": 2}))
+    assert_same(fz.open_array(path)[...], DATA)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
@@ -645,3 +676,163 @@ def test_blosc_blocksize_beyond_the_chunk_is_corrupt_without_growing(
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["outcome"] == ["corrupt"] * 5
     assert result["grown_kib"] < 64 * 1024, result
+
+
+# --- allocations sized by lying metadata -------------------------------------------------------
+
+# Run in a child whose address space is limited: an allocation the metadata asks for and the
+# machine cannot give must be a typed error there, not an abort of the process.
+CHILD = textwrap.dedent(
+    """
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    import fastzarr as fz
+    path, how = sys.argv[1], sys.argv[2]
+    try:
+        arr = fz.open_array(path)
+        corner = (0,) * arr.ndim
+        if how == "whole":
+            arr[...]
+        elif how == "point":
+            arr[corner]
+        elif how == "box":
+            arr[tuple(slice(0, 2) for _ in corner)]
+        elif how == "oindex":
+            arr.oindex[tuple([0, 1] for _ in corner)]
+        elif how == "read_many":
+            fz.read_many([(arr, corner), (arr, (slice(0, 2),) * arr.ndim)])
+        print("no error")
+    except fz.FastzarrError as err:
+        print(type(err).__name__, err)
+    """
+)
+
+
+def _run_limited(path: str, how: str) -> tuple[int, str, str]:
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, path, how],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return child.returncode, child.stdout.strip(), child.stderr
+
+
+def _shrink_metadata(path: str, zarr_format: int, shape: list[int], chunks: list[int]) -> None:
+    if zarr_format == 2:
+        _edit(Path(path) / ".zarray", _set("shape", shape))
+        _edit(Path(path) / ".zarray", _set("chunks", chunks))
+    else:
+        _edit(Path(path) / "zarr.json", _set("shape", shape))
+        _edit(Path(path) / "zarr.json", _set("chunk_grid.configuration.chunk_shape", chunks))
+
+
+def _huge_chunk_store(tmp_path: Path, case: str) -> str:
+    small = np.arange(16, dtype="f4").reshape(4, 4)
+    if case in ("v2-1e9-gzip", "v3-1e9-crc32c"):
+        zarr_format = 2 if case.startswith("v2") else 3
+        compressors: Any = numcodecs.GZip() if zarr_format == 2 else [GzipCodec(), Crc32cCodec()]
+        path = write_array(
+            tmp_path / "a.zarr", small, chunks=(4, 4), zarr_format=zarr_format, compressors=compressors
+        )
+        _shrink_metadata(path, zarr_format, [10**9, 10**9], [10**9, 10**9])
+        return path
+    if case == "64GiB-chunk":
+        path = write_array(
+            tmp_path / "a.zarr",
+            small.astype("f8"),
+            chunks=(4, 4),
+            zarr_format=2,
+            compressors=numcodecs.Zstd(),
+        )
+        _shrink_metadata(path, 2, [2**16, 2**17], [2**16, 2**17])
+        return path
+    # A sharded array of 10^10 one-element inner chunks (an index of 160 GB) whose shard is 64 bytes.
+    path = write_array(
+        tmp_path / "a.zarr", small, chunks=(1, 1), shards=(4, 4), zarr_format=3, compressors=None
+    )
+    _shrink_metadata(path, 3, [100_000, 100_000], [100_000, 100_000])
+    for chunk in (Path(path) / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()
+    (Path(path) / "c" / "0").mkdir(parents=True, exist_ok=True)
+    (Path(path) / "c" / "0" / "0").write_bytes(bytes(64))
+    return path
+
+
+@pytest.mark.parametrize("how", ["whole", "point", "box", "oindex", "read_many"])
+@pytest.mark.parametrize("case", ["v2-1e9-gzip", "v3-1e9-crc32c", "64GiB-chunk", "sharded-64-byte-shard"])
+def test_metadata_sized_allocations_fail_typed_under_a_memory_limit(
+    tmp_path: Path, case: str, how: str
+) -> None:
+    path = _huge_chunk_store(tmp_path, case)
+    code, out, err = _run_limited(path, how)
+    assert code == 0, (code, out, err[-2000:])
+    sharded_part = case.startswith("sharded") and how != "whole"
+    expected = "CorruptChunkError" if sharded_part else "MemoryBudgetError"
+    assert out.startswith(expected), (out, err[-2000:])
+    assert "a.zarr" in out, out
+    assert err == "", err[-2000:]
+
+
+def test_huge_raw_elements_are_refused_on_open(tmp_path: Path) -> None:
+    """``|V1000000000000`` with ``fill_value: null``: opening must not build a terabyte of zeros."""
+    path = write_array(tmp_path / "a.zarr", np.arange(4.0), chunks=(2,), zarr_format=2)
+    _edit(Path(path) / ".zarray", _set("dtype", "|V1000000000000"))
+    _edit(Path(path) / ".zarray", _set("fill_value", None))
+    code, out, err = _run_limited(path, "point")
+    assert code == 0, (code, out, err[-2000:])
+    assert out.startswith("MetadataError"), out
+    assert "1000000000000 bytes" in out, out
+    assert err == "", err[-2000:]
+
+
+def _lying_shard_index(tmp_path: Path, offset: int, length: int, index_location: str = "end") -> str:
+    """A sharded array whose first inner chunk's index entry is replaced, checksum kept valid."""
+    data = np.arange(64, dtype="f4").reshape(8, 8)
+    path = write_array(
+        tmp_path / "a.zarr", data, chunks=(2, 2), shards=(4, 4), zarr_format=3, compressors=None
+    )
+    if index_location == "start":
+        _edit(Path(path) / "zarr.json", _set("codecs.0.configuration.index_location", "start"))
+    shard_path = Path(path) / "c" / "0" / "0"
+    shard = shard_path.read_bytes()
+    index_bytes = 4 * 16
+    index = bytearray(shard[-(index_bytes + 4) : -4])
+    index[:16] = offset.to_bytes(8, "little") + length.to_bytes(8, "little")
+    checked = bytes(numcodecs.CRC32C().encode(bytes(index)))
+    shard_path.write_bytes(shard[: -(index_bytes + 4)] + checked)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(2**64 - 16, 16), (0, 2**64 - 16), (2**64 - 16, 2**64 - 16), (2**63, 16), (1000, 16), (0, 2**40)],
+    ids=["offset-near-2^64", "length-near-2^64", "both", "offset-2^63", "past-the-end", "length-1TiB"],
+)
+def test_lying_shard_index_is_a_corrupt_chunk(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], offset: int, length: int
+) -> None:
+    """zarrs trusts the index's entries (its checksum only proves they were written so): an
+    offset near 2^64 panicked inside it, a length near 2^64 made it allocate that much, an
+    entry past the shard read what was there. Each read path now raises CorruptChunkError
+    naming the shard, and nothing reaches stderr."""
+    path = _lying_shard_index(tmp_path, offset, length)
+    arr = fz.open_array(path)
+    data = np.arange(64, dtype="f4").reshape(8, 8)
+    for read in (
+        lambda: arr[...],
+        lambda: arr[0, 0],
+        lambda: arr[0:2, 0:2],
+        lambda: arr.oindex[[0, 1], [0, 3]],
+        lambda: fz.read_many([(arr, (0, 0))]),
+        lambda: arr[:4, :4],
+    ):
+        with pytest.raises(fz.CorruptChunkError, match=r"c/0/0.*shard|shard.*c/0/0") as info:
+            read()
+        assert "'a.zarr'" in str(info.value) or "a.zarr" in str(info.value)
+    assert_same(arr[5, 5], data[5, 5])
+    assert_same(arr[4:, 4:], data[4:, 4:])
+    captured = capfd.readouterr()
+    assert captured.err == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,54 @@ def test_bad_points(
     arr, _, _ = stored
     with pytest.raises(error):
         fz.read_many([(arr, (), points)])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        slice(0, 10, 2**63 - 1),
+        slice(None, None, -(2**63)),
+        slice(None, None, -(2**63 - 1)),
+        slice(-(2**63), 2**63 - 1, 2**62),
+        slice(2**63 - 1, -(2**63), -(2**62)),
+        -(2**63) + 23,
+    ],
+    ids=str,
+)
+def test_extreme_steps_and_bounds_equal_numpy(stored: tuple[fz.Array, Any, np.ndarray], key: Any) -> None:
+    """Slice arithmetic in 64 bits wrapped and selected nothing for steps near 2^63."""
+    arr, _, data = stored
+    if isinstance(key, int):
+        with pytest.raises(IndexError):
+            data[key]
+        with pytest.raises(fz.SelectionError):
+            arr[key]
+        return
+    np.testing.assert_array_equal(arr[key], data[key])
+    np.testing.assert_array_equal(arr[:, key], data[:, key])
+    np.testing.assert_array_equal(arr.oindex[[0, 22], key], data[[0, 22]][:, key])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_axes_beyond_2_to_the_63_index_from_their_end(tmp_path: Path, zarr_format: int) -> None:
+    """An axis longer than any i64: negative indices and slices count from its true end; an
+    axis whose last chunk would end beyond 2^64 elements is refused when opened."""
+    data = np.arange(6, dtype="i4")
+    path = write_array(tmp_path / "a.zarr", data, chunks=(2,), zarr_format=zarr_format, fill_value=-1)
+    name = ".zarray" if zarr_format == 2 else "zarr.json"
+    meta_path = Path(path) / name
+    meta = json.loads(meta_path.read_text())
+    meta["shape"] = [2**64 - 2]
+    meta_path.write_text(json.dumps(meta))
+    arr = fz.open_array(path)
+    np.testing.assert_array_equal(arr[:6], data)
+    assert arr[-1] == -1
+    assert arr[-(2**63)] == -1
+    np.testing.assert_array_equal(arr[-3:], [-1, -1, -1])
+    np.testing.assert_array_equal(arr[:: 2**63 - 1], [0, -1])  # 0, 2^63 - 1
+    np.testing.assert_array_equal(arr[:: -(2**63)], [-1, -1])
+    np.testing.assert_array_equal(arr.oindex[[-1, 5, 0]], [-1, 5, 0])
+    meta["shape"] = [2**64 - 1]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(fz.MetadataError, match="beyond 2"):
+        fz.open_array(path)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from pathlib import Path
 
 import fastzarr as fz
@@ -143,3 +144,42 @@ def test_blosc_decode_scratch_is_counted(tmp_path: Path) -> None:
     assert arr.read((3, 5), max_memory=2 * CHUNK_BYTES + 8) == data[3, 5]
     with pytest.raises(fz.MemoryBudgetError):
         arr.read((3, 5), max_memory=2 * CHUNK_BYTES + 7)
+
+
+@pytest.fixture(scope="module")
+def long_axis(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """10^8 float32 elements on one axis, all missing chunks (metadata only)."""
+    path = tmp_path_factory.mktemp("budget") / "long.zarr"
+    zarr.create_array(str(path), shape=(10**8,), chunks=(10**6,), dtype="f4", fill_value=0.0)
+    return str(path)
+
+
+@pytest.mark.parametrize("index", ["mask", "integers"])
+def test_budget_is_checked_before_index_lists_are_built(long_axis: str, index: str) -> None:
+    """A mask (or integer array) of 10^8 elements is refused from its size, in O(1) memory:
+    not after turning it into 800 MB of indices."""
+    arr = fz.open_array(long_axis)
+    key = np.ones(10**8, bool) if index == "mask" else np.arange(10**8)
+    tracemalloc.start()
+    try:
+        for read in (
+            lambda: arr.read(key, max_memory="10MB"),
+            lambda: fz.read_many([(arr, key)], max_memory="10MB"),
+        ):
+            with pytest.raises(fz.MemoryBudgetError, match=r"index lists 800\.0 MB"):
+                read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, peak
+
+
+def test_index_lists_count_in_the_budget(store: str) -> None:
+    """With `out` given nothing new holds the result, but the listed indices still count."""
+    arr = fz.open_array(store)
+    rows = np.arange(64).repeat(1000)
+    out = np.empty((rows.size, 48), "f8")
+    with pytest.raises(fz.MemoryBudgetError, match=r"index lists 512\.0 kB"):
+        arr.read((rows,), out=out, max_memory=500_000)
+    mask = np.arange(64) % 3 == 0
+    np.testing.assert_array_equal(arr.read((mask,), max_memory="1MB"), arr[...][mask])

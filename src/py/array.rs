@@ -69,7 +69,7 @@ impl PyArray {
             let buffer = output::writable_buffer(&out, handle.dtype(), &output_shape)?;
             (out, buffer)
         } else {
-            let full = output::allocate(py, handle.dtype(), &selection.full_shape())?;
+            let full = output::allocate(py, handle, &selection.full_shape())?;
             let buffer = output::writable_buffer(&full, handle.dtype(), &selection.full_shape())?;
             (full.call_method1("reshape", (output_shape,))?, buffer)
         };
@@ -111,11 +111,18 @@ impl PyArray {
         timeout: Option<f64>,
         max_memory: Option<&Bound<'py, PyAny>>,
     ) -> Result<Bound<'py, PyAny>> {
+        let max_memory = crate::py::max_memory(max_memory)?;
         let indices = match selection {
-            Some(key) => selection::parse_outer(key)?,
+            Some(key) => {
+                if max_memory.is_some() {
+                    let mut footprint = Footprint::new(crate::runtime::num_threads()?);
+                    crate::py::precheck_key(&mut footprint, &self.handle, key, out.is_none())?;
+                    footprint.check(max_memory)?;
+                }
+                selection::parse_outer(key)?
+            }
             None => vec![AxisIndex::Ellipsis],
         };
-        let max_memory = crate::py::max_memory(max_memory)?;
         self.read_into(py, &indices, out, timeout, max_memory)
     }
 

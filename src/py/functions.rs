@@ -118,6 +118,15 @@ pub fn prepare_requests<'py>(
     max_memory: Option<u64>,
 ) -> Result<(Vec<Prepared>, Bound<'py, PyList>)> {
     let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
+    if max_memory.is_some() {
+        let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
+        for (array, key, points) in &items {
+            if points.is_none() {
+                crate::py::precheck_key(&mut footprint, &array.handle, key, true)?;
+            }
+        }
+        footprint.check(max_memory)?;
+    }
     let mut parsed = Vec::with_capacity(items.len());
     let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
     for (array, key, points) in &items {
@@ -145,7 +154,7 @@ pub fn prepare_requests<'py>(
     let mut results = Vec::with_capacity(parsed.len());
     let mut prepared = Vec::with_capacity(parsed.len());
     for (handle, selection, points, alloc_shape, result_shape) in parsed {
-        let full = output::allocate(py, handle.dtype(), &alloc_shape)?;
+        let full = output::allocate(py, &handle, &alloc_shape)?;
         let output = output::writable_buffer(&full, handle.dtype(), &alloc_shape)?;
         results.push(full.call_method1("reshape", (result_shape,))?);
         prepared.push(Prepared {

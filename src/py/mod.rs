@@ -140,6 +140,28 @@ pub fn max_memory(value: Option<&Bound<'_, PyAny>>) -> Result<Option<u64>> {
         .ok_or_else(invalid)
 }
 
+/// Refuses a read whose key alone (its outputs, allocated unless `out` is given, and its
+/// index lists) needs more than `budget`, before the key's index lists are built: a mask of
+/// 10^8 elements is checked in O(1) memory rather than after 800 MB of indices.
+pub fn precheck_key(
+    footprint: &mut crate::limits::Footprint,
+    handle: &crate::array::ArrayHandle,
+    key: &Bound<'_, PyAny>,
+    allocates_output: bool,
+) -> Result<()> {
+    if let Some(size) = selection::key_size(key, handle.shape())? {
+        let elements = u64::try_from(size.elements).unwrap_or(u64::MAX);
+        footprint.add(
+            if allocates_output { elements } else { 0 },
+            0,
+            handle.dtype().itemsize,
+            0,
+        );
+        footprint.add_index_lists(size.listed);
+    }
+    Ok(())
+}
+
 /// The memory a read of `selection` from `handle` needs, added to `footprint`:
 /// `output_elements` newly allocated outputs plus the chunks it decodes.
 pub fn add_to_footprint(
@@ -160,6 +182,13 @@ pub fn add_to_footprint(
     } else {
         selection.max_chunks(&chunk_shape)
     };
+    let listed: u128 = selection
+        .axes
+        .iter()
+        .filter(|axis| matches!(axis.pick, crate::plan::Pick::List(_)))
+        .map(|axis| u128::from(axis.count()))
+        .sum();
+    footprint.add_index_lists(listed);
     footprint.add(
         output_elements,
         chunk_elements,

@@ -4,7 +4,7 @@ use numpy::npyffi::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use crate::array::NumpyDtype;
+use crate::array::{ArrayHandle, NumpyDtype};
 use crate::errors::{Error, Result};
 use crate::read::OutputBuffer;
 
@@ -17,14 +17,33 @@ pub fn numpy_dtype<'py>(py: Python<'py>, dtype: &NumpyDtype) -> Result<Bound<'py
 }
 
 /// `numpy.empty`: its pages are first touched by the threads that decode into them.
+/// An output numpy cannot allocate is a `MemoryBudgetError` naming `array`.
 pub fn allocate<'py>(
     py: Python<'py>,
-    dtype: &NumpyDtype,
+    array: &ArrayHandle,
     shape: &[u64],
 ) -> Result<Bound<'py, PyAny>> {
+    let dtype = array.dtype();
     let numpy = py.import("numpy")?;
-    let dtype = numpy_dtype(py, dtype)?;
-    Ok(numpy.getattr("empty")?.call1((shape.to_vec(), dtype))?)
+    let descr = numpy_dtype(py, dtype)?;
+    numpy
+        .getattr("empty")?
+        .call1((shape.to_vec(), descr))
+        .map_err(|err| {
+            if err.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) {
+                let elements = shape.iter().map(|&n| u128::from(n)).product::<u128>();
+                Error::Allocation {
+                    what: format!(
+                        "a result of shape {shape:?} from array '{}' in store {}",
+                        array.path(),
+                        array.store().url()
+                    ),
+                    bytes: elements.saturating_mul(dtype.itemsize as u128),
+                }
+            } else {
+                Error::Python(err)
+            }
+        })
 }
 
 /// Checks that `array` can take a result of `dtype` and `shape`, and returns its buffer.
