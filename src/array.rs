@@ -60,10 +60,24 @@ impl ArrayHandle {
             ArrayMetadata::V2(_) => {
                 let mut patched = metadata_json.clone();
                 crate::metadata::default_null_fill_value(&mut patched);
+                // numcodecs levels zarrs' codecs refuse (zlib's -1) still decode.
+                crate::codecs::spellings::normalise_v2_metadata(&mut patched);
+                integral_fill_value(&mut patched);
                 ArrayMetadata::V2(
                     serde_json::from_value(patched).map_err(|e| Error::Metadata {
                         url: store.url().to_string(),
                         file: crate::store::join(path, ".zarray"),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            ArrayMetadata::V3(_) if has_float_fill_for_integers(&metadata_json) => {
+                let mut patched = metadata_json.clone();
+                integral_fill_value(&mut patched);
+                ArrayMetadata::V3(
+                    serde_json::from_value(patched).map_err(|e| Error::Metadata {
+                        url: store.url().to_string(),
+                        file: crate::store::join(path, "zarr.json"),
                         reason: e.to_string(),
                     })?,
                 )
@@ -397,6 +411,52 @@ fn is_plain_blosc(metadata: &Value, dtype: &NumpyDtype) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether an integer array's fill value is written as a float (`3.0`), which zarr-python
+/// reads as the integer and zarrs refuses.
+fn has_float_fill_for_integers(metadata: &Value) -> bool {
+    let integer_type = match metadata.get("dtype").or_else(|| metadata.get("data_type")) {
+        Some(Value::String(name)) => {
+            name.starts_with("int")
+                || name.starts_with("uint")
+                || matches!(name.get(1..2), Some("i" | "u")) && name.len() <= 3
+        }
+        _ => false,
+    };
+    integer_type && metadata.get("fill_value").is_some_and(Value::is_f64)
+}
+
+/// An integral float fill value of an integer array spelled as the integer (others are left
+/// for zarrs to refuse).
+fn integral_fill_value(metadata: &mut Value) {
+    if !has_float_fill_for_integers(metadata) {
+        return;
+    }
+    let Some(value) = metadata.get("fill_value").and_then(Value::as_f64) else {
+        return;
+    };
+    // Exactly representable as i64 or u64: -2^63 <= value < 2^64.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let integer = if value.fract() != 0.0 || !value.is_finite() {
+        return;
+    } else if value < 0.0 && value >= -9_223_372_036_854_775_808.0 {
+        Value::from(value as i64)
+    } else if value >= 0.0 && value < 18_446_744_073_709_551_616.0 {
+        Value::from(value as u64)
+    } else {
+        return;
+    };
+    metadata["fill_value"] = integer;
+}
+
+/// A path of non-empty names none of which is `.`-only (zarrs may still refuse it as a node
+/// path, for a name beginning with `__`).
+fn is_plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|name| !name.is_empty() && !name.chars().all(|c| c == '.'))
 }
 
 fn metadata_file(path: &str, metadata: &ArrayMetadata) -> String {

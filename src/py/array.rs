@@ -180,8 +180,21 @@ impl PyArray {
         }
     }
 
+    /// The fill value as a numpy scalar; None for a v2 `fill_value: null` (like zarr-python;
+    /// missing chunks then read as zeros).
     #[getter]
     fn fill_value<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        let metadata = self.handle.metadata_json();
+        if metadata
+            .get("zarr_format")
+            .and_then(serde_json::Value::as_u64)
+            == Some(2)
+            && metadata
+                .get("fill_value")
+                .is_some_and(serde_json::Value::is_null)
+        {
+            return Ok(py.None().into_bound(py));
+        }
         let numpy = py.import("numpy")?;
         let bytes = pyo3::types::PyBytes::new(py, self.handle.fill_value_bytes());
         let dtype = output::numpy_dtype(py, self.handle.dtype())?;
