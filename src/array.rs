@@ -32,6 +32,9 @@ pub struct ArrayHandle {
     partial_shards: bool,
     /// The metadata as stored, as JSON (for descriptions and fingerprints).
     metadata_json: Value,
+    /// The array's path and `/`, when zarrs opened it at the root of a view of the store
+    /// from the array (its chunk keys are then relative to the array).
+    key_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for ArrayHandle {
@@ -91,8 +94,17 @@ impl ArrayHandle {
             dtype,
         };
         let dtype = numpy_dtype(&metadata_json).map_err(unsupported_dtype)?;
-        let node_path = format!("/{path}");
-        let storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
+        let mut node_path = format!("/{path}");
+        let mut storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
+        let mut key_prefix = None;
+        if !zarrs::node::NodePath::validate(&node_path) && is_plain_path(path) {
+            // A name zarrs refuses (`__xarray_dataarray_variable__`): zarrs opens the array
+            // at the root of a view of the store from the array (prefixed.rs).
+            let view = crate::prefixed::PrefixedStorage::new(storage, path);
+            key_prefix = Some(format!("{path}/"));
+            storage = Arc::new(view);
+            node_path = "/".to_string();
+        }
         // Inside the pool: zarrs asks rayon for a thread count while building an array, which
         // from any other thread would start rayon's global pool (fork-unsafe, rayon#708).
         let built = crate::runtime::install(|| {
@@ -144,6 +156,7 @@ impl ArrayHandle {
             blosc_block: smallest_blosc_block(&metadata_json),
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
+            key_prefix,
             dtype,
             chunk_shape,
             metadata_json,
@@ -160,6 +173,15 @@ impl ArrayHandle {
 
     pub fn zarrs(&self) -> &ZarrsArray {
         &self.array
+    }
+
+    /// The store key of a chunk (`zarrs().chunk_key` may be relative to the array).
+    pub fn chunk_key(&self, chunk: &[u64]) -> String {
+        let key = self.array.chunk_key(chunk);
+        match &self.key_prefix {
+            Some(prefix) => format!("{prefix}{}", key.as_str()),
+            None => key.as_str().to_string(),
+        }
     }
 
     pub fn shape(&self) -> &[u64] {

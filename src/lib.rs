@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod object_config;
 pub mod paths;
 pub mod plan;
+pub mod prefixed;
 pub mod py;
 pub mod read;
 pub mod runtime;

@@ -292,7 +292,7 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
                 .try_for_each(|(job, plan)| {
                     cancel.check()?;
                     let started = Instant::now();
-                    let key = job.array.zarrs().chunk_key(&job.chunk);
+                    let key = job.array.chunk_key(&job.chunk);
                     let outcome =
                         futures::executor::block_on(fetch(job.array.store(), key.as_str(), plan))?;
                     run_job(job, outcome, started, &context)
@@ -342,7 +342,7 @@ fn read_pipelined(
         .enumerate()
         .map(|(i, (job, plan))| {
             let store = job.array.store().clone();
-            let key = job.array.zarrs().chunk_key(&job.chunk).as_str().to_string();
+            let key = job.array.chunk_key(&job.chunk);
             let plan = plan.clone();
             let sender = sender.clone();
             runtime.spawn(async move {
@@ -522,11 +522,11 @@ fn run_job(
     context: &JobContext<'_, '_>,
 ) -> Result<()> {
     let array = job.array;
-    let key = array.zarrs().chunk_key(&job.chunk);
+    let key = array.chunk_key(&job.chunk);
     let corrupt = |e: CodecError| Error::CorruptChunk {
         url: array.store().url().to_string(),
         path: array.path().to_string(),
-        key: key.as_str().to_string(),
+        key: key.clone(),
         reason: e.to_string(),
     };
     let counters = context.counters;
@@ -587,7 +587,7 @@ fn decode_shard_parts(
             other => ShardReadError::Other(
                 array
                     .store()
-                    .storage_error(array.zarrs().chunk_key(&job.chunk).as_str(), other),
+                    .storage_error(array.chunk_key(&job.chunk).as_str(), other),
             ),
         })?;
     context.counters.fetched(started, Some(0), 0);
