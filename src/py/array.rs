@@ -94,6 +94,9 @@ impl PyArray {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
+        if selection::is_multidimensional_mask(key)? {
+            return coordinates(py, "mask_selection", self, key);
+        }
         let indices = selection::parse_numpy(key)?;
         self.read_into(py, &indices, None, None, None)
     }
@@ -129,6 +132,17 @@ impl PyArray {
         max_memory: Option<&Bound<'py, PyAny>>,
     ) -> Result<Bound<'py, PyAny>> {
         crate::py::aio::read_async(self, py, selection, timeout, max_memory)
+    }
+
+    /// Coordinate selection like zarr-python's: `array.vindex[[0, 5], [3, 1]]` reads the
+    /// points (0, 3) and (5, 1); `array.vindex[mask]` the true elements of a boolean mask.
+    #[getter]
+    fn vindex(&self) -> VectorIndexer {
+        VectorIndexer {
+            array: PyArray {
+                handle: self.handle.clone(),
+            },
+        }
     }
 
     /// Outer indexing: `array.oindex[[0, 5], :, [3, 1]]` indexes each axis independently.
@@ -308,6 +322,44 @@ impl OuterIndexer {
         let indices = selection::parse_outer(key)?;
         self.array.read_into(py, &indices, None, None, None)
     }
+}
+
+/// `array.vindex`: integer arrays, one per axis, broadcast together into points (zarr's
+/// `vindex`), or a boolean mask of the array's shape.
+#[pyclass(name = "VectorIndexer", module = "fastzarr", frozen)]
+pub struct VectorIndexer {
+    array: PyArray,
+}
+
+#[pymethods]
+impl VectorIndexer {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyAny>> {
+        coordinates(py, "vindex", &self.array, key)
+    }
+}
+
+/// Point selections group their points by chunk and read them with `read_many`
+/// (`fastzarr._coordinates`).
+fn coordinates<'py>(
+    py: Python<'py>,
+    function: &str,
+    array: &PyArray,
+    key: &Bound<'py, PyAny>,
+) -> Result<Bound<'py, PyAny>> {
+    let array = Bound::new(
+        py,
+        PyArray {
+            handle: array.handle.clone(),
+        },
+    )?;
+    Ok(py
+        .import("fastzarr._coordinates")?
+        .getattr(function)?
+        .call1((array, key))?)
 }
 
 /// `(1, 2)`, `(1,)` or `()`, as Python writes a tuple.
