@@ -462,9 +462,9 @@ fn integral_fill_value(metadata: &mut Value) {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let integer = if value.fract() != 0.0 || !value.is_finite() {
         return;
-    } else if value < 0.0 && value >= -9_223_372_036_854_775_808.0 {
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&value) {
         Value::from(value as i64)
-    } else if value >= 0.0 && value < 18_446_744_073_709_551_616.0 {
+    } else if (0.0..18_446_744_073_709_551_616.0).contains(&value) {
         Value::from(value as u64)
     } else {
         return;

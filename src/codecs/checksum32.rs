@@ -176,11 +176,7 @@ mod tests {
         }
         // zlib.crc32(b"zarr") as numcodecs stores it, in front of the payload.
         let crc = crc32fast::hash(b"zarr").to_le_bytes();
-        assert_eq!(
-            &codec("start")
-                .verified(&[&crc[..], b"zarr"].concat())
-                .unwrap()[..],
-            b"zarr"
-        );
+        let stored = [&crc[..], b"zarr"].concat();
+        assert_eq!(codec("start").verified(&stored).unwrap(), b"zarr");
     }
 }

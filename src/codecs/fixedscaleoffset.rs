@@ -147,25 +147,29 @@ macro_rules! element {
     ($t:ty) => {
         impl Element for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
-            #[inline(always)]
+            #[inline]
             fn read(bytes: &[u8]) -> Self {
                 <$t>::from_ne_bytes(bytes.try_into().expect("element size"))
             }
-            #[inline(always)]
+            #[inline]
             fn write(self, bytes: &mut [u8]) {
                 bytes.copy_from_slice(&self.to_ne_bytes());
             }
-            #[inline(always)]
+            #[inline]
             #[allow(clippy::cast_precision_loss, clippy::cast_lossless)]
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            #[inline(always)]
-            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            #[inline]
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_lossless
+            )]
             fn to_f32(self) -> f32 {
                 self as f32
             }
-            #[inline(always)]
+            #[inline]
             #[allow(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
@@ -174,7 +178,7 @@ macro_rules! element {
             fn from_f64(value: f64) -> Self {
                 value as $t
             }
-            #[inline(always)]
+            #[inline]
             #[allow(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
@@ -208,33 +212,33 @@ trait Intermediate: Copy {
 }
 
 impl Intermediate for f64 {
-    #[inline(always)]
+    #[inline]
     fn from_element<E: Element>(value: E) -> Self {
         value.to_f64()
     }
-    #[inline(always)]
+    #[inline]
     fn into_element<E: Element>(self) -> E {
         E::from_f64(self)
     }
     fn from_f64(value: f64) -> Self {
         value
     }
-    #[inline(always)]
+    #[inline]
     fn decode(self, scale: Self, offset: Self) -> Self {
         self / scale + offset
     }
-    #[inline(always)]
+    #[inline]
     fn encode(self, scale: Self, offset: Self) -> Self {
         ((self - offset) * scale).round_ties_even()
     }
 }
 
 impl Intermediate for f32 {
-    #[inline(always)]
+    #[inline]
     fn from_element<E: Element>(value: E) -> Self {
         value.to_f32()
     }
-    #[inline(always)]
+    #[inline]
     fn into_element<E: Element>(self) -> E {
         E::from_f32(self)
     }
@@ -242,11 +246,11 @@ impl Intermediate for f32 {
     fn from_f64(value: f64) -> Self {
         value as f32
     }
-    #[inline(always)]
+    #[inline]
     fn decode(self, scale: Self, offset: Self) -> Self {
         self / scale + offset
     }
-    #[inline(always)]
+    #[inline]
     fn encode(self, scale: Self, offset: Self) -> Self {
         ((self - offset) * scale).round_ties_even()
     }
@@ -332,9 +336,9 @@ fn convert(
 ) -> Vec<u8> {
     let mut dst = vec![0u8; src.len() / from.size() * to.size()];
     with_elem!(from, S => with_elem!(to, D => if float32 {
-        map::<S, D, f32>(src, &mut dst, scale, offset, decode)
+        map::<S, D, f32>(src, &mut dst, scale, offset, decode);
     } else {
-        map::<S, D, f64>(src, &mut dst, scale, offset, decode)
+        map::<S, D, f64>(src, &mut dst, scale, offset, decode);
     }));
     dst
 }
@@ -600,7 +604,10 @@ mod tests {
             )
             .unwrap();
         let value = f64::read(&out.into_fixed().unwrap());
-        assert_eq!(value, f64::from(1.0f32 / 3.0f32 + 0.1f32));
+        assert_eq!(
+            value.to_bits(),
+            f64::from(1.0f32 / 3.0f32 + 0.1f32).to_bits()
+        );
     }
 
     #[test]
