@@ -337,7 +337,7 @@ fn has_checksum(metadata: &Value) -> bool {
         let checksum = codec_name(codec).is_some_and(|name| {
             matches!(
                 name.trim_start_matches("numcodecs."),
-                "crc32c" | "adler32" | "fletcher32"
+                "crc32c" | "crc32" | "adler32" | "fletcher32"
             )
         });
         checksum || codec.get("configuration").is_some_and(has_checksum)
