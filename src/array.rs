@@ -35,6 +35,9 @@ pub struct ArrayHandle {
     shard_layout: Option<ShardLayout>,
     /// The metadata as stored, as JSON (for descriptions and fingerprints).
     metadata_json: Value,
+    /// The array's path and `/`, when zarrs opened it at the root of a view of the store
+    /// from the array (its chunk keys are then relative to the array).
+    key_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for ArrayHandle {
@@ -91,6 +94,9 @@ impl ArrayHandle {
             ArrayMetadata::V2(_) => {
                 let mut patched = metadata_json.clone();
                 crate::metadata::default_null_fill_value(&mut patched);
+                // numcodecs levels zarrs' codecs refuse (zlib's -1) still decode.
+                crate::codecs::spellings::normalise_v2_metadata(&mut patched);
+                integral_fill_value(&mut patched);
                 ArrayMetadata::V2(
                     serde_json::from_value(patched).map_err(|e| Error::Metadata {
                         url: store.url().to_string(),
@@ -99,10 +105,30 @@ impl ArrayHandle {
                     })?,
                 )
             }
+            ArrayMetadata::V3(_) if has_float_fill_for_integers(&metadata_json) => {
+                let mut patched = metadata_json.clone();
+                integral_fill_value(&mut patched);
+                ArrayMetadata::V3(
+                    serde_json::from_value(patched).map_err(|e| Error::Metadata {
+                        url: store.url().to_string(),
+                        file: crate::store::join(path, "zarr.json"),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             v3 @ ArrayMetadata::V3(_) => v3,
         };
-        let node_path = format!("/{path}");
-        let storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
+        let mut node_path = format!("/{path}");
+        let mut storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
+        let mut key_prefix = None;
+        if !zarrs::node::NodePath::validate(&node_path) && is_plain_path(path) {
+            // A name zarrs refuses (`__xarray_dataarray_variable__`): zarrs opens the array
+            // at the root of a view of the store from the array (prefixed.rs).
+            let view = crate::prefixed::PrefixedStorage::new(storage, path);
+            key_prefix = Some(format!("{path}/"));
+            storage = Arc::new(view);
+            node_path = "/".to_string();
+        }
         // Inside the pool: zarrs asks rayon for a thread count while building an array, which
         // from any other thread would start rayon's global pool (fork-unsafe, rayon#708).
         let built = crate::runtime::install(|| {
@@ -161,6 +187,7 @@ impl ArrayHandle {
             blosc_block: smallest_blosc_block(&metadata_json),
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
+            key_prefix,
             dtype,
             chunk_shape,
             metadata_json,
@@ -177,6 +204,15 @@ impl ArrayHandle {
 
     pub fn zarrs(&self) -> &ZarrsArray {
         &self.array
+    }
+
+    /// The store key of a chunk (`zarrs().chunk_key` may be relative to the array).
+    pub fn chunk_key(&self, chunk: &[u64]) -> String {
+        let key = self.array.chunk_key(chunk);
+        match &self.key_prefix {
+            Some(prefix) => format!("{prefix}{}", key.as_str()),
+            None => key.as_str().to_string(),
+        }
     }
 
     pub fn shape(&self) -> &[u64] {
@@ -350,7 +386,7 @@ fn has_checksum(metadata: &Value) -> bool {
         let checksum = codec_name(codec).is_some_and(|name| {
             matches!(
                 name.trim_start_matches("numcodecs."),
-                "crc32c" | "adler32" | "fletcher32"
+                "crc32c" | "crc32" | "adler32" | "fletcher32"
             )
         });
         checksum || codec.get("configuration").is_some_and(has_checksum)
@@ -446,6 +482,52 @@ fn is_plain_blosc(metadata: &Value, dtype: &NumpyDtype) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether an integer array's fill value is written as a float (`3.0`), which zarr-python
+/// reads as the integer and zarrs refuses.
+fn has_float_fill_for_integers(metadata: &Value) -> bool {
+    let integer_type = match metadata.get("dtype").or_else(|| metadata.get("data_type")) {
+        Some(Value::String(name)) => {
+            name.starts_with("int")
+                || name.starts_with("uint")
+                || matches!(name.get(1..2), Some("i" | "u")) && name.len() <= 3
+        }
+        _ => false,
+    };
+    integer_type && metadata.get("fill_value").is_some_and(Value::is_f64)
+}
+
+/// An integral float fill value of an integer array spelled as the integer (others are left
+/// for zarrs to refuse).
+fn integral_fill_value(metadata: &mut Value) {
+    if !has_float_fill_for_integers(metadata) {
+        return;
+    }
+    let Some(value) = metadata.get("fill_value").and_then(Value::as_f64) else {
+        return;
+    };
+    // Exactly representable as i64 or u64: -2^63 <= value < 2^64.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let integer = if value.fract() != 0.0 || !value.is_finite() {
+        return;
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&value) {
+        Value::from(value as i64)
+    } else if (0.0..18_446_744_073_709_551_616.0).contains(&value) {
+        Value::from(value as u64)
+    } else {
+        return;
+    };
+    metadata["fill_value"] = integer;
+}
+
+/// A path of non-empty names none of which is `.`-only (zarrs may still refuse it as a node
+/// path, for a name beginning with `__`).
+fn is_plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|name| !name.is_empty() && !name.chars().all(|c| c == '.'))
 }
 
 fn metadata_file(path: &str, metadata: &ArrayMetadata) -> String {

@@ -43,16 +43,47 @@ create_exception!(
 /// The result type of everything in the crate that can fail.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A node of a store in messages: `'a/b' in store URL`, or `the root of store URL` rather
+/// than an empty name.
+fn node_in(path: &str, url: &str) -> String {
+    if path.is_empty() {
+        format!("the root of store {url}")
+    } else {
+        format!("'{path}' in store {url}")
+    }
+}
+
+/// An array of a store in messages: `array 'a/b' of store URL`, or `the array at the root
+/// of store URL`.
+fn array_in(path: &str, url: &str) -> String {
+    if path.is_empty() {
+        format!("the array at the root of store {url}")
+    } else {
+        format!("array '{path}' of store {url}")
+    }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("store not found: {url}")]
     StoreNotFound { url: String },
 
-    #[error("no Zarr array or group at '{path}' in store {url} (looked for zarr.json, .zarray, .zgroup)")]
+    #[error(
+        "no Zarr array or group at {} (looked for zarr.json, .zarray, .zgroup)",
+        node_in(path, url)
+    )]
     NodeNotFound { url: String, path: String },
 
-    #[error("'{path}' in store {url} is {found}, not {expected}")]
+    #[error("{} is {found}, not {expected}", capitalised(&node_in(path, url)))]
     WrongNodeType {
         url: String,
         path: String,
@@ -70,21 +101,21 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("unsupported codec in array '{path}' of store {url}: {reason}")]
+    #[error("unsupported codec in {}: {reason}", array_in(path, url))]
     UnsupportedCodec {
         url: String,
         path: String,
         reason: String,
     },
 
-    #[error("unsupported data type in array '{path}' of store {url}: {dtype}")]
+    #[error("unsupported data type in {}: {dtype}", array_in(path, url))]
     UnsupportedDataType {
         url: String,
         path: String,
         dtype: String,
     },
 
-    #[error("corrupt chunk '{key}' of array '{path}' in store {url}: {reason}")]
+    #[error("corrupt chunk '{key}' of {}: {reason}", array_in(path, url))]
     CorruptChunk {
         url: String,
         path: String,

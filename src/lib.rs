@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod object_config;
 pub mod paths;
 pub mod plan;
+pub mod prefixed;
 pub mod py;
 pub mod read;
 pub mod runtime;
@@ -41,7 +42,7 @@ mod _core {
     #[pymodule_export]
     use crate::py::aio::{open_array_async, read_many_async};
     #[pymodule_export]
-    use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray};
+    use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray, VectorIndexer};
     #[pymodule_export]
     use crate::py::functions::{
         get_io_concurrency, get_num_threads, read_many, set_io_concurrency, set_num_threads,

@@ -296,7 +296,7 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
                 .try_for_each(|(job, plan)| {
                     cancel.check()?;
                     let started = Instant::now();
-                    let key = job.array.zarrs().chunk_key(&job.chunk);
+                    let key = job.array.chunk_key(&job.chunk);
                     let outcome =
                         futures::executor::block_on(fetch(job.array.store(), key.as_str(), plan))?;
                     cancel.scope(|| run_job(job, outcome, started, &context))
@@ -346,7 +346,7 @@ fn read_pipelined(
         .enumerate()
         .map(|(i, (job, plan))| {
             let store = job.array.store().clone();
-            let key = job.array.zarrs().chunk_key(&job.chunk).as_str().to_string();
+            let key = job.array.chunk_key(&job.chunk);
             let plan = plan.clone();
             let sender = sender.clone();
             runtime.spawn(async move {
@@ -527,11 +527,11 @@ fn run_job(
     context: &JobContext<'_, '_>,
 ) -> Result<()> {
     let array = job.array;
-    let key = array.zarrs().chunk_key(&job.chunk);
+    let key = array.chunk_key(&job.chunk);
     let corrupt = |e: CodecError| Error::CorruptChunk {
         url: array.store().url().to_string(),
         path: array.path().to_string(),
-        key: key.as_str().to_string(),
+        key: key.clone(),
         reason: e.to_string(),
     };
     let counters = context.counters;
@@ -586,7 +586,7 @@ fn check_decodable(job: &ChunkJob<'_>) -> Result<()> {
     Err(Error::Allocation {
         what: format!(
             "decoding chunk '{}' of array '{}' in store {}",
-            array.zarrs().chunk_key(&job.chunk).as_str(),
+            array.chunk_key(&job.chunk).as_str(),
             array.path(),
             array.store().url()
         ),
@@ -616,7 +616,9 @@ fn shard_decoder(
     let Some(layout) = array.shard_layout() else {
         return zarray.partial_decoder_opt(chunk, options);
     };
-    let key = zarray.chunk_key(chunk);
+    // The store's own key: zarrs' may be relative to a view of the store (`__`-prefixed names).
+    let key = zarrs::storage::StoreKey::new(array.chunk_key(chunk))
+        .map_err(|e| zarrs::array::ArrayError::StorageError(e.into()))?;
     let storage: ReadableStorage = array.store().storage().clone();
     // A local file's size costs a stat; a remote object's would cost a round trip, and
     // without it each range is still bounded by what an inner chunk can take.
@@ -653,7 +655,7 @@ fn decode_shard_parts(
         other => ShardReadError::Other(
             array
                 .store()
-                .storage_error(array.zarrs().chunk_key(&job.chunk).as_str(), other),
+                .storage_error(array.chunk_key(&job.chunk).as_str(), other),
         ),
     })?;
     context.counters.fetched(started, Some(0), 0);

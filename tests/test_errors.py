@@ -440,3 +440,25 @@ def test_errors_do_not_leave_temp_state(arr: fz.Array, tmp_path: Path) -> None:
             arr[key]
     assert_same(arr[...], DATA)
     assert sorted(os.listdir(tmp_path / "a.zarr")) == before
+
+
+def test_errors_about_a_root_array_name_the_store_not_an_empty_name(tmp_path: Path) -> None:
+    corrupt = write_array(tmp_path / "corrupt.zarr", DATA, chunks=(2, 3), compressors=[ZstdCodec(level=1)])
+    (Path(corrupt) / "c" / "0" / "0").write_bytes(b"\x13 not a chunk \xff" * 7)
+    with pytest.raises(fz.CorruptChunkError) as info:
+        fz.open_array(corrupt)[...]
+    message = str(info.value)
+    assert f"the array at the root of store {corrupt}" in message
+    assert "''" not in message
+
+    codec = write_array(tmp_path / "codec.zarr", DATA, compressors=[ZstdCodec(level=1)])
+    metadata_file = Path(codec) / "zarr.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["codecs"][-1] = {"name": "no_such_codec", "configuration": {}}
+    metadata_file.write_text(json.dumps(metadata))
+    with pytest.raises(fz.UnsupportedCodecError) as info:
+        fz.open_array(codec)
+    message = str(info.value)
+    assert f"the array at the root of store {codec}" in message
+    assert "no_such_codec" in message
+    assert "''" not in message

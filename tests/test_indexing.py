@@ -212,3 +212,83 @@ def test_axes_beyond_2_to_the_63_index_from_their_end(tmp_path: Path, zarr_forma
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(fz.MetadataError, match="beyond 2"):
         fz.open_array(path)
+
+
+@st.composite
+def coordinate_selections(draw: st.DrawFn) -> tuple[Any, ...]:
+    """One integer array per axis, all of one shape (1-D or 2-D), or scalars broadcast with them."""
+    n = draw(st.integers(0, 12))
+    shape = draw(st.sampled_from([(n,), (2, n)]))
+    size = int(np.prod(shape))
+    items: list[Any] = []
+    for axis, length in enumerate(SHAPE):
+        if axis > 0 and draw(st.booleans()):
+            items.append(draw(st.integers(-length, length - 1)))
+        else:
+            values = draw(st.lists(st.integers(-length, length - 1), min_size=size, max_size=size))
+            items.append(np.array(values, dtype=np.int64).reshape(shape))
+    return tuple(items)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_vindex_matches_zarr_python(stored: tuple[fz.Array, Any, np.ndarray], data: st.DataObject) -> None:
+    arr, reference, full = stored
+    key = data.draw(coordinate_selections(), label="key")
+    with quiet_zarr():
+        expected = reference.vindex[key]
+    got = arr.vindex[key]
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, full[key])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_multidimensional_masks_match_zarr_python(
+    stored: tuple[fz.Array, Any, np.ndarray], data: st.DataObject
+) -> None:
+    arr, reference, full = stored
+    density = data.draw(st.floats(0, 1), label="density")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    mask = np.random.default_rng(seed).random(SHAPE) < density
+    with quiet_zarr():
+        expected = reference[mask]
+        np.testing.assert_array_equal(reference.vindex[mask], expected)
+    np.testing.assert_array_equal(arr[mask], expected)
+    np.testing.assert_array_equal(arr.vindex[mask], expected)
+    # A mask over the leading axes only: numpy keeps the remaining axis.
+    leading = mask[:, :, 0]
+    np.testing.assert_array_equal(arr[leading], full[leading])
+    np.testing.assert_array_equal(arr[leading.tolist()], full[leading])
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [
+        (([0, 23], [0, 0], [0, 0]), IndexError),
+        (([0, 1], [0, 1, 2], [0, 0]), IndexError),  # shapes that do not broadcast
+        (([0, 1], [0, 1]), IndexError),  # one array per axis
+        ((slice(None), [0, 1], [0, 1]), TypeError),
+        (([0.5], [0], [0]), TypeError),
+        (np.zeros((23, 17), dtype=bool), IndexError),  # a vindex mask covers every axis
+    ],
+)
+def test_bad_vindex_keys(stored: tuple[fz.Array, Any, np.ndarray], key: Any, error: type[Exception]) -> None:
+    arr, _, _ = stored
+    with pytest.raises(error):
+        arr.vindex[key]
+
+
+def test_mask_of_the_wrong_shape_is_refused(stored: tuple[fz.Array, Any, np.ndarray]) -> None:
+    arr, _, _ = stored
+    with pytest.raises(fz.SelectionError):
+        arr[np.zeros((23, 16), dtype=bool)]
+
+
+def test_points_across_many_chunks(tmp_path: Path) -> None:
+    data = np.arange(10_000, dtype="i4").reshape(100, 100)
+    arr = fz.open_array(write_array(tmp_path / "a.zarr", data, chunks=(10, 10)))
+    rows = np.arange(100)
+    got = arr.vindex[rows, rows[::-1]]  # the anti-diagonal crosses 10 chunks
+    np.testing.assert_array_equal(got, data[rows, rows[::-1]])

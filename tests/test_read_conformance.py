@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
+import zarr.codecs.numcodecs as numcodecs_wrappers
 from conftest import NOTHING, assert_same, quiet_zarr, sample_data, write_array, zarr_read
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -398,7 +400,9 @@ def test_metadata_matches_zarr(written: tuple[Case, str]) -> None:
     else:
         assert arr.shards is None
         assert arr.chunks == ref_chunks
-    if ref_fill is not None and case.options.get("fill_value", 0) is not None:
+    if ref_fill is None:
+        assert arr.fill_value is None  # v2 `fill_value: null`, as zarr-python has it
+    elif case.options.get("fill_value", 0) is not None:
         np.testing.assert_array_equal(np.asarray(arr.fill_value, dtype=arr.dtype), np.asarray(ref_fill))
     if arr.ndim:
         assert len(arr) == arr.shape[0]
@@ -634,3 +638,208 @@ def test_results_are_fresh_writeable_arrays(tmp_path: Path) -> None:
     reversed_ = arr[::-1, ::-2]
     assert reversed_.flags.writeable
     assert_same(reversed_, data[::-1, ::-2])
+
+
+# --- numcodecs' fixedscaleoffset and zarr-python 3's numcodecs codecs ----------------------------
+
+
+def _numcodecs_v3(name: str, **config: Any) -> Any:
+    """zarr-python 3's wrapper of a numcodecs codec (its v3 name is ``numcodecs.<name>``)."""
+    with quiet_zarr():
+        return getattr(numcodecs_wrappers, name)(**config)
+
+
+def _fixedscaleoffset(zarr_format: int, **config: Any) -> Any:
+    if zarr_format == 2:
+        return numcodecs.FixedScaleOffset(**config)
+    return _numcodecs_v3("FixedScaleOffset", **config)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+@pytest.mark.parametrize("astype", ["|i1", "|u1", "<i2", "<u2", "<i4", "<i8", "<f4"])
+@pytest.mark.parametrize("offset_scale", [(273.15, 100), (-1.7, 0.3), (1000, 10)])
+def test_fixedscaleoffset_is_bit_equal_to_numcodecs(
+    tmp_path: Path, zarr_format: int, dtype: str, astype: str, offset_scale: tuple[float, float]
+) -> None:
+    """Decoding computes as numcodecs does with numpy (float64 for integer astype, the stored
+    float type otherwise), so every value is bit for bit zarr-python's."""
+    offset, scale = offset_scale
+    kind = np.dtype(astype)
+    bound = 2**20 if dtype == "<f4" else 2**40  # so that values stay within astype once rounded
+    if kind.kind == "f":
+        encoded = np.linspace(-3e4, 3e4, 200)
+    else:
+        info = np.iinfo(kind)
+        encoded = np.linspace(max(info.min, -bound), min(info.max, bound), 200).round()
+    data = (encoded / scale + offset).astype(dtype).reshape(20, 10)
+    path = write_array(
+        tmp_path / "a.zarr",
+        data,
+        chunks=(7, 4),
+        zarr_format=zarr_format,
+        filters=[_fixedscaleoffset(zarr_format, offset=offset, scale=scale, dtype=dtype, astype=astype)],
+        compressors=None,
+    )
+    expected = zarr_read(path)
+    arr = fz.open_array(path)
+    assert_same(arr[...], expected)
+    assert_same(arr[3:15, 2:9], expected[3:15, 2:9])
+
+
+def test_fixedscaleoffset_kelvin_example_reads_exact_values(tmp_path: Path) -> None:
+    """offset=273.15, scale=100 stored as int16 reads back 273.15, not float32's 273.14999."""
+    data = np.array([273.15, 280.2, -3.3, 300.0])
+    for zarr_format in (2, 3):
+        fso = _fixedscaleoffset(zarr_format, offset=273.15, scale=100, dtype="<f8", astype="<i2")
+        path = write_array(tmp_path / f"v{zarr_format}.zarr", data, zarr_format=zarr_format, filters=[fso])
+        got = fz.open_array(path)[...]
+        assert got[0] == 273.15
+        assert_same(got, zarr_read(path))
+
+
+def test_fixedscaleoffset_numcodecs_doc_example_with_one_byte_astype(tmp_path: Path) -> None:
+    """numcodecs' own example: dtype f8 kept in one unsigned byte (stored as ``|u1``)."""
+    data = np.linspace(1000, 1001, 10, dtype="f8")
+    fso = numcodecs.FixedScaleOffset(offset=1000, scale=10, dtype="f8", astype="u1")
+    path = write_array(tmp_path / "a.zarr", data, zarr_format=2, filters=[fso])
+    got = fz.open_array(path)[...]
+    assert_same(got, zarr_read(path))
+    np.testing.assert_array_equal(got, fso.decode(fso.encode(data)))
+
+
+def test_fixedscaleoffset_v2_astype_in_other_byte_order(tmp_path: Path) -> None:
+    """v2 stores the astype's own byte order, which may differ from the array's."""
+    data = np.linspace(-20, 20, 30).astype(">f8")
+    fso = numcodecs.FixedScaleOffset(offset=1.5, scale=7, dtype=">f8", astype="<i4")
+    path = write_array(tmp_path / "a.zarr", data, zarr_format=2, filters=[fso])
+    assert_same(fz.open_array(path)[...], zarr_read(path))
+
+
+NUMCODECS_V3_COMPRESSORS = [
+    "BZ2",
+    "Zlib",
+    "GZip",
+    "Zstd",
+    "Blosc",
+    "LZ4",
+    "Shuffle",
+    "CRC32",
+    "Adler32",
+    "Fletcher32",
+]
+
+
+@pytest.mark.parametrize("name", NUMCODECS_V3_COMPRESSORS)
+def test_zarr_python_numcodecs_v3_codecs_with_default_configuration(tmp_path: Path, name: str) -> None:
+    """zarr-python 3 writes ``numcodecs.<id>`` with numcodecs' default configuration (``{}``)."""
+    data = sample_data((30, 7), "i4")
+    path = write_array(tmp_path / "a.zarr", data, chunks=(8, 7), compressors=[_numcodecs_v3(name)])
+    codecs = fz.open_array(path).metadata["codecs"]
+    assert codecs[-1]["name"] == f"numcodecs.{name.lower()}"
+    assert_same(fz.open_array(path)[...], zarr_read(path))
+    assert_same(fz.open_array(path)[5:20, 1:3], data[5:20, 1:3])
+
+
+@pytest.mark.parametrize("endian", ["little", "big"])
+@pytest.mark.parametrize("dtype", ["<i2", "<u8", "<f4"])
+def test_zarr_python_numcodecs_v3_delta_filter(tmp_path: Path, dtype: str, endian: str) -> None:
+    """``numcodecs.delta`` is an array-to-array codec in v3: it works on the values before the
+    ``bytes`` codec sets their byte order. (zarr-python 3.1 reads the big-endian case back
+    byte-swapped, its delta viewing the big-endian decoded values as little-endian: the values
+    written are the reference.)"""
+    data = np.cumsum(np.arange(60) % 7).astype(dtype).reshape(12, 5)
+    path = write_array(
+        tmp_path / "a.zarr",
+        data,
+        chunks=(5, 5),
+        filters=[_numcodecs_v3("Delta", dtype=dtype)],
+        serializer=BytesCodec(endian=endian),
+        compressors=[_numcodecs_v3("Zlib", level=3)],
+    )
+    assert_same(fz.open_array(path)[...], data)
+    assert_same(fz.open_array(path)[3:11, 1:4], data[3:11, 1:4])
+    if endian == "little":
+        assert_same(fz.open_array(path)[...], zarr_read(path))
+
+
+def _set_codec_configuration(path: str, name: str, **config: Any) -> None:
+    metadata_file = Path(path) / "zarr.json"
+    metadata = json.loads(metadata_file.read_text())
+    for codec in metadata["codecs"]:
+        if codec["name"] == name:
+            codec.setdefault("configuration", {}).update(config)
+    metadata_file.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "level"),
+    [
+        ("Zlib", "level", -1),
+        ("Zlib", "level", 100),
+        ("GZip", "level", -1),
+        ("GZip", "level", 100),
+        ("BZ2", "level", 100),
+        ("BZ2", "level", -1),
+        ("Zstd", "level", 100),
+        ("Zstd", "level", -200000),
+        ("Blosc", "clevel", 100),
+        ("Blosc", "clevel", -1),
+    ],
+)
+def test_compression_levels_outside_the_writing_range_are_read(
+    tmp_path: Path, name: str, key: str, level: int
+) -> None:
+    """A reader needs no compression level: one zarrs' codecs would refuse still reads."""
+    data = sample_data((40,), "f8")
+    path = write_array(tmp_path / "a.zarr", data, chunks=(16,), compressors=[_numcodecs_v3(name)])
+    _set_codec_configuration(path, f"numcodecs.{name.lower()}", **{key: level})
+    assert_same(fz.open_array(path)[...], data)
+
+
+def test_v2_zlib_level_minus_one_and_shuffle_elementsize_zero(tmp_path: Path) -> None:
+    """numcodecs' Zlib(level=-1) (zlib's default level) and Shuffle(elementsize=0) (a copy)."""
+    data = sample_data((50,), "u2")
+    path = write_array(
+        tmp_path / "a.zarr",
+        data,
+        chunks=(16,),
+        zarr_format=2,
+        filters=[numcodecs.Shuffle(elementsize=0)],
+        compressors=numcodecs.Zlib(level=-1),
+    )
+    assert_same(fz.open_array(path)[...], zarr_read(path))
+
+
+def test_refused_numcodecs_codec_is_named(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", np.arange(10, dtype="i4"), compressors=[_numcodecs_v3("LZMA")])
+    with pytest.raises(fz.UnsupportedCodecError, match=r"numcodecs\.lzma"):
+        fz.open_array(path)
+
+
+def test_numcodecs_crc32_checksum_mismatch_is_a_corrupt_chunk(tmp_path: Path) -> None:
+    path = write_array(tmp_path / "a.zarr", np.arange(10, dtype="i4"), compressors=[_numcodecs_v3("CRC32")])
+    chunk = Path(path) / "c" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[-1] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(fz.CorruptChunkError, match="crc32"):
+        fz.open_array(path)[...]
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_integer_array_with_float_spelled_fill_value(tmp_path: Path, zarr_format: int) -> None:
+    """``fill_value: 3.0`` on an int32 array: zarr-python reads the fill value 3."""
+    path = write_array(
+        tmp_path / "a.zarr", shape=(6,), chunks=(3,), dtype="i4", zarr_format=zarr_format, fill_value=3
+    )
+    with quiet_zarr():
+        zarr.open_array(path, mode="r+")[:3] = np.arange(3, dtype="i4")
+    metadata_file = Path(path) / (".zarray" if zarr_format == 2 else "zarr.json")
+    metadata = json.loads(metadata_file.read_text())
+    metadata["fill_value"] = 3.0
+    metadata_file.write_text(json.dumps(metadata))
+    arr = fz.open_array(path)
+    assert_same(arr[...], zarr_read(path))
+    assert_same(arr[...], np.array([0, 1, 2, 3, 3, 3], dtype="i4"))
+    assert arr.fill_value == 3

@@ -674,3 +674,29 @@ def test_open_datatree_reads_without_zarr_python(tree_store: str, monkeypatch: p
 def test_open_datatree_of_a_missing_group(tree_store: str) -> None:
     with pytest.raises(KeyError, match="nowhere"):
         xr.open_datatree(tree_store, engine="fastzarr", group="nowhere")
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_unnamed_dataarray_with_reserved_name_opens_everywhere(tmp_path: Path, zarr_format: int) -> None:
+    """An unnamed ``DataArray.to_zarr()`` writes ``__xarray_dataarray_variable__``: a name zarrs
+    refuses (the v3 specification reserves ``__``), but zarr-python writes and reads it."""
+    path = str(tmp_path / "unnamed.zarr")
+    values = np.arange(24.0).reshape(4, 6)
+    da = xr.DataArray(values, dims=("y", "x"), coords={"y": np.arange(4), "x": np.arange(6) * 10})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
+        da.chunk({"y": 2, "x": 3}).to_zarr(path, zarr_format=zarr_format, consolidated=False)
+    name = "__xarray_dataarray_variable__"
+    expected = xr.open_dataarray(path, engine="zarr", consolidated=False).load()
+
+    got = xr.open_dataarray(path, engine="fastzarr").load()
+    xr.testing.assert_identical(got, expected)
+    np.testing.assert_array_equal(fz.open_array(path, path=name)[...], values)
+    np.testing.assert_array_equal(fz.open_array(f"{path}/{name}")[1:3, 2:5], values[1:3, 2:5])
+    group = fz.open_group(path)
+    assert name in group
+    np.testing.assert_array_equal(group[name][...], values)
+    points = fz.extract_points(path, points={"y": [1, 3], "x": [10, 50]})
+    np.testing.assert_array_equal(points[name].values, [values[[1, 3], [1, 5]]])  # one store
+    report = fz.inspect(path)
+    assert name in {a.name for a in report.arrays}

@@ -24,6 +24,7 @@ __all__ = [
     "StoreNotFoundError",
     "TimeoutError",
     "UnsupportedCodecError",
+    "VectorIndexer",
     "__version__",
     "_busy_count",
     "_checksum_files",
@@ -71,6 +72,13 @@ class OuterIndexer:
     def __getitem__(self, key: Any, /) -> npt.NDArray[Any]: ...
 
 @final
+class VectorIndexer:
+    """``array.vindex``: integer arrays, one per axis, broadcast together into points, or a
+    boolean mask of the array's shape."""
+
+    def __getitem__(self, key: Any, /) -> npt.NDArray[Any]: ...
+
+@final
 class Array:
     """A Zarr array (v2 or v3). Cheap to create and to pickle; reads return numpy arrays.
 
@@ -111,6 +119,8 @@ class Array:
     def metadata(self) -> dict[str, Any]: ...
     @property
     def oindex(self) -> OuterIndexer: ...
+    @property
+    def vindex(self) -> VectorIndexer: ...
     def __getitem__(self, key: Any, /) -> npt.NDArray[Any]: ...
     def read(
         self,

@@ -2,18 +2,22 @@
 //! running sum in the array's dtype (wrapping for integers, like numpy).
 
 use std::borrow::Cow;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use zarrs::array::{ArrayBytesRaw, BytesRepresentation};
+use zarrs::array::{ArrayBytes, ArrayBytesRaw, BytesRepresentation, DataType, FillValue};
 use zarrs_codec::{
-    BytesToBytesCodecTraits, CodecError, CodecMetadataOptions, CodecOptions, CodecTraits,
-    PartialDecoderCapability, PartialEncoderCapability, RecommendedConcurrency,
+    ArrayCodecTraits, ArrayToArrayCodecTraits, BytesToBytesCodecTraits, CodecError,
+    CodecMetadataOptions, CodecOptions, CodecTraits, PartialDecoderCapability,
+    PartialEncoderCapability, RecommendedConcurrency,
 };
 use zarrs_metadata::v2::MetadataV2;
+use zarrs_metadata::v3::MetadataV3;
 use zarrs_metadata::Configuration;
 use zarrs_plugin::{ExtensionName, PluginCreateError, ZarrVersion};
 
 pub const ID: &str = "delta";
+pub const V3_NAME: &str = "numcodecs.delta";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -36,18 +40,16 @@ impl DeltaCodec {
         let dtype = configuration
             .get("dtype")
             .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| PluginCreateError::Other("delta: missing 'dtype'".into()))?
-            .to_string();
-        let astype = configuration
-            .get("astype")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or(&dtype);
-        if astype != dtype {
-            return Err(PluginCreateError::Other(format!(
-                "delta with astype {astype} different from dtype {dtype} is not supported"
-            )));
-        }
+            .ok_or_else(|| PluginCreateError::Other("delta: missing 'dtype'".into()))?;
+        check_astype(configuration, dtype)?;
+        Self::for_dtype(dtype.to_string())
+    }
+
+    fn for_dtype(dtype: String) -> Result<Self, PluginCreateError> {
         let unsupported = || PluginCreateError::Other(format!("delta: unsupported dtype {dtype}"));
+        if !dtype.is_char_boundary(1) {
+            return Err(unsupported());
+        }
         let (order, rest) = dtype.split_at(1);
         let kind = match rest.chars().next() {
             Some('i') => Kind::Int,
@@ -138,11 +140,175 @@ impl DeltaCodec {
     }
 }
 
+/// numcodecs' `astype` other than `dtype` changes the stored type: not supported.
+fn check_astype(
+    configuration: &serde_json::Map<String, serde_json::Value>,
+    dtype: &str,
+) -> Result<(), PluginCreateError> {
+    let astype = configuration
+        .get("astype")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(dtype);
+    if astype != dtype {
+        return Err(PluginCreateError::Other(format!(
+            "delta with astype {astype} different from dtype {dtype} is not supported"
+        )));
+    }
+    Ok(())
+}
+
+/// numpy's type code (`i4`) of a zarrs data type delta works on.
+fn type_code(data_type: &DataType) -> Option<&'static str> {
+    let code = match data_type.name(ZarrVersion::V3)?.as_ref() {
+        "int8" => "i1",
+        "int16" => "i2",
+        "int32" => "i4",
+        "int64" => "i8",
+        "uint8" => "u1",
+        "uint16" => "u2",
+        "uint32" => "u4",
+        "uint64" => "u8",
+        "float32" => "f4",
+        "float64" => "f8",
+        _ => return None,
+    };
+    Some(code)
+}
+
+/// zarr-python 3's `numcodecs.delta`: an array-to-array codec working on native elements
+/// (the `bytes` codec after it sets the stored byte order), so `dtype`'s byte order is
+/// irrelevant; without a `dtype` it uses the array's.
+#[derive(Debug, Clone)]
+pub struct DeltaArrayCodec {
+    configuration: serde_json::Map<String, serde_json::Value>,
+    /// numpy's type code (`i4`) of the configuration's `dtype`, if any.
+    code: Option<String>,
+}
+
+impl DeltaArrayCodec {
+    pub fn from_metadata(metadata: &MetadataV3) -> Result<Self, PluginCreateError> {
+        let configuration: serde_json::Map<_, _> =
+            metadata.configuration().cloned().unwrap_or_default().into();
+        let code = match configuration.get("dtype") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => {
+                let dtype = value
+                    .as_str()
+                    .ok_or_else(|| PluginCreateError::Other(format!("delta: dtype {value}")))?;
+                check_astype(&configuration, dtype)?;
+                let code = dtype.trim_start_matches(['<', '>', '|', '=']).to_string();
+                // Validated now, so a bad dtype is refused when the array is opened.
+                DeltaCodec::for_dtype(format!("={code}"))?;
+                Some(code)
+            }
+        };
+        Ok(Self {
+            configuration,
+            code,
+        })
+    }
+
+    /// The native-endian delta codec for the array's data type.
+    fn native(&self, data_type: &DataType) -> Result<DeltaCodec, CodecError> {
+        let unsupported = || CodecError::UnsupportedDataType(data_type.clone(), ID.to_string());
+        let code = type_code(data_type).ok_or_else(unsupported)?;
+        if self.code.as_deref().is_some_and(|c| c != code) {
+            return Err(unsupported());
+        }
+        DeltaCodec::for_dtype(format!("={code}")).map_err(|_| unsupported())
+    }
+}
+
+impl ExtensionName for DeltaArrayCodec {
+    fn name(&self, version: ZarrVersion) -> Option<Cow<'static, str>> {
+        match version {
+            ZarrVersion::V2 => Some(Cow::Borrowed(ID)),
+            ZarrVersion::V3 => Some(Cow::Borrowed(V3_NAME)),
+        }
+    }
+}
+
+impl CodecTraits for DeltaArrayCodec {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn configuration(
+        &self,
+        _version: ZarrVersion,
+        _options: &CodecMetadataOptions,
+    ) -> Option<Configuration> {
+        Some(Configuration::from(self.configuration.clone()))
+    }
+
+    fn partial_decoder_capability(&self) -> PartialDecoderCapability {
+        PartialDecoderCapability {
+            partial_read: false,
+            partial_decode: false,
+        }
+    }
+
+    fn partial_encoder_capability(&self) -> PartialEncoderCapability {
+        PartialEncoderCapability {
+            partial_encode: false,
+        }
+    }
+}
+
+impl ArrayCodecTraits for DeltaArrayCodec {
+    fn recommended_concurrency(
+        &self,
+        _shape: &[NonZeroU64],
+        _data_type: &DataType,
+    ) -> Result<RecommendedConcurrency, CodecError> {
+        Ok(RecommendedConcurrency::new_maximum(1))
+    }
+}
+
+impl ArrayToArrayCodecTraits for DeltaArrayCodec {
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn ArrayToArrayCodecTraits> {
+        self
+    }
+
+    fn encoded_data_type(&self, decoded_data_type: &DataType) -> Result<DataType, CodecError> {
+        self.native(decoded_data_type)?;
+        Ok(decoded_data_type.clone())
+    }
+
+    fn encode<'a>(
+        &self,
+        bytes: ArrayBytes<'a>,
+        _shape: &[NonZeroU64],
+        data_type: &DataType,
+        _fill_value: &FillValue,
+        _options: &CodecOptions,
+    ) -> Result<ArrayBytes<'a>, CodecError> {
+        let delta = self.native(data_type)?;
+        Ok(ArrayBytes::from(
+            delta.transform(&bytes.into_fixed()?, true)?,
+        ))
+    }
+
+    fn decode<'a>(
+        &self,
+        bytes: ArrayBytes<'a>,
+        _shape: &[NonZeroU64],
+        data_type: &DataType,
+        _fill_value: &FillValue,
+        _options: &CodecOptions,
+    ) -> Result<ArrayBytes<'a>, CodecError> {
+        let delta = self.native(data_type)?;
+        Ok(ArrayBytes::from(
+            delta.transform(&bytes.into_fixed()?, false)?,
+        ))
+    }
+}
+
 impl ExtensionName for DeltaCodec {
     fn name(&self, version: ZarrVersion) -> Option<Cow<'static, str>> {
         match version {
             ZarrVersion::V2 => Some(Cow::Borrowed(ID)),
-            ZarrVersion::V3 => Some(Cow::Borrowed("numcodecs.delta")),
+            ZarrVersion::V3 => Some(Cow::Borrowed(V3_NAME)),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! numcodecs codecs common in v2 data that zarrs lacks, registered with zarrs at start-up.
 
 pub mod bounded;
+mod checksum32;
 mod delta;
+mod fixedscaleoffset;
 mod lz4;
+pub mod spellings;
 
 use std::sync::{Arc, Once};
 
@@ -16,6 +19,12 @@ use zarrs_codec::{
 pub fn register() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
+        // First, so that they come before zarrs' codecs of the same names: zarr-python 3's
+        // `numcodecs.*` spellings.
+        register_codec_v3(CodecRuntimePluginV3::new(
+            |name| spellings::V3_NAMES.contains(&name),
+            spellings::create_v3,
+        ));
         // zarrs' compressors, with decoders bounded by the chunk's size (bounded.rs).
         register_codec_v2(CodecRuntimePluginV2::new(
             |id| bounded::V2_IDS.contains(&id),
@@ -31,6 +40,31 @@ pub fn register() {
                 Ok(Codec::BytesToBytes(Arc::new(lz4::Lz4Codec::from_metadata(
                     metadata,
                 ))))
+            },
+        ));
+        // numcodecs' arithmetic exactly (zarrs' own codec computes in float32).
+        register_codec_v2(CodecRuntimePluginV2::new(
+            |id| id == fixedscaleoffset::ID,
+            |metadata| {
+                Ok(Codec::ArrayToArray(Arc::new(
+                    fixedscaleoffset::FixedScaleOffsetCodec::from_metadata_v2(metadata)?,
+                )))
+            },
+        ));
+        register_codec_v3(CodecRuntimePluginV3::new(
+            |name| name == fixedscaleoffset::V3_NAME,
+            |metadata| {
+                Ok(Codec::ArrayToArray(Arc::new(
+                    fixedscaleoffset::FixedScaleOffsetCodec::from_metadata_v3(metadata)?,
+                )))
+            },
+        ));
+        register_codec_v2(CodecRuntimePluginV2::new(
+            |id| id == checksum32::ID,
+            |metadata| {
+                Ok(Codec::BytesToBytes(Arc::new(
+                    checksum32::Crc32Codec::from_metadata(metadata)?,
+                )))
             },
         ));
         register_codec_v2(CodecRuntimePluginV2::new(

@@ -94,6 +94,9 @@ impl PyArray {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>> {
+        if selection::is_multidimensional_mask(key)? {
+            return coordinates(py, "mask_selection", self, key);
+        }
         let indices = selection::parse_numpy(key)?;
         self.read_into(py, &indices, None, None, None)
     }
@@ -136,6 +139,17 @@ impl PyArray {
         max_memory: Option<&Bound<'py, PyAny>>,
     ) -> Result<Bound<'py, PyAny>> {
         crate::py::aio::read_async(self, py, selection, timeout, max_memory)
+    }
+
+    /// Coordinate selection like zarr-python's: `array.vindex[[0, 5], [3, 1]]` reads the
+    /// points (0, 3) and (5, 1); `array.vindex[mask]` the true elements of a boolean mask.
+    #[getter]
+    fn vindex(&self) -> VectorIndexer {
+        VectorIndexer {
+            array: PyArray {
+                handle: self.handle.clone(),
+            },
+        }
     }
 
     /// Outer indexing: `array.oindex[[0, 5], :, [3, 1]]` indexes each axis independently.
@@ -187,8 +201,21 @@ impl PyArray {
         }
     }
 
+    /// The fill value as a numpy scalar; None for a v2 `fill_value: null` (like zarr-python;
+    /// missing chunks then read as zeros).
     #[getter]
     fn fill_value<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        let metadata = self.handle.metadata_json();
+        if metadata
+            .get("zarr_format")
+            .and_then(serde_json::Value::as_u64)
+            == Some(2)
+            && metadata
+                .get("fill_value")
+                .is_some_and(serde_json::Value::is_null)
+        {
+            return Ok(py.None().into_bound(py));
+        }
         let numpy = py.import("numpy")?;
         let bytes = pyo3::types::PyBytes::new(py, self.handle.fill_value_bytes());
         let dtype = output::numpy_dtype(py, self.handle.dtype())?;
@@ -302,6 +329,44 @@ impl OuterIndexer {
         let indices = selection::parse_outer(key)?;
         self.array.read_into(py, &indices, None, None, None)
     }
+}
+
+/// `array.vindex`: integer arrays, one per axis, broadcast together into points (zarr's
+/// `vindex`), or a boolean mask of the array's shape.
+#[pyclass(name = "VectorIndexer", module = "fastzarr", frozen)]
+pub struct VectorIndexer {
+    array: PyArray,
+}
+
+#[pymethods]
+impl VectorIndexer {
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyAny>> {
+        coordinates(py, "vindex", &self.array, key)
+    }
+}
+
+/// Point selections group their points by chunk and read them with `read_many`
+/// (`fastzarr._coordinates`).
+fn coordinates<'py>(
+    py: Python<'py>,
+    function: &str,
+    array: &PyArray,
+    key: &Bound<'py, PyAny>,
+) -> Result<Bound<'py, PyAny>> {
+    let array = Bound::new(
+        py,
+        PyArray {
+            handle: array.handle.clone(),
+        },
+    )?;
+    Ok(py
+        .import("fastzarr._coordinates")?
+        .getattr(function)?
+        .call1((array, key))?)
 }
 
 /// `(1, 2)`, `(1,)` or `()`, as Python writes a tuple.

@@ -186,6 +186,23 @@ fn axis_index(item: &Bound<'_, PyAny>) -> Result<AxisIndex> {
     index_int(item).map(AxisIndex::Int)
 }
 
+/// Whether `key` is one boolean array of more than one dimension: a mask over several axes,
+/// which numpy (and zarr-python) read as a selection of points.
+pub fn is_multidimensional_mask(key: &Bound<'_, PyAny>) -> Result<bool> {
+    let is_sequence = key.is_instance_of::<PyList>() || key.hasattr("__array__")?;
+    if !is_sequence {
+        return Ok(false);
+    }
+    let array = key
+        .py()
+        .import("numpy")?
+        .getattr("asarray")?
+        .call1((key,))?;
+    let kind: String = array.getattr("dtype")?.getattr("kind")?.extract()?;
+    let ndim: usize = array.getattr("ndim")?.extract()?;
+    Ok(kind == "b" && ndim > 1)
+}
+
 /// Parses a key with outer semantics: each integer array indexes its own axis
 /// (`read`, `read_many`, `oindex`).
 pub fn parse_outer(key: &Bound<'_, PyAny>) -> Result<Vec<AxisIndex>> {
