@@ -26,6 +26,8 @@ pub struct ArrayHandle {
     plain_blosc: bool,
     /// The smallest blosc block the chunks can have (see [`smallest_blosc_block`]).
     blosc_block: usize,
+    /// The compressor format blosc chunks must name in their header (from the codec's cname).
+    blosc_compressor: Option<u8>,
     /// A checksum codec guards the chunks: a partial decode must not skip its check.
     checksummed: bool,
     /// Sharded, with no checksum on the inner chunks: a part of a shard can be read by
@@ -62,6 +64,9 @@ pub struct NumpyDtype {
 
 impl ArrayHandle {
     /// Builds the array at `path` of `store` from metadata already read.
+    // One sequence of checks on untrusted metadata, each error naming the same file: split,
+    // it would only pass that context around.
+    #[allow(clippy::too_many_lines)]
     pub fn new(store: Arc<Store>, path: &str, metadata: ArrayMetadata) -> Result<Self> {
         let metadata_json = serde_json::to_value(&metadata).unwrap_or(Value::Null);
         let metadata_file = metadata_file(path, &metadata);
@@ -185,6 +190,10 @@ impl ArrayHandle {
             array,
             plain_blosc: is_plain_blosc(&metadata_json, &dtype),
             blosc_block: smallest_blosc_block(&metadata_json),
+            blosc_compressor: blosc_config(&metadata_json)
+                .and_then(|c| c.get("cname"))
+                .and_then(Value::as_str)
+                .and_then(crate::blosc_ranges::compressor_format),
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
             key_prefix,
@@ -287,6 +296,11 @@ impl ArrayHandle {
 
     pub fn plain_blosc(&self) -> bool {
         self.plain_blosc
+    }
+
+    /// The compressor format blosc chunks of this array must name in their header.
+    pub fn blosc_compressor(&self) -> Option<u8> {
+        self.blosc_compressor
     }
 
     /// The smallest blosc block (decoded bytes) a chunk of this array can have; a chunk
@@ -423,8 +437,9 @@ fn has_partial_shards(metadata: &Value) -> bool {
 /// every compressor and type size: zstd at level 1 makes 32 KiB blocks, at 3 128 KiB, lz4 at
 /// 3 64-512 KiB; a chunk smaller than the block is one block). Used only to guess, before any
 /// byte is read, whether a point read will want most of a chunk's blocks anyway.
-fn smallest_blosc_block(metadata: &Value) -> usize {
-    let config = metadata
+/// The blosc codec's configuration (v2 `compressor`, v3 `blosc` codec), if any.
+fn blosc_config(metadata: &Value) -> Option<&Value> {
+    metadata
         .get("compressor")
         .filter(|c| !c.is_null())
         .or_else(|| {
@@ -433,7 +448,11 @@ fn smallest_blosc_block(metadata: &Value) -> usize {
                 .and_then(Value::as_array)
                 .and_then(|codecs| codecs.iter().find(|c| codec_name(c) == Some("blosc")))
                 .and_then(|c| c.get("configuration"))
-        });
+        })
+}
+
+fn smallest_blosc_block(metadata: &Value) -> usize {
+    let config = blosc_config(metadata);
     let number = |key: &str| config.and_then(|c| c.get(key)).and_then(Value::as_u64);
     match number("blocksize") {
         Some(forced) if forced > 0 => usize::try_from(forced).unwrap_or(usize::MAX),

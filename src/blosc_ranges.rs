@@ -25,6 +25,34 @@ const MAX_CODEC_FORMAT: u8 = 4;
 const MAX_BUFFERSIZE: usize = i32::MAX as usize - HEADER_LEN;
 const MAX_BLOCKSIZE: usize = (i32::MAX as usize - 255 * 4) / 3;
 
+/// The compressor format C-Blosc writes in a header's flags (bits 5-7) for a codec's `cname`.
+pub fn compressor_format(cname: &str) -> Option<u8> {
+    match cname {
+        "blosclz" => Some(0),
+        "lz4" | "lz4hc" => Some(1),
+        "snappy" => Some(2),
+        "zlib" => Some(3),
+        "zstd" => Some(4),
+        _ => None,
+    }
+}
+
+/// Refuses a buffer whose header names another compressor than the array's codec
+/// (`expected`, from [`compressor_format`]): its blocks would go to the wrong decompressor,
+/// where one block can come out whole while the chunk as a whole fails.
+pub fn check_compressor(buffer: &[u8], expected: Option<u8>) -> Result<(), String> {
+    let (Some(expected), Some(&flags)) = (expected, buffer.get(2)) else {
+        return Ok(());
+    };
+    if flags & FLAG_MEMCPYED == 0 && flags >> 5 != expected {
+        return Err(format!(
+            "blosc: the header names compressor format {}, the array's codec {expected}",
+            flags >> 5
+        ));
+    }
+    Ok(())
+}
+
 /// The validated header of a blosc v1 buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BloscHeader {

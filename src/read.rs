@@ -554,6 +554,8 @@ fn run_job(
         }
         Fetched::Sparse(buffer) => {
             counters.fetched(started, Some(outcome.bytes as usize), outcome.requests);
+            crate::blosc_ranges::check_compressor(&buffer, array.blosc_compressor())
+                .map_err(|e| corrupt(CodecError::Other(e)))?;
             if scatter_blosc_blocks(job, &buffer, context).map_err(corrupt)? {
                 return Ok(());
             }
@@ -712,6 +714,11 @@ fn decode_job(
     let array = job.array;
     let counters = context.counters;
     let itemsize = array.dtype().itemsize;
+    if let (true, Some(encoded)) = (array.plain_blosc(), encoded.as_deref()) {
+        // Checked before either of fastzarr's blosc paths (whole or block by block) decodes.
+        crate::blosc_ranges::check_compressor(encoded, array.blosc_compressor())
+            .map_err(|e| corrupt(CodecError::Other(e)))?;
+    }
     if let [(t, part)] = job.parts.as_slice() {
         let target = &context.targets[*t];
         if let (Some(full_shape), Some((out_start, out_shape))) =

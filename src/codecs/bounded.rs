@@ -71,13 +71,24 @@ impl Kind {
 pub struct Bounded {
     kind: Kind,
     inner: Arc<dyn BytesToBytesCodecTraits>,
+    /// Blosc: the compressor format the codec's `cname` says chunks are written with.
+    blosc_compressor: Option<u8>,
 }
 
-/// Wraps a codec zarrs built, when it is one of the compressors this module bounds.
-fn wrap(codec: Codec) -> Codec {
+/// Wraps a codec zarrs built, when it is one of the compressors this module bounds;
+/// `configuration` is the codec's (its `cname` names blosc's compressor).
+fn wrap(codec: Codec, configuration: Option<&serde_json::Map<String, serde_json::Value>>) -> Codec {
+    let blosc_compressor = configuration
+        .and_then(|c| c.get("cname"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(crate::blosc_ranges::compressor_format);
     match codec {
         Codec::BytesToBytes(inner) => match Kind::of(inner.as_ref()) {
-            Some(kind) => Codec::BytesToBytes(Arc::new(Bounded { kind, inner })),
+            Some(kind) => Codec::BytesToBytes(Arc::new(Bounded {
+                kind,
+                inner,
+                blosc_compressor,
+            })),
             None => Codec::BytesToBytes(inner),
         },
         other => other,
@@ -95,7 +106,10 @@ fn zarrs_codec_v2(metadata: &MetadataV2) -> Result<Codec, PluginCreateError> {
 
 /// zarrs' own codec for v2 `metadata`, bounded.
 pub fn create_v2(metadata: &MetadataV2) -> Result<Codec, PluginCreateError> {
-    Ok(wrap(zarrs_codec_v2(metadata)?))
+    Ok(wrap(
+        zarrs_codec_v2(metadata)?,
+        Some(metadata.configuration()),
+    ))
 }
 
 /// zarrs' own (compile-time registered) codec for v3 `metadata`.
@@ -109,7 +123,10 @@ fn zarrs_codec_v3(metadata: &MetadataV3) -> Result<Codec, PluginCreateError> {
 
 /// zarrs' own codec for v3 `metadata`, bounded.
 pub fn create_v3(metadata: &MetadataV3) -> Result<Codec, PluginCreateError> {
-    Ok(wrap(zarrs_codec_v3(metadata)?))
+    Ok(wrap(
+        zarrs_codec_v3(metadata)?,
+        metadata.configuration().map(|c| &**c),
+    ))
 }
 
 fn corrupt(kind: Kind, reason: impl std::fmt::Display) -> CodecError {
@@ -192,6 +209,8 @@ impl Bounded {
             Kind::Zlib => read_bounded(kind, flate2::read::ZlibDecoder::new(encoded), limit)?,
             Kind::Bz2 => read_bounded(kind, bzip2::read::BzDecoder::new(encoded), limit)?,
             Kind::Blosc => {
+                crate::blosc_ranges::check_compressor(encoded, self.blosc_compressor)
+                    .map_err(CodecError::Other)?;
                 let declared = blosc_declared_size(encoded)
                     .ok_or_else(|| corrupt(kind, "too short for a blosc header"))?;
                 if declared > limit {
