@@ -334,6 +334,7 @@ mod tests {
             Codec::BytesToBytes(codec) => Bounded {
                 kind: Kind::of(codec.as_ref()).unwrap(),
                 inner: codec,
+                blosc_compressor: None,
             },
             _ => unreachable!(),
         }
