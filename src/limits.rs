@@ -263,8 +263,10 @@ mod tests {
     #[test]
     fn impossible_allocations_are_detected() {
         assert!(super::can_allocate(1 << 20));
+        // Beyond what a Vec can hold. (Sizes below that depend on the machine: with memory
+        // overcommitted, even exabytes may be reserved; tests/test_hostile_input.py checks
+        // the refusals under an address-space limit.)
         assert!(!super::can_allocate(u64::MAX));
-        assert!(!super::can_allocate(4_000_000_000_000_000_000));
     }
 
     #[test]

@@ -10,6 +10,7 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
+import zarr.codecs
 from conftest import write_array
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -258,3 +259,32 @@ def test_damaged_headers_are_corrupt_both_ways(
     finally:
         chunk.write_bytes(original)
     assert outcomes == ["corrupt"] * 3
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_header_naming_another_compressor_is_corrupt_both_ways(tmp_path: Path, zarr_format: int) -> None:
+    """Flags that name lz4 on a zstd chunk: one block can decode as lz4 where the chunk cannot,
+    so the compressor must match the codec's cname, whole or block by block."""
+    data = np.arange(48 * 40, dtype="f8").reshape(48, 40)
+    compressors = (
+        numcodecs.Blosc(cname="zstd", shuffle=1, blocksize=512)
+        if zarr_format == 2
+        else zarr.codecs.BloscCodec(cname="zstd", shuffle="shuffle", blocksize=512)
+    )
+    path = write_array(
+        tmp_path / "a.zarr", data, chunks=(24, 20), zarr_format=zarr_format, compressors=compressors
+    )
+    chunk = Path(path) / ("0.0" if zarr_format == 2 else "c/0/0")
+    raw = bytearray(chunk.read_bytes())
+    raw[2] = (raw[2] & 0x1F) | (1 << 5)  # lz4's compressor format
+    chunk.write_bytes(bytes(raw))
+    arr = fz.open_array(path)
+    for read in (
+        lambda: arr[...],
+        lambda: arr[3, 0],
+        lambda: arr.oindex[[3, 30], [0, 25]],
+        lambda: arr[:24, :20],
+    ):
+        with pytest.raises(fz.CorruptChunkError, match="compressor"):
+            read()
+    np.testing.assert_array_equal(arr[24:, 20:], data[24:, 20:])
