@@ -79,7 +79,7 @@ def test_every_sample_once_with_xarrays_values(
 def test_chunk_aware_shuffle_decodes_each_chunk_once(stores: list[str], reference: xr.Dataset) -> None:
     # Windows of 3 chunk groups (of 1 file_id x 3 steps), the first of 1: 8 windows for 20 groups.
     group = 3 * 8 * 12 * 4 * 4  # steps x lat x lon x 4 bytes x 4 variables
-    chunks_in_flight = fz.get_num_threads() * 3 * 8 * 12 * 4
+    chunks_in_flight = 2 * fz.get_num_threads() * 3 * 8 * 12 * 4
     run = loader(stores, coords=False, max_memory=2 * 3 * group + chunks_in_flight)
     batches = list(run)
     chunks_per_variable = reference.sizes["file_id"] * (STEPS // CHUNKS["step"])
@@ -190,7 +190,7 @@ def test_reading_ahead_overlaps_the_training_step(stores: list[str]) -> None:
     """With prefetch, a window is read while the caller works on the previous one: the caller
     waits for the first window only."""
     group = 3 * 8 * 12 * 4 * 4
-    budget = 2 * group + fz.get_num_threads() * 3 * 8 * 12 * 4  # one group a window
+    budget = 2 * group + 2 * fz.get_num_threads() * 3 * 8 * 12 * 4  # one group a window
     run = loader(stores, coords=False, max_memory=budget, batch_size=3)
     for _ in run:
         time.sleep(0.02)
@@ -273,7 +273,7 @@ def test_remote_sources_read_like_local_ones(fastzarr_s3: Any, fastzarr_batches:
 def test_full_shuffle_keeps_chunks_it_read_within_the_budget(stores: list[str]) -> None:
     """A uniform permutation reads a chunk again only when its cache of chunks is too small."""
     group = 3 * 8 * 12 * 4 * 4
-    slack = fz.get_num_threads() * 3 * 8 * 12 * 4
+    slack = 2 * fz.get_num_threads() * 3 * 8 * 12 * 4
     roomy = loader(stores, shuffle="full", coords=False, max_memory=2 * 20 * group + slack)
     tight = loader(stores, shuffle="full", coords=False, max_memory=2 * 5 * group + slack)  # 1 batch
     assert sum(len(b["var0000"]) for b in roomy) == sum(len(b["var0000"]) for b in tight) == 60

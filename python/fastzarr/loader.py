@@ -169,8 +169,9 @@ class Loader:
         budget = self._read_budget or _DEFAULT_BUDGET
         group_bytes = max(self._index_bytes() * math.prod(self._space.chunks), 1)
         held = 2 if prefetch else 1
-        # Chunks decode beside the windows (one per thread at most): they come off the budget.
-        room = budget - fz.get_num_threads() * self._largest_chunk_bytes()
+        # Chunks decode beside the windows (one per thread at most, each with up to a chunk of
+        # decode scratch): they come off the budget.
+        room = budget - 2 * fz.get_num_threads() * self._largest_chunk_bytes()
         self._window = max(1, room // held // group_bytes)
         self._kept_groups: OrderedDict[int, dict[str, npt.NDArray[Any]]] = OrderedDict()
 
