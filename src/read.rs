@@ -458,7 +458,7 @@ fn fetch_plan(job: &ChunkJob<'_>) -> FetchPlan {
             FetchPlan::Whole
         };
     }
-    if !array.plain_blosc() {
+    if !array.plain_blosc() || !crate::runtime::partial_decoding() {
         return FetchPlan::Whole;
     }
     let itemsize = array.dtype().itemsize;
@@ -769,7 +769,8 @@ fn decode_job(
     // A few parts of one blosc chunk (points, say): each reads only its blocks. Many parts
     // (a hundred points in every chunk) share one decoded span instead: per part, finding
     // and copying out its blocks' bytes cost more than decoding them.
-    let few = (2..=MAX_PARTS_BY_BLOCKS).contains(&job.parts.len());
+    let few =
+        (2..=MAX_PARTS_BY_BLOCKS).contains(&job.parts.len()) && crate::runtime::partial_decoding();
     if let (true, true, Some(encoded)) = (array.plain_blosc(), few, encoded.as_deref()) {
         if scatter_blosc_blocks(job, encoded, context).map_err(corrupt)? {
             return Ok(());
@@ -1081,8 +1082,10 @@ fn decode_region(
         counters.decoded(started, chunk_bytes, false);
         return Ok(());
     }
-    if array.checksummed() {
-        // zarrs' partial decoders skip checksums: verify the whole chunk, then cut.
+    let blockwise = array.plain_blosc() && crate::runtime::partial_decoding();
+    if array.checksummed() || (array.plain_blosc() && !blockwise) {
+        // zarrs' partial decoders skip checksums, and blosc blocks carry none: verify the
+        // whole chunk, then cut.
         if let ArrayBytesDecodeIntoTarget::Fixed(view) = target {
             let whole = decode_whole(array, &chunk_shape, chunk_bytes as usize, encoded, options)?;
             let ranges = region_byte_ranges(&chunk_shape_u64, region.start, region.shape, itemsize);
@@ -1096,7 +1099,7 @@ fn decode_region(
             return Ok(());
         }
     }
-    if array.plain_blosc() {
+    if blockwise {
         if let ArrayBytesDecodeIntoTarget::Fixed(view) = target {
             let ranges = region_byte_ranges(&chunk_shape_u64, region.start, region.shape, itemsize);
             let decoded =

@@ -7,7 +7,7 @@
 //! construction included), which outside a pool starts the global one: every zarrs call
 //! therefore runs inside ours (`install`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -135,6 +135,43 @@ pub(crate) struct OwnedTokio {
 }
 
 pub(crate) static TOKIO: Mutex<Option<OwnedTokio>> = Mutex::new(None);
+
+/// Whether blosc chunks may be decoded block by block (and fetched by byte range): 0 not yet
+/// decided, 1 yes, 2 no. Blosc blocks carry no checksum, so a damaged block a read skips goes
+/// unnoticed by that read; switching this off makes every read decode (and fetch) whole
+/// chunks, as zarr-python does, at the cost of what block-by-block reading saves.
+static PARTIAL_DECODING: AtomicU8 = AtomicU8::new(0);
+const PARTIAL_DECODING_ENV: &str = "FASTZARR_PARTIAL_DECODING";
+
+/// Whether reads may decode blosc chunks block by block: `set_partial_decoding`, else
+/// `FASTZARR_PARTIAL_DECODING` (`0`, `false`, `no` or `off` switch it off), else yes.
+pub fn partial_decoding() -> bool {
+    match PARTIAL_DECODING.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = std::env::var(PARTIAL_DECODING_ENV).map_or(true, |v| {
+                !matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "0" | "false" | "no" | "off"
+                )
+            });
+            // A concurrent `set_partial_decoding` wins over the environment.
+            let _ = PARTIAL_DECODING.compare_exchange(
+                0,
+                if on { 1 } else { 2 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            PARTIAL_DECODING.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Allows or forbids block-by-block decoding of blosc chunks for reads started afterwards.
+pub fn set_partial_decoding(enabled: bool) {
+    PARTIAL_DECODING.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+}
 
 /// The number of object-store requests fastzarr keeps in flight at most.
 pub fn io_concurrency() -> usize {

@@ -8,7 +8,12 @@ strided, ``oindex``). A read may:
 - return the unmutated values (the damage was outside what the read needs, or harmless);
 - raise a ``fastzarr.FastzarrError``;
 - return other values, but only where zarr-python, reading the same mutated store, returns exactly
-  those values too (a codec without a checksum decodes a flipped literal to another valid value).
+  those values too (a codec without a checksum decodes a flipped literal to another valid value);
+- for a read that decodes a blosc chunk block by block: return other values where zarr-python
+  refuses the chunk, but only when the damage lies in blocks the read does not decode and, with
+  those blocks restored to their original bytes, zarr-python returns exactly the values fastzarr
+  returned; and the same read with ``fz.set_partial_decoding(False)`` must then raise. Blosc blocks
+  carry no checksum: a read that skips a block cannot see the damage in it.
 
 Anything else is a finding: an error that is not a ``FastzarrError``, values that zarr-python does not
 agree with (zarr-python raising or crashing on that chunk included), or the process dying (an abort,
@@ -446,6 +451,7 @@ class Tally:
     unchanged: int = 0
     refused: int = 0
     agreed_changed: int = 0
+    agreed_in_blocks: int = 0
     findings: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -455,6 +461,7 @@ class Tally:
             "unchanged": self.unchanged,
             "refused": self.refused,
             "agreed_changed": self.agreed_changed,
+            "agreed_in_blocks": self.agreed_in_blocks,
             "findings": self.findings or [],
         }
 
@@ -509,10 +516,103 @@ def check_one(
             if isinstance(theirs, np.ndarray) and _same(got, theirs.astype(got.dtype)):
                 tally.agreed_changed += 1
                 continue
+            if family.header == "blosc" and name != "whole":
+                chunk = target.relative_to(path)
+                verdict = _blockwise_verdict(
+                    reference=reference,
+                    path=path,
+                    target=target,
+                    original=original,
+                    mutated=bytes(raw),
+                    chunk=chunk,
+                    dtype=data.dtype,
+                    kind=kind,
+                    spec=spec,
+                    got=got,
+                )
+                if verdict is None:
+                    tally.agreed_in_blocks += 1
+                    continue
+                if verdict:
+                    findings.append({**case, "read": name, "problem": verdict[:400]})
+                    continue
             verdict = theirs if isinstance(theirs, str) else "zarr-python returns other values"
             findings.append({**case, "read": name, "problem": f"wrong values; zarr-python: {verdict}"[:400]})
     finally:
         target.write_bytes(original)
+
+
+def _blockwise_verdict(
+    *,
+    reference: Reference,
+    path: Path,
+    target: Path,
+    original: bytes,
+    mutated: bytes,
+    chunk: Path,
+    dtype: np.dtype[Any],
+    kind: str,
+    spec: Any,
+    got: np.ndarray,
+) -> str | None:
+    """Judges a block-by-block read of a damaged blosc chunk that zarr-python refuses: ``None`` when
+    the values are what zarr-python reads once the blocks the read does not decode are restored, and
+    the read refuses the chunk when it may not decode block by block; else the problem, or ``""``
+    when the damage is not confined to blocks (the header or the block table changed)."""
+    layout = _blosc_blocks(original)
+    if layout is None or len(mutated) != len(original):
+        return ""
+    table_end, starts = layout
+    if mutated[:table_end] != original[:table_end]:
+        return ""
+    blocksize = struct.unpack_from("<I", original, 8)[0]
+    wanted = _blocks_read(kind, _selection(kind, spec), chunk, dtype.itemsize, blocksize)
+    ends = [*starts[1:], len(original)]
+    spliced = bytearray(original)
+    for block in wanted:
+        spliced[starts[block] : ends[block]] = mutated[starts[block] : ends[block]]
+    target.write_bytes(bytes(spliced))
+    try:
+        theirs = reference.read(path, kind, spec)
+    finally:
+        target.write_bytes(mutated)
+    if not (isinstance(theirs, np.ndarray) and _same(got, theirs.astype(got.dtype))):
+        return ""
+    key = _selection(kind, spec)
+    fz.set_partial_decoding(False)
+    try:
+        arr = fz.open_array(str(path))
+        np.asarray(arr.oindex[key] if kind == "oindex" else arr[key])
+    except fz.FastzarrError:
+        return None
+    finally:
+        fz.set_partial_decoding(True)
+    return "read a damaged blosc chunk without error with partial decoding switched off"
+
+
+def _blosc_blocks(chunk: bytes) -> tuple[int, list[int]] | None:
+    """The end of a blosc chunk's header and block table, and its blocks' starts; ``None`` unless
+    the chunk is block-structured (a memcpyed chunk has no table)."""
+    if len(chunk) < 16 or chunk[2] & 0x02:
+        return None
+    nbytes, blocksize = struct.unpack_from("<II", chunk, 4)
+    if blocksize == 0:
+        return None
+    blocks = -(-nbytes // blocksize)
+    table_end = 16 + 4 * blocks
+    if len(chunk) < table_end:
+        return None
+    return table_end, list(struct.unpack_from(f"<{blocks}I", chunk, 16))
+
+
+def _blocks_read(kind: str, key: Any, chunk: Path, itemsize: int, blocksize: int) -> set[int]:
+    """The blosc blocks of ``chunk`` holding an element the selection reads."""
+    coords = [int(part) for part in chunk.as_posix().replace("c/", "").replace("/", ".").split(".")]
+    rows, cols = np.indices(SHAPE)
+    inside = (rows // CHUNKS[0] == coords[0]) & (cols // CHUNKS[1] == coords[1])
+    offset = (rows % CHUNKS[0]) * CHUNKS[1] + cols % CHUNKS[1]
+    picked = _expected(np.where(inside, offset, -1), kind, key)
+    return {int(o) * itemsize // blocksize for o in np.ravel(picked) if o >= 0}
 
 
 def _touches(kind: str, key: Any, chunk: Path) -> bool:

@@ -474,3 +474,25 @@ def test_one_source_with_a_variable_lacking_the_concat_dim(tmp_path: Path, v2: l
     got = extract_points(path, points=points)
     assert got["mask"].dims[0] == "file_id"
     xr.testing.assert_identical(got, expected([path], points, drop=False))
+
+
+def test_dims_without_coordinates_select_by_position_like_xarray(tmp_path: Path) -> None:
+    """A dim without an index is selected by position (xarray's ``sel`` falls back to ``isel``);
+    no range as long as the dim is built, and xarray's errors are kept."""
+    data = np.arange(4 * 6 * 5, dtype="f4").reshape(4, 6, 5)
+    ds = xr.Dataset(
+        {"v": (("time", "y", "x"), data)},
+        coords={"time": np.arange(4) * 10, "x": [0.5, 1.5, 2.5, 3.5, 4.5]},  # y has no index
+    )
+    path = str(tmp_path / "s.zarr")
+    ds.to_zarr(path, encoding={"v": {"chunks": (2, 3, 5)}}, zarr_format=2, consolidated=True)
+    for points in ({"y": [0, 5, -1], "x": [0.5, 4.5, 2.5]}, {"y": 2, "x": [1.5, 3.5]}, {"y": [1, 3]}):
+        got = extract_points(path, points=points, method=None, concat_dim="file_id")
+        want = xr.open_zarr(path).sel(as_indexers(points)).load()
+        xr.testing.assert_identical(got.v.isel(file_id=0, drop=True), want.v)
+    with pytest.raises(ValueError, match="no associated coordinate or index"):
+        extract_points(path, points={"y": [0, 1]}, method="nearest")
+    with pytest.raises(IndexError, match="out of bounds"):
+        extract_points(path, points={"y": [0, 6]}, method=None)
+    with pytest.raises(TypeError, match="integer dtype"):
+        extract_points(path, points={"y": [0.5]}, method=None)

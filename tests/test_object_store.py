@@ -515,6 +515,24 @@ def test_point_read_fetches_only_the_blocks_needed(local: dict[str, Path], web: 
     assert state.bytes_sent < 3 * whole / 2
 
 
+def test_point_read_fetches_whole_chunks_when_partial_decoding_is_off(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    whole = (local["big"] / "1.0.0").stat().st_size
+    fz.set_partial_decoding(False)
+    try:
+        state.reset()
+        [got], stats = fz.read_many([(arr, (1, 100, 300))], return_stats=True)
+    finally:
+        fz.set_partial_decoding(True)
+    assert got == fz.open_array(local["big"])[1, 100, 300]
+    assert state.requests == stats.requests == 1
+    assert state.bytes_sent == stats.bytes_read == whole
+    assert stats.blocks_decoded == 0
+
+
 def test_point_reads_from_a_server_without_ranges_fetch_whole_objects(
     local: dict[str, Path], web: dict[str, Any]
 ) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +291,79 @@ def test_a_header_naming_another_compressor_is_corrupt_both_ways(tmp_path: Path,
         with pytest.raises(fz.CorruptChunkError, match="compressor"):
             read()
     np.testing.assert_array_equal(arr[24:, 20:], data[24:, 20:])
+
+
+@pytest.fixture
+def partial_decoding_restored() -> Any:
+    yield
+    fz.set_partial_decoding(True)
+
+
+def _damage_last_block(path: str | Path, chunk: str) -> None:
+    """Overwrites the payload of the chunk's last blosc block with bytes zstd cannot decode,
+    leaving the header and block table as they were."""
+    target = Path(path) / chunk
+    raw = bytearray(target.read_bytes())
+    nbytes, blocksize = int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[8:12], "little")
+    blocks = -(-nbytes // blocksize)
+    last = int.from_bytes(raw[16 + 4 * (blocks - 1) : 16 + 4 * blocks], "little")
+    raw[last + 4 :] = b"\xff" * (len(raw) - last - 4)
+    target.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_damage_in_a_block_a_read_skips_is_found_once_partial_decoding_is_off(
+    tmp_path: Path, zarr_format: int, partial_decoding_restored: None
+) -> None:
+    """Blosc blocks carry no checksum: a read that decodes block by block cannot see damage in a
+    block it skips. With partial decoding off, every read decodes the whole chunk and refuses it,
+    as zarr-python does."""
+    data = np.random.default_rng(3).standard_normal(FIELD).astype("f4")
+    path = write_array(
+        tmp_path / "t.zarr",
+        data,
+        chunks=(1, *FIELD[1:]),
+        zarr_format=zarr_format,
+        compressors=blosc(zarr_format, 1),
+    )
+    _damage_last_block(path, "0.0.0" if zarr_format == 2 else "c/0/0/0")
+    with pytest.raises(Exception, match="decompression"):
+        zarr.open_array(path, mode="r")[0, 0, 0]
+    arr = fz.open_array(path)
+    assert fz.get_partial_decoding() is True
+    got, stats = fz.read_many([(arr, (0, 0, 0))], return_stats=True)
+    assert float(got[0]) == data[0, 0, 0]  # the block holding the point is intact
+    assert 0 < stats.blocks_decoded < stats.blocks_total
+
+    fz.set_partial_decoding(False)
+    assert fz.get_partial_decoding() is False
+    reads = {
+        "point": lambda: arr[0, 0, 0],
+        "row": lambda: arr[0, 0],
+        "box": lambda: arr[0, :10, :10],
+        "strided": lambda: arr[0, ::50, ::90],
+        "oindex": lambda: arr.oindex[[0], [0, 1], [0, 5]],
+        "points": lambda: fz.read_many([(arr, (0, 0, 0)), (arr, (0, 1, 1))]),
+    }
+    for name, read in reads.items():
+        with pytest.raises(fz.CorruptChunkError, match=r"0\.0\.0|c/0/0/0") as raised:
+            read()
+        assert "t.zarr" in str(raised.value), name
+    # Intact chunks still read, now whole.
+    got, stats = fz.read_many([(arr, (1, 90, 180))], return_stats=True)
+    assert float(got[0]) == data[1, 90, 180]
+    assert stats.blocks_decoded == 0
+    assert stats.bytes_decoded == data[1].nbytes
+
+    fz.set_partial_decoding(True)
+    assert float(arr[0, 0, 0]) == data[0, 0, 0]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("off", False), ("1", True), ("", True)])
+def test_partial_decoding_follows_the_environment(value: str, expected: bool) -> None:
+    code = "import fastzarr as fz; print(fz.get_partial_decoding())"
+    env = {**os.environ, "FASTZARR_PARTIAL_DECODING": value}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == str(expected)

@@ -33,6 +33,7 @@ from fastzarr._core import (
     __version__,
     get_io_concurrency,
     get_num_threads,
+    get_partial_decoding,
     open_array,
     open_array_async,
     open_group,
@@ -40,6 +41,7 @@ from fastzarr._core import (
     read_many_async,
     set_io_concurrency,
     set_num_threads,
+    set_partial_decoding,
 )
 from fastzarr._progress import configure_from_env as _configure_logging
 from fastzarr.inspection import InspectReport, inspect
@@ -139,6 +141,7 @@ __all__ = [
     "extract_points_async",
     "get_io_concurrency",
     "get_num_threads",
+    "get_partial_decoding",
     "inspect",
     "load",
     "open_array",
@@ -150,6 +153,7 @@ __all__ = [
     "rewrite",
     "set_io_concurrency",
     "set_num_threads",
+    "set_partial_decoding",
     "to_features",
     "to_zarr",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "_write_region",
     "get_io_concurrency",
     "get_num_threads",
+    "get_partial_decoding",
     "open_array",
     "open_array_async",
     "open_group",
@@ -47,6 +48,7 @@ __all__ = [
     "read_many_async",
     "set_io_concurrency",
     "set_num_threads",
+    "set_partial_decoding",
 ]
 __version__: str
 
@@ -244,6 +246,14 @@ def set_io_concurrency(n: int) -> None:
     """Sets how many object-store requests fastzarr keeps in flight at most (default 64)."""
 
 def get_io_concurrency() -> int: ...
+def set_partial_decoding(enabled: bool) -> None:
+    """Allows or forbids decoding blosc chunks block by block for the reads started afterwards
+    (default: allowed, unless `FASTZARR_PARTIAL_DECODING=0`). Forbidden, every read decodes
+    and fetches whole chunks, so damage anywhere in a chunk is found by every read of it."""
+
+def get_partial_decoding() -> bool:
+    """Whether reads may decode blosc chunks block by block."""
+
 def open_array_async(
     url: str | PathLike[str], *, storage_options: dict[str, Any] | None = None, path: str = ""
 ) -> Awaitable[Array]: ...

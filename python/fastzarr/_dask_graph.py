@@ -120,6 +120,27 @@ def _tiled_box(indices: list[Any]) -> tuple[slice, ...] | None:
     return tuple(slice(min(b[d][0] for b in boxes), max(b[d][1] for b in boxes)) for d in range(ndim))
 
 
+# Tasks of one variable's graph past which it is refused: dask lists every key of a layer to
+# cull it (tens of bytes each), so a graph built from metadata (a stored array of 10^10 chunks
+# opened with ``chunks={}``) would exhaust memory before reading anything.
+MAX_GRAPH_TASKS = 10_000_000
+
+
+def _check_graph_size(high_level: Any, source: str | None) -> None:
+    """Raises ``MemoryBudgetError`` for a graph too large to list; ``len`` of a layer does not
+    build its keys."""
+    from fastzarr import MemoryBudgetError  # noqa: PLC0415 - this module is imported by fastzarr
+    from fastzarr._redact import redact_url  # noqa: PLC0415
+
+    tasks = sum(len(layer) for layer in high_level.layers.values())
+    if tasks > MAX_GRAPH_TASKS:
+        where = f" of {redact_url(str(source))}" if source else ""
+        raise MemoryBudgetError(
+            f"the dask graph of a variable{where} has {tasks:,} tasks (at most {MAX_GRAPH_TASKS:,} "
+            "can be planned): open it with larger chunks, e.g. chunks=None or chunks={dim: size}"
+        )
+
+
 class DaskPlan:
     """The dask-backed variables to load: their graphs, with Zarr-reading getters planned."""
 
@@ -134,11 +155,14 @@ class DaskPlan:
         # untouched from_array variables, each read whole by one evaluation
         self.whole: list[tuple[xr.Variable, Any]] = []
 
-    def add(self, variable: xr.Variable, array: Any) -> bool:
-        """Groups ``array``'s getters by chain; ``False`` (nothing kept) if none reads Zarr."""
+    def add(self, variable: xr.Variable, array: Any, store: str | None = None) -> bool:
+        """Groups ``array``'s getters by chain; ``False`` (nothing kept) if none reads Zarr.
+        ``store`` (the dataset's) names it in errors."""
         if self._add_whole(variable, array):
             return True
-        graph = dict(array.__dask_graph__().cull(set(_flatten(array.__dask_keys__()))))
+        high_level = array.__dask_graph__()
+        _check_graph_size(high_level, variable.encoding.get("source", store))
+        graph = dict(high_level.cull(set(_flatten(array.__dask_keys__()))))
         shared = False  # a getter already planned for another variable
         found = []
         for key, node in graph.items():

@@ -254,15 +254,23 @@ def _indexers(points: Mapping[Hashable, Any]) -> tuple[dict[Hashable, Any], Hash
 def _positions(
     opened: _Opened, indexers: Mapping[Hashable, Any], method: str | None, tolerance: Any
 ) -> dict[Hashable, Any]:
-    """Integer positions for the point dims, computed by xarray's own ``sel`` on the coordinates."""
+    """Integer positions for the point dims, computed by xarray's own ``sel`` on the coordinates.
+
+    A dim without an index is selected by position, as xarray's ``sel`` does, without building a
+    range as long as the dim (a dim's length comes from metadata and may be any size)."""
     sizes = opened.sizes
-    positions = xr.Dataset(
-        {f"__pos_{d}": (d, np.arange(sizes[d])) for d in indexers if d in sizes},
-        coords=opened.coords.coords,
-    )
-    selected = positions.sel(indexers, method=method, tolerance=tolerance)
+    indexed = opened.coords.indexes
     out: dict[Hashable, Any] = {}
     for d in indexers:
+        if d in sizes and d not in indexed:
+            out[d] = _positional(d, indexers[d], sizes[d], method, tolerance)
+    labelled = {d: v for d, v in indexers.items() if d not in out}
+    positions = xr.Dataset(
+        {f"__pos_{d}": (d, np.arange(sizes[d])) for d in labelled if d in sizes},
+        coords=opened.coords.coords,
+    )
+    selected = positions.sel(labelled, method=method, tolerance=tolerance)
+    for d in labelled:
         pos = selected[f"__pos_{d}"]
         if pos.ndim == 0:
             out[d] = int(pos.values)
@@ -270,6 +278,27 @@ def _positions(
             own = {k: v.variable for k, v in pos.coords.items() if k not in positions.variables}
             out[d] = xr.DataArray(pos.values, dims=pos.dims, coords=own)
     return out
+
+
+def _positional(dim: Hashable, indexer: Any, size: int, method: str | None, tolerance: Any) -> Any:
+    """Positions for a dim without an index, with xarray's errors: labels are positions."""
+    if method is not None or tolerance is not None:
+        raise ValueError(
+            f"cannot supply selection options {{'method': {method!r}, 'tolerance': {tolerance!r}}} "
+            f"for dimension {dim!r} that has no associated coordinate or index"
+        )
+    values = np.asarray(indexer)
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"invalid indexer array, does not have integer dtype: {values!r}")
+    out_of_bounds = (values < -size) | (values >= size)
+    if np.any(out_of_bounds):
+        bad = values[out_of_bounds].flat[0]
+        raise IndexError(f"index {bad} is out of bounds for axis 0 with size {size}")
+    positions = np.where(values < 0, values + size, values).astype(np.int64)
+    if positions.ndim == 0:
+        return int(positions)
+    own = {k: v.variable for k, v in indexer.coords.items()} if isinstance(indexer, xr.DataArray) else {}
+    return xr.DataArray(positions, dims=indexer.dims, coords=own)
 
 
 def _is_nan(x: Any) -> bool:

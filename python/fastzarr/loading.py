@@ -325,14 +325,15 @@ class _LoadPlan:
         leaf_obj = _find_leaf(source)
         return leaf_obj is not None and self.resolve(leaf_obj) is not None
 
-    def add(self, variable: xr.Variable) -> None:
+    def add(self, variable: xr.Variable, source: str | None = None) -> None:
+        """Plans ``variable``; ``source`` (its dataset's store) names it in errors."""
         data = variable._data
         if _is_dask(data):
             if self.dask is None:
                 from fastzarr import _dask_graph  # noqa: PLC0415 - dask is optional
 
                 self.dask = _dask_graph.DaskPlan(self.plan_chain, self.mappable)
-            if not self.dask.add(variable, data):
+            if not self.dask.add(variable, data, source):
                 self.fallback_dask.append(variable)
             return
         evaluation = self.plan_chain(data, _duck_array)
@@ -452,13 +453,14 @@ def load_counting(
     summed over its passes (``chunks``, ``bytes_read``, ``bytes_decoded``, ...)."""
     stages = Stages("load")
     plan = _LoadPlan()
+    source = getattr(obj, "encoding", {}).get("source")
     with _gc_paused():
         seen: set[int] = set()
         for variable in _variables(obj):
             if id(variable) in seen or variable._in_memory:
                 continue
             seen.add(id(variable))
-            plan.add(variable)
+            plan.add(variable, source)
         stages.done("plan", variables=len(seen))
         deadline = None if timeout is None else time.monotonic() + timeout
         requests = plan.read(progress, deadline, max_memory)

@@ -243,3 +243,17 @@ pub fn set_io_concurrency(n: usize) -> Result<()> {
 pub fn get_io_concurrency() -> usize {
     crate::runtime::io_concurrency()
 }
+
+/// Allows or forbids decoding blosc chunks block by block for the reads started afterwards
+/// (default: allowed, unless `FASTZARR_PARTIAL_DECODING=0`). Forbidden, every read decodes
+/// and fetches whole chunks, so damage anywhere in a chunk is found by every read of it.
+#[pyfunction]
+pub fn set_partial_decoding(enabled: bool) {
+    crate::runtime::set_partial_decoding(enabled);
+}
+
+/// Whether reads may decode blosc chunks block by block.
+#[pyfunction]
+pub fn get_partial_decoding() -> bool {
+    crate::runtime::partial_decoding()
+}
