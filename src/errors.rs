@@ -74,7 +74,7 @@ fn capitalised(text: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("store not found: {url}")]
+    #[error("store not found: {url} does not exist")]
     StoreNotFound { url: String },
 
     #[error(

@@ -445,6 +445,9 @@ fn fetch_plan(job: &ChunkJob<'_>) -> FetchPlan {
     };
     let chunk_shape: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
     if array.partial_shards() {
+        if array.store().ranges_unsupported() {
+            return FetchPlan::Whole;
+        }
         // A shard of which every part is a small box of inner chunks: read only those.
         let elements: u64 = chunk_shape.iter().product();
         let wanted: u64 = job
@@ -535,12 +538,28 @@ fn run_job(
         reason: e.to_string(),
     };
     let counters = context.counters;
-    let encoded = match outcome.fetched {
+    let fetched = match outcome.fetched {
+        Fetched::Deferred => match decode_shard_parts(job, context, started) {
+            // A server that ignores range requests: read the shard whole instead.
+            Err(ShardReadError::Codec(e)) if array.store().note_ranges_refused(&e.to_string()) => {
+                let bytes = array.store().get(&key)?;
+                counters.fetched(started, bytes.as_ref().map(|b| b.len()), 1);
+                bytes.map_or(Fetched::Missing, Fetched::Whole)
+            }
+            result => {
+                return result.map_err(|e| match e {
+                    ShardReadError::Codec(e) => corrupt(e),
+                    ShardReadError::Other(e) => e,
+                })
+            }
+        },
+        other => other,
+    };
+    let encoded = match fetched {
         Fetched::Deferred => {
-            return decode_shard_parts(job, context, started).map_err(|e| match e {
-                ShardReadError::Codec(e) => corrupt(e),
-                ShardReadError::Other(e) => e,
-            });
+            return Err(Error::Panic(format!(
+                "shard '{key}' was deferred twice (a bug in fastzarr)"
+            )));
         }
         Fetched::Missing => None,
         Fetched::Whole(bytes) => {

@@ -276,26 +276,33 @@ impl Store {
             })
             .await;
         match ranged {
-            Err(Error::Storage { reason, .. })
-                if NOT_PARTIAL.iter().any(|text| reason.contains(text)) =>
-            {
-                if !self
-                    .ranges_unsupported
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    WARNINGS
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(format!(
-                            "the server of {} does not serve byte ranges: partial reads of it \
-                             fetch whole objects",
-                            self.url
-                        ));
-                }
+            Err(Error::Storage { reason, .. }) if self.note_ranges_refused(&reason) => {
                 self.get_range_of_whole(key, range).await
             }
             other => other,
         }
+    }
+
+    /// Whether `reason` (a failed request's) says the server refused a range request; if so,
+    /// partial reads of this store fetch whole objects from now on, and a warning says so once.
+    pub fn note_ranges_refused(&self, reason: &str) -> bool {
+        if !NOT_PARTIAL.iter().any(|text| reason.contains(text)) {
+            return false;
+        }
+        if !self
+            .ranges_unsupported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            WARNINGS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!(
+                    "the server of {} does not serve byte ranges: partial reads of it \
+                     fetch whole objects",
+                    self.url
+                ));
+        }
+        true
     }
 
     /// `range` of a key (all of it from a `range` starting at 0), by one whole-object GET.

@@ -802,3 +802,18 @@ def test_remote_reads_in_a_forked_child(local: dict[str, Path], web: dict[str, A
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(1, mp_context=context) as pool:
             assert pool.submit(_remote_sum, url).result(timeout=60) == expected
+
+
+def test_sharded_point_reads_from_a_server_without_ranges_fetch_whole_shards(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/sharded.zarr")
+    expected = zarr.open_array(str(local["sharded"]), mode="r")[...]
+    state.reset("norange")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert arr[0, 70, 90] == expected[0, 70, 90]
+        np.testing.assert_array_equal(arr[1, 3:5, 7], expected[1, 3:5, 7])
+        np.testing.assert_array_equal(arr.oindex[[0, 1], [5, 70], [90, 3]], expected[np.ix_([0, 1], [5, 70], [90, 3])])
+    assert [str(w.message) for w in record if "byte ranges" in str(w.message)] != []
