@@ -543,7 +543,7 @@ fn run_job(
             // A server that ignores range requests: read the shard whole instead.
             Err(ShardReadError::Codec(e)) if array.store().note_ranges_refused(&e.to_string()) => {
                 let bytes = array.store().get(&key)?;
-                counters.fetched(started, bytes.as_ref().map(|b| b.len()), 1);
+                counters.fetched(started, bytes.as_ref().map(Bytes::len), 1);
                 bytes.map_or(Fetched::Missing, Fetched::Whole)
             }
             result => {
