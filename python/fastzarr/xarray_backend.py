@@ -49,6 +49,7 @@ from xarray.core import indexing
 from xarray.namedarray.parallelcompat import guess_chunkmanager
 
 import fastzarr as fz
+from fastzarr._codec_encoding import codec_encoding
 
 __all__ = ["FastzarrArrayWrapper", "FastzarrBackendEntrypoint", "FastzarrStore", "open_zarr"]
 
@@ -469,11 +470,16 @@ class FastzarrStore(AbstractDataStore):
         dims, attrs = dims_and_attrs(member, meta, name)
         chunks = tuple(map(int, member.chunks))
         shards = member.shards
+        # Keys in the order xarray's ZarrStore.open_store_variable sets them.
         encoding: dict[str, Any] = {
             "chunks": chunks,
             "preferred_chunks": dict(zip(dims, chunks, strict=True)),
-            "shards": None if shards is None else tuple(map(int, shards)),
         }
+        codecs = codec_encoding(meta)
+        encoding.update((key, codecs[key]) for key in ("compressors", "filters") if key in codecs)
+        encoding["shards"] = None if shards is None else tuple(map(int, shards))
+        if "serializer" in codecs:
+            encoding["serializer"] = codecs["serializer"]
         stored_dtype, fill_value = self._dtype_and_fill(member, meta)
         if self._use_zarr_fill_value_as_mask:
             if fill_value is not None:
