@@ -35,6 +35,9 @@ ENCODING_KEYS = (
     "shards",
     "fill_value",
     "coordinates",
+    "compressors",
+    "filters",
+    "serializer",
 )
 
 
