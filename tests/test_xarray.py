@@ -20,6 +20,8 @@ import zarr
 import zarr.errors
 from dask.base import tokenize
 from fastzarr.xarray_backend import FastzarrArrayWrapper, FastzarrBackendEntrypoint
+from xarray.backends import ZarrStore
+from xarray.backends.zarr import FillValueCoder
 from xarray.core import indexing
 
 # The encodings users rely on, compared key by key with xr.open_zarr's.
@@ -704,6 +706,57 @@ def test_unnamed_dataarray_with_reserved_name_opens_everywhere(tmp_path: Path, z
     np.testing.assert_array_equal(points[name].values, [values[[1, 3], [1, 5]]])  # one store
     report = fz.inspect(path)
     assert name in {a.name for a in report.arrays}
+
+
+# --- Zarr fill values as masks -----------------------------------------------------------------
+
+
+def fill_value_store(path: Path, zarr_format: int) -> None:
+    """Arrays whose Zarr fill values occur in their data and fill their unwritten chunks, one
+    with a CF ``_FillValue`` of its own besides."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+
+    def dims(*names: str) -> dict[str, Any]:
+        if zarr_format == 3:
+            return {"dimension_names": names}
+        return {"attributes": {"_ARRAY_DIMENSIONS": list(names)}}
+
+    count = root.create_array("count", shape=(6,), chunks=(3,), dtype="i4", fill_value=7, **dims("x"))
+    count[:3] = [7, 1, 2]  # the second chunk is never written
+    temp = root.create_array("temp", shape=(6,), chunks=(3,), dtype="f4", fill_value=-9999.0, **dims("x"))
+    temp[:] = [-9999.0, np.nan, 3.0, 4.0, 5.0, 6.0]
+    level = root.create_array("level", shape=(6,), chunks=(6,), dtype="i2", fill_value=0, **dims("x"))
+    level[:] = [0, -1, 2, 3, -1, 5]
+    # xarray's own spelling of a CF fill value in each format's attributes
+    level.attrs["_FillValue"] = -1 if zarr_format == 2 else FillValueCoder.encode(-1, np.dtype("i2"))
+
+
+@pytest.mark.parametrize("flag", [None, True, False], ids=lambda f: f"mask={f}")
+@pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
+def test_use_zarr_fill_value_as_mask_like_xarrays_store(
+    tmp_path: Path, zarr_format: int, flag: bool | None
+) -> None:
+    path = tmp_path / "fill.zarr"
+    fill_value_store(path, zarr_format)
+    actual = xr.open_dataset(path, engine="fastzarr", consolidated=False, use_zarr_fill_value_as_mask=flag)
+    # engine="zarr" accepts the argument but opens its ZarrStore with None whatever it is given
+    # (pydata/xarray#10269); the reference is that store opened with the argument, which is
+    # what xr.open_zarr's documentation says the argument does.
+    zarr_store = ZarrStore.open_group(str(path), consolidated=False, use_zarr_fill_value_as_mask=flag)
+    expected = xr.open_dataset(path, engine="zarr", store=zarr_store)
+    assert_same_dataset(actual, expected)
+    masked = zarr_format == 2 if flag is None else flag
+    # 7 is count's Zarr fill value: missing where it masks, data where it does not.
+    assert bool(np.isnan(actual["count"].values[0])) is masked
+    assert actual["count"].values[1] == 1
+    assert ("_FillValue" in actual["count"].encoding) is masked
+    assert ("fill_value" in actual["count"].encoding) is (zarr_format == 3 and not masked)
+    xr.testing.assert_identical(
+        fz.open_zarr(path, chunks=None, consolidated=False, use_zarr_fill_value_as_mask=flag), actual
+    )
+    if masked == (zarr_format == 2):
+        # The format's default: what engine="zarr" gives too.
+        assert_same_dataset(actual, xr.open_dataset(path, engine="zarr", consolidated=False))
 
 
 # --- stores without consolidated metadata --------------------------------------------------------
