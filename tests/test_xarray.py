@@ -20,6 +20,8 @@ import zarr
 import zarr.errors
 from dask.base import tokenize
 from fastzarr.xarray_backend import FastzarrArrayWrapper, FastzarrBackendEntrypoint
+from xarray.backends import ZarrStore
+from xarray.backends.zarr import FillValueCoder
 from xarray.core import indexing
 
 # The encodings users rely on, compared key by key with xr.open_zarr's.
@@ -35,6 +37,9 @@ ENCODING_KEYS = (
     "shards",
     "fill_value",
     "coordinates",
+    "compressors",
+    "filters",
+    "serializer",
 )
 
 
@@ -200,7 +205,7 @@ def test_open_dataset_parameters_are_explicit() -> None:
 @pytest.mark.parametrize("chunks", [None, {}], ids=["lazy", "dask"])
 def test_open_zarr_matches_xarray(store: tuple[str, bool], chunks: dict[str, int] | None) -> None:
     path, consolidated = store
-    actual = fz.open_zarr(path, chunks=chunks)
+    actual = fz.open_zarr(path, chunks=chunks, consolidated=consolidated)
     expected = reference(path, consolidated, chunks=chunks)
     assert actual.encoding["source"] == expected.encoding["source"]
     for name, variable in actual.data_vars.items():
@@ -213,7 +218,7 @@ def test_open_zarr_matches_xarray(store: tuple[str, bool], chunks: dict[str, int
 
 def test_open_dataset_engine(store: tuple[str, bool]) -> None:
     path, consolidated = store
-    actual = xr.open_dataset(path, engine="fastzarr")
+    actual = xr.open_dataset(path, engine="fastzarr", consolidated=consolidated)
     expected = xr.open_dataset(path, engine="zarr", consolidated=consolidated)
     assert_same_dataset(actual, expected)
 
@@ -221,7 +226,7 @@ def test_open_dataset_engine(store: tuple[str, bool]) -> None:
 @pytest.mark.parametrize("group", ["a", "a/b", "/a/b"])
 def test_nested_groups(store: tuple[str, bool], group: str) -> None:
     path, consolidated = store
-    actual = fz.open_zarr(path, group=group, chunks=None)
+    actual = fz.open_zarr(path, group=group, chunks=None, consolidated=consolidated)
     assert actual.attrs["group"] == group.strip("/")
     assert_same_dataset(actual, reference(path, consolidated, group=group, chunks=None))
 
@@ -243,7 +248,7 @@ def test_nested_groups(store: tuple[str, bool], group: str) -> None:
 )
 def test_decoding_options(store: tuple[str, bool], kwargs: dict[str, Any]) -> None:
     path, consolidated = store
-    actual = fz.open_zarr(path, chunks=None, **kwargs)
+    actual = fz.open_zarr(path, chunks=None, consolidated=consolidated, **kwargs)
     expected = reference(path, consolidated, chunks=None, **kwargs)
     if "use_zarr_fill_value_as_mask" in kwargs and "_FillValue" not in actual.temp.encoding:
         # xarray's zarr engine ignores this argument (it always uses the format's default);
@@ -315,7 +320,7 @@ def test_missing_dimension_names(tmp_path: Path) -> None:
         root = zarr.open_group(str(tmp_path / "nodims.zarr"), mode="w", zarr_format=2)
         root.create_array("a", shape=(3,), dtype="f4")
     with pytest.raises(KeyError, match="_ARRAY_DIMENSIONS"):
-        fz.open_zarr(tmp_path / "nodims.zarr", chunks=None)
+        fz.open_zarr(tmp_path / "nodims.zarr", chunks=None, consolidated=False)
 
 
 def test_variable_length_strings_need_zarr(monkeypatch: pytest.MonkeyPatch, v3_store: str) -> None:
@@ -389,7 +394,8 @@ SELECTIONS: list[tuple[str, Callable[[xr.Dataset], xr.Dataset]]] = [
 def test_selections(store: tuple[str, bool], select: Callable[[xr.Dataset], xr.Dataset], chunks: Any) -> None:
     path, consolidated = store
     expected = select(reference(path, consolidated, chunks=chunks)).load()
-    xr.testing.assert_identical(select(fz.open_zarr(path, chunks=chunks)).load(), expected)
+    actual = fz.open_zarr(path, chunks=chunks, consolidated=consolidated)
+    xr.testing.assert_identical(select(actual).load(), expected)
     loaded = fz.load(select(reference(path, consolidated, chunks=chunks)))
     assert is_numpy(loaded)
     xr.testing.assert_identical(loaded, expected)
@@ -452,7 +458,7 @@ def test_pointwise_selection_reads_points(tmp_path: Path, count_reads: list[int]
 )
 def test_load_async(store: tuple[str, bool], select: Callable[[xr.Dataset], xr.Dataset]) -> None:
     path, consolidated = store
-    ds = select(fz.open_zarr(path, chunks=None))
+    ds = select(fz.open_zarr(path, chunks=None, consolidated=consolidated))
     loaded = asyncio.run(ds.load_async())
     assert all(v._in_memory for v in loaded.variables.values())
     expected = select(reference(path, consolidated, chunks=None)).load()
@@ -466,12 +472,12 @@ def test_load_async(store: tuple[str, bool], select: Callable[[xr.Dataset], xr.D
 OPENERS: dict[str, Callable[..., xr.Dataset]] = {
     "xr-dask": lambda p, c: reference(p, c, chunks={}),
     "xr-lazy": lambda p, c: reference(p, c, chunks=None),
-    "fz-dask": lambda p, c: fz.open_zarr(p, chunks={}),
-    "fz-lazy": lambda p, c: fz.open_zarr(p, chunks=None),
+    "fz-dask": lambda p, c: fz.open_zarr(p, chunks={}, consolidated=c),
+    "fz-lazy": lambda p, c: fz.open_zarr(p, chunks=None, consolidated=c),
     # dask cannot auto-chunk variable-length strings (object dtype)
     "xr-auto": lambda p, c: reference(p, c, chunks="auto", drop_variables=["label"]),
-    "fz-auto": lambda p, c: fz.open_zarr(p, chunks="auto", drop_variables=["label"]),
-    "fz-dict": lambda p, c: fz.open_zarr(p, chunks={"time": 6, "y": 4}),
+    "fz-auto": lambda p, c: fz.open_zarr(p, chunks="auto", drop_variables=["label"], consolidated=c),
+    "fz-dict": lambda p, c: fz.open_zarr(p, chunks={"time": 6, "y": 4}, consolidated=c),
 }
 
 
@@ -689,7 +695,7 @@ def test_unnamed_dataarray_with_reserved_name_opens_everywhere(tmp_path: Path, z
     name = "__xarray_dataarray_variable__"
     expected = xr.open_dataarray(path, engine="zarr", consolidated=False).load()
 
-    got = xr.open_dataarray(path, engine="fastzarr").load()
+    got = xr.open_dataarray(path, engine="fastzarr", consolidated=False).load()
     xr.testing.assert_identical(got, expected)
     np.testing.assert_array_equal(fz.open_array(path, path=name)[...], values)
     np.testing.assert_array_equal(fz.open_array(f"{path}/{name}")[1:3, 2:5], values[1:3, 2:5])
@@ -700,3 +706,127 @@ def test_unnamed_dataarray_with_reserved_name_opens_everywhere(tmp_path: Path, z
     np.testing.assert_array_equal(points[name].values, [values[[1, 3], [1, 5]]])  # one store
     report = fz.inspect(path)
     assert name in {a.name for a in report.arrays}
+
+
+# --- Zarr fill values as masks -----------------------------------------------------------------
+
+
+def fill_value_store(path: Path, zarr_format: int) -> None:
+    """Arrays whose Zarr fill values occur in their data and fill their unwritten chunks, one
+    with a CF ``_FillValue`` of its own besides."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+
+    def dims(*names: str) -> dict[str, Any]:
+        if zarr_format == 3:
+            return {"dimension_names": names}
+        return {"attributes": {"_ARRAY_DIMENSIONS": list(names)}}
+
+    count = root.create_array("count", shape=(6,), chunks=(3,), dtype="i4", fill_value=7, **dims("x"))
+    count[:3] = [7, 1, 2]  # the second chunk is never written
+    temp = root.create_array("temp", shape=(6,), chunks=(3,), dtype="f4", fill_value=-9999.0, **dims("x"))
+    temp[:] = [-9999.0, np.nan, 3.0, 4.0, 5.0, 6.0]
+    level = root.create_array("level", shape=(6,), chunks=(6,), dtype="i2", fill_value=0, **dims("x"))
+    level[:] = [0, -1, 2, 3, -1, 5]
+    # xarray's own spelling of a CF fill value in each format's attributes
+    level.attrs["_FillValue"] = -1 if zarr_format == 2 else FillValueCoder.encode(-1, np.dtype("i2"))
+
+
+@pytest.mark.parametrize("flag", [None, True, False], ids=lambda f: f"mask={f}")
+@pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
+def test_use_zarr_fill_value_as_mask_like_xarrays_store(
+    tmp_path: Path, zarr_format: int, flag: bool | None
+) -> None:
+    path = tmp_path / "fill.zarr"
+    fill_value_store(path, zarr_format)
+    actual = xr.open_dataset(path, engine="fastzarr", consolidated=False, use_zarr_fill_value_as_mask=flag)
+    # engine="zarr" accepts the argument but opens its ZarrStore with None whatever it is given
+    # (pydata/xarray#10269); the reference is that store opened with the argument, which is
+    # what xr.open_zarr's documentation says the argument does.
+    zarr_store = ZarrStore.open_group(str(path), consolidated=False, use_zarr_fill_value_as_mask=flag)
+    expected = xr.open_dataset(path, engine="zarr", store=zarr_store)
+    assert_same_dataset(actual, expected)
+    masked = zarr_format == 2 if flag is None else flag
+    # 7 is count's Zarr fill value: missing where it masks, data where it does not.
+    assert bool(np.isnan(actual["count"].values[0])) is masked
+    assert actual["count"].values[1] == 1
+    assert ("_FillValue" in actual["count"].encoding) is masked
+    assert ("fill_value" in actual["count"].encoding) is (zarr_format == 3 and not masked)
+    xr.testing.assert_identical(
+        fz.open_zarr(path, chunks=None, consolidated=False, use_zarr_fill_value_as_mask=flag), actual
+    )
+    if masked == (zarr_format == 2):
+        # The format's default: what engine="zarr" gives too.
+        assert_same_dataset(actual, xr.open_dataset(path, engine="zarr", consolidated=False))
+
+
+# --- stores without consolidated metadata --------------------------------------------------------
+
+
+def _close(opened: Any) -> None:
+    for dataset in opened.values() if isinstance(opened, dict) else [opened]:
+        dataset.close()
+
+
+OPENINGS: dict[str, Callable[[str, str, bool | None], Any]] = {
+    "open_dataset": lambda path, engine, c: xr.open_dataset(path, engine=engine, consolidated=c),
+    "open_dataset-group": lambda path, engine, c: xr.open_dataset(
+        path, engine=engine, consolidated=c, group="a/b"
+    ),
+    "open_zarr": lambda path, engine, c: (fz.open_zarr if engine == "fastzarr" else xr.open_zarr)(
+        path, consolidated=c, chunks=None
+    ),
+    "open_datatree": lambda path, engine, c: xr.open_datatree(path, engine=engine, consolidated=c),
+    "open_groups": lambda path, engine, c: xr.open_groups(path, engine=engine, consolidated=c),
+}
+
+
+def warnings_of(opening: Callable[[], Any]) -> list[tuple[type[Warning], str, str]]:
+    """The warnings an opening emits: category, message and the file it points at."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _close(opening())
+    return [(w.category, str(w.message), w.filename) for w in caught]
+
+
+@pytest.mark.parametrize("consolidated", [None, False], ids=lambda c: f"consolidated={c}")
+@pytest.mark.parametrize("opening", list(OPENINGS), ids=list(OPENINGS))
+def test_unconsolidated_warning_like_xarrays(
+    store: tuple[str, bool], opening: str, consolidated: bool | None
+) -> None:
+    path, has_consolidated = store
+    open_ = OPENINGS[opening]
+    expected = warnings_of(lambda: open_(path, "zarr", consolidated))
+    actual = warnings_of(lambda: open_(path, "fastzarr", consolidated))
+    assert actual == expected
+    if consolidated is None and not has_consolidated:
+        # One RuntimeWarning, pointing at the line that opened the store.
+        assert [(category, file) for category, _, file in actual] == [(RuntimeWarning, __file__)]
+        assert actual[0][1].startswith("Failed to open Zarr store with consolidated metadata")
+    else:
+        assert actual == []
+
+
+@pytest.mark.parametrize("opening", list(OPENINGS), ids=list(OPENINGS))
+def test_consolidated_true_without_consolidated_metadata_raises(
+    store: tuple[str, bool], opening: str
+) -> None:
+    path, has_consolidated = store
+    open_ = OPENINGS[opening]
+    if has_consolidated:
+        assert warnings_of(lambda: open_(path, "fastzarr", True)) == []
+        return
+    with pytest.raises(ValueError, match=r"\.zmetadata|consolidated"):  # zarr-python: v2 | v3
+        open_(path, "zarr", True)
+    with pytest.raises(ValueError, match="consolidated"):
+        open_(path, "fastzarr", True)
+
+
+def test_warning_can_be_silenced_with_xarrays_filter(tmp_path: Path) -> None:
+    """The message is xarray's, so a filter written for xarray's warning silences fastzarr's."""
+    write_store(tmp_path / "s.zarr", 2, consolidated=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Failed to open Zarr store with consolidated metadata", category=RuntimeWarning
+        )
+        xr.open_dataset(tmp_path / "s.zarr", engine="zarr").close()
+        xr.open_dataset(tmp_path / "s.zarr", engine="fastzarr").close()

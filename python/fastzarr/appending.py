@@ -369,10 +369,12 @@ def _plan(ds: xr.Dataset, target: Path, append_dim: str) -> tuple[list[_Work], d
 def _open_store(target: Path) -> xr.Dataset:
     """The store as xarray decodes it (lazily): through fastzarr's backend, or through
     zarr-python for what fastzarr's group reader refuses (member names starting with "__")."""
-    from fastzarr.xarray_backend import open_zarr  # noqa: PLC0415 (imports the backend on use)
+    # imports the backend on use
+    from fastzarr.xarray_backend import open_zarr, unconsolidated_quietly  # noqa: PLC0415
 
     try:
-        return open_zarr(target, chunks=None)
+        with unconsolidated_quietly():  # appending reads the store as it is
+            return open_zarr(target, chunks=None)
     except fz.MetadataError:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr-python's notes on v3 data types and codecs

@@ -37,7 +37,7 @@ from fastzarr.writer import (
     _target_path,
     write_store,
 )
-from fastzarr.xarray_backend import open_zarr
+from fastzarr.xarray_backend import open_zarr, unconsolidated_quietly
 
 __all__ = ["RewriteReport", "rewrite"]
 
@@ -317,10 +317,11 @@ def rewrite(
     source = os.fspath(src)
 
     options = dict(storage_options) if storage_options else None
-    ds = _select(open_zarr(source, chunks={}, storage_options=options), variables, source)
-    read_chunks = _read_chunks(ds, min(slab_budget // _TASKS_PER_SLAB, _MAX_TASK_BYTES))
-    if read_chunks:
-        ds = _select(open_zarr(source, chunks=read_chunks, storage_options=options), variables, source)
+    with unconsolidated_quietly():  # a source without consolidated metadata is read as it is
+        ds = _select(open_zarr(source, chunks={}, storage_options=options), variables, source)
+        read_chunks = _read_chunks(ds, min(slab_budget // _TASKS_PER_SLAB, _MAX_TASK_BYTES))
+        if read_chunks:
+            ds = _select(open_zarr(source, chunks=read_chunks, storage_options=options), variables, source)
     ds = _without_layout(ds)
     _check_chunks(ds, chunks, source)
     stages.done("open")

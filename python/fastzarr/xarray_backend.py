@@ -1,8 +1,11 @@
 """xarray integration: the ``fastzarr`` engine and :func:`open_zarr`.
 
 ``xr.open_dataset(url, engine="fastzarr")`` and ``fastzarr.open_zarr(url, ...)`` build the same
-Dataset as ``xr.open_zarr(url, ...)`` (variables, dimension names, attributes, CF decoding and the
-encodings users rely on), but every read goes through fastzarr's parallel Rust core:
+Dataset as ``xr.open_zarr(url, ...)`` (variables, dimension names, attributes, CF decoding and
+the encodings, zarr-python's codec objects included where zarr-python is installed, so that
+``to_zarr`` writes the same codecs back; see ``fastzarr._codec_encoding``), and warn as it does
+when ``consolidated=None`` finds no consolidated metadata; but every read goes through
+fastzarr's parallel Rust core:
 
 - opening reads metadata only (from consolidated metadata when the store has it);
 - ``.isel``/``.sel`` then ``.load()`` reads only the chunks the selection touches, each read
@@ -26,11 +29,13 @@ zarr-python is not installed, opening raises :class:`fastzarr.UnsupportedCodecEr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -49,6 +54,7 @@ from xarray.core import indexing
 from xarray.namedarray.parallelcompat import guess_chunkmanager
 
 import fastzarr as fz
+from fastzarr._codec_encoding import codec_encoding
 
 __all__ = ["FastzarrArrayWrapper", "FastzarrBackendEntrypoint", "FastzarrStore", "open_zarr"]
 
@@ -411,6 +417,11 @@ class FastzarrStore(AbstractDataStore):
         """The fastzarr Group this store reads."""
         return self._group
 
+    @property
+    def consolidated(self) -> bool:
+        """Whether the group's metadata was read from the store's consolidated metadata."""
+        return bool(self._consolidated)
+
     def subgroup(self, name: str, group: fz.Group) -> FastzarrStore:
         """A store over ``group``, this store's member ``name``, opened with the same options."""
         return FastzarrStore(
@@ -469,11 +480,16 @@ class FastzarrStore(AbstractDataStore):
         dims, attrs = dims_and_attrs(member, meta, name)
         chunks = tuple(map(int, member.chunks))
         shards = member.shards
+        # Keys in the order xarray's ZarrStore.open_store_variable sets them.
         encoding: dict[str, Any] = {
             "chunks": chunks,
             "preferred_chunks": dict(zip(dims, chunks, strict=True)),
-            "shards": None if shards is None else tuple(map(int, shards)),
         }
+        codecs = codec_encoding(meta)
+        encoding.update((key, codecs[key]) for key in ("compressors", "filters") if key in codecs)
+        encoding["shards"] = None if shards is None else tuple(map(int, shards))
+        if "serializer" in codecs:
+            encoding["serializer"] = codecs["serializer"]
         stored_dtype, fill_value = self._dtype_and_fill(member, meta)
         if self._use_zarr_fill_value_as_mask:
             if fill_value is not None:
@@ -582,6 +598,55 @@ def _preload_dimension_coordinates(
 # the entry point
 
 
+#: xarray's zarr engine's words, kept the same so that filters written for its warning match.
+UNCONSOLIDATED_MESSAGE = (
+    "Failed to open Zarr store with consolidated metadata, "
+    "but successfully read with non-consolidated metadata. "
+    "This is typically much slower for opening a dataset. "
+    "To silence this warning, consider:\n"
+    "1. Consolidating metadata in this existing store with "
+    "zarr.consolidate_metadata().\n"
+    "2. Explicitly setting consolidated=False, to avoid trying "
+    "to read consolidate metadata, or\n"
+    "3. Explicitly setting consolidated=True, to raise an "
+    "error in this case instead of falling back to try "
+    "reading non-consolidated metadata."
+)
+
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(module.__file__) + os.sep
+    for module in (xr, fz)
+    if module.__file__ is not None  # a namespace package has none
+)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside xarray and fastzarr (as xarray's warnings
+    point at the user's line, not at library code)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+@contextlib.contextmanager
+def unconsolidated_quietly() -> Iterator[None]:
+    """Silences :func:`warn_unconsolidated` for fastzarr's own reads of a store (appending to
+    it, rewriting it), whose callers have no ``consolidated`` argument to act on the advice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
+        yield
+
+
+def warn_unconsolidated(store: FastzarrStore, consolidated: bool | None) -> None:
+    """Warns as xarray's zarr engine does when ``consolidated=None`` (try consolidated metadata)
+    found none and the group was read array by array."""
+    if consolidated is None and not store.consolidated:
+        warnings.warn(UNCONSOLIDATED_MESSAGE, RuntimeWarning, stacklevel=_user_stacklevel())
+
+
 class FastzarrBackendEntrypoint(BackendEntrypoint):
     """xarray backend ``engine="fastzarr"``: Zarr v2/v3 stores read by fastzarr's Rust core."""
 
@@ -619,6 +684,7 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
         relative to ``group`` when one is given (``"."``, ``"b"``)."""
         opening = {k: options.pop(k) for k in _STORE_OPTIONS if k in options}
         top = FastzarrStore.open(filename_or_obj, group=group, **opening)
+        warn_unconsolidated(top, opening.get("consolidated"))
         datasets: dict[str, xr.Dataset] = {}
         try:
             for path, store in _group_stores(top):
@@ -682,6 +748,7 @@ class FastzarrBackendEntrypoint(BackendEntrypoint):
                 drop_variables=drop_variables,
                 timeout=timeout,
             )
+            warn_unconsolidated(store, consolidated)
         else:
             raise TypeError(f"engine='fastzarr' opens a URL or path, not {type(filename_or_obj).__name__}")
         try:
@@ -768,7 +835,8 @@ def open_zarr(  # noqa: PLR0917 - the positional order of xr.open_zarr
     defaults to ``{}``, the stored chunks, when dask is installed, else ``None``) and returns
     the Dataset ``xr.open_zarr`` returns, lazily indexed or dask-backed. ``storage_options`` are
     fastzarr's (object_store) options. ``consolidated=False`` ignores consolidated metadata;
-    ``consolidated=True`` on a store without it raises ``ValueError``. Load it with
+    ``consolidated=True`` on a store without it raises ``ValueError``; ``None`` uses it where
+    the store has it and otherwise warns (``RuntimeWarning``) as ``xr.open_zarr`` does. Load it with
     :func:`fastzarr.load` (all variables in one parallel pass) or with xarray's ``.load()`` /
     ``await .load_async()``. ``timeout`` (seconds) bounds opening (the metadata reads) with
     ``fastzarr.TimeoutError``; loads take their own (``fastzarr.load(ds, timeout=...)``).
