@@ -3,11 +3,13 @@ shuffled chunk-aware, reproducible orders, disjoint even rank shares, patches, r
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 import types
 import warnings
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import fastzarr as fz
@@ -300,3 +302,42 @@ def test_torch_dataloader_workers_take_disjoint_shares(
     together = [s for share in shares for s in share]
     assert sorted(together) == sorted(whole_rank)
     assert len(set(together)) == len(together) == 30
+
+
+def test_a_cache_serves_later_loaders_the_same_batches(stores: list[str], tmp_path: Any) -> None:
+    """With a cache, each source's selection is read once into a validated entry: a second
+    Loader (another process in practice) reads no source chunk and yields the same batches; a
+    changed source misses."""
+    stores = [str(shutil.copytree(s, tmp_path / Path(s).name)) for s in stores]  # one changes below
+    cache = fz.Cache(tmp_path / "cache")
+    plain = list(loader(stores, variables=["var0001"], seed=3))
+    first = loader(stores, variables=["var0001"], seed=3, cache=cache)
+    assert (cache.stats.hits, cache.stats.misses) == (0, 3)
+    second_cache = fz.Cache(tmp_path / "cache")
+    second = loader(stores, variables=["var0001"], seed=3, cache=second_cache)
+    assert (second_cache.stats.hits, second_cache.stats.misses) == (3, 0)
+    for run in (first, second):
+        batches = list(run)
+        assert run.stats.bytes_read == 0  # served from the entries held in memory
+        assert len(batches) == len(plain)
+        for got, want in zip(batches, plain, strict=True):
+            assert set(got) == set(want)
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name])
+    # The second store's values change: its entry misses, the others hit.
+    changed = xr.open_zarr(stores[1]).load()
+    changed["var0001"] = changed["var0001"] + 1
+    changed.to_zarr(stores[1], mode="a")
+    third_cache = fz.Cache(tmp_path / "cache")
+    third = loader(stores, variables=["var0001"], seed=3, cache=third_cache)
+    assert (third_cache.stats.hits, third_cache.stats.misses) == (2, 1)
+    row = next(iter(third))
+    ref = xr.concat([xr.open_zarr(s) for s in stores], dim="file_id").load()
+    ref = ref.isel(file_id=~ref.indexes["file_id"].duplicated())
+    for i, (f, s) in enumerate(zip(row["file_id"], row["step"], strict=True)):
+        np.testing.assert_array_equal(row["var0001"][i], ref["var0001"].sel(file_id=f, step=s).values)
+
+
+def test_a_cache_refuses_a_selection_above_max_memory(stores: list[str], tmp_path: Any) -> None:
+    with pytest.raises(fz.MemoryBudgetError, match="holds each source's selection in memory"):
+        loader(stores, cache=fz.Cache(tmp_path / "cache"), max_memory=1000)

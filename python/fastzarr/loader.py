@@ -27,7 +27,9 @@ import xarray as xr
 import fastzarr as fz
 from fastzarr._epochs import Ids, SampleSpace, Shuffle, epoch_windows, rank_share
 from fastzarr._sizes import parse_size
-from fastzarr._sources import GroupReader, open_sources
+from fastzarr._sources import GroupReader, Source, open_sources
+from fastzarr.cache import Cache
+from fastzarr.report import format_size
 
 __all__ = ["Loader", "LoaderStats"]
 
@@ -73,6 +75,31 @@ class _Window:
     patch: npt.NDArray[np.int64]
 
 
+def _cached_sources(
+    sources: list[Source],
+    variables: Sequence[str] | None,
+    cache: Cache,
+    budget: int | None,
+    timeout: float | None,
+) -> list[Source]:
+    """Each source's selection, through ``cache``: read once into a validated entry, then held
+    in memory (rows repeated along the concat dim already left out)."""
+    out = []
+    for k, part in enumerate(sources):
+        names = [str(n) for n in part.ds.data_vars] if variables is None else list(variables)
+        selection = part.ds[[n for n in names if n in part.ds.data_vars]]
+        if part.kept:
+            selection = selection.isel(part.kept)
+        need = sum(v.size * v.dtype.itemsize for v in selection.variables.values())
+        if budget is not None and need > budget:
+            raise fz.MemoryBudgetError(
+                f"Loader(cache=...) holds each source's selection in memory: source {k} needs "
+                f"{format_size(need)}, above max_memory ({format_size(budget)})"
+            )
+        out.append(Source(fz.load(selection, cache=cache, timeout=timeout, progress=False), {}))
+    return out
+
+
 class Loader:
     """Batches of samples from Zarr stores for training: ``dict[str, numpy.ndarray]``, batch axis
     first, CF-decoded as xarray decodes them.
@@ -97,6 +124,11 @@ class Loader:
     ``max_memory`` (bytes or "2GB") bounds the windows held at once: the one served and, with
     ``prefetch`` > 0, the next one read in the background while the training step runs.
     ``transform`` is applied to each batch. ``timeout`` (seconds) bounds each read.
+
+    ``cache``: a :class:`fastzarr.Cache`. Each source's selected variables are read once into a
+    validated entry (keyed by the source's fingerprint and the selection, as :func:`fastzarr.load`
+    keys them) and every epoch is then served from memory: for remote sources read for many
+    epochs. The selection must fit in memory (in ``max_memory`` when given).
     """
 
     def __init__(
@@ -114,6 +146,7 @@ class Loader:
         rank: int | None = None,
         world_size: int | None = None,
         max_memory: int | str | None = None,
+        cache: Cache | None = None,
         transform: Callable[[Batch], Any] | None = None,
         timeout: float | None = None,
         coords: bool = False,
@@ -147,6 +180,8 @@ class Loader:
         # A read is checked against the whole budget: its window and the chunks decoding for it.
         self._read_budget = parse_size(max_memory)
         self._sources = open_sources(source, concat_dim, duplicates, storage_options, timeout)
+        if cache is not None:
+            self._sources = _cached_sources(self._sources, variables, cache, self._read_budget, timeout)
         self._parts = [p.ds for p in self._sources]
         self._names = self._check_names(variables, coords)
         self._patches = _patch_grid(self._parts[0], self.input_dims, self.sample_dims)
