@@ -98,6 +98,11 @@ impl ArrayHandle {
         let metadata = match metadata {
             ArrayMetadata::V2(_) => {
                 let mut patched = metadata_json.clone();
+                stand_in_data_type(&mut patched).map_err(|reason| Error::Metadata {
+                    url: store.url().to_string(),
+                    file: crate::store::join(path, ".zarray"),
+                    reason,
+                })?;
                 crate::metadata::default_null_fill_value(&mut patched);
                 // numcodecs levels zarrs' codecs refuse (zlib's -1) still decode.
                 crate::codecs::spellings::normalise_v2_metadata(&mut patched);
@@ -110,8 +115,16 @@ impl ArrayHandle {
                     })?,
                 )
             }
-            ArrayMetadata::V3(_) if has_float_fill_for_integers(&metadata_json) => {
+            ArrayMetadata::V3(_)
+                if has_float_fill_for_integers(&metadata_json)
+                    || needs_stand_in(&metadata_json) =>
+            {
                 let mut patched = metadata_json.clone();
+                stand_in_data_type(&mut patched).map_err(|reason| Error::Metadata {
+                    url: store.url().to_string(),
+                    file: crate::store::join(path, "zarr.json"),
+                    reason,
+                })?;
                 integral_fill_value(&mut patched);
                 ArrayMetadata::V3(
                     serde_json::from_value(patched).map_err(|e| Error::Metadata {
@@ -517,6 +530,70 @@ fn has_float_fill_for_integers(metadata: &Value) -> bool {
     integer_type && metadata.get("fill_value").is_some_and(Value::is_f64)
 }
 
+/// Whether the array's data type is one zarrs does not know but reads as a stand-in.
+fn needs_stand_in(metadata: &Value) -> bool {
+    let v3_name = metadata
+        .get("data_type")
+        .and_then(|t| t.get("name").or(Some(t)))
+        .and_then(Value::as_str);
+    let v2_kind = metadata
+        .get("dtype")
+        .and_then(Value::as_str)
+        .and_then(|d| d.get(1..2));
+    v3_name == Some("null_terminated_bytes") || matches!(v2_kind, Some("M" | "m" | "S"))
+}
+
+/// Data types zarrs lacks, given to it as the fixed-size type holding the same bytes (the
+/// numpy dtype of the output stays the real one): v2 datetime64/timedelta64 as 8-byte
+/// integers of the same byte order (`"NaT"` as their minimum), fixed bytes (`|S5`, v3
+/// `null_terminated_bytes`) as raw bytes, their base64 fill value padded with zeros as numpy
+/// pads `b""` to the item size.
+fn stand_in_data_type(metadata: &mut Value) -> std::result::Result<(), String> {
+    if !needs_stand_in(metadata) {
+        return Ok(());
+    }
+    let (size, v3) = if let Some(dtype) = metadata.get("dtype").and_then(Value::as_str) {
+        let (order, rest) = dtype.split_at(1);
+        if rest.starts_with(['M', 'm']) {
+            metadata["dtype"] = Value::from(format!("{order}i8"));
+            if metadata.get("fill_value").and_then(Value::as_str) == Some("NaT") {
+                metadata["fill_value"] = Value::from(i64::MIN);
+            }
+            return Ok(());
+        }
+        let size: usize = rest[1..]
+            .parse()
+            .map_err(|_| format!("bad dtype {dtype}"))?;
+        metadata["dtype"] = Value::from(format!("|V{size}"));
+        (size, false)
+    } else {
+        let size = metadata
+            .pointer("/data_type/configuration/length_bytes")
+            .and_then(Value::as_u64)
+            .ok_or("null_terminated_bytes without length_bytes")? as usize;
+        metadata["data_type"] = Value::from(format!("r{}", size * 8));
+        (size, true)
+    };
+    let fill = match metadata.get("fill_value") {
+        Some(Value::String(text)) => {
+            use base64::Engine;
+            let mut bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| format!("fill_value {text:?} is not base64: {e}"))?;
+            if bytes.len() > size {
+                return Err(format!("fill_value {text:?} holds more than {size} bytes"));
+            }
+            bytes.resize(size, 0);
+            Value::from(bytes)
+        }
+        Some(Value::Null) | None if !v3 => return Ok(()), // v2's null: zeros, as for |V
+        Some(Value::Array(bytes)) if bytes.len() == size => return Ok(()),
+        other => return Err(format!("fill_value {other:?} is not base64 bytes")),
+    };
+    metadata["fill_value"] = fill;
+    Ok(())
+}
+
 /// An integral float fill value of an integer array spelled as the integer (others are left
 /// for zarrs to refuse).
 fn integral_fill_value(metadata: &mut Value) {
@@ -631,6 +708,42 @@ fn numpy_dtype(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
                 itemsize: bytes,
             }
         }
+        "numpy.datetime64" | "numpy.timedelta64" => {
+            let unit = configuration
+                .and_then(|c| c.get("unit"))
+                .and_then(Value::as_str)
+                .filter(|unit| TIME_UNITS.contains(unit))
+                .ok_or_else(|| format!("{name} without a known unit"))?;
+            let scale = configuration
+                .and_then(|c| c.get("scale_factor"))
+                .map_or(Some(1), Value::as_u64)
+                .filter(|&n| (1..=i64::MAX as u64).contains(&n))
+                .ok_or_else(|| {
+                    format!("{name} with a scale_factor that is not a positive integer")
+                })?;
+            let code = if name == "numpy.datetime64" { 'M' } else { 'm' };
+            let scale = if scale == 1 {
+                String::new()
+            } else {
+                scale.to_string()
+            };
+            NumpyDtype {
+                descr: format!("{order}{code}8[{scale}{unit}]"),
+                itemsize: 8,
+            }
+        }
+        "null_terminated_bytes" => {
+            let bytes = configuration
+                .and_then(|c| c.get("length_bytes"))
+                .and_then(Value::as_u64)
+                .filter(|&n| n > 0)
+                .ok_or("null_terminated_bytes without a positive length_bytes")?
+                as usize;
+            NumpyDtype {
+                descr: format!("|S{bytes}"),
+                itemsize: bytes,
+            }
+        }
         raw if raw.starts_with('r') => {
             let bits: usize = raw[1..].parse().map_err(|_| raw.to_string())?;
             NumpyDtype {
@@ -643,6 +756,25 @@ fn numpy_dtype(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
     Ok(dtype)
 }
 
+/// numpy's datetime64 and timedelta64 units.
+const TIME_UNITS: [&str; 13] = [
+    "Y", "M", "W", "D", "h", "m", "s", "ms", "us", "μs", "ns", "ps", "fs",
+];
+
+/// `8[10s]` or `8[ns]` of `<M8[10s]`: a unit numpy knows, with an optional multiplier.
+fn is_time_unit(spec: &str) -> bool {
+    let Some(unit) = spec
+        .strip_prefix("8[")
+        .and_then(|rest| rest.strip_suffix(']'))
+    else {
+        return false;
+    };
+    let name = unit.trim_start_matches(|c: char| c.is_ascii_digit());
+    let multiplier = &unit[..unit.len() - name.len()];
+    (TIME_UNITS.contains(&name) || name == "as")
+        && (multiplier.is_empty() || multiplier.parse::<u32>().is_ok_and(|n| n > 0))
+}
+
 fn numpy_dtype_v2(text: &str) -> Option<NumpyDtype> {
     let mut chars = text.chars();
     let order = chars.next()?;
@@ -651,11 +783,19 @@ fn numpy_dtype_v2(text: &str) -> Option<NumpyDtype> {
     }
     let rest = chars.as_str();
     let kind = rest.chars().next()?;
+    if matches!(kind, 'M' | 'm') {
+        // datetime64 / timedelta64: 8-byte integers counting the unit.
+        return is_time_unit(&rest[1..]).then(|| NumpyDtype {
+            descr: format!("{}{rest}", native_order()),
+            itemsize: 8,
+        });
+    }
     let size: usize = rest[1..].parse().ok()?;
     let (itemsize, byte_order_matters) = match kind {
         'b' | 'i' | 'u' | 'f' | 'c' => (size, size > 1),
         'U' => (size * 4, true),
         'V' => (size, false),
+        'S' if size > 0 => (size, false),
         _ => return None,
     };
     let prefix = if byte_order_matters {
@@ -695,7 +835,31 @@ mod tests {
         assert_eq!(numpy_dtype_v2("|b1").unwrap().descr, "|b1");
         assert_eq!(numpy_dtype_v2("<U5").unwrap().itemsize, 20);
         assert!(numpy_dtype_v2("|O").is_none());
-        assert!(numpy_dtype_v2("<M8[ns]").is_none());
+        assert_eq!(numpy_dtype_v2(">M8[ns]").unwrap().descr, "<M8[ns]");
+        assert_eq!(numpy_dtype_v2("<m8[10s]").unwrap().itemsize, 8);
+        assert!(numpy_dtype_v2("<M8[lightyears]").is_none());
+        assert!(numpy_dtype_v2("<M8[0s]").is_none());
+        assert!(numpy_dtype_v2("<M4[s]").is_none());
+        assert_eq!(numpy_dtype_v2("|S5").unwrap().descr, "|S5");
+        assert!(numpy_dtype_v2("|S0").is_none());
+    }
+
+    #[test]
+    fn stand_ins_hold_the_same_bytes() {
+        let mut v2 = json!({"dtype": ">M8[ns]", "fill_value": "NaT"});
+        stand_in_data_type(&mut v2).unwrap();
+        assert_eq!(v2, json!({"dtype": ">i8", "fill_value": i64::MIN}));
+        let mut v2 = json!({"dtype": "|S4", "fill_value": "YWI="});
+        stand_in_data_type(&mut v2).unwrap();
+        assert_eq!(v2, json!({"dtype": "|V4", "fill_value": [97, 98, 0, 0]}));
+        let mut v3 = json!({"data_type": {"name": "null_terminated_bytes", "configuration": {"length_bytes": 2}}, "fill_value": ""});
+        stand_in_data_type(&mut v3).unwrap();
+        assert_eq!(v3, json!({"data_type": "r16", "fill_value": [0, 0]}));
+        let mut too_long = json!({"dtype": "|S1", "fill_value": "YWI="});
+        assert!(stand_in_data_type(&mut too_long).is_err());
+        let mut plain = json!({"dtype": "<f8", "fill_value": 0.0});
+        stand_in_data_type(&mut plain).unwrap();
+        assert_eq!(plain, json!({"dtype": "<f8", "fill_value": 0.0}));
     }
 
     #[test]
@@ -705,5 +869,14 @@ mod tests {
         let meta = json!({"data_type": {"name": "fixed_length_utf32", "configuration": {"length_bytes": 12}}});
         assert_eq!(numpy_dtype(&meta).unwrap().descr, "<U3");
         assert!(numpy_dtype(&json!({"data_type": "string"})).is_err());
+        let meta = json!({"data_type": {"name": "numpy.datetime64", "configuration": {"unit": "s", "scale_factor": 10}}});
+        assert_eq!(numpy_dtype(&meta).unwrap().descr, "<M8[10s]");
+        let meta = json!({"data_type": {"name": "numpy.timedelta64", "configuration": {"unit": "ns", "scale_factor": 1}}});
+        assert_eq!(numpy_dtype(&meta).unwrap().descr, "<m8[ns]");
+        let meta =
+            json!({"data_type": {"name": "numpy.datetime64", "configuration": {"unit": "parsec"}}});
+        assert!(numpy_dtype(&meta).is_err());
+        let meta = json!({"data_type": {"name": "null_terminated_bytes", "configuration": {"length_bytes": 7}}});
+        assert_eq!(numpy_dtype(&meta).unwrap().descr, "|S7");
     }
 }
