@@ -29,11 +29,12 @@ import numpy as np
 import xarray as xr
 import xbatcher
 import zarr
+from fastzarr.report import current_rss_bytes
 from fastzarr.testing import make_batches
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare import machine_description, peak_rss_bytes, render_markdown
-from latency import replace_section
+from latency import replace_section, serve
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Training loaders"
@@ -44,6 +45,14 @@ QUICK = {"batches": 2, "variables": 4, "file_ids": 4, "steps": 8, "lat": 16, "lo
 GENERATOR_FULL = {"batches": 1, "variables": 400, "file_ids": 8, "steps": 24, "lat": 8, "lon": 16}
 GENERATOR_QUICK = {"batches": 1, "variables": 40, "file_ids": 4, "steps": 8, "lat": 8, "lon": 16}
 BATCH = 32
+
+
+HTTP_DELAY_S = 0.02
+
+
+def p_sample_bytes(params: dict[str, int]) -> int:
+    """Bytes of one Loader sample: every variable's (lat, lon) field of float32."""
+    return params["variables"] * params["lat"] * params["lon"] * 4
 
 
 def _generator_options(params: dict[str, int]) -> dict[str, Any]:
@@ -83,6 +92,18 @@ def case_loader(stores: list[str], params: dict[str, int], step_seconds: float) 
         "waited": stats.waited_seconds,
         "epoch": stats.seconds,
     }
+
+
+def case_loader_http(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
+    """A shuffled epoch from the stores served over HTTP (``stores`` are their URLs)."""
+    loader = fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=BATCH, max_memory="64MB")
+    return {"samples": sum(len(batch["var0000"]) for batch in loader)}
+
+
+def case_xbatcher_http(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
+    """xbatcher over ``xr.open_zarr(url)`` (zarr-python over fsspec's HTTP, dask), as
+    :func:`case_xbatcher_epoch` does locally."""
+    return case_xbatcher_epoch(stores, params)
 
 
 def case_read_many(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
@@ -142,6 +163,8 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "read_many": case_read_many,
     "zarr_map_style": case_zarr_map_style,
     "xbatcher_epoch": case_xbatcher_epoch,
+    "loader_http": case_loader_http,
+    "xbatcher_http": case_xbatcher_http,
 }
 
 
@@ -149,13 +172,14 @@ def child(spec: dict[str, Any]) -> None:
     warnings.simplefilter("ignore")
     run = CASES[spec["case"]]
     args = spec.get("args", {})
+    before = current_rss_bytes()  # the interpreter and its imports
     run(spec["stores"], spec["params"], **args)  # warm-up (and page cache)
     times, result = [], {}
     for _ in range(spec["repeat"]):
         began = time.perf_counter()
         result = run(spec["stores"], spec["params"], **args)
         times.append(time.perf_counter() - began)
-    result.update(best=min(times), median=float(np.median(times)), rss=peak_rss_bytes())
+    result.update(best=min(times), median=float(np.median(times)), rss=peak_rss_bytes(), rss_before=before)
     print(json.dumps(result))
 
 
@@ -213,6 +237,14 @@ def run_all(
     xb = measure("xbatcher_epoch", stores, params, repeat)
     per_batch = epoch["best"] / max(1, -(-epoch["samples"] // BATCH))
     trained = measure("loader", stores, params, 1, step_seconds=per_batch)
+    with serve(Path(stores[0]).parent, HTTP_DELAY_S) as server:
+        urls = [f"{server.base_url}/{Path(s).name}" for s in stores]
+        http = {}
+        for name in ("loader_http", "xbatcher_http"):
+            # one warm-up epoch and one timed: requests counted by the server over both
+            server.counters.snapshot(reset=True)
+            http[name] = measure(name, urls, params, 1)
+            http[name]["requests"] = server.counters.snapshot(reset=True)["requests"] // 2
     epochs = [["reader", "best s", "median s", "peak RSS MB", "vs fz.Loader"]]
     for name, r in (
         ("fz.Loader (shuffled, chunk-aware)", epoch),
@@ -223,6 +255,18 @@ def run_all(
         ratio = "—" if r is epoch else f"{r['best'] / epoch['best']:.2f}x"
         epochs.append([name, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", ratio])
     total_chunks = floor["chunks"]
+    batch_bytes = BATCH * p_sample_bytes(params)
+    bound = 3 * batch_bytes + 64e6 + 100e6
+    http_rows = [["reader", "s", "samples/s", "requests", "fz.Loader speedup"]]
+    ours_http = http["loader_http"]
+    for name, r in (
+        ("fz.Loader (shuffled, chunk-aware)", ours_http),
+        ("xarray + fsspec + dask + xbatcher (storage order)", http["xbatcher_http"]),
+    ):
+        speed = "—" if r is ours_http else f"{r['best'] / ours_http['best']:.1f}x"
+        http_rows.append(
+            [name, f"{r['best']:.2f}", f"{r['samples'] / r['best']:,.0f}", f"{r['requests']:,}", speed]
+        )
     sp = small_params
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     p = params
@@ -253,7 +297,15 @@ def run_all(
         f"- With a simulated training step as long as one batch's read ({per_batch * 1e3:.1f} ms of matmul), "
         f"the consumer waited {trained['waited']:.3f} s of a {trained['epoch']:.3f} s epoch "
         f"(**{100 * trained['waited'] / trained['epoch']:.1f} %**, target < 5 %).",
-        f"- Peak RSS of the Loader epoch: {epoch['rss'] / 1e6:,.0f} MB (windows bounded by max_memory=64MB).",
+        f"- Peak RSS of the Loader epoch: {epoch['rss'] / 1e6:,.0f} MB, "
+        f"{(epoch['rss'] - epoch['rss_before']) / 1e6:,.0f} MB above the interpreter and its imports "
+        f"({epoch['rss_before'] / 1e6:,.0f} MB); the bound (prefetch + 1) x batch + window + 100 MB is "
+        f"{bound / 1e6:,.0f} MB (batches of {batch_bytes / 1e6:.2f} MB, prefetch 2, windows within "
+        f"max_memory=64MB): **{'met' if epoch['rss'] - epoch['rss_before'] <= bound else 'not met'}**.",
+        "",
+        f"### Over HTTP, {HTTP_DELAY_S * 1e3:.0f} ms per request (benches/latency.py's server), one epoch",
+        "",
+        render_markdown(http_rows),
         "",
     ]
     return "\n".join(lines)
