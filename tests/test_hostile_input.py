@@ -695,9 +695,9 @@ CHILD = textwrap.dedent(
             if how == "extract_points":
                 fz.extract_points(path, points={"y": [0, 1], "x": [0, 1]}, method=None)
             elif how == "load":
-                fz.load(fz.open_zarr(path).isel(y=slice(0, 2), x=slice(0, 2)))
+                fz.load(fz.open_zarr(path, consolidated=False).isel(y=slice(0, 2), x=slice(0, 2)))
             else:
-                xr.open_dataset(path, engine="fastzarr").v[:2, :2].load()
+                xr.open_dataset(path, engine="fastzarr", consolidated=False).v[:2, :2].load()
             print("no error")
             sys.exit(0)
         arr = fz.open_array(path)
