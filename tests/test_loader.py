@@ -341,3 +341,37 @@ def test_a_cache_serves_later_loaders_the_same_batches(stores: list[str], tmp_pa
 def test_a_cache_refuses_a_selection_above_max_memory(stores: list[str], tmp_path: Any) -> None:
     with pytest.raises(fz.MemoryBudgetError, match="holds each source's selection in memory"):
         loader(stores, cache=fz.Cache(tmp_path / "cache"), max_memory=1000)
+
+
+def test_batches_are_cf_decoded_as_xarray_decodes_them(tmp_path: Any) -> None:
+    """Scaled integers with a fill value, time offsets, a float with a non-NaN fill value, and
+    a float with NaN as fill value (returned as stored): each equal to xarray's decoding."""
+    rng = np.random.default_rng(5)
+    raw = rng.integers(-1000, 1000, size=(6, 4, 3)).astype("i2")
+    raw[0, 0, 0] = -9999
+    hours = np.arange(6 * 4 * 3, dtype="i8").reshape(6, 4, 3)
+    ds = xr.Dataset(
+        {
+            "packed": (
+                ("sample", "y", "x"),
+                raw,
+                {"scale_factor": 0.01, "add_offset": 273.15, "_FillValue": -9999},
+            ),
+            "when": (("sample", "y", "x"), hours, {"units": "hours since 2000-01-01"}),
+            "filled": (("sample", "y", "x"), raw.astype("f4"), {"_FillValue": np.float32(-9999)}),
+            "plain": (("sample", "y", "x"), raw.astype("f4"), {"units": "K"}),
+        },
+        coords={"sample": np.arange(6)},
+    )
+    path = str(tmp_path / "cf.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xr.decode_cf(ds).to_zarr(path, zarr_format=2, consolidated=True)  # encoded back as ds
+        expected = xr.open_zarr(path).load()
+    run = fz.Loader(path, sample_dims=("sample",), batch_size=6, shuffle=False)
+    (batch,) = list(run)
+    for name in ("packed", "when", "filled", "plain"):
+        assert batch[name].dtype == expected[name].dtype, name
+        np.testing.assert_array_equal(batch[name], expected[name].values)
+    assert np.isnan(batch["filled"][0, 0, 0])
+    assert np.isnan(batch["packed"][0, 0, 0])

@@ -152,13 +152,12 @@ class GroupReader:
             for array, (g, name, dims, box) in zip(arrays, where, strict=True):
                 # Decoded group by group, variable by variable: stacking them first would copy.
                 stored = self.sources[boxes[g][0]].stored[name]
+                values = _samples_first(array, dims, self.sample_dims, box)
+                if _decodes_as_is(stored):
+                    out[g][name] = values
+                    continue
                 rest = [d for d in dims if d not in self.sample_dims]
-                raw = xr.Variable(
-                    (_SAMPLE, *rest),
-                    _samples_first(array, dims, self.sample_dims, box),
-                    stored.attrs,
-                    stored.encoding,
-                )
+                raw = xr.Variable((_SAMPLE, *rest), values, stored.attrs, stored.encoding)
                 out[g][name] = np.asarray(decode_cf_variable(name, raw).values)
         return out
 
@@ -181,6 +180,31 @@ class GroupReader:
 def _add(totals: dict[str, float], more: Mapping[str, float]) -> None:
     for key, value in more.items():
         totals[key] = totals.get(key, 0) + value
+
+
+# Attributes with which xarray's CF decoding may change values or their dtype.
+_DECODING_ATTRS = frozenset(
+    {"scale_factor", "add_offset", "missing_value", "calendar", "dtype", "_Unsigned", "_Encoding"}
+)
+_TIME_UNITS = frozenset(
+    {"days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"}
+)
+
+
+def _decodes_as_is(stored: StoredVariable) -> bool:
+    """Whether xarray's CF decoding returns a variable's values as they are: numbers, no
+    scaling, no time units, and no fill value but NaN in floats (masked as NaN). Decoding
+    would still copy every group's values (thousands of calls per epoch)."""
+    attrs = stored.attrs
+    if stored.dtype.kind not in "fiub" or _DECODING_ATTRS & attrs.keys():
+        return False
+    units = str(attrs.get("units", ""))
+    if "since" in units or units.strip().lower() in _TIME_UNITS:
+        return False
+    if "_FillValue" not in attrs:
+        return True
+    fill = attrs["_FillValue"]
+    return stored.dtype.kind == "f" and isinstance(fill, float | np.floating) and bool(np.isnan(fill))
 
 
 def _samples_first(
