@@ -186,9 +186,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(body)
+        # Counted before it is sent: a client that has read it all may reset the counters at once.
         with state.lock:
             state.bytes_sent += len(body)
+        self.wfile.write(body)
 
     def do_HEAD(self) -> None:
         path = self.server.root / self.path.lstrip("/")
