@@ -48,13 +48,16 @@ def test_ctrl_c_interrupts_a_long_read_within_a_second(big: str) -> None:
         fz.set_num_threads(1)
         arr = fz.open_array({big!r})
         requests = [(arr, ...)] * 2000
-        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-        started = time.perf_counter()
+        signalled = []
+        def interrupt():
+            signalled.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Timer(0.3, interrupt).start()
         try:
             fz.read_many(requests)
             print("finished")
         except KeyboardInterrupt:
-            print("interrupted", time.perf_counter() - started)
+            print("interrupted", time.perf_counter() - signalled[0])
         print("next", float(arr[0, 0, 0]) == float(fz.read_many([(arr, (0, 0, 0))])[0]))
         """
     )
@@ -64,7 +67,7 @@ def test_ctrl_c_interrupts_a_long_read_within_a_second(big: str) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")
     assert lines[0].startswith("interrupted"), out.stdout
-    assert float(lines[0].split()[1]) < 1.3  # 0.3 s until the signal, then under a second
+    assert float(lines[0].split()[1]) < 1.0  # under a second from the signal
     assert lines[1] == "next True"
 
 
