@@ -800,6 +800,11 @@ fn decode_job(
     let span = decode_span(job, encoded.as_deref(), context.options, counters).map_err(corrupt)?;
     let ndim = job.chunk.len();
     for (t, part) in &job.parts {
+        // One chunk may feed thousands of parts (the same selection asked for many times),
+        // each copy faulting in fresh output pages: stop between them when told to.
+        if crate::runtime::decode_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let offset: Vec<u64> = (0..ndim)
             .map(|d| part.region_start[d] - span.start[d])
             .collect();
