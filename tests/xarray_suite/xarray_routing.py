@@ -33,15 +33,12 @@ from xarray.backends.zarr import ZarrBackendEntrypoint
 #: Opens routed to fastzarr since the current test started.
 _routed: list[str] = []
 
-#: The decoding arguments both engines take, passed on as they are.
-_DECODERS = (
-    "mask_and_scale",
-    "decode_times",
-    "concat_characters",
-    "decode_coords",
-    "drop_variables",
-    "use_cftime",
-    "decode_timedelta",
+#: The fastzarr engine's arguments passed on as the zarr engine was given them (the store
+#: goes as a path; storage_options and use_zarr_fill_value_as_mask are handled below).
+_PASSED = tuple(
+    name
+    for name in FastzarrBackendEntrypoint.open_dataset_parameters or ()
+    if name not in ("filename_or_obj", "storage_options", "use_zarr_fill_value_as_mask")
 )
 
 
@@ -87,7 +84,7 @@ def _fastzarr_options(options: dict[str, Any]) -> dict[str, Any]:
     (``ZarrBackendEntrypoint.open_dataset`` opens its store with ``None`` whatever it is
     given); ``cache_members`` (zarr-python's metadata cache) has no counterpart.
     """
-    taken = {k: options[k] for k in (*_DECODERS, "group", "consolidated", "zarr_format") if k in options}
+    taken = {k: options[k] for k in _PASSED if k in options}
     if options.get("storage_options"):
         taken["storage_options"] = options["storage_options"]
     return taken
