@@ -40,6 +40,9 @@ pub struct ArrayHandle {
     /// The array's path and `/`, when zarrs opened it at the root of a view of the store
     /// from the array (its chunk keys are then relative to the array).
     key_prefix: Option<String>,
+    /// The fill value of a v2 `vlen-bytes` array, which zarrs, reading `|O` as strings,
+    /// would take as text rather than as base64.
+    bytes_fill: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ArrayHandle {
@@ -60,6 +63,42 @@ const MAX_ITEMSIZE: usize = i32::MAX as usize;
 pub struct NumpyDtype {
     pub descr: String,
     pub itemsize: usize,
+}
+
+/// The elements of variable length: strings read into numpy's `StringDType`, bytes into an
+/// object array of `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variable {
+    Utf8,
+    Bytes,
+}
+
+/// numpy's `StringDType` (`"T"`), 16 bytes an element.
+const STRING_DTYPE: &str = "T";
+const OBJECT_DTYPE: &str = "|O";
+
+impl NumpyDtype {
+    /// Strings or bytes of variable length, whose chunks go through `strings.rs`.
+    pub fn variable(&self) -> Option<Variable> {
+        match self.descr.as_str() {
+            STRING_DTYPE => Some(Variable::Utf8),
+            OBJECT_DTYPE => Some(Variable::Bytes),
+            _ => None,
+        }
+    }
+
+    fn of_variable(kind: Variable) -> Self {
+        match kind {
+            Variable::Utf8 => Self {
+                descr: STRING_DTYPE.to_string(),
+                itemsize: 16,
+            },
+            Variable::Bytes => Self {
+                descr: OBJECT_DTYPE.to_string(),
+                itemsize: std::mem::size_of::<usize>(),
+            },
+        }
+    }
 }
 
 impl ArrayHandle {
@@ -94,10 +133,19 @@ impl ArrayHandle {
                 bytes: dtype.itemsize as u128 * 4,
             });
         }
+        let mut bytes_fill = None;
         // The stored document keeps its `fill_value: null`; zarrs gets the zero spelled out.
         let metadata = match metadata {
             ArrayMetadata::V2(_) => {
                 let mut patched = metadata_json.clone();
+                if dtype.variable() == Some(Variable::Bytes) {
+                    bytes_fill = Some(base64_fill(&patched).map_err(|reason| Error::Metadata {
+                        url: store.url().to_string(),
+                        file: crate::store::join(path, ".zarray"),
+                        reason,
+                    })?);
+                    patched["fill_value"] = Value::String(String::new());
+                }
                 stand_in_data_type(&mut patched).map_err(|reason| Error::Metadata {
                     url: store.url().to_string(),
                     file: crate::store::join(path, ".zarray"),
@@ -170,7 +218,10 @@ impl ArrayHandle {
                 reason: other.to_string(),
             },
         })?;
-        if array.data_type().fixed_size() != Some(dtype.itemsize) {
+        let stored_size = array.data_type().fixed_size();
+        if dtype.variable().is_some() && stored_size.is_some()
+            || dtype.variable().is_none() && stored_size != Some(dtype.itemsize)
+        {
             return Err(unsupported_dtype(format!(
                 "{} (stored element size {:?} differs from numpy's {})",
                 dtype.descr,
@@ -190,7 +241,12 @@ impl ArrayHandle {
                 reason,
             },
         )?;
-        let shard_layout = ShardLayout::from_metadata(&metadata_json, &chunk_shape, dtype.itemsize)
+        // Inner chunks of strings have no size to bound their index entries by.
+        let bounding_size = match dtype.variable() {
+            Some(_) => usize::MAX,
+            None => dtype.itemsize,
+        };
+        let shard_layout = ShardLayout::from_metadata(&metadata_json, &chunk_shape, bounding_size)
             .map_err(|reason| Error::Metadata {
                 url: store.url().to_string(),
                 file: metadata_file.clone(),
@@ -201,7 +257,7 @@ impl ArrayHandle {
             path: path.to_string(),
             shard_layout,
             array,
-            plain_blosc: is_plain_blosc(&metadata_json, &dtype),
+            plain_blosc: dtype.variable().is_none() && is_plain_blosc(&metadata_json, &dtype),
             blosc_block: smallest_blosc_block(&metadata_json),
             blosc_compressor: blosc_config(&metadata_json)
                 .and_then(|c| c.get("cname"))
@@ -210,6 +266,7 @@ impl ArrayHandle {
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
             key_prefix,
+            bytes_fill,
             dtype,
             chunk_shape,
             metadata_json,
@@ -296,7 +353,10 @@ impl ArrayHandle {
 
     /// The fill value as native-endian bytes of the numpy dtype.
     pub fn fill_value_bytes(&self) -> &[u8] {
-        self.array.fill_value().as_ne_bytes()
+        match &self.bytes_fill {
+            Some(fill) => fill,
+            None => self.array.fill_value().as_ne_bytes(),
+        }
     }
 
     pub fn nbytes(&self) -> u128 {
@@ -663,6 +723,9 @@ fn numpy_dtype(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
         let Some(text) = dtype.as_str() else {
             return Err(format!("structured dtype {dtype} is not supported"));
         };
+        if text == OBJECT_DTYPE {
+            return object_dtype_v2(metadata);
+        }
         return numpy_dtype_v2(text).ok_or_else(|| text.to_string());
     }
     let data_type = metadata.get("data_type").ok_or("no data_type")?;
@@ -698,6 +761,8 @@ fn numpy_dtype(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
         "float64" => simple("f8", 8),
         "complex64" => simple("c8", 8),
         "complex128" => simple("c16", 16),
+        "string" => NumpyDtype::of_variable(Variable::Utf8),
+        "variable_length_bytes" | "bytes" => NumpyDtype::of_variable(Variable::Bytes),
         "fixed_length_utf32" => {
             let bytes = configuration
                 .and_then(|c| c.get("length_bytes"))
@@ -754,6 +819,36 @@ fn numpy_dtype(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
         other => return Err(other.to_string()),
     };
     Ok(dtype)
+}
+
+/// The bytes of a v2 `vlen-bytes` fill value: base64, as zarr-python writes it (null: empty).
+fn base64_fill(metadata: &Value) -> std::result::Result<Vec<u8>, String> {
+    use base64::Engine;
+    match metadata.get("fill_value") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| format!("fill_value {text:?} is not base64: {e}")),
+        Some(other) => Err(format!(
+            "fill_value {other} of a bytes array is not base64 text"
+        )),
+    }
+}
+
+/// A v2 object array: what its object codec (the first filter) makes of the elements.
+fn object_dtype_v2(metadata: &Value) -> std::result::Result<NumpyDtype, String> {
+    let object_codec = metadata
+        .get("filters")
+        .and_then(Value::as_array)
+        .and_then(|filters| filters.first())
+        .and_then(|f| f.get("id"))
+        .and_then(Value::as_str);
+    match object_codec {
+        Some(crate::codecs::vlen::UTF8) => Ok(NumpyDtype::of_variable(Variable::Utf8)),
+        Some(crate::codecs::vlen::BYTES) => Ok(NumpyDtype::of_variable(Variable::Bytes)),
+        Some(other) => Err(format!("|O with object codec {other}")),
+        None => Err("|O without an object codec".to_string()),
+    }
 }
 
 /// numpy's datetime64 and timedelta64 units.
@@ -868,7 +963,17 @@ mod tests {
         assert_eq!(numpy_dtype(&meta).unwrap().itemsize, 16);
         let meta = json!({"data_type": {"name": "fixed_length_utf32", "configuration": {"length_bytes": 12}}});
         assert_eq!(numpy_dtype(&meta).unwrap().descr, "<U3");
-        assert!(numpy_dtype(&json!({"data_type": "string"})).is_err());
+        let string = numpy_dtype(&json!({"data_type": "string"})).unwrap();
+        assert_eq!(string.variable(), Some(Variable::Utf8));
+        let bytes = numpy_dtype(&json!({"data_type": "variable_length_bytes"})).unwrap();
+        assert_eq!(bytes.variable(), Some(Variable::Bytes));
+        let v2 = json!({"dtype": "|O", "filters": [{"id": "vlen-utf8"}]});
+        assert_eq!(numpy_dtype(&v2).unwrap().variable(), Some(Variable::Utf8));
+        assert!(
+            numpy_dtype(&json!({"dtype": "|O", "filters": [{"id": "pickle"}]}))
+                .unwrap_err()
+                .contains("pickle")
+        );
         let meta = json!({"data_type": {"name": "numpy.datetime64", "configuration": {"unit": "s", "scale_factor": 10}}});
         assert_eq!(numpy_dtype(&meta).unwrap().descr, "<M8[10s]");
         let meta = json!({"data_type": {"name": "numpy.timedelta64", "configuration": {"unit": "ns", "scale_factor": 1}}});

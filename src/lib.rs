@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod shard_index;
 pub mod stats;
 pub mod store;
+pub mod strings;
 pub mod unshuffle;
 pub mod write;
 pub mod zeroed;

@@ -43,6 +43,25 @@ pub struct ReadStats {
     pub decode_seconds: f64,
 }
 
+impl ReadStats {
+    /// The counts of two passes together.
+    #[must_use]
+    pub fn plus(self, other: ReadStats) -> ReadStats {
+        ReadStats {
+            chunks: self.chunks + other.chunks,
+            chunks_missing: self.chunks_missing + other.chunks_missing,
+            chunks_partial: self.chunks_partial + other.chunks_partial,
+            bytes_read: self.bytes_read + other.bytes_read,
+            requests: self.requests + other.requests,
+            bytes_decoded: self.bytes_decoded + other.bytes_decoded,
+            blocks_decoded: self.blocks_decoded + other.blocks_decoded,
+            blocks_total: self.blocks_total + other.blocks_total,
+            fetch_seconds: self.fetch_seconds + other.fetch_seconds,
+            decode_seconds: self.decode_seconds + other.decode_seconds,
+        }
+    }
+}
+
 fn add(counter: &AtomicU64, value: u64) {
     counter.fetch_add(value, Ordering::Relaxed);
 }

@@ -413,7 +413,7 @@ def load(
     indexed), after any ``isel``/``sel``. Like ``obj.load()``, it loads in place and returns
     ``obj``; every variable is then a numpy array, never dask, never lazy. Values are identical
     to xarray's. Variables that cannot be traced back to a Zarr array fastzarr reads (computed
-    in memory, other backends, remote zarr-python stores, variable-length strings) are loaded
+    in memory, other backends, remote zarr-python stores, pickled objects) are loaded
     by xarray (or dask) itself.
 
     ``timeout``: seconds for the whole load (``fastzarr.TimeoutError``; Ctrl-C stops it too).

@@ -21,9 +21,10 @@ reorders them in memory). Vectorized (pointwise) keys become one point read
 (``read_many([(array, selection, {axis: indices})])``), which decodes only the chunks that hold
 points.
 
-Variables fastzarr's core cannot decode (variable-length strings, ``|O`` or ``string`` data types)
-are read through zarr-python for that variable only, exactly as ``xr.open_zarr`` reads them; if
-zarr-python is not installed, opening raises :class:`fastzarr.UnsupportedCodecError`.
+Variables fastzarr's core cannot decode (``|O`` arrays of other object codecs than ``vlen-utf8``
+and ``vlen-bytes``, structured data types) are read through zarr-python for that variable only,
+exactly as ``xr.open_zarr`` reads them; if zarr-python is not installed, opening raises
+:class:`fastzarr.UnsupportedCodecError`.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def _v2_fill_value(array: fz.Array, meta: Mapping[str, Any]) -> Any:
 
 def _stored_dtype(array: fz.Array, meta: Mapping[str, Any]) -> np.dtype[Any]:
     """The stored data type (v2 keeps the byte order zarr-python reports; reads are native)."""
-    if array.zarr_format == 2:
+    if array.zarr_format == 2 and array.dtype.kind not in "OT":
         declared = meta.get("dtype")
         if isinstance(declared, str):
             try:
@@ -485,6 +486,9 @@ class FastzarrStore(AbstractDataStore):
             "chunks": chunks,
             "preferred_chunks": dict(zip(dims, chunks, strict=True)),
         }
+        if member.dtype.kind == "T":
+            # xarray keeps a StringDType variable as StringDType when its encoding says so.
+            encoding["dtype"] = member.dtype
         codecs = codec_encoding(meta)
         encoding.update((key, codecs[key]) for key in ("compressors", "filters") if key in codecs)
         encoding["shards"] = None if shards is None else tuple(map(int, shards))
@@ -524,8 +528,8 @@ class FastzarrStore(AbstractDataStore):
             importlib.import_module("zarr")
         except ImportError as err:
             raise fz.UnsupportedCodecError(
-                f"fastzarr cannot decode array {name!r} of {self._url!r} (e.g. variable-length "
-                "strings); install zarr-python to read such variables through it"
+                f"fastzarr cannot decode array {name!r} of {self._url!r} (e.g. pickled "
+                "objects); install zarr-python to read such variables through it"
             ) from err
         if self._zarr_store is None:
             self._zarr_store = ZarrStore.open_group(

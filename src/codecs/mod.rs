@@ -6,6 +6,7 @@ mod delta;
 mod fixedscaleoffset;
 mod lz4;
 pub mod spellings;
+pub mod vlen;
 
 use std::sync::{Arc, Once};
 
@@ -24,6 +25,25 @@ pub fn register() {
         register_codec_v3(CodecRuntimePluginV3::new(
             |name| spellings::V3_NAMES.contains(&name),
             spellings::create_v3,
+        ));
+        // Strings and bytes, every length checked (zarrs' decoder panics on damaged ones).
+        register_codec_v2(CodecRuntimePluginV2::new(
+            |id| vlen::VlenCodec::new(id).is_some(),
+            |metadata| {
+                let codec = vlen::VlenCodec::new(metadata.id()).ok_or_else(|| {
+                    zarrs_plugin::PluginCreateError::Other(metadata.id().to_string())
+                })?;
+                Ok(Codec::ArrayToBytes(Arc::new(codec)))
+            },
+        ));
+        register_codec_v3(CodecRuntimePluginV3::new(
+            |name| vlen::VlenCodec::new(name).is_some(),
+            |metadata| {
+                let codec = vlen::VlenCodec::new(metadata.name()).ok_or_else(|| {
+                    zarrs_plugin::PluginCreateError::Other(metadata.name().to_string())
+                })?;
+                Ok(Codec::ArrayToBytes(Arc::new(codec)))
+            },
         ));
         // zarrs' compressors, with decoders bounded by the chunk's size (bounded.rs).
         register_codec_v2(CodecRuntimePluginV2::new(

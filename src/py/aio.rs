@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 use pyo3_async_runtimes::generic::{self, ContextExt, JoinError, Runtime};
 use pyo3_async_runtimes::TaskLocals;
 
 use crate::errors::{Error, Result};
 use crate::py::array::{open, PyArray};
 use crate::py::functions::{prepare_requests, read_prepared as run_prepared, Prepared};
+use crate::py::strings::StringRequest;
 use crate::py::timeout_duration;
 use crate::py::{selection, storage_options};
 use crate::runtime::Cancel;
@@ -154,20 +155,33 @@ pub fn open_array_async<'py>(
     })?)
 }
 
-/// Reads prepared requests on the pool; the awaitable yields their numpy results.
+/// Reads prepared requests on the pool; the awaitable yields their numpy results (the list
+/// of them, or with `single` its only item).
 fn read_prepared(
     py: Python<'_>,
     prepared: Vec<Prepared>,
-    results: Py<PyAny>,
+    strings: Vec<StringRequest>,
+    results: Py<PyList>,
+    single: bool,
     timeout: Option<f64>,
 ) -> Result<Bound<'_, PyAny>> {
     let timeout = timeout_duration(timeout)?;
     Ok(into_py(py, async move {
-        on_pool(timeout, move |cancel| {
-            run_prepared(prepared, cancel).map(|_| ())
+        let (strings, read) = on_pool(timeout, move |cancel| {
+            run_prepared(prepared, cancel)?;
+            let (read, _) = crate::py::strings::read_all(&strings, cancel)?;
+            Ok((strings, read))
         })
         .await?;
-        Ok(results)
+        Python::attach(|py| -> Result<Py<PyAny>> {
+            let results = results.into_bound(py);
+            crate::py::strings::fill(py, &results, &strings, &read)?;
+            Ok(if single {
+                results.get_item(0)?.unbind()
+            } else {
+                results.into_any().unbind()
+            })
+        })
     })?)
 }
 
@@ -190,9 +204,8 @@ pub fn read_async<'py>(
         };
         let item = pyo3::types::PyTuple::new(py, [Bound::new(py, array)?.into_any(), key])?;
         let max_memory = crate::py::max_memory(max_memory)?;
-        let (prepared, results) = prepare_requests(py, &[item.into_any()], max_memory)?;
-        let result = results.get_item(0)?.unbind();
-        read_prepared(py, prepared, result, timeout)
+        let (prepared, strings, results) = prepare_requests(py, &[item.into_any()], max_memory)?;
+        read_prepared(py, prepared, strings, results.unbind(), true, timeout)
     })
 }
 
@@ -208,7 +221,7 @@ pub fn read_many_async<'py>(
 ) -> Result<Bound<'py, PyAny>> {
     crate::py::guard::catch(|| {
         let max_memory = crate::py::max_memory(max_memory)?;
-        let (prepared, results) = prepare_requests(py, &requests, max_memory)?;
-        read_prepared(py, prepared, results.into_any().unbind(), timeout)
+        let (prepared, strings, results) = prepare_requests(py, &requests, max_memory)?;
+        read_prepared(py, prepared, strings, results.unbind(), false, timeout)
     })
 }

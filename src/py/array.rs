@@ -65,6 +65,19 @@ impl PyArray {
         };
         crate::py::add_to_footprint(&mut footprint, handle, &selection, allocated);
         footprint.check(max_memory)?;
+        if handle.dtype().variable().is_some() {
+            let (elements, _) = detach_cancellable(py, timeout, |cancel| {
+                crate::strings::read(handle, &selection, None, cancel)
+            })?;
+            let result = crate::py::strings::to_numpy(py, handle, &elements, &output_shape)?;
+            return match out {
+                Some(out) => {
+                    out.set_item(py.Ellipsis(), result)?;
+                    Ok(out)
+                }
+                None => Ok(result),
+            };
+        }
         let (result, buffer) = if let Some(out) = out {
             let buffer = output::writable_buffer(&out, handle.dtype(), &output_shape)?;
             (out, buffer)
@@ -215,6 +228,18 @@ impl PyArray {
                 .is_some_and(serde_json::Value::is_null)
         {
             return Ok(py.None().into_bound(py));
+        }
+        match self.handle.dtype().variable() {
+            Some(crate::array::Variable::Utf8) => {
+                let text = String::from_utf8_lossy(self.handle.fill_value_bytes());
+                return Ok(pyo3::types::PyString::new(py, &text).into_any());
+            }
+            Some(crate::array::Variable::Bytes) => {
+                return Ok(
+                    pyo3::types::PyBytes::new(py, self.handle.fill_value_bytes()).into_any(),
+                );
+            }
+            None => {}
         }
         let numpy = py.import("numpy")?;
         let bytes = pyo3::types::PyBytes::new(py, self.handle.fill_value_bytes());

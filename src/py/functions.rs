@@ -11,6 +11,7 @@ use crate::errors::{Error, Result};
 use crate::plan::{AxisIndex, PointSet, Selection};
 use crate::py::array::PyArray;
 use crate::py::stats::PyReadStats;
+use crate::py::strings::StringRequest;
 use crate::py::{detach_cancellable, output, selection};
 use crate::read::{read_many as read_requests, OutputBuffer, ReadRequest};
 use crate::runtime::Cancel;
@@ -110,13 +111,14 @@ pub fn read_prepared(prepared: Vec<Prepared>, cancel: &Cancel) -> Result<ReadSta
     read_requests(&reads, cancel)
 }
 
-/// Parses `requests` and allocates their outputs; returns them and the list of results.
+/// Parses `requests` and allocates their outputs; returns them, the requests on arrays of
+/// variable-length elements (whose results are made once read), and the list of results.
 /// A read that would need more than `max_memory` bytes is refused before any allocation.
 pub fn prepare_requests<'py>(
     py: Python<'py>,
     requests: &[Bound<'py, PyAny>],
     max_memory: Option<u64>,
-) -> Result<(Vec<Prepared>, Bound<'py, PyList>)> {
+) -> Result<(Vec<Prepared>, Vec<StringRequest>, Bound<'py, PyList>)> {
     let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
     if max_memory.is_some() {
         let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
@@ -153,7 +155,21 @@ pub fn prepare_requests<'py>(
     footprint.check(max_memory)?;
     let mut results = Vec::with_capacity(parsed.len());
     let mut prepared = Vec::with_capacity(parsed.len());
-    for (handle, selection, points, alloc_shape, result_shape) in parsed {
+    let mut strings = Vec::new();
+    for (index, (handle, selection, points, alloc_shape, result_shape)) in
+        parsed.into_iter().enumerate()
+    {
+        if handle.dtype().variable().is_some() {
+            results.push(py.None().into_bound(py));
+            strings.push(StringRequest {
+                index,
+                handle,
+                selection,
+                points,
+                shape: result_shape,
+            });
+            continue;
+        }
         let full = output::allocate(py, &handle, &alloc_shape)?;
         let output = output::writable_buffer(&full, handle.dtype(), &alloc_shape)?;
         results.push(full.call_method1("reshape", (result_shape,))?);
@@ -164,7 +180,7 @@ pub fn prepare_requests<'py>(
             output,
         });
     }
-    Ok((prepared, PyList::new(py, results)?))
+    Ok((prepared, strings, PyList::new(py, results)?))
 }
 
 /// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks;
@@ -195,8 +211,8 @@ fn read_many_unguarded<'py>(
     timeout: Option<f64>,
     max_memory: Option<u64>,
 ) -> Result<Bound<'py, PyAny>> {
-    let (prepared, results) = prepare_requests(py, &requests, max_memory)?;
-    let bytes_out = prepared
+    let (prepared, strings, results) = prepare_requests(py, &requests, max_memory)?;
+    let mut bytes_out: u64 = prepared
         .iter()
         .map(|p| {
             let elements: u64 = match &p.points {
@@ -207,7 +223,13 @@ fn read_many_unguarded<'py>(
         })
         .sum();
     let started = Instant::now();
-    let stats = detach_cancellable(py, timeout, |cancel| read_prepared(prepared, cancel))?;
+    let (stats, read) = detach_cancellable(py, timeout, |cancel| {
+        let stats = read_prepared(prepared, cancel)?;
+        let (read, string_stats) = crate::py::strings::read_all(&strings, cancel)?;
+        Ok((stats.plus(string_stats), read))
+    })?;
+    crate::py::strings::fill(py, &results, &strings, &read)?;
+    bytes_out += read.iter().map(|e| e.data.len() as u64).sum::<u64>();
     let results = results.into_any();
     if !return_stats {
         return Ok(results);

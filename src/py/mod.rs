@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod output;
 pub mod selection;
 pub mod stats;
+pub mod strings;
 pub mod write;
 
 use std::sync::mpsc::RecvTimeoutError;

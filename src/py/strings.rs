@@ -1,0 +1,89 @@
+//! numpy results of variable-length arrays: `StringDType` for strings, object arrays of
+//! `bytes` for bytes (as zarr-python reads them).
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString};
+
+use crate::array::{ArrayHandle, Variable};
+use crate::errors::{Error, Result};
+use crate::plan::{PointSet, Selection};
+use crate::runtime::Cancel;
+use crate::stats::ReadStats;
+use crate::strings::Elements;
+
+/// A request of `read_many` on a variable-length array: read after the fixed-size ones,
+/// its result put at `index` of the results.
+pub struct StringRequest {
+    pub index: usize,
+    pub handle: Arc<ArrayHandle>,
+    pub selection: Selection,
+    pub points: Option<PointSet>,
+    pub shape: Vec<u64>,
+}
+
+/// Reads every string request (on the pool, without the GIL).
+pub fn read_all(requests: &[StringRequest], cancel: &Cancel) -> Result<(Vec<Elements>, ReadStats)> {
+    let mut stats = ReadStats::default();
+    let mut read = Vec::with_capacity(requests.len());
+    for request in requests {
+        let (elements, pass) = crate::strings::read(
+            &request.handle,
+            &request.selection,
+            request.points.as_ref(),
+            cancel,
+        )?;
+        stats = stats.plus(pass);
+        read.push(elements);
+    }
+    Ok((read, stats))
+}
+
+/// Puts each request's numpy result into `results`.
+pub fn fill<'py>(
+    py: Python<'py>,
+    results: &Bound<'py, PyList>,
+    requests: &[StringRequest],
+    read: &[Elements],
+) -> Result<()> {
+    for (request, elements) in requests.iter().zip(read) {
+        let array = to_numpy(py, &request.handle, elements, &request.shape)?;
+        results.set_item(request.index, array)?;
+    }
+    Ok(())
+}
+
+/// The numpy array of `elements` in `shape`.
+pub fn to_numpy<'py>(
+    py: Python<'py>,
+    handle: &ArrayHandle,
+    elements: &Elements,
+    shape: &[u64],
+) -> Result<Bound<'py, PyAny>> {
+    let kind = handle.dtype().variable();
+    let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(elements.len());
+    for i in 0..elements.len() {
+        let bytes = elements.get(i);
+        items.push(match kind {
+            Some(Variable::Utf8) => {
+                // Checked by the codec, or a fill value from the metadata's JSON.
+                let text = std::str::from_utf8(bytes).map_err(|e| Error::Metadata {
+                    url: handle.store().url().to_string(),
+                    file: handle.path().to_string(),
+                    reason: format!("a string that is not UTF-8: {e}"),
+                })?;
+                PyString::new(py, text).into_any()
+            }
+            _ => PyBytes::new(py, bytes).into_any(),
+        });
+    }
+    let numpy = py.import("numpy")?;
+    let list = PyList::new(py, items)?;
+    let dtype = crate::py::output::numpy_dtype(py, handle.dtype())?;
+    let flat = numpy.getattr("empty")?.call1((elements.len(), dtype))?;
+    // Assigned element by element: `numpy.array` of a list of equal-length bytes would
+    // make them one 2-D array of bytes.
+    flat.set_item(pyo3::types::PySlice::full(py), list)?;
+    Ok(flat.call_method1("reshape", (shape.to_vec(),))?)
+}
