@@ -23,27 +23,43 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.dev-installed: requirements-dev.txt | $(PY)
+# What building and the demo need (the build tool, xarray, zarr-python for the sample data, tqdm).
+$(VENV)/.build-installed: requirements-build.txt | $(PY)
+	@echo "Installing the build tool and the demo's packages into $(VENV) (about a minute)"
+	$(PY) -m pip install -q -r requirements-build.txt
+	touch $@
+
+# Everything the tests, lints and benchmarks' reference readers need on top.
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.build-installed
+	@echo "Installing the test and lint tools into $(VENV)"
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.dev-installed
 
-build: venv
-	$(VENV)/bin/maturin develop --release -q
+# Rebuilt only when the Rust sources or the package metadata change; the stamp lives in the venv,
+# so a new venv gets the package installed again.
+RUST_SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock pyproject.toml
+$(VENV)/.core-built: $(RUST_SOURCES) | $(VENV)/.build-installed
+	@echo "Building fastzarr's Rust core (release). A first build compiles zarrs, object_store and"
+	@echo "tokio: several minutes on 2 cores, with cargo's progress below; later builds take seconds."
+	$(VENV)/bin/maturin develop --release
+	touch $@
 
-test: build test-rust lint test-python test-xarray-suite
+build: $(VENV)/.core-built
+
+test: venv build test-rust lint test-python test-xarray-suite
 
 test-rust: venv
 	LD_LIBRARY_PATH=$(PYLIBDIR) cargo test --release --quiet
 
-test-python: build
+test-python: venv build
 	$(PY) -m pytest -q
 
 # xarray's own zarr backend tests (from the installed xarray), their reads served by fastzarr;
 # fails when one that passes with xarray's engine fails through fastzarr and is not listed in
 # tests/xarray_suite/not_applicable.txt.
-test-xarray-suite: build
+test-xarray-suite: venv build
 	$(PY) tests/xarray_suite/run.py
 
 lint: venv
@@ -70,7 +86,7 @@ bench-scaling: build $(VENV)/.bench-installed
 # The differential fuzz of tests/test_differential_fuzz.py, longer: FUZZ_SEED picks the mutations.
 FUZZ_MUTATIONS ?= 20000
 FUZZ_SEED ?= 1
-fuzz-long: build
+fuzz-long: venv build
 	$(PY) tests/differential_fuzz.py --seed $(FUZZ_SEED) --mutations $(FUZZ_MUTATIONS)
 
 # cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain accept them.
@@ -92,4 +108,4 @@ fuzz: venv
 	done
 
 clean:
-	rm -rf target $(VENV) .demo benches/data
+	rm -rf target $(VENV) .demo benches/data python/fastzarr/_core.abi3.so
