@@ -212,6 +212,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     namespace: dict[str, Any] = {"__name__": "readme", "__readme_check__": check}
     not_run: list[str] = []
     ran_python = ran_shell = claims = 0
+    tested = []
     threads = fz.get_num_threads()
     try:
         with http_server(tmp_path) as address, warnings.catch_warnings(record=True) as caught:
@@ -234,6 +235,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
             for name, function in list(namespace.items()):
                 if name.startswith("test_") and callable(function):
                     function(fastzarr_batches=namespace["sources"])
+                    tested.append(name)
     finally:
         fz.set_num_threads(threads)
     assert not_run == NOT_RUN
@@ -243,6 +245,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     assert ran_python >= 10
     assert ran_shell >= 5
     assert claims >= 10
+    assert tested == ["test_training_rows", "test_reads_like_xarray"]
 
 
 def test_network_examples_are_few_and_marked() -> None:
