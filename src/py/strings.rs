@@ -62,7 +62,7 @@ pub fn to_numpy<'py>(
     shape: &[u64],
 ) -> Result<Bound<'py, PyAny>> {
     let kind = handle.dtype().variable();
-    let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(elements.len());
+    let mut items: Vec<Py<PyAny>> = Vec::with_capacity(elements.len());
     for i in 0..elements.len() {
         let bytes = elements.get(i);
         items.push(match kind {
@@ -73,17 +73,20 @@ pub fn to_numpy<'py>(
                     file: handle.path().to_string(),
                     reason: format!("a string that is not UTF-8: {e}"),
                 })?;
-                PyString::new(py, text).into_any()
+                PyString::new(py, text).into_any().unbind()
             }
-            _ => PyBytes::new(py, bytes).into_any(),
+            _ => PyBytes::new(py, bytes).into_any().unbind(),
         });
     }
-    let numpy = py.import("numpy")?;
-    let list = PyList::new(py, items)?;
-    let dtype = crate::py::output::numpy_dtype(py, handle.dtype())?;
-    let flat = numpy.getattr("empty")?.call1((elements.len(), dtype))?;
-    // Assigned element by element: `numpy.array` of a list of equal-length bytes would
-    // make them one 2-D array of bytes.
-    flat.set_item(pyo3::types::PySlice::full(py), list)?;
+    // An object array that takes the references over (no list in between); numpy converts
+    // objects to StringDType faster than it fills one from a list.
+    let objects = numpy::PyArray1::from_vec(py, items).into_any();
+    let flat = match kind {
+        Some(Variable::Utf8) => {
+            let dtype = crate::py::output::numpy_dtype(py, handle.dtype())?;
+            objects.call_method1("astype", (dtype,))?
+        }
+        _ => objects,
+    };
     Ok(flat.call_method1("reshape", (shape.to_vec(),))?)
 }
