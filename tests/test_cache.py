@@ -20,7 +20,7 @@ import fastzarr as fz
 import numpy as np
 import pytest
 import xarray as xr
-from fastzarr.cache import Cache, CacheWarning, SuspiciousDataError, parse_size
+from fastzarr.cache import Cache, CacheWarning, SuspiciousDataError
 from fastzarr.extract import extract_points
 from fastzarr.testing import make_batches
 
@@ -277,11 +277,11 @@ def test_lru_eviction_order(tmp_path: Path) -> None:
 def test_root_and_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FASTZARR_CACHE_DIR", str(tmp_path / "env"))
     assert Cache().root == tmp_path / "env"
-    assert parse_size("50GB") == 50 * 10**9
-    assert parse_size("1.5GiB") == int(1.5 * 2**30)
-    assert parse_size(123) == 123
-    with pytest.raises(ValueError, match="max_size"):
-        parse_size("lots")
+    assert Cache(tmp_path / "c", max_size="50GB").max_size == 50 * 10**9
+    assert Cache(tmp_path / "c", max_size="1.5GiB").max_size == int(1.5 * 2**30)
+    assert Cache(tmp_path / "c", max_size=123).max_size == 123
+    with pytest.raises(ValueError, match="invalid max_size 'lots'"):
+        Cache(tmp_path / "c", max_size="lots")
     assert "Cache(" in repr(Cache(tmp_path / "c", max_size="1MB"))
 
 

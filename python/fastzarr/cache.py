@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -42,6 +41,7 @@ from xarray.backends.zarr import FillValueCoder
 from fastzarr import _core
 from fastzarr._core import FastzarrError
 from fastzarr._redact import redact_url, redact_within
+from fastzarr._sizes import parse_size
 from fastzarr.writer import ChunkRecord, Codec, write_store
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "CacheStats", "CacheWarning", "SuspiciousDataError"]
@@ -51,8 +51,6 @@ FORMAT = 1
 
 MANIFEST = "manifest.json"
 _CODEC = Codec.parse("blosc:zstd:3:shuffle")
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 
 
 class CacheError(FastzarrError):
@@ -92,22 +90,6 @@ class CacheEntry:
     created: str
     last_used: float
     nan_fraction: Mapping[str, float] = field(default_factory=dict)
-
-
-def parse_size(size: int | str | None) -> int | None:
-    """Bytes from an int or a string like ``"50GB"``, ``"1.5 GiB"``, ``"200MB"``."""
-    if size is None or isinstance(size, int):
-        if isinstance(size, int) and size <= 0:
-            raise ValueError(f"max_size must be positive, not {size}")
-        return size
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(size))
-    unit = match.group(2).upper() if match else ""
-    if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"max_size must be bytes or a size like '50GB', not {size!r}")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
-        raise ValueError(f"max_size must be positive, not {size!r}")
-    return value
 
 
 def default_root() -> Path:
@@ -218,8 +200,10 @@ class Cache:
     Args:
         root: the cache directory; ``$FASTZARR_CACHE_DIR`` or the platform cache dir by default
             (created with mode 0700).
-        max_size: bytes, or a size like ``"50GB"``; least recently used entries are evicted after
-            each write to stay under it. Unlimited by default.
+        max_size: bytes, or a size like ``"50GB"`` or ``"50 GiB"`` (decimal units are powers of
+            1000, binary ones of 1024; ``"20%"`` is a share of the memory available now, as for
+            ``max_memory``); least recently used entries are evicted after each write to stay
+            under it. Unlimited by default.
         max_nan_fraction: a result with a variable above this NaN fraction is refused
             (`SuspiciousDataError`); the default 1.0 refuses only all-NaN variables.
         lock_timeout: seconds to wait for another process filling the same entry (`CacheError`).
@@ -234,7 +218,7 @@ class Cache:
         lock_timeout: float = 600.0,
     ) -> None:
         self.root = Path(root).expanduser().absolute() if root is not None else default_root().absolute()
-        self.max_size = parse_size(max_size)
+        self.max_size = parse_size(max_size, name="max_size")
         if not 0.0 <= max_nan_fraction <= 1.0:
             raise ValueError(f"max_nan_fraction must be within [0, 1], not {max_nan_fraction}")
         self.max_nan_fraction = max_nan_fraction

@@ -116,6 +116,23 @@ def _storage_options(pairs: Sequence[dict[str, str]] | None) -> dict[str, Any] |
     return merged
 
 
+_SIZE_HELP = (  # argparse formats help with %: "%%" prints one
+    "bytes, a size like 2GB (powers of 1000) or 2GiB (of 1024), or a share of the memory "
+    "available now like 20%%"
+)
+
+
+def _size_option(args: argparse.Namespace, text: str | None) -> int | None:
+    """``--max-memory`` in bytes (see `fastzarr._sizes`); a size not in the grammar is a usage error."""
+    from fastzarr._sizes import parse_size  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        return parse_size(text, name="--max-memory")
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 # --- inspect ---------------------------------------------------------------------------------
 
 
@@ -235,7 +252,7 @@ def _extract(sub: Subparsers) -> None:
         "--duplicates", choices=["drop", "raise", "keep"], default="drop", help="repeated concat labels"
     )
     parser.add_argument("--concat-dim", default="file_id", help="the dimension sources are joined along")
-    parser.add_argument("--max-memory", metavar="BYTES|PCT%", help="memory for one read pass")
+    parser.add_argument("--max-memory", metavar="SIZE|PCT%", help=f"memory for one read pass, {_SIZE_HELP}")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--report", action="store_true", help="print what was read to stderr")
     _add_progress(parser)
@@ -250,12 +267,7 @@ def _extract(sub: Subparsers) -> None:
         variables = None
         if args.variables:
             variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
-        max_memory: Any = args.max_memory
-        if max_memory is not None and not max_memory.strip().endswith("%"):
-            try:
-                max_memory = int(max_memory)
-            except ValueError:
-                args.parser.error(f"--max-memory must be bytes or a percentage, not {max_memory!r}")
+        max_memory = _size_option(args, args.max_memory)
         fmt = _output_format(args.output, args.format)
         if os.path.exists(args.output) and not args.overwrite:
             raise UserError(f"{args.output} exists (use --overwrite to replace it)")
@@ -331,7 +343,7 @@ def _rewrite(sub: Subparsers) -> None:
         "--variables", action="append", metavar="NAME[,NAME...]", help="data variables to keep (default: all)"
     )
     parser.add_argument(
-        "--max-memory", metavar="SIZE|PCT%", help="memory for the data held at once, e.g. 2GB"
+        "--max-memory", metavar="SIZE|PCT%", help=f"memory for the data held at once, {_SIZE_HELP}"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a Zarr store")
     _add_storage_options(parser, "a storage option for SRC (repeatable)")
@@ -339,13 +351,11 @@ def _rewrite(sub: Subparsers) -> None:
     _add_progress(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from fastzarr.rewriting import _budget  # noqa: PLC0415 - xarray is imported on use
-
         try:
             chunks = _chunk_sizes(args.chunks)
-            _budget(args.max_memory)
-        except (argparse.ArgumentTypeError, ValueError) as exc:
+        except argparse.ArgumentTypeError as exc:
             args.parser.error(str(exc))
+        max_memory = _size_option(args, args.max_memory)
         variables = None
         if args.variables:
             variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
@@ -358,7 +368,7 @@ def _rewrite(sub: Subparsers) -> None:
             chunks=chunks,
             zarr_format=args.zarr_format,
             variables=variables,
-            max_memory=args.max_memory,
+            max_memory=max_memory,
             storage_options=_storage_options(args.storage_options),
             progress=args.progress,
             mode="w" if args.overwrite else "w-",

@@ -30,6 +30,7 @@ from fastzarr._core import FastzarrError
 from fastzarr._decoding import decode_cf
 from fastzarr._progress import Progress, log_stage, progress_enabled
 from fastzarr._redact import redact_url, url_digest
+from fastzarr._sizes import available_memory, parse_size
 from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, StoredVariable, normalize_url
@@ -435,26 +436,10 @@ def _plan_selection(
 
 
 def _memory_budget(max_memory: int | float | str | None) -> int:
-    """The byte budget for one read pass: an int, a fraction like "20%" of RAM, or half the free RAM."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    if max_memory is None:
-        try:
-            import psutil  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
-
-            return int(psutil.virtual_memory().available // 2)
-        except ImportError:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * page // 2)
-    if isinstance(max_memory, str):
-        text = max_memory.strip()
-        if not text.endswith("%"):
-            raise ValueError(f"max_memory must be bytes or a percentage like '20%', not {max_memory!r}")
-        fraction = float(text[:-1]) / 100
-        if not 0 < fraction <= 1:
-            raise ValueError(f"max_memory percentage must be in (0, 100], not {max_memory!r}")
-        return int(os.sysconf("SC_PHYS_PAGES") * page * fraction)
-    if max_memory <= 0:
-        raise ValueError(f"max_memory must be positive, not {max_memory!r}")
-    return int(max_memory)
+    """The byte budget for one read pass: ``max_memory`` (see `parse_size`), else half the
+    memory available now."""
+    budget = parse_size(max_memory)
+    return available_memory() // 2 if budget is None else budget
 
 
 def _batches(requests: list[_Request], budget: int) -> list[list[int]]:
@@ -1207,8 +1192,10 @@ def extract_points(
             `DuplicateWarning`, ``"raise"`` raises `DuplicateError`, ``"keep"`` keeps them all.
         missing: a variable absent from a source: ``"raise"`` (`SourceMismatchError`) or ``"fill"``
             (NaN, as ``xr.concat`` fills it).
-        max_memory: bytes, or a percentage of RAM like ``"20%"``, that one read pass may return;
-            half the available memory by default. Larger work is split into several passes.
+        max_memory: what one read pass may return: bytes, a size like ``"2GB"`` or ``"512 MiB"``
+            (decimal units are powers of 1000, binary ones of 1024) or a percentage of the
+            memory available now like ``"20%"``; half the available memory by default. Larger
+            work is split into several passes.
         progress: a tqdm bar over read passes with bytes and chunks per second; by default shown
             when stderr is a terminal or in a notebook (and tqdm is installed). With a bar, a
             large pass is cut into about 20 passes so that the bar moves.
