@@ -261,6 +261,12 @@ def _positions(
     range as long as the dim (a dim's length comes from metadata and may be any size)."""
     sizes = opened.sizes
     indexed = opened.coords.indexes
+    unknown = [d for d in indexers if d not in sizes]
+    if unknown:
+        raise KeyError(
+            f"points name {unknown}, not dimensions of {redact_url(opened.name)}; "
+            f"its dimensions are {list(sizes)}"
+        )
     out: dict[Hashable, Any] = {}
     for d in indexers:
         if d in sizes and d not in indexed:
@@ -270,7 +276,12 @@ def _positions(
         {f"__pos_{d}": (d, np.arange(sizes[d])) for d in labelled if d in sizes},
         coords=opened.coords.coords,
     )
-    selected = positions.sel(labelled, method=method, tolerance=tolerance)
+    try:
+        selected = positions.sel(labelled, method=method, tolerance=tolerance)
+    except KeyError:
+        if method is None:
+            _raise_absent_label(opened, labelled)
+        raise
     for d in labelled:
         pos = selected[f"__pos_{d}"]
         if pos.ndim == 0:
@@ -279,6 +290,26 @@ def _positions(
             own = {k: v.variable for k, v in pos.coords.items() if k not in positions.variables}
             out[d] = xr.DataArray(pos.values, dims=pos.dims, coords=own)
     return out
+
+
+def _plain(value: Any) -> str:
+    """A label as users write it: ``-90.0``, not ``np.float32(-90.0)``."""
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _raise_absent_label(opened: _Opened, labelled: Mapping[Hashable, Any]) -> None:
+    """Raises a KeyError naming the first label that is not in its coordinate (``method=None``
+    matches labels exactly), with the coordinate's range and the store; returns if none is."""
+    for d, indexer in labelled.items():
+        index = opened.coords.indexes[d]
+        values = np.atleast_1d(np.asarray(indexer))
+        absent = values[index.get_indexer(values) < 0]
+        if absent.size:
+            raise KeyError(
+                f"{_plain(absent[0])} is not a label of dimension {d!r} in "
+                f"{redact_url(opened.name)}: its coordinate runs from {_plain(index.min())} to "
+                f"{_plain(index.max())} ({len(index)} labels); method='nearest' takes the nearest one"
+            ) from None
 
 
 def _positional(dim: Hashable, indexer: Any, size: int, method: str | None, tolerance: Any) -> Any:
