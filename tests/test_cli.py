@@ -149,7 +149,11 @@ def test_extract_errors(stores: list[str], tmp_path: Path) -> None:
     )
     assert raised.returncode == 1
     assert raised.stderr.startswith("fastzarr: error: DuplicateError: 1 repeated 'file_id' labels found")
-    assert len(raised.stderr.strip().splitlines()) == 1
+    # the whole message: its header, the repeated label and its store, then the hint
+    assert raised.stderr.strip().splitlines()[1:] == [
+        f"  2 from {stores[1]}: identical",
+        "fastzarr: --debug shows the traceback",
+    ]
     missing = run(
         "extract", *stores, "--point", "lat=0,lon=0", "--variables", "nope", "-o", str(tmp_path / "m.csv")
     )
@@ -308,3 +312,21 @@ def test_cache_usage_and_help() -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"usage: fastzarr cache {action}")
         assert "--root DIR" in done.stdout
+
+
+def test_a_duplicate_error_is_printed_whole(stores: list[str], tmp_path: Path) -> None:
+    out = str(tmp_path / "never.csv")
+    done = run("extract", *stores, "--point", "lat=10,lon=100", "-o", out, "--duplicates", "raise")
+    assert done.returncode == 1
+    try:
+        fz.extract_points(stores, points={"lat": 10, "lon": 100}, duplicates="raise", progress=False)
+    except fz.DuplicateError as exc:
+        message = str(exc)
+    else:
+        pytest.fail("the stores repeat a file_id")
+    assert len(message.splitlines()) > 1  # a header, then one line per repeated label
+    assert (
+        done.stderr == f"fastzarr: error: DuplicateError: {message}\nfastzarr: --debug shows the traceback\n"
+    )
+    assert "more lines" not in done.stderr
+    assert not os.path.exists(out)

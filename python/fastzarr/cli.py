@@ -510,9 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _message(exc: BaseException) -> str:
+    """The error as printed: fastzarr's own messages whole (a DuplicateError's lists every label
+    and store, and that list is the point), others' first line only."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     lines = text.strip().splitlines() or [type(exc).__name__]
+    if isinstance(exc, fastzarr.FastzarrError | UserError):
+        lines = ["\n".join(lines)]
     more = f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else ""
     name = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
     return f"{name}{lines[0]}{more}"
@@ -546,8 +550,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        hint = "" if args.debug or isinstance(exc, UserError) else " (--debug shows the traceback)"
-        print(f"fastzarr: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        message = _message(exc)
+        if not (args.debug or isinstance(exc, UserError)):
+            # after a message of many lines, on a line of its own: not read as part of the last
+            message += (
+                "\nfastzarr: --debug shows the traceback"
+                if "\n" in message
+                else " (--debug shows the traceback)"
+            )
+        print(f"fastzarr: error: {message}", file=sys.stderr)
         return 1
     return status
 
