@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +38,7 @@ import xarray as xr
 from xarray.backends.zarr import FillValueCoder
 
 from fastzarr import _core
+from fastzarr._cache_root import resolve_root
 from fastzarr._core import FastzarrError
 from fastzarr._redact import redact_url, redact_within
 from fastzarr._sizes import parse_size
@@ -90,18 +90,6 @@ class CacheEntry:
     created: str
     last_used: float
     nan_fraction: Mapping[str, float] = field(default_factory=dict)
-
-
-def default_root() -> Path:
-    """``$FASTZARR_CACHE_DIR``, else the platform's user cache directory + ``fastzarr``."""
-    env = os.environ.get("FASTZARR_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "fastzarr"
-    if sys.platform.startswith("win"):
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "fastzarr" / "Cache"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastzarr"
 
 
 def _canonical_array(value: np.ndarray[Any, Any]) -> Any:
@@ -217,7 +205,7 @@ class Cache:
         max_nan_fraction: float = 1.0,
         lock_timeout: float = 600.0,
     ) -> None:
-        self.root = Path(root).expanduser().absolute() if root is not None else default_root().absolute()
+        self.root = resolve_root(root)
         self.max_size = parse_size(max_size, name="max_size")
         if not 0.0 <= max_nan_fraction <= 1.0:
             raise ValueError(f"max_nan_fraction must be within [0, 1], not {max_nan_fraction}")
@@ -539,8 +527,10 @@ class Cache:
 
     def prune(self) -> list[str]:
         """Removes invalid entries, leftovers of interrupted writes, and least recently used
-        entries beyond ``max_size``. Returns the keys removed."""
-        removed = list(self.verify())
+        entries beyond ``max_size``. Returns the keys removed, those of entries set aside as
+        invalid before (by `verify` or a read) included."""
+        removed = self._quarantined_keys()
+        removed += self.verify()
         shutil.rmtree(self._quarantine, ignore_errors=True)
         self._quarantine.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -548,6 +538,15 @@ class Cache:
                 if e.name.startswith("."):
                     shutil.rmtree(e.path, ignore_errors=True)
         return removed + self._evict()
+
+    def _quarantined_keys(self) -> list[str]:
+        """Keys of the entries set aside as invalid and not deleted yet."""
+        try:
+            names = sorted(os.listdir(self._quarantine))
+        except FileNotFoundError:
+            return []
+        # "KEY-NS" is an entry set aside; "NAME-NS-deleted" is a delete that did not finish.
+        return [n.rsplit("-", 1)[0] for n in names if not n.endswith("-deleted")]
 
     def clear(self) -> None:
         """Deletes every entry."""

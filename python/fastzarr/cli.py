@@ -387,11 +387,18 @@ def _open_cache(args: argparse.Namespace) -> fastzarr.Cache:
     return fastzarr.Cache(getattr(args, "root", None))
 
 
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
 def _cache_ls(args: argparse.Namespace) -> int:
+    from fastzarr._cache_root import resolve_root  # noqa: PLC0415
     from fastzarr.report import format_size  # noqa: PLC0415
 
-    cache = _open_cache(args)
-    entries = cache.entries()
+    root = resolve_root(getattr(args, "root", None))
+    # Listing only looks: a cache that was never filled is listed empty, not created.
+    cache = _open_cache(args) if root.is_dir() else None
+    entries = cache.entries() if cache is not None else []
     if args.json:
         rows = [
             {
@@ -406,7 +413,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
             }
             for e in entries
         ]
-        json.dump({"root": str(cache.root), "entries": rows}, sys.stdout, indent=2, default=str)
+        json.dump({"root": str(root), "entries": rows}, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
     table = [["KEY", "SOURCE", "SIZE", "CREATED"]]
@@ -416,7 +423,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
         for r in table:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     total = format_size(sum(e.size for e in entries))
-    print(f"{len(entries)} entries, {total}, in {cache.root} (least recently used first)")
+    print(f"{len(entries)} entries, {total}, in {root} (least recently used first)")
     return 0
 
 
@@ -437,10 +444,10 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
 def _cache_prune(args: argparse.Namespace) -> int:
     cache = _open_cache(args)
-    removed = cache.prune()
+    removed = cache.prune()  # entries set aside as invalid before are among them
     for key in removed:
         print(f"removed {key}")
-    print(f"removed {len(removed)} entries; {len(cache.entries())} left in {cache.root}")
+    print(f"removed {_entries(len(removed))}; {len(cache.entries())} left in {cache.root}")
     return 0
 
 
@@ -463,6 +470,13 @@ def _cache(sub: Subparsers) -> None:
             "in --root, else $FASTZARR_CACHE_DIR, else the platform's user cache directory."
         ),
     )
+    from fastzarr._cache_root import default_root  # noqa: PLC0415 - light: no xarray
+
+    # argparse formats help with %: a path holding one must not break --help.
+    root_help = (
+        f"the cache directory (default: {default_root()}: $FASTZARR_CACHE_DIR when set, else the "
+        "user cache directory)"
+    ).replace("%", "%%")
     root = argparse.ArgumentParser(add_help=False)
     for accepts_root in (
         parser,
@@ -472,7 +486,7 @@ def _cache(sub: Subparsers) -> None:
             "--root",
             metavar="DIR",
             default=argparse.SUPPRESS,
-            help="the cache directory (default: see above)",
+            help=root_help,
         )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     helps = {
