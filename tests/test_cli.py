@@ -341,6 +341,25 @@ def test_cache_ls_help_names_the_default_root(tmp_path: Path) -> None:
     assert not (tmp_path / "my-cache").exists()
 
 
+def test_cache_ls_into_a_closed_pipe_is_quiet(filled_cache: fz.Cache) -> None:
+    """``fastzarr cache ls | head -1``: the reader leaves early; no traceback follows."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails as it does once head has exited
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fastzarr", "cache", "ls", "--root", str(filled_cache.root)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
+
+
 def test_a_duplicate_error_is_printed_whole(stores: list[str], tmp_path: Path) -> None:
     out = str(tmp_path / "never.csv")
     done = run("extract", *stores, "--point", "lat=10,lon=100", "-o", out, "--duplicates", "raise")

@@ -558,6 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         status: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than as a traceback at exit
+    except BrokenPipeError:
+        # The reader left (``fastzarr cache ls | head -1``): nothing more to say to it, and
+        # Python's own flush at exit must not find the pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command a pipe stopped
     except KeyboardInterrupt:
         print("fastzarr: interrupted", file=sys.stderr)
         return 130
