@@ -149,7 +149,11 @@ def test_extract_errors(stores: list[str], tmp_path: Path) -> None:
     )
     assert raised.returncode == 1
     assert raised.stderr.startswith("fastzarr: error: DuplicateError: 1 repeated 'file_id' labels found")
-    assert len(raised.stderr.strip().splitlines()) == 1
+    # the whole message: its header, the repeated label and its store, then the hint
+    assert raised.stderr.strip().splitlines()[1:] == [
+        f"  2 from {stores[1]}: identical",
+        "fastzarr: --debug shows the traceback",
+    ]
     missing = run(
         "extract", *stores, "--point", "lat=0,lon=0", "--variables", "nope", "-o", str(tmp_path / "m.csv")
     )
@@ -289,7 +293,13 @@ def test_cache_verify_prune_clear(filled_cache: fz.Cache) -> None:
     assert any((filled_cache.root / "invalid").iterdir())
     pruned = run("cache", "prune", "--root", root)
     assert pruned.returncode == 0, pruned.stderr
-    assert pruned.stdout.strip().splitlines()[-1] == f"removed 0 entries; 2 left in {root}"
+    # the entry verify set aside is among those prune removes, and counted
+    assert pruned.stdout.strip().splitlines() == [
+        f"removed {victim.key}",
+        f"removed 1 entry; 2 left in {root}",
+    ]
+    again = run("cache", "prune", "--root", root)
+    assert again.stdout.strip() == f"removed 0 entries; 2 left in {root}"
     assert not any((filled_cache.root / "invalid").iterdir())
     assert run("cache", "verify", "--root", root).returncode == 0
     cleared = run("cache", "clear", "--root", root)
@@ -308,3 +318,61 @@ def test_cache_usage_and_help() -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"usage: fastzarr cache {action}")
         assert "--root DIR" in done.stdout
+
+
+def test_cache_ls_does_not_create_the_cache(tmp_path: Path) -> None:
+    root = tmp_path / "never" / "cache"
+    done = run("cache", "ls", "--root", str(root))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"0 entries, 0 B, in {root} (least recently used first)"
+    listed = run("cache", "ls", "--json", "--root", str(root))
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"root": str(root), "entries": []}
+    assert not (tmp_path / "never").exists()
+
+
+def test_cache_ls_help_names_the_default_root(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FASTZARR_LOG"}
+    env |= {"FASTZARR_CACHE_DIR": str(tmp_path / "my-cache"), "COLUMNS": "300"}
+    command = [sys.executable, "-m", "fastzarr", "cache", "ls", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"(default: {tmp_path / 'my-cache'}: $FASTZARR_CACHE_DIR when set" in done.stdout
+    assert not (tmp_path / "my-cache").exists()
+
+
+def test_cache_ls_into_a_closed_pipe_is_quiet(filled_cache: fz.Cache) -> None:
+    """``fastzarr cache ls | head -1``: the reader leaves early; no traceback follows."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails as it does once head has exited
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fastzarr", "cache", "ls", "--root", str(filled_cache.root)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
+
+
+def test_a_duplicate_error_is_printed_whole(stores: list[str], tmp_path: Path) -> None:
+    out = str(tmp_path / "never.csv")
+    done = run("extract", *stores, "--point", "lat=10,lon=100", "-o", out, "--duplicates", "raise")
+    assert done.returncode == 1
+    try:
+        fz.extract_points(stores, points={"lat": 10, "lon": 100}, duplicates="raise", progress=False)
+    except fz.DuplicateError as exc:
+        message = str(exc)
+    else:
+        pytest.fail("the stores repeat a file_id")
+    assert len(message.splitlines()) > 1  # a header, then one line per repeated label
+    assert (
+        done.stderr == f"fastzarr: error: DuplicateError: {message}\nfastzarr: --debug shows the traceback\n"
+    )
+    assert "more lines" not in done.stderr
+    assert not os.path.exists(out)

@@ -106,6 +106,27 @@ def test_exact_method(chunked: list[str]) -> None:
         extract_points(chunked, points={"lat": 10.0, "lon": float(LON[1])}, method=None)
 
 
+def test_an_unknown_dimension_lists_the_store_dimensions(v2: list[str]) -> None:
+    with pytest.raises(KeyError) as info:
+        extract_points(v2, points={"latt": 0.0, "lon": 0.0}, progress=False)
+    message = str(info.value.args[0])
+    assert message == (
+        f"points name ['latt'], not dimensions of {v2[0]}; "
+        "its dimensions are ['file_id', 'lat', 'lon', 'step']"
+    )
+    assert "FrozenMapping" not in message
+
+
+def test_an_exact_label_outside_the_coordinate_names_its_range(v2: list[str]) -> None:
+    for points in ({"lat": 1000.0}, {"lat": [float(LAT[0]), 1000.0], "lon": [0.0, 0.0]}):
+        with pytest.raises(KeyError) as info:
+            extract_points(v2, points=points, method=None, progress=False)
+        assert str(info.value.args[0]) == (
+            f"1000.0 is not a label of dimension 'lat' in {v2[0]}: its coordinate runs from -90.0 to "
+            "90.0 (8 labels); method='nearest' takes the nearest one"
+        )
+
+
 def test_tolerance(v2: list[str]) -> None:
     points = {"lat": float(LAT[2]) + 0.1, "lon": float(LON[2])}
     got = extract_quiet(v2, points=points, tolerance=0.5)

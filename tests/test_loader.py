@@ -211,7 +211,7 @@ def test_reading_ahead_overlaps_the_training_step(stores: list[str]) -> None:
         ({"shuffle": "sometimes"}, ValueError, "shuffle"),
         ({"variables": ["t2m"]}, ValueError, r"no data variable \['t2m'\]"),
         ({"input_dims": {"lat": 9}}, ValueError, "does not fit"),
-        ({"max_memory": "lots"}, ValueError, "max_memory must be bytes"),
+        ({"max_memory": "lots"}, ValueError, "invalid max_memory 'lots'"),
         ({"rank": 2, "world_size": 2}, ValueError, "rank 2"),
     ],
 )

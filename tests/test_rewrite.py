@@ -191,9 +191,9 @@ def test_max_memory_smaller_than_a_chunk_raises(tmp_path: Path) -> None:
         rewrite(src, dst, chunks={"file_id": -1}, max_memory=SLAB_SHARE * one_chunk)
     assert not dst.exists()
     assert not list(tmp_path.glob(".never.zarr*"))
-    with pytest.raises(ValueError, match="max_memory must be"):
+    with pytest.raises(ValueError, match="invalid max_memory 'lots'"):
         rewrite(src, dst, max_memory="lots")
-    with pytest.raises(ValueError, match="max_memory must be"):
+    with pytest.raises(ValueError, match="invalid max_memory 0"):
         rewrite(src, dst, max_memory=0)
 
 

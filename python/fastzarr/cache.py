@@ -25,9 +25,7 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -40,8 +38,10 @@ import xarray as xr
 from xarray.backends.zarr import FillValueCoder
 
 from fastzarr import _core
+from fastzarr._cache_root import resolve_root
 from fastzarr._core import FastzarrError
 from fastzarr._redact import redact_url, redact_within
+from fastzarr._sizes import parse_size
 from fastzarr.writer import ChunkRecord, Codec, write_store
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "CacheStats", "CacheWarning", "SuspiciousDataError"]
@@ -51,8 +51,6 @@ FORMAT = 1
 
 MANIFEST = "manifest.json"
 _CODEC = Codec.parse("blosc:zstd:3:shuffle")
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 
 
 class CacheError(FastzarrError):
@@ -92,34 +90,6 @@ class CacheEntry:
     created: str
     last_used: float
     nan_fraction: Mapping[str, float] = field(default_factory=dict)
-
-
-def parse_size(size: int | str | None) -> int | None:
-    """Bytes from an int or a string like ``"50GB"``, ``"1.5 GiB"``, ``"200MB"``."""
-    if size is None or isinstance(size, int):
-        if isinstance(size, int) and size <= 0:
-            raise ValueError(f"max_size must be positive, not {size}")
-        return size
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(size))
-    unit = match.group(2).upper() if match else ""
-    if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"max_size must be bytes or a size like '50GB', not {size!r}")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
-        raise ValueError(f"max_size must be positive, not {size!r}")
-    return value
-
-
-def default_root() -> Path:
-    """``$FASTZARR_CACHE_DIR``, else the platform's user cache directory + ``fastzarr``."""
-    env = os.environ.get("FASTZARR_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "fastzarr"
-    if sys.platform.startswith("win"):
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "fastzarr" / "Cache"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastzarr"
 
 
 def _canonical_array(value: np.ndarray[Any, Any]) -> Any:
@@ -218,8 +188,10 @@ class Cache:
     Args:
         root: the cache directory; ``$FASTZARR_CACHE_DIR`` or the platform cache dir by default
             (created with mode 0700).
-        max_size: bytes, or a size like ``"50GB"``; least recently used entries are evicted after
-            each write to stay under it. Unlimited by default.
+        max_size: bytes, or a size like ``"50GB"`` or ``"50 GiB"`` (decimal units are powers of
+            1000, binary ones of 1024; ``"20%"`` is a share of the memory available now, as for
+            ``max_memory``); least recently used entries are evicted after each write to stay
+            under it. Unlimited by default.
         max_nan_fraction: a result with a variable above this NaN fraction is refused
             (`SuspiciousDataError`); the default 1.0 refuses only all-NaN variables.
         lock_timeout: seconds to wait for another process filling the same entry (`CacheError`).
@@ -233,8 +205,8 @@ class Cache:
         max_nan_fraction: float = 1.0,
         lock_timeout: float = 600.0,
     ) -> None:
-        self.root = Path(root).expanduser().absolute() if root is not None else default_root().absolute()
-        self.max_size = parse_size(max_size)
+        self.root = resolve_root(root)
+        self.max_size = parse_size(max_size, name="max_size")
         if not 0.0 <= max_nan_fraction <= 1.0:
             raise ValueError(f"max_nan_fraction must be within [0, 1], not {max_nan_fraction}")
         self.max_nan_fraction = max_nan_fraction
@@ -555,8 +527,10 @@ class Cache:
 
     def prune(self) -> list[str]:
         """Removes invalid entries, leftovers of interrupted writes, and least recently used
-        entries beyond ``max_size``. Returns the keys removed."""
-        removed = list(self.verify())
+        entries beyond ``max_size``. Returns the keys removed, those of entries set aside as
+        invalid before (by `verify` or a read) included."""
+        removed = self._quarantined_keys()
+        removed += self.verify()
         shutil.rmtree(self._quarantine, ignore_errors=True)
         self._quarantine.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -564,6 +538,15 @@ class Cache:
                 if e.name.startswith("."):
                     shutil.rmtree(e.path, ignore_errors=True)
         return removed + self._evict()
+
+    def _quarantined_keys(self) -> list[str]:
+        """Keys of the entries set aside as invalid and not deleted yet."""
+        try:
+            names = sorted(os.listdir(self._quarantine))
+        except FileNotFoundError:
+            return []
+        # "KEY-NS" is an entry set aside; "NAME-NS-deleted" is a delete that did not finish.
+        return [n.rsplit("-", 1)[0] for n in names if not n.endswith("-deleted")]
 
     def clear(self) -> None:
         """Deletes every entry."""

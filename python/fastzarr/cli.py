@@ -116,6 +116,23 @@ def _storage_options(pairs: Sequence[dict[str, str]] | None) -> dict[str, Any] |
     return merged
 
 
+_SIZE_HELP = (  # argparse formats help with %: "%%" prints one
+    "bytes, a size like 2GB (powers of 1000) or 2GiB (of 1024), or a share of the memory "
+    "available now like 20%%"
+)
+
+
+def _size_option(args: argparse.Namespace, text: str | None) -> int | None:
+    """``--max-memory`` in bytes (see `fastzarr._sizes`); a size not in the grammar is a usage error."""
+    from fastzarr._sizes import parse_size  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        return parse_size(text, name="--max-memory")
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 # --- inspect ---------------------------------------------------------------------------------
 
 
@@ -235,7 +252,7 @@ def _extract(sub: Subparsers) -> None:
         "--duplicates", choices=["drop", "raise", "keep"], default="drop", help="repeated concat labels"
     )
     parser.add_argument("--concat-dim", default="file_id", help="the dimension sources are joined along")
-    parser.add_argument("--max-memory", metavar="BYTES|PCT%", help="memory for one read pass")
+    parser.add_argument("--max-memory", metavar="SIZE|PCT%", help=f"memory for one read pass, {_SIZE_HELP}")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--report", action="store_true", help="print what was read to stderr")
     _add_progress(parser)
@@ -250,12 +267,7 @@ def _extract(sub: Subparsers) -> None:
         variables = None
         if args.variables:
             variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
-        max_memory: Any = args.max_memory
-        if max_memory is not None and not max_memory.strip().endswith("%"):
-            try:
-                max_memory = int(max_memory)
-            except ValueError:
-                args.parser.error(f"--max-memory must be bytes or a percentage, not {max_memory!r}")
+        max_memory = _size_option(args, args.max_memory)
         fmt = _output_format(args.output, args.format)
         if os.path.exists(args.output) and not args.overwrite:
             raise UserError(f"{args.output} exists (use --overwrite to replace it)")
@@ -331,7 +343,7 @@ def _rewrite(sub: Subparsers) -> None:
         "--variables", action="append", metavar="NAME[,NAME...]", help="data variables to keep (default: all)"
     )
     parser.add_argument(
-        "--max-memory", metavar="SIZE|PCT%", help="memory for the data held at once, e.g. 2GB"
+        "--max-memory", metavar="SIZE|PCT%", help=f"memory for the data held at once, {_SIZE_HELP}"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it is a Zarr store")
     _add_storage_options(parser, "a storage option for SRC (repeatable)")
@@ -339,13 +351,11 @@ def _rewrite(sub: Subparsers) -> None:
     _add_progress(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from fastzarr.rewriting import _budget  # noqa: PLC0415 - xarray is imported on use
-
         try:
             chunks = _chunk_sizes(args.chunks)
-            _budget(args.max_memory)
-        except (argparse.ArgumentTypeError, ValueError) as exc:
+        except argparse.ArgumentTypeError as exc:
             args.parser.error(str(exc))
+        max_memory = _size_option(args, args.max_memory)
         variables = None
         if args.variables:
             variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
@@ -358,7 +368,7 @@ def _rewrite(sub: Subparsers) -> None:
             chunks=chunks,
             zarr_format=args.zarr_format,
             variables=variables,
-            max_memory=args.max_memory,
+            max_memory=max_memory,
             storage_options=_storage_options(args.storage_options),
             progress=args.progress,
             mode="w" if args.overwrite else "w-",
@@ -377,11 +387,18 @@ def _open_cache(args: argparse.Namespace) -> fastzarr.Cache:
     return fastzarr.Cache(getattr(args, "root", None))
 
 
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
 def _cache_ls(args: argparse.Namespace) -> int:
+    from fastzarr._cache_root import resolve_root  # noqa: PLC0415
     from fastzarr.report import format_size  # noqa: PLC0415
 
-    cache = _open_cache(args)
-    entries = cache.entries()
+    root = resolve_root(getattr(args, "root", None))
+    # Listing only looks: a cache that was never filled is listed empty, not created.
+    cache = _open_cache(args) if root.is_dir() else None
+    entries = cache.entries() if cache is not None else []
     if args.json:
         rows = [
             {
@@ -396,7 +413,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
             }
             for e in entries
         ]
-        json.dump({"root": str(cache.root), "entries": rows}, sys.stdout, indent=2, default=str)
+        json.dump({"root": str(root), "entries": rows}, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
         return 0
     table = [["KEY", "SOURCE", "SIZE", "CREATED"]]
@@ -406,7 +423,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
         for r in table:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     total = format_size(sum(e.size for e in entries))
-    print(f"{len(entries)} entries, {total}, in {cache.root} (least recently used first)")
+    print(f"{len(entries)} entries, {total}, in {root} (least recently used first)")
     return 0
 
 
@@ -427,10 +444,10 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
 def _cache_prune(args: argparse.Namespace) -> int:
     cache = _open_cache(args)
-    removed = cache.prune()
+    removed = cache.prune()  # entries set aside as invalid before are among them
     for key in removed:
         print(f"removed {key}")
-    print(f"removed {len(removed)} entries; {len(cache.entries())} left in {cache.root}")
+    print(f"removed {_entries(len(removed))}; {len(cache.entries())} left in {cache.root}")
     return 0
 
 
@@ -453,6 +470,13 @@ def _cache(sub: Subparsers) -> None:
             "in --root, else $FASTZARR_CACHE_DIR, else the platform's user cache directory."
         ),
     )
+    from fastzarr._cache_root import default_root  # noqa: PLC0415 - light: no xarray
+
+    # argparse formats help with %: a path holding one must not break --help.
+    root_help = (
+        f"the cache directory (default: {default_root()}: $FASTZARR_CACHE_DIR when set, else the "
+        "user cache directory)"
+    ).replace("%", "%%")
     root = argparse.ArgumentParser(add_help=False)
     for accepts_root in (
         parser,
@@ -462,7 +486,7 @@ def _cache(sub: Subparsers) -> None:
             "--root",
             metavar="DIR",
             default=argparse.SUPPRESS,
-            help="the cache directory (default: see above)",
+            help=root_help,
         )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     helps = {
@@ -500,9 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _message(exc: BaseException) -> str:
+    """The error as printed: fastzarr's own messages whole (a DuplicateError's lists every label
+    and store, and that list is the point), others' first line only."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     lines = text.strip().splitlines() or [type(exc).__name__]
+    if isinstance(exc, fastzarr.FastzarrError | UserError):
+        lines = ["\n".join(lines)]
     more = f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else ""
     name = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
     return f"{name}{lines[0]}{more}"
@@ -530,14 +558,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         status: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than as a traceback at exit
+    except BrokenPipeError:
+        # The reader left (``fastzarr cache ls | head -1``): nothing more to say to it, and
+        # Python's own flush at exit must not find the pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command a pipe stopped
     except KeyboardInterrupt:
         print("fastzarr: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        hint = "" if args.debug or isinstance(exc, UserError) else " (--debug shows the traceback)"
-        print(f"fastzarr: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        message = _message(exc)
+        if not (args.debug or isinstance(exc, UserError)):
+            # after a message of many lines, on a line of its own: not read as part of the last
+            message += (
+                "\nfastzarr: --debug shows the traceback"
+                if "\n" in message
+                else " (--debug shows the traceback)"
+            )
+        print(f"fastzarr: error: {message}", file=sys.stderr)
         return 1
     return status
 

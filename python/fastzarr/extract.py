@@ -30,6 +30,7 @@ from fastzarr._core import FastzarrError
 from fastzarr._decoding import decode_cf
 from fastzarr._progress import Progress, log_stage, progress_enabled
 from fastzarr._redact import redact_url, url_digest
+from fastzarr._sizes import available_memory, parse_size
 from fastzarr.cache import Cache, make_key
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, StoredVariable, normalize_url
@@ -260,6 +261,12 @@ def _positions(
     range as long as the dim (a dim's length comes from metadata and may be any size)."""
     sizes = opened.sizes
     indexed = opened.coords.indexes
+    unknown = [d for d in indexers if d not in sizes]
+    if unknown:
+        raise KeyError(
+            f"points name {unknown}, not dimensions of {redact_url(opened.name)}; "
+            f"its dimensions are {list(sizes)}"
+        )
     out: dict[Hashable, Any] = {}
     for d in indexers:
         if d in sizes and d not in indexed:
@@ -269,7 +276,12 @@ def _positions(
         {f"__pos_{d}": (d, np.arange(sizes[d])) for d in labelled if d in sizes},
         coords=opened.coords.coords,
     )
-    selected = positions.sel(labelled, method=method, tolerance=tolerance)
+    try:
+        selected = positions.sel(labelled, method=method, tolerance=tolerance)
+    except KeyError:
+        if method is None:
+            _raise_absent_label(opened, labelled)
+        raise
     for d in labelled:
         pos = selected[f"__pos_{d}"]
         if pos.ndim == 0:
@@ -278,6 +290,26 @@ def _positions(
             own = {k: v.variable for k, v in pos.coords.items() if k not in positions.variables}
             out[d] = xr.DataArray(pos.values, dims=pos.dims, coords=own)
     return out
+
+
+def _plain(value: Any) -> str:
+    """A label as users write it: ``-90.0``, not ``np.float32(-90.0)``."""
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _raise_absent_label(opened: _Opened, labelled: Mapping[Hashable, Any]) -> None:
+    """Raises a KeyError naming the first label that is not in its coordinate (``method=None``
+    matches labels exactly), with the coordinate's range and the store; returns if none is."""
+    for d, indexer in labelled.items():
+        index = opened.coords.indexes[d]
+        values = np.atleast_1d(np.asarray(indexer))
+        absent = values[index.get_indexer(values) < 0]
+        if absent.size:
+            raise KeyError(
+                f"{_plain(absent[0])} is not a label of dimension {d!r} in "
+                f"{redact_url(opened.name)}: its coordinate runs from {_plain(index.min())} to "
+                f"{_plain(index.max())} ({len(index)} labels); method='nearest' takes the nearest one"
+            ) from None
 
 
 def _positional(dim: Hashable, indexer: Any, size: int, method: str | None, tolerance: Any) -> Any:
@@ -435,26 +467,10 @@ def _plan_selection(
 
 
 def _memory_budget(max_memory: int | float | str | None) -> int:
-    """The byte budget for one read pass: an int, a fraction like "20%" of RAM, or half the free RAM."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    if max_memory is None:
-        try:
-            import psutil  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
-
-            return int(psutil.virtual_memory().available // 2)
-        except ImportError:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * page // 2)
-    if isinstance(max_memory, str):
-        text = max_memory.strip()
-        if not text.endswith("%"):
-            raise ValueError(f"max_memory must be bytes or a percentage like '20%', not {max_memory!r}")
-        fraction = float(text[:-1]) / 100
-        if not 0 < fraction <= 1:
-            raise ValueError(f"max_memory percentage must be in (0, 100], not {max_memory!r}")
-        return int(os.sysconf("SC_PHYS_PAGES") * page * fraction)
-    if max_memory <= 0:
-        raise ValueError(f"max_memory must be positive, not {max_memory!r}")
-    return int(max_memory)
+    """The byte budget for one read pass: ``max_memory`` (see `parse_size`), else half the
+    memory available now."""
+    budget = parse_size(max_memory)
+    return available_memory() // 2 if budget is None else budget
 
 
 def _batches(requests: list[_Request], budget: int) -> list[list[int]]:
@@ -1207,8 +1223,10 @@ def extract_points(
             `DuplicateWarning`, ``"raise"`` raises `DuplicateError`, ``"keep"`` keeps them all.
         missing: a variable absent from a source: ``"raise"`` (`SourceMismatchError`) or ``"fill"``
             (NaN, as ``xr.concat`` fills it).
-        max_memory: bytes, or a percentage of RAM like ``"20%"``, that one read pass may return;
-            half the available memory by default. Larger work is split into several passes.
+        max_memory: what one read pass may return: bytes, a size like ``"2GB"`` or ``"512 MiB"``
+            (decimal units are powers of 1000, binary ones of 1024) or a percentage of the
+            memory available now like ``"20%"``; half the available memory by default. Larger
+            work is split into several passes.
         progress: a tqdm bar over read passes with bytes and chunks per second; by default shown
             when stderr is a terminal or in a notebook (and tqdm is installed). With a bar, a
             large pass is cut into about 20 passes so that the bar moves.

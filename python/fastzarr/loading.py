@@ -44,6 +44,7 @@ from xarray.core import indexing
 
 import fastzarr as fz
 from fastzarr._progress import Progress, Stages, progress_enabled
+from fastzarr._sizes import parse_size
 from fastzarr.cache import Cache
 from fastzarr.xarray_backend import FastzarrArrayWrapper, Request, fetch, normalize_url
 
@@ -417,8 +418,10 @@ def load(
     by xarray (or dask) itself.
 
     ``timeout``: seconds for the whole load (``fastzarr.TimeoutError``; Ctrl-C stops it too).
-    ``max_memory``: bytes (or "2GB") the Zarr reads may allocate, outputs and decode buffers
-    together; a load that needs more raises ``fastzarr.MemoryBudgetError`` before allocating.
+    ``max_memory``: what the Zarr reads may allocate, outputs and decode buffers together: bytes,
+    a size like ``"2GB"`` or ``"2GiB"`` (decimal units are powers of 1000, binary ones of 1024)
+    or a percentage of the memory available now like ``"20%"``; a load that needs more raises
+    ``fastzarr.MemoryBudgetError`` before allocating.
 
     ``progress``: a tqdm bar with bytes and chunks per second; by default shown when stderr is
     a terminal or in a notebook (and tqdm is installed). Stage timings and memory go to
@@ -434,11 +437,12 @@ def load(
     wrong hit. A variable that is entirely NaN raises `fastzarr.SuspiciousDataError` unless
     ``allow_nan``.
     """
+    budget = parse_size(max_memory)  # here, so that a bad size fails before a cache lookup
     if cache is not None:
         return _load_cached(
-            obj, cache, progress=progress, allow_nan=allow_nan, timeout=timeout, max_memory=max_memory
+            obj, cache, progress=progress, allow_nan=allow_nan, timeout=timeout, max_memory=budget
         )
-    load_counting(obj, progress=progress, timeout=timeout, max_memory=max_memory)
+    load_counting(obj, progress=progress, timeout=timeout, max_memory=budget)
     return obj
 
 
@@ -463,7 +467,8 @@ def load_counting(
             plan.add(variable, source)
         stages.done("plan", variables=len(seen))
         deadline = None if timeout is None else time.monotonic() + timeout
-        requests = plan.read(progress, deadline, max_memory)
+        # Sizes are parsed here rather than by the reads' own parser, which knows no "20%".
+        requests = plan.read(progress, deadline, parse_size(max_memory))
         stages.done("read", requests=requests)
         plan.store()
     plan.load_rest()

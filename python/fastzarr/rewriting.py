@@ -26,7 +26,7 @@ import xarray as xr
 from fastzarr import _core
 from fastzarr._encoding import Codec, Variable, encode
 from fastzarr._progress import Progress, Stages
-from fastzarr.cache import parse_size
+from fastzarr._sizes import parse_size
 from fastzarr.extract import MemoryBudgetError
 from fastzarr.report import Report, format_size, peak_memory_bytes
 from fastzarr.writer import (
@@ -129,29 +129,6 @@ class RewriteReport(Report):
         """The destination's chunk shape per array."""
         body = [[name, "x".join(map(str, shape)) or "()"] for name, shape in self.chunks.items()]
         return [("chunks", ["array", "chunk shape"], body)]
-
-
-def _budget(max_memory: int | str | None) -> int | None:
-    """Bytes from an int, a size like ``"2GB"`` or a percentage of physical RAM like ``"20%"``."""
-    if max_memory is None:
-        return None
-    if isinstance(max_memory, bool) or not isinstance(max_memory, int | str):
-        raise TypeError(f"max_memory must be bytes or a size like '2GB', not {max_memory!r}")
-    if isinstance(max_memory, str) and max_memory.strip().endswith("%"):
-        try:
-            fraction = float(max_memory.strip()[:-1]) / 100
-        except ValueError:
-            fraction = -1.0
-        if not 0 < fraction <= 1:
-            raise ValueError(f"max_memory percentage must be in (0, 100], not {max_memory!r}")
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * fraction)
-    try:
-        return parse_size(max_memory)
-    except ValueError:
-        raise ValueError(
-            f"max_memory must be positive bytes, a size like '2GB' or a percentage like '20%', "
-            f"not {max_memory!r}"
-        ) from None
 
 
 def _select(ds: xr.Dataset, variables: str | Iterable[str] | None, src: str) -> xr.Dataset:
@@ -280,7 +257,8 @@ def rewrite(
             the source's chunk length.
         zarr_format: 3 (default) or 2.
         variables: the data variables to keep (all by default); coordinates are always kept.
-        max_memory: bytes, a size like ``"2GB"`` or a percentage of RAM like ``"20%"``: the data
+        max_memory: bytes, a size like ``"2GB"`` or ``"2GiB"`` (decimal units are powers of 1000,
+            binary ones of 1024) or a percentage of the memory available now like ``"20%"``: the data
             held at once. A slab gets a quarter of it (`SLAB_SHARE`); a budget whose quarter cannot
             hold one source or destination chunk raises `fastzarr.MemoryBudgetError`. By default
             slabs of 256 MiB. Re-chunking across the source's chunks may read a source chunk once
@@ -309,7 +287,7 @@ def rewrite(
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
     parsed = Codec.parse(codec)
-    budget = _budget(max_memory)
+    budget = parse_size(max_memory)
     slab_budget = _DEFAULT_SLAB if budget is None else max(budget // SLAB_SHARE, 1)
     target = _target_path(dst)
     if mode == "w-" and target.exists():

@@ -37,6 +37,7 @@ import xarray as xr
 
 from fastzarr import _core
 from fastzarr._encoding import Codec, Variable, encode
+from fastzarr._sizes import parse_size
 
 __all__ = ["ChunkRecord", "Codec", "RegionCallback", "WriteResult", "to_zarr", "write_store"]
 
@@ -427,7 +428,7 @@ def to_zarr(
     chunks: Mapping[Hashable, int] | int | None = None,
     consolidated: bool = True,
     fsync: bool = True,
-    max_memory: int = _DEFAULT_SLAB,
+    max_memory: int | str = _DEFAULT_SLAB,
     timeout: float | None = None,
     append_dim: str | None = None,
 ) -> WriteResult:
@@ -451,7 +452,8 @@ def to_zarr(
             by default a variable's ``encoding["chunks"]``, its uniform dask chunks, or ~4 MB chunks.
         consolidated: also write consolidated metadata.
         fsync: flush every file and directory to disk before the store is renamed into place.
-        max_memory: bytes of data materialized at a time for dask-backed or lazy variables.
+        max_memory: data materialized at a time for dask-backed or lazy variables: bytes, a size
+            like ``"256MB"`` or ``"256 MiB"`` or a percentage of the memory available now.
         timeout: seconds for the whole write (`fastzarr.TimeoutError`); Ctrl-C stops it too.
         append_dim: the dimension to append along; required with ``mode="a"``.
 
@@ -473,8 +475,7 @@ def to_zarr(
         raise ValueError("append_dim is required with mode='a' and used only with it")
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
-    if max_memory <= 0:
-        raise ValueError(f"max_memory must be positive, not {max_memory!r}")
+    budget = parse_size(max_memory) or _DEFAULT_SLAB
     parsed = Codec.parse(codec)
     ds = _as_dataset(obj)
     target = _target_path(url)
@@ -484,7 +485,7 @@ def to_zarr(
         from fastzarr.appending import append_store  # noqa: PLC0415 (needs the xarray backend)
 
         records = append_store(
-            ds, target, append_dim=append_dim, fsync=fsync, max_memory=max_memory, deadline=deadline
+            ds, target, append_dim=append_dim, fsync=fsync, max_memory=budget, deadline=deadline
         )
         return WriteResult(target, records, time.perf_counter() - start)
     records = write_store(
@@ -496,7 +497,7 @@ def to_zarr(
         chunks=chunks,
         consolidated=consolidated,
         fsync=fsync,
-        max_memory=max_memory,
+        max_memory=budget,
         deadline=deadline,
     )
     return WriteResult(target, records, time.perf_counter() - start)
