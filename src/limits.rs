@@ -187,45 +187,9 @@ pub fn human_bytes(bytes: u128) -> String {
     }
 }
 
-/// A byte count from a size like "2GB", "1.5 GiB", "500 MB" or "4096" (what users write
-/// for `max_memory`); `None` when `text` is not one.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1.0,
-        "KB" | "K" => 1e3,
-        "MB" | "M" => 1e6,
-        "GB" | "G" => 1e9,
-        "TB" | "T" => 1e12,
-        "KIB" => 1024.0,
-        "MIB" => 1024.0 * 1024.0,
-        "GIB" => 1024.0 * 1024.0 * 1024.0,
-        "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = number * factor;
-    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check_sizes, parse_size, Footprint};
-
-    #[test]
-    fn sizes_parse_like_users_write_them() {
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
-        assert_eq!(parse_size(" 1.5 GiB "), Some(1_610_612_736));
-        assert_eq!(parse_size("500 mb"), Some(500_000_000));
-        for bad in ["", "GB", "-1GB", "0", "2 parsecs", "1e400GB", "nan"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
-        }
-    }
+    use super::{check_sizes, Footprint};
 
     #[test]
     fn footprint_counts_outputs_and_chunks_in_flight() {

@@ -177,10 +177,9 @@ def test_array_read_and_read_many(stores: list[str]) -> None:
             read()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the compiled core's size parser knows no percentages yet", raises=ValueError
-)
-def test_array_read_takes_a_percentage(stores: list[str]) -> None:
+def test_array_read_takes_a_percentage_and_whole_floats(stores: list[str]) -> None:
     arr = fz.open_group(stores[0])["var0000"]
     assert isinstance(arr, fz.Array)
     np.testing.assert_array_equal(arr.read(max_memory="20%"), arr[...])
+    [many] = fz.read_many([(arr, ...)], max_memory=float(2**30))
+    np.testing.assert_array_equal(many, arr[...])

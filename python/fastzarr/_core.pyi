@@ -130,10 +130,10 @@ class Array:
         *,
         out: npt.NDArray[Any] | None = None,
         timeout: float | None = None,
-        max_memory: int | str | None = None,
+        max_memory: int | float | str | None = None,
     ) -> npt.NDArray[Any]: ...
     def read_async(
-        self, selection: Any = None, *, timeout: float | None = None, max_memory: int | str | None = None
+        self, selection: Any = None, *, timeout: float | None = None, max_memory: int | float | str | None = None
     ) -> Awaitable[npt.NDArray[Any]]:
         """``read`` as an awaitable: the event loop stays free while fastzarr reads."""
     def __len__(self) -> int: ...
@@ -230,7 +230,7 @@ def read_many(
     *,
     return_stats: Literal[False] = False,
     timeout: float | None = None,
-    max_memory: int | str | None = None,
+    max_memory: int | float | str | None = None,
 ) -> list[npt.NDArray[Any]]: ...
 @overload
 def read_many(
@@ -238,7 +238,7 @@ def read_many(
     *,
     return_stats: Literal[True],
     timeout: float | None = None,
-    max_memory: int | str | None = None,
+    max_memory: int | float | str | None = None,
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
@@ -258,7 +258,7 @@ def open_array_async(
     url: str | PathLike[str], *, storage_options: dict[str, Any] | None = None, path: str = ""
 ) -> Awaitable[Array]: ...
 def read_many_async(
-    requests: Sequence[_Request], *, timeout: float | None = None, max_memory: int | str | None = None
+    requests: Sequence[_Request], *, timeout: float | None = None, max_memory: int | float | str | None = None
 ) -> Awaitable[list[npt.NDArray[Any]]]: ...
 def _reopen_array(url: str, options: dict[str, str], path: str) -> Array: ...
 def _reopen_group(url: str, options: dict[str, str], path: str, use_consolidated: bool | None) -> Group: ...

@@ -115,30 +115,19 @@ pub fn detach_abandonable<R: Send + 'static>(
     })
 }
 
-/// `max_memory` as given: bytes (a positive int) or a size string like "2GB"; `None` for no bound.
+/// `max_memory` as given, parsed by fastzarr's one size parser (`fastzarr._sizes.parse_size`:
+/// bytes, "2GB", "512 MiB", "20%" of available memory), so that every entry point takes the
+/// same sizes and refuses the rest with the same message; `None` for no bound.
 pub fn max_memory(value: Option<&Bound<'_, PyAny>>) -> Result<Option<u64>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
-    let invalid = || {
-        Error::InvalidArgument(format!(
-            "max_memory must be a positive number of bytes or a size like '2GB', not {value}"
-        ))
-    };
-    if value.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(invalid());
-    }
-    if let Ok(bytes) = value.extract::<i128>() {
-        return u64::try_from(bytes)
-            .ok()
-            .filter(|&b| b > 0)
-            .map(Some)
-            .ok_or_else(invalid);
-    }
-    let text: String = value.extract().map_err(|_| invalid())?;
-    crate::limits::parse_size(&text)
-        .map(Some)
-        .ok_or_else(invalid)
+    let parsed = value
+        .py()
+        .import("fastzarr._sizes")?
+        .getattr("parse_size")?
+        .call1((value,))?;
+    Ok(parsed.extract::<Option<u64>>()?)
 }
 
 /// Refuses a read whose key alone (its outputs, allocated unless `out` is given, and its
