@@ -547,6 +547,11 @@ fn local(
 
 fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::ConfinedStore>> {
     let path = PathBuf::from(path);
+    if path.is_file() {
+        return Err(Error::NotAStore {
+            url: display_url.to_string(),
+        });
+    }
     if !path.is_dir() && !reappears_after_replace(&path) {
         return Err(Error::StoreNotFound {
             url: display_url.to_string(),

@@ -13,8 +13,10 @@ import fastzarr as fz
 import numcodecs
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from conftest import assert_same, quiet_zarr, write_array
+from fastzarr.testing import make_batches
 from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
 DATA = np.arange(24, dtype="f8").reshape(4, 6)
@@ -462,3 +464,68 @@ def test_errors_about_a_root_array_name_the_store_not_an_empty_name(tmp_path: Pa
     assert f"the array at the root of store {codec}" in message
     assert "no_such_codec" in message
     assert "''" not in message
+
+
+# --- errors that point the right way ----------------------------------------------------------
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Path:
+    """A consolidated v2 store: file_id, lat, lon, step and var0000 .. var0002."""
+    with quiet_zarr():
+        return make_batches(tmp_path, batches=1, variables=3, file_ids=2, steps=2, lat=4, lon=6)[0]
+
+
+def test_a_file_is_not_a_store(tmp_path: Path) -> None:
+    text = tmp_path / "x.txt"
+    text.write_text("not a store")
+    openers: dict[str, Callable[[], object]] = {
+        "open_group": lambda: fz.open_group(text),
+        "open_array": lambda: fz.open_array(str(text)),
+        "open_dataset": lambda: xr.open_dataset(text, engine="fastzarr"),
+        "extract_points": lambda: fz.extract_points(text, points={"lat": 0.0}),
+        "extract_points cached": lambda: fz.extract_points(
+            text, points={"lat": 0.0}, cache=fz.Cache(tmp_path / "cache")
+        ),
+    }
+    for name, opener in openers.items():
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            opener()
+        message = str(info.value)
+        assert f"{text} is a file, not a Zarr store" in message, name
+        assert "does not exist" not in message, name
+        # still the FileNotFoundError callers catch
+        assert isinstance(info.value, FileNotFoundError), name
+
+
+def test_missing_array_lists_the_members_closest_first(batch: Path) -> None:
+    expected = (
+        f"in store {batch} (looked for zarr.json, .zarray, .zgroup); "
+        "the group holds, closest first: var0001, "
+    )
+    for opener in (lambda: fz.open_array(batch / "var001"), lambda: fz.open_array(batch, path="var001")):
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            opener()
+        message = str(info.value)
+        assert message.startswith("no Zarr array or group at 'var001' ")
+        assert expected in message
+        assert "file_id" in message  # every member listed, not only the close ones
+    # a misspelt group member of a store given by its directory
+    with pytest.raises(fz.StoreNotFoundError, match=f"'var001' in store {batch}"):
+        fz.open_group(batch / "var001")
+
+
+def test_missing_group_member_is_a_key_error_naming_store_and_members(batch: Path) -> None:
+    group = fz.open_group(batch)
+    with pytest.raises(KeyError) as info:
+        group["var001"]
+    assert isinstance(info.value, fz.MemberNotFoundError)
+    # a sentence, not the repr of a key wrapped in quotes
+    assert str(info.value) == (
+        f"'var001' is not a member of the root group of store {batch}; the group holds, closest first: "
+        "var0001, var0000, var0002, lat, file_id, lon, step"
+    )
+    assert "var001" not in group
+    assert group.get("var001") is None
+    assert group.get("var001", 7) == 7
+    assert group["var0001"].shape == (2, 2, 4, 6)
