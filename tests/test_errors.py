@@ -529,3 +529,14 @@ def test_missing_group_member_is_a_key_error_naming_store_and_members(batch: Pat
     assert group.get("var001") is None
     assert group.get("var001", 7) == 7
     assert group["var0001"].shape == (2, 2, 4, 6)
+
+
+def test_inspect_reports_a_members_broken_metadata(batch: Path) -> None:
+    (batch / ".zmetadata").unlink()  # so that the member's own .zarray is read
+    (batch / "var0001" / ".zarray").write_text('{"shape": [2,')
+    with pytest.raises(fz.MetadataError) as info:
+        fz.inspect(batch)
+    message = str(info.value)
+    assert "var0001/.zarray" in message
+    assert f"store {batch}" in message
+    assert "not an array" not in message
