@@ -540,3 +540,19 @@ def test_inspect_reports_a_members_broken_metadata(batch: Path) -> None:
     assert "var0001/.zarray" in message
     assert f"store {batch}" in message
     assert "not an array" not in message
+
+
+def test_corrupt_chunk_of_an_array_opened_by_its_directory_names_store_and_array(batch: Path) -> None:
+    chunk = batch / "var0001" / "0.0.0.0"
+    chunk.write_bytes(b"\x13 not a chunk \xff" * 7)
+    for url in (batch / "var0001", f"file://{batch}/var0001/"):
+        with pytest.raises(fz.CorruptChunkError) as info:
+            fz.open_array(url)[...]
+        message = str(info.value)
+        assert message.startswith("corrupt chunk 'var0001/0.0.0.0' of array 'var0001' of store "), url
+        assert f"{batch}: " in message, url
+        assert "root of store" not in message, url
+    # opened by path, the same words
+    with pytest.raises(fz.CorruptChunkError) as by_path:
+        fz.open_array(batch, path="var0001")[...]
+    assert str(by_path.value) == message.replace(f"file://{batch}", str(batch))
