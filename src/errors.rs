@@ -55,7 +55,7 @@ fn node_in(path: &str, url: &str) -> String {
 
 /// An array of a store in messages: `array 'a/b' of store URL`, or `the array at the root
 /// of store URL`.
-fn array_in(path: &str, url: &str) -> String {
+pub(crate) fn array_in(path: &str, url: &str) -> String {
     if path.is_empty() {
         format!("the array at the root of store {url}")
     } else {

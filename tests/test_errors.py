@@ -542,6 +542,26 @@ def test_inspect_reports_a_members_broken_metadata(batch: Path) -> None:
     assert "not an array" not in message
 
 
+def test_read_many_names_the_array_a_request_does_not_fit(batch: Path) -> None:
+    good = fz.open_array(batch, path="var0000")
+    bad = fz.open_array(batch, path="var0002")
+    named = f"request 1 (on array 'var0002' of store {batch}): "
+    cases: list[tuple[tuple[Any, ...], type[Exception], str]] = [
+        ((bad, (0, 0, 0, 0, 0)), fz.SelectionError, "too many indices"),
+        ((bad, (0, 0, 0, 6)), fz.SelectionError, "index 6 is out of bounds for axis 3 with size 6"),
+        ((bad, (0, 0), {5: [0, 1]}), fz.SelectionError, "point axis 5"),
+        ((bad, (0, 1.5)), TypeError, "not float"),
+    ]
+    for request, kind, reason in cases:
+        with pytest.raises(kind) as info:
+            fz.read_many([(good, (0, 0)), request])
+        assert str(info.value).startswith(named), request
+        assert reason in str(info.value), request
+        with pytest.raises(kind, match="var0002"):
+            fz.read_many([(good, (0, 0)), request], max_memory="1GB")
+    assert_same(fz.read_many([(bad, (0, 0, 0, 5))])[0], zarr.open_array(str(batch / "var0002"))[0, 0, 0, 5])
+
+
 def test_corrupt_chunk_of_an_array_opened_by_its_directory_names_store_and_array(batch: Path) -> None:
     chunk = batch / "var0001" / "0.0.0.0"
     chunk.write_bytes(b"\x13 not a chunk \xff" * 7)
