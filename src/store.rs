@@ -683,3 +683,35 @@ pub fn join(path: &str, name: &str) -> String {
         format!("{path}/{name}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enclosing_store_of_a_node_opened_by_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let store = root.join("b.zarr");
+        std::fs::create_dir_all(store.join("grp/var")).unwrap();
+        std::fs::write(store.join(".zgroup"), r#"{"zarr_format": 2}"#).unwrap();
+        std::fs::write(store.join("grp/zarr.json"), r#"{"node_type": "group"}"#).unwrap();
+        let shown = store.display().to_string();
+
+        let var = store.join("grp/var");
+        let url = format!("file://{}/", var.display());
+        assert_eq!(
+            enclosing_store(&url, &var),
+            Some((format!("file://{shown}"), "grp/var".to_string()))
+        );
+        // A URL that cannot be cut part by part names the directory itself.
+        let dotted = format!("{}/.", var.display());
+        assert_eq!(
+            enclosing_store(&dotted, &var),
+            Some((shown.clone(), "grp/var".to_string()))
+        );
+        // The store itself, and a directory outside any store, have none.
+        assert_eq!(enclosing_store(&shown, &store), None);
+        assert_eq!(enclosing_store(&root.display().to_string(), &root), None);
+    }
+}
