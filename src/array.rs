@@ -109,10 +109,9 @@ impl ArrayHandle {
     pub fn new(store: Arc<Store>, path: &str, metadata: ArrayMetadata) -> Result<Self> {
         let metadata_json = serde_json::to_value(&metadata).unwrap_or(Value::Null);
         let metadata_file = metadata_file(path, &metadata);
-        let unsupported_dtype = |dtype: String| Error::UnsupportedDataType {
-            url: store.url().to_string(),
-            path: path.to_string(),
-            dtype,
+        let unsupported_dtype = |dtype: String| {
+            let (url, path) = store.locate(path);
+            Error::UnsupportedDataType { url, path, dtype }
         };
         let dtype = numpy_dtype(&metadata_json).map_err(unsupported_dtype)?;
         // Checked before the fill value is built: zarrs holds one element of it, and a v2
@@ -202,16 +201,18 @@ impl ArrayHandle {
         })?;
         let array = built.map_err(|e| match e {
             ArrayCreateError::DataTypeCreateError(err) => unsupported_dtype(err.to_string()),
-            ArrayCreateError::CodecsCreateError(err) => Error::UnsupportedCodec {
-                url: store.url().to_string(),
-                path: path.to_string(),
-                reason: err.to_string(),
-            },
-            ArrayCreateError::UnsupportedZarrV2Array(reason) => Error::UnsupportedCodec {
-                url: store.url().to_string(),
-                path: path.to_string(),
-                reason,
-            },
+            ArrayCreateError::CodecsCreateError(err) => {
+                let (url, path) = store.locate(path);
+                Error::UnsupportedCodec {
+                    url,
+                    path,
+                    reason: err.to_string(),
+                }
+            }
+            ArrayCreateError::UnsupportedZarrV2Array(reason) => {
+                let (url, path) = store.locate(path);
+                Error::UnsupportedCodec { url, path, reason }
+            }
             other => Error::Metadata {
                 url: store.url().to_string(),
                 file: metadata_file.clone(),
@@ -279,6 +280,18 @@ impl ArrayHandle {
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The error for the chunk at store key `key` that could not be decoded, naming the
+    /// array and key as its store knows them (see [`Store::locate`]).
+    pub fn corrupt_chunk(&self, key: &str, reason: String) -> Error {
+        let (url, path) = self.store.locate(&self.path);
+        Error::CorruptChunk {
+            url,
+            path,
+            key: self.store.locate(key).1,
+            reason,
+        }
     }
 
     pub fn zarrs(&self) -> &ZarrsArray {

@@ -55,12 +55,81 @@ fn node_in(path: &str, url: &str) -> String {
 
 /// An array of a store in messages: `array 'a/b' of store URL`, or `the array at the root
 /// of store URL`.
-fn array_in(path: &str, url: &str) -> String {
+pub(crate) fn array_in(path: &str, url: &str) -> String {
     if path.is_empty() {
         format!("the array at the root of store {url}")
     } else {
         format!("array '{path}' of store {url}")
     }
+}
+
+/// A group of a store in messages: `group 'a/b' of store URL`, or `the root group of store URL`.
+fn group_in(path: &str, url: &str) -> String {
+    if path.is_empty() {
+        format!("the root group of store {url}")
+    } else {
+        format!("group '{path}' of store {url}")
+    }
+}
+
+/// Names listed in a "not found" message: enough to spot a typo, not a screenful.
+const LISTED_NAMES: usize = 12;
+
+/// `; the group holds, closest first: a, b, ... (N more)`, or nothing for no names.
+fn listing(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let shown = &names[..names.len().min(LISTED_NAMES)];
+    let more = names.len() - shown.len();
+    let tail = if more > 0 {
+        format!(", ... ({more} more)")
+    } else {
+        String::new()
+    };
+    format!(
+        "; the group holds, closest first: {}{tail}",
+        shown.join(", ")
+    )
+}
+
+/// `names` ordered by their likeness to `wanted`, most alike first (ties by name). Likeness is
+/// difflib's ratio over the longest common subsequence, case ignored: a misspelling or a part
+/// of a name (`t2m` for `t2m_mean`) ranks above a name merely as short.
+pub fn closest_first(wanted: &str, names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let wanted: Vec<char> = wanted.to_lowercase().chars().collect();
+    let mut scored: Vec<(f64, String)> = names
+        .into_iter()
+        .map(|name| {
+            let other: Vec<char> = name.to_lowercase().chars().collect();
+            let total = wanted.len() + other.len();
+            let ratio = if total == 0 {
+                1.0
+            } else {
+                2.0 * common_subsequence(&wanted, &other) as f64 / total as f64
+            };
+            (ratio, name)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.into_iter().map(|(_, name)| name).collect()
+}
+
+fn common_subsequence(a: &[char], b: &[char]) -> usize {
+    let mut row = vec![0usize; b.len() + 1];
+    for &x in a {
+        let mut diagonal = 0;
+        for (j, &y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if x == y {
+                diagonal + 1
+            } else {
+                above.max(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn capitalised(text: &str) -> String {
@@ -77,11 +146,21 @@ pub enum Error {
     #[error("store not found: {url} does not exist")]
     StoreNotFound { url: String },
 
+    /// `members`: those of the group that would hold the node, closest to its name first
+    /// (empty when there is no such group, or when not worth listing).
     #[error(
-        "no Zarr array or group at {} (looked for zarr.json, .zarray, .zgroup)",
-        node_in(path, url)
+        "no Zarr array or group at {} (looked for zarr.json, .zarray, .zgroup){}",
+        node_in(path, url),
+        listing(members)
     )]
-    NodeNotFound { url: String, path: String },
+    NodeNotFound {
+        url: String,
+        path: String,
+        members: Vec<String>,
+    },
+
+    #[error("{url} is a file, not a Zarr store (a store is a directory holding zarr.json, .zgroup or .zarray)")]
+    NotAStore { url: String },
 
     #[error("{} is {found}, not {expected}", capitalised(&node_in(path, url)))]
     WrongNodeType {
@@ -150,11 +229,17 @@ pub enum Error {
     InvalidPath(String),
 
     /// A name looked up in a group (`group[name]`) that is not one of its members.
-    #[error("'{name}' is not a member of group '{path}' in store {url}")]
+    #[error(
+        "'{name}' is not a member of {}{}",
+        group_in(path, url),
+        listing(members)
+    )]
     MemberNotFound {
         url: String,
         path: String,
         name: String,
+        /// The group's members, closest to `name` first.
+        members: Vec<String>,
     },
 
     #[error("internal error (a bug in fastzarr, please report it): {0}")]
@@ -225,6 +310,14 @@ fn dual_base_type(
     let namespace = PyDict::new(py);
     namespace.set_item("__module__", "fastzarr")?;
     namespace.set_item("__doc__", doc)?;
+    if builtin.is(py.get_type::<pyo3::exceptions::PyKeyError>()) {
+        // KeyError's str() is the repr of its key, the message in quotes; these carry a
+        // sentence, shown as such.
+        let plain = py
+            .get_type::<pyo3::exceptions::PyBaseException>()
+            .getattr("__str__")?;
+        namespace.set_item("__str__", plain)?;
+    }
     let created = py.get_type::<PyType>().call1((name, bases, namespace))?;
     Ok(created.cast_into::<PyType>()?.unbind())
 }
@@ -294,7 +387,7 @@ impl From<Error> for PyErr {
         let message = err.to_string();
         match err {
             Error::Python(py_err) => py_err,
-            Error::StoreNotFound { .. } | Error::NodeNotFound { .. } => {
+            Error::StoreNotFound { .. } | Error::NodeNotFound { .. } | Error::NotAStore { .. } => {
                 raise_dual(store_not_found_error, message)
             }
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
@@ -317,5 +410,29 @@ impl From<Error> for PyErr {
             | Error::Panic(_)
             | Error::Cancelled => FastzarrError::new_err(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_names_come_first() {
+        let names = ["var0001", "t2m_mean", "2t", "T2M", "lat"].map(String::from);
+        assert_eq!(
+            closest_first("t2m", names),
+            ["T2M", "t2m_mean", "2t", "lat", "var0001"]
+        );
+        assert!(closest_first("x", Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn listing_is_bounded() {
+        let names: Vec<String> = (0..20).map(|i| format!("v{i:02}")).collect();
+        let text = listing(&names);
+        assert!(text.contains("v11") && !text.contains("v12"));
+        assert!(text.ends_with("... (8 more)"));
+        assert_eq!(listing(&[]), "");
     }
 }

@@ -142,6 +142,7 @@ impl Reader<'_> {
         Err(Error::NodeNotFound {
             url: self.store.url().to_string(),
             path: path.to_string(),
+            members: Vec::new(),
         })
     }
 

@@ -75,6 +75,11 @@ impl ConfinedStore {
         })
     }
 
+    /// The root directory, symlinks resolved.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Whether the root's path no longer names the directory opened: replaced by another
     /// one, or deleted. Costs one `stat` of the root path.
     pub fn replaced(&self) -> bool {

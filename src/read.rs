@@ -531,12 +531,7 @@ fn run_job(
 ) -> Result<()> {
     let array = job.array;
     let key = array.chunk_key(&job.chunk);
-    let corrupt = |e: CodecError| Error::CorruptChunk {
-        url: array.store().url().to_string(),
-        path: array.path().to_string(),
-        key: key.clone(),
-        reason: e.to_string(),
-    };
+    let corrupt = |e: CodecError| array.corrupt_chunk(&key, e.to_string());
     let counters = context.counters;
     let fetched = match outcome.fetched {
         Fetched::Deferred => match decode_shard_parts(job, context, started) {

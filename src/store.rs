@@ -43,6 +43,10 @@ pub struct Store {
     /// Set when the server answered a range request with the whole object (an HTTP server
     /// without `Range` support): reads of this store then ask for whole objects.
     ranges_unsupported: std::sync::atomic::AtomicBool,
+    /// For a local store opened at a node inside a larger store (`batch.zarr/t2m`): the URL
+    /// of that store and the node's path in it, so that errors name the array as its store
+    /// knows it. Looked up on the first error only.
+    enclosing: std::sync::OnceLock<Option<(String, String)>>,
 }
 
 /// Warnings raised by reads on threads without the GIL, for the caller's thread to emit.
@@ -108,12 +112,27 @@ impl Store {
             storage,
             backend,
             ranges_unsupported: std::sync::atomic::AtomicBool::new(false),
+            enclosing: std::sync::OnceLock::new(),
         }))
     }
 
     /// The URL as shown in errors and reprs (secrets blanked out).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The store URL and node path that name the node at `path` in messages: those of the
+    /// enclosing store when this one was opened at a node inside it.
+    pub fn locate(&self, path: &str) -> (String, String) {
+        let enclosing = self.enclosing.get_or_init(|| match &self.backend {
+            Backend::Local(store) => enclosing_store(&self.url, store.root()),
+            Backend::Object(_) => None,
+        });
+        match enclosing {
+            Some((url, prefix)) if path.is_empty() => (url.clone(), prefix.clone()),
+            Some((url, prefix)) => (url.clone(), join(prefix, path)),
+            None => (self.url.clone(), path.to_string()),
+        }
     }
 
     /// The URL as given, to reopen the store elsewhere (pickling).
@@ -356,10 +375,11 @@ impl Store {
         let reason = self.scrub(format!(
             "every response was cut short ({ATTEMPTS} tries): {reason}"
         ));
+        let (url, path) = self.locate(array_of_chunk_key(key));
         Err(Error::CorruptChunk {
-            url: self.url.clone(),
-            path: array_of_chunk_key(key).to_string(),
-            key: key.to_string(),
+            url,
+            path,
+            key: self.locate(key).1,
             reason,
         })
     }
@@ -547,6 +567,11 @@ fn local(
 
 fn open_local(display_url: &str, path: &str) -> Result<Arc<crate::paths::ConfinedStore>> {
     let path = PathBuf::from(path);
+    if path.is_file() {
+        return Err(Error::NotAStore {
+            url: display_url.to_string(),
+        });
+    }
     if !path.is_dir() && !reappears_after_replace(&path) {
         return Err(Error::StoreNotFound {
             url: display_url.to_string(),
@@ -595,7 +620,50 @@ fn reappears_after_replace(path: &std::path::Path) -> bool {
     path.is_dir()
 }
 
-/// Joins a node path ("" is the root) and a key below it.
+/// Whether the directory holds Zarr group metadata.
+fn is_group_dir(dir: &std::path::Path) -> bool {
+    [".zgroup", ".zmetadata"]
+        .iter()
+        .any(|name| dir.join(name).is_file())
+        || std::fs::read(dir.join("zarr.json")).is_ok_and(|bytes| {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .is_ok_and(|value| value["node_type"] == "group")
+        })
+}
+
+/// The enclosing store of a local store whose `root` is a node inside other Zarr groups:
+/// the topmost of the unbroken line of groups above it, as `(URL, path of root in it)`. The
+/// URL drops as many trailing parts of `url` as levels were climbed, or is the directory's
+/// own path when `url` cannot be cut that way (`..`, `.` at its end).
+fn enclosing_store(url: &str, root: &std::path::Path) -> Option<(String, String)> {
+    let mut names = Vec::new();
+    let mut top = root;
+    while let (Some(parent), Some(name)) = (top.parent(), top.file_name()) {
+        if !is_group_dir(parent) {
+            break;
+        }
+        names.push(name.to_string_lossy().into_owned());
+        top = parent;
+    }
+    if names.is_empty() {
+        return None;
+    }
+    names.reverse();
+    let mut cut = url.trim_end_matches('/');
+    for name in names.iter().rev() {
+        cut = match cut.rsplit_once('/') {
+            Some((rest, last)) if last == name && !rest.is_empty() => rest,
+            _ => "",
+        };
+    }
+    let shown = if cut.is_empty() || cut.ends_with(':') {
+        top.display().to_string()
+    } else {
+        cut.to_string()
+    };
+    Some((shown, names.join("/")))
+}
+
 /// The array a chunk key belongs to: what precedes `/c/` (v3 default keys) or the last `/`.
 fn array_of_chunk_key(key: &str) -> &str {
     if let Some((array, _)) = key.split_once("/c/") {
@@ -607,10 +675,43 @@ fn array_of_chunk_key(key: &str) -> &str {
     )
 }
 
+/// Joins a node path ("" is the root) and a key below it.
 pub fn join(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_string()
     } else {
         format!("{path}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enclosing_store_of_a_node_opened_by_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let store = root.join("b.zarr");
+        std::fs::create_dir_all(store.join("grp/var")).unwrap();
+        std::fs::write(store.join(".zgroup"), r#"{"zarr_format": 2}"#).unwrap();
+        std::fs::write(store.join("grp/zarr.json"), r#"{"node_type": "group"}"#).unwrap();
+        let shown = store.display().to_string();
+
+        let var = store.join("grp/var");
+        let url = format!("file://{}/", var.display());
+        assert_eq!(
+            enclosing_store(&url, &var),
+            Some((format!("file://{shown}"), "grp/var".to_string()))
+        );
+        // A URL that cannot be cut part by part names the directory itself.
+        let dotted = format!("{}/.", var.display());
+        assert_eq!(
+            enclosing_store(&dotted, &var),
+            Some((shown.clone(), "grp/var".to_string()))
+        );
+        // The store itself, and a directory outside any store, have none.
+        assert_eq!(enclosing_store(&shown, &store), None);
+        assert_eq!(enclosing_store(&root.display().to_string(), &root), None);
     }
 }

@@ -280,12 +280,7 @@ fn decode(
     counters: &ReadCounters,
 ) -> Result<(Vec<u8>, Vec<usize>)> {
     let zarray = array.zarrs();
-    let corrupt = |reason: String| Error::CorruptChunk {
-        url: array.store().url().to_string(),
-        path: array.path().to_string(),
-        key: key.to_string(),
-        reason,
-    };
+    let corrupt = |reason: String| array.corrupt_chunk(key, reason);
     let shape = zarray
         .chunk_shape(chunk)
         .map_err(|e| corrupt(e.to_string()))?;

@@ -13,8 +13,10 @@ import fastzarr as fz
 import numcodecs
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from conftest import assert_same, quiet_zarr, write_array
+from fastzarr.testing import make_batches
 from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
 DATA = np.arange(24, dtype="f8").reshape(4, 6)
@@ -462,3 +464,115 @@ def test_errors_about_a_root_array_name_the_store_not_an_empty_name(tmp_path: Pa
     assert f"the array at the root of store {codec}" in message
     assert "no_such_codec" in message
     assert "''" not in message
+
+
+# --- errors that point the right way ----------------------------------------------------------
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> Path:
+    """A consolidated v2 store: file_id, lat, lon, step and var0000 .. var0002."""
+    with quiet_zarr():
+        return make_batches(tmp_path, batches=1, variables=3, file_ids=2, steps=2, lat=4, lon=6)[0]
+
+
+def test_a_file_is_not_a_store(tmp_path: Path) -> None:
+    text = tmp_path / "x.txt"
+    text.write_text("not a store")
+    openers: dict[str, Callable[[], object]] = {
+        "open_group": lambda: fz.open_group(text),
+        "open_array": lambda: fz.open_array(str(text)),
+        "open_dataset": lambda: xr.open_dataset(text, engine="fastzarr"),
+        "extract_points": lambda: fz.extract_points(text, points={"lat": 0.0}),
+        "extract_points cached": lambda: fz.extract_points(
+            text, points={"lat": 0.0}, cache=fz.Cache(tmp_path / "cache")
+        ),
+    }
+    for name, opener in openers.items():
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            opener()
+        message = str(info.value)
+        assert f"{text} is a file, not a Zarr store" in message, name
+        assert "does not exist" not in message, name
+        # still the FileNotFoundError callers catch
+        assert isinstance(info.value, FileNotFoundError), name
+
+
+def test_missing_array_lists_the_members_closest_first(batch: Path) -> None:
+    expected = (
+        f"in store {batch} (looked for zarr.json, .zarray, .zgroup); "
+        "the group holds, closest first: var0001, "
+    )
+    for opener in (lambda: fz.open_array(batch / "var001"), lambda: fz.open_array(batch, path="var001")):
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            opener()
+        message = str(info.value)
+        assert message.startswith("no Zarr array or group at 'var001' ")
+        assert expected in message
+        assert "file_id" in message  # every member listed, not only the close ones
+    # a misspelt group member of a store given by its directory
+    with pytest.raises(fz.StoreNotFoundError, match=f"'var001' in store {batch}"):
+        fz.open_group(batch / "var001")
+
+
+def test_missing_group_member_is_a_key_error_naming_store_and_members(batch: Path) -> None:
+    group = fz.open_group(batch)
+    with pytest.raises(KeyError) as info:
+        group["var001"]
+    assert isinstance(info.value, fz.MemberNotFoundError)
+    # a sentence, not the repr of a key wrapped in quotes
+    assert str(info.value) == (
+        f"'var001' is not a member of the root group of store {batch}; the group holds, closest first: "
+        "var0001, var0000, var0002, lat, file_id, lon, step"
+    )
+    assert "var001" not in group
+    assert group.get("var001") is None
+    assert group.get("var001", 7) == 7
+    assert group["var0001"].shape == (2, 2, 4, 6)
+
+
+def test_inspect_reports_a_members_broken_metadata(batch: Path) -> None:
+    (batch / ".zmetadata").unlink()  # so that the member's own .zarray is read
+    (batch / "var0001" / ".zarray").write_text('{"shape": [2,')
+    with pytest.raises(fz.MetadataError) as info:
+        fz.inspect(batch)
+    message = str(info.value)
+    assert "var0001/.zarray" in message
+    assert f"store {batch}" in message
+    assert "not an array" not in message
+
+
+def test_read_many_names_the_array_a_request_does_not_fit(batch: Path) -> None:
+    good = fz.open_array(batch, path="var0000")
+    bad = fz.open_array(batch, path="var0002")
+    named = f"request 1 (on array 'var0002' of store {batch}): "
+    cases: list[tuple[tuple[Any, ...], type[Exception], str]] = [
+        ((bad, (0, 0, 0, 0, 0)), fz.SelectionError, "too many indices"),
+        ((bad, (0, 0, 0, 6)), fz.SelectionError, "index 6 is out of bounds for axis 3 with size 6"),
+        ((bad, (0, 0), {5: [0, 1]}), fz.SelectionError, "point axis 5"),
+        ((bad, (0, 1.5)), TypeError, "not float"),
+    ]
+    for request, kind, reason in cases:
+        with pytest.raises(kind) as info:
+            fz.read_many([(good, (0, 0)), request])
+        assert str(info.value).startswith(named), request
+        assert reason in str(info.value), request
+        with pytest.raises(kind, match="var0002"):
+            fz.read_many([(good, (0, 0)), request], max_memory="1GB")
+    assert_same(fz.read_many([(bad, (0, 0, 0, 5))])[0], zarr.open_array(str(batch / "var0002"))[0, 0, 0, 5])
+
+
+def test_corrupt_chunk_of_an_array_opened_by_its_directory_names_store_and_array(batch: Path) -> None:
+    chunk = batch / "var0001" / "0.0.0.0"
+    chunk.write_bytes(b"\x13 not a chunk \xff" * 7)
+    for url in (batch / "var0001", f"file://{batch}/var0001/"):
+        with pytest.raises(fz.CorruptChunkError) as info:
+            fz.open_array(url)[...]
+        message = str(info.value)
+        assert message.startswith("corrupt chunk 'var0001/0.0.0.0' of array 'var0001' of store "), url
+        assert f"{batch}: " in message, url
+        assert "root of store" not in message, url
+    # opened by path, the same words
+    with pytest.raises(fz.CorruptChunkError) as by_path:
+        fz.open_array(batch, path="var0001")[...]
+    assert str(by_path.value) == message.replace(f"file://{batch}", str(batch))

@@ -147,6 +147,11 @@ def source_fingerprint(
             raise _core.StoreNotFoundError(f"store not found: {redact_url(text)}")
         return hashlib.sha256(listing).hexdigest()
     path = Path(text.removeprefix("file://"))
+    if path.is_file():
+        raise _core.StoreNotFoundError(
+            f"{source} is a file, not a Zarr store "
+            "(a store is a directory holding zarr.json, .zgroup or .zarray)"
+        )
     if not path.is_dir():
         raise _core.StoreNotFoundError(f"store not found: {source}")
     return hashlib.sha256(_core._tree_listing(path)).hexdigest()

@@ -242,8 +242,13 @@ def _open(
     """The group at ``url``, or the array when ``url`` is one."""
     try:
         return _core.open_group(url, storage_options=storage_options, timeout=timeout)
-    except _core.MetadataError:
-        return _core.open_array(url, storage_options=storage_options, timeout=timeout)
+    except _core.MetadataError as group_error:
+        try:
+            return _core.open_array(url, storage_options=storage_options, timeout=timeout)
+        except _core.MetadataError:
+            # Not an array either: the group's own error (a member's broken metadata, say)
+            # is the one that says what is wrong, not "is a group, not an array".
+            raise group_error from None
 
 
 def _spatial_axes(array: _core.Array) -> list[int]:

@@ -12,7 +12,7 @@ use crate::metadata::{read_node, Node};
 use crate::plan::{AxisIndex, Selection};
 use crate::py::{detach_cancellable, json_to_py, output, selection, storage_options};
 use crate::read::{read_many, ReadRequest};
-use crate::store::{StorageOptions, Store};
+use crate::store::StorageOptions;
 
 #[pyclass(name = "Array", module = "fastzarr", frozen)]
 pub struct PyArray {
@@ -21,8 +21,8 @@ pub struct PyArray {
 
 /// Opens the array at `path` ("" = the root) of the store at `url`.
 pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<ArrayHandle> {
-    let store = Store::open(url, options)?;
-    match read_node(&store, path)? {
+    let store = crate::py::group::open_store(url, &options)?;
+    match read_node(&store, path).map_err(|err| crate::py::group::with_members(&store, err))? {
         Node::Array(metadata) => ArrayHandle::new(store, path, *metadata),
         Node::Group(_) => Err(crate::errors::Error::WrongNodeType {
             url: store.url().to_string(),

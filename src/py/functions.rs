@@ -82,6 +82,29 @@ fn point_set(points: &Bound<'_, PyDict>, shape: &[u64]) -> Result<PointSet> {
     PointSet::new(axes, coords, shape)
 }
 
+/// `err`, when it says that request `index` does not fit its array (indices, bounds, point
+/// axes), prefixed with the request and the array: among many requests over many stores, the
+/// bare reason leaves one guessing which.
+fn about_request(py: Python<'_>, err: Error, index: usize, handle: &ArrayHandle) -> Error {
+    let (url, path) = handle.store().locate(handle.path());
+    let about = |message: String| {
+        format!(
+            "request {index} (on {}): {message}",
+            crate::errors::array_in(&path, &url)
+        )
+    };
+    match err {
+        Error::OutOfBounds(message) => Error::OutOfBounds(about(message)),
+        Error::InvalidSelection(message) => Error::InvalidSelection(about(message)),
+        Error::InvalidArgument(message) => Error::InvalidArgument(about(message)),
+        Error::Python(err) => {
+            let message = about(err.value(py).to_string());
+            Error::Python(PyErr::from_type(err.get_type(py), message))
+        }
+        other => other,
+    }
+}
+
 /// One parsed request whose output is already allocated: what a read needs, owned.
 pub struct Prepared {
     handle: Arc<ArrayHandle>,
@@ -122,22 +145,27 @@ pub fn prepare_requests<'py>(
     let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
     if max_memory.is_some() {
         let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
-        for (array, key, points) in &items {
+        for (index, (array, key, points)) in items.iter().enumerate() {
             if points.is_none() {
-                crate::py::precheck_key(&mut footprint, &array.handle, key, true)?;
+                crate::py::precheck_key(&mut footprint, &array.handle, key, true)
+                    .map_err(|err| about_request(py, err, index, &array.handle))?;
             }
         }
         footprint.check(max_memory)?;
     }
     let mut parsed = Vec::with_capacity(items.len());
     let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
-    for (array, key, points) in &items {
+    for (index, (array, key, points)) in items.iter().enumerate() {
         let handle = array.handle.clone();
-        let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
-        let points = points
-            .as_ref()
-            .map(|p| point_set(p, handle.shape()))
-            .transpose()?;
+        let fits = || -> Result<_> {
+            let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
+            let points = points
+                .as_ref()
+                .map(|p| point_set(p, handle.shape()))
+                .transpose()?;
+            Ok((selection, points))
+        };
+        let (selection, points) = fits().map_err(|err| about_request(py, err, index, &handle))?;
         let (alloc_shape, result_shape) = match &points {
             None => (selection.full_shape(), selection.output_shape()),
             Some(points) => {

@@ -104,6 +104,7 @@ impl GroupState {
         let not_found = || Error::NodeNotFound {
             url: self.store.url().to_string(),
             path: join(&self.path, name),
+            members: Vec::new(),
         };
         let name = crate::metadata::checked_member_path(name).ok_or_else(not_found)?;
         if let Some(Node::Array(_)) = self.members.get(&name) {
@@ -168,6 +169,7 @@ impl GroupState {
             return Err(Error::NodeNotFound {
                 url: self.store.url().to_string(),
                 path: join(&self.path, name),
+                members: Vec::new(),
             });
         }
         let first = Arc::new(handles.remove(0).1?);
@@ -180,6 +182,82 @@ impl GroupState {
             }
         }
         Ok(first)
+    }
+}
+
+/// Opens the store at `url`. A local path that does not exist but lies inside a Zarr store
+/// (`batch.zarr/t2m`, a misspelt array opened by its directory) is reported as a node
+/// missing from that store, with the members it does have.
+pub(crate) fn open_store(url: &str, options: &StorageOptions) -> Result<Arc<Store>> {
+    Store::open(url, options.clone()).map_err(|err| match err {
+        Error::StoreNotFound { .. } => missing_inside_store(url, options).unwrap_or(err),
+        other => other,
+    })
+}
+
+/// The error for the missing local path `url` when its nearest existing directory is a
+/// Zarr group; `None` otherwise.
+fn missing_inside_store(url: &str, options: &StorageOptions) -> Option<Error> {
+    let local = match url.split_once("://") {
+        None => url,
+        Some(("file", path)) => path,
+        Some(_) => return None,
+    };
+    let mut dir = std::path::Path::new(local);
+    let mut names = Vec::new();
+    loop {
+        names.push(dir.file_name()?.to_string_lossy().into_owned());
+        dir = dir.parent()?;
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            break;
+        }
+    }
+    // `dir` is a leading slice of `local`, itself the tail of `url`.
+    let kept = url.len() - local.len() + dir.as_os_str().len();
+    let store_url = if dir.as_os_str().is_empty() {
+        "."
+    } else {
+        &url[..kept]
+    };
+    let store = Store::open(store_url, options.clone()).ok()?;
+    if !matches!(read_node(&store, ""), Ok(Node::Group(_))) {
+        return None;
+    }
+    names.reverse();
+    let path = crate::metadata::checked_member_path(&names.join("/"))?;
+    Some(node_not_found(&store, &path))
+}
+
+/// `err`, when it is a node missing from `store`, with the members of its would-be group.
+pub(crate) fn with_members(store: &Store, err: Error) -> Error {
+    match err {
+        Error::NodeNotFound { path, .. } if !path.is_empty() => node_not_found(store, &path),
+        other => other,
+    }
+}
+
+/// The error for no node at `path` in `store`, listing the members of the group that would
+/// hold it, closest to its name first.
+fn node_not_found(store: &Store, path: &str) -> Error {
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let members: Vec<String> = match read_node(store, parent) {
+        Ok(Node::Group(group)) => match &group.consolidated {
+            Some(entries) => entries
+                .keys()
+                .filter(|n| !n.contains('/'))
+                .cloned()
+                .collect(),
+            None => list_members(store, parent)
+                .map(BTreeMap::into_keys)
+                .map(Iterator::collect)
+                .unwrap_or_default(),
+        },
+        _ => Vec::new(),
+    };
+    Error::NodeNotFound {
+        url: store.url().to_string(),
+        path: path.to_string(),
+        members: crate::errors::closest_first(name, members),
     }
 }
 
@@ -221,6 +299,7 @@ impl PyGroup {
                 url,
                 path: self.state.path.clone(),
                 name: name.to_string(),
+                members: crate::errors::closest_first(name, self.members.keys().cloned()),
             },
             other => other,
         })
@@ -378,8 +457,8 @@ pub fn open(
     use_consolidated: Option<bool>,
     timeout: Option<f64>,
 ) -> Result<PyGroup> {
-    let store = Store::open(url, options)?;
-    match read_node(&store, path)? {
+    let store = open_store(url, &options)?;
+    match read_node(&store, path).map_err(|err| with_members(&store, err))? {
         Node::Group(mut node) => {
             match (use_consolidated, node.consolidated.is_some()) {
                 (Some(false), _) => node.consolidated = None,
