@@ -133,7 +133,11 @@ class Array:
         max_memory: int | float | str | None = None,
     ) -> npt.NDArray[Any]: ...
     def read_async(
-        self, selection: Any = None, *, timeout: float | None = None, max_memory: int | float | str | None = None
+        self,
+        selection: Any = None,
+        *,
+        timeout: float | None = None,
+        max_memory: int | float | str | None = None,
     ) -> Awaitable[npt.NDArray[Any]]:
         """``read`` as an awaitable: the event loop stays free while fastzarr reads."""
     def __len__(self) -> int: ...
