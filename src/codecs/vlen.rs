@@ -94,16 +94,24 @@ pub fn split(encoded: &[u8], count: u64, utf8: bool) -> Result<(Vec<u8>, Vec<usi
                     encoded.len()
                 )
             })?;
-        let bytes = &encoded[at..end];
-        if utf8 {
-            std::str::from_utf8(bytes)
-                .map_err(|e| format!("element {element} is not valid UTF-8: {e}"))?;
-        }
         offsets.push(data.len());
-        data.extend_from_slice(bytes);
+        data.extend_from_slice(&encoded[at..end]);
         at = end;
     }
     offsets.push(data.len());
+    if utf8 {
+        // Valid as a whole and split only between characters: every element is valid. One
+        // pass over the buffer, not one call per (often short) element.
+        let text = std::str::from_utf8(&data).map_err(|e| {
+            let element = offsets.partition_point(|&o| o <= e.valid_up_to()) - 1;
+            format!("element {element} is not valid UTF-8: {e}")
+        })?;
+        if let Some(element) = offsets.iter().position(|&o| !text.is_char_boundary(o)) {
+            return Err(format!(
+                "element {element} is not valid UTF-8: it starts inside a character"
+            ));
+        }
+    }
     if at != encoded.len() {
         return Err(format!(
             "{} bytes follow the last element",
@@ -274,6 +282,15 @@ mod tests {
         .contains("cannot hold"));
         let invalid = encode(&[b"\xff\xfe"]);
         assert!(split(&invalid, 1, true).unwrap_err().contains("UTF-8"));
+        // "é" cut in two: the whole buffer is valid, its elements are not.
+        let cut = encode(&[b"a\xc3", b"\xa9"]);
+        assert!(split(&cut, 2, true)
+            .unwrap_err()
+            .contains("element 1 is not valid UTF-8"));
+        let second = encode(&[b"ok", b"\xff"]);
+        assert!(split(&second, 2, true)
+            .unwrap_err()
+            .contains("element 1 is not valid UTF-8"));
         assert!(split(&invalid, 1, false).is_ok());
         assert!(split(&[1, 0], 1, false).unwrap_err().contains("too few"));
     }

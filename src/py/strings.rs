@@ -66,15 +66,16 @@ pub fn to_numpy<'py>(
     for i in 0..elements.len() {
         let bytes = elements.get(i);
         items.push(match kind {
-            Some(Variable::Utf8) => {
-                // Checked by the codec, or a fill value from the metadata's JSON.
-                let text = std::str::from_utf8(bytes).map_err(|e| Error::Metadata {
+            // Checked by the codec, or a fill value from the metadata's JSON; Python checks
+            // it once more as it decodes.
+            Some(Variable::Utf8) => PyString::from_bytes(py, bytes)
+                .map_err(|e| Error::Metadata {
                     url: handle.store().url().to_string(),
                     file: handle.path().to_string(),
                     reason: format!("a string that is not UTF-8: {e}"),
-                })?;
-                PyString::new(py, text).into_any().unbind()
-            }
+                })?
+                .into_any()
+                .unbind(),
             _ => PyBytes::new(py, bytes).into_any().unbind(),
         });
     }
