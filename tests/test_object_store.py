@@ -242,6 +242,10 @@ class _State:
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections when many requests open at once
+    # while the accepting thread waits for a core: the client retries a second later, and
+    # requests sent together are then seen apart.
+    request_queue_size = 128
     root: Path
     state: _State
 
