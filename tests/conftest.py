@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import logging
 import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +162,23 @@ def client() -> Iterator[Any]:
         distributed.Client(cluster) as dask_client,
     ):
         yield dask_client
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the base's signature
+        pass
+
+
+@contextlib.contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 serving the files below ``root``; yields ``host:port``."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import functools
-import http.server
 import io
 import logging
 import os
@@ -25,9 +23,8 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,8 @@ import fastzarr as fz
 import numpy as np
 import pytest
 import xarray as xr
+
+from tests.conftest import http_server
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SHELL = {"bash", "sh", "shell", "console"}
@@ -181,25 +180,6 @@ def run_shell(command: str, line: int, cwd: Path) -> None:
     assert done.returncode == 0, (
         f"README.md:{line}: `{command}` exited {done.returncode}\n{done.stdout}\n{done.stderr}"
     )
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # the base's signature
-        pass
-
-
-@contextlib.contextmanager
-def http_server(root: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def is_network(block: Block) -> bool:

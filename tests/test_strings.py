@@ -6,11 +6,8 @@ to zarr-python, and damaged chunks refused with the chunk named."""
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import json
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ import xarray as xr
 import zarr
 from zarr.dtype import VariableLengthBytes
 
-from tests.conftest import quiet_zarr
+from tests.conftest import http_server, quiet_zarr
 
 SHAPE, CHUNKS = (7, 5), (3, 2)
 
@@ -312,17 +309,8 @@ def test_other_object_codecs_are_refused_by_name(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def http_root(root: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(root) as address:
+        yield f"http://{address}"
 
 
 @pytest.mark.parametrize("layout", ["v2-zstd", "v3-sharded"])

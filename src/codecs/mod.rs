@@ -29,21 +29,11 @@ pub fn register() {
         // Strings and bytes, every length checked (zarrs' decoder panics on damaged ones).
         register_codec_v2(CodecRuntimePluginV2::new(
             |id| vlen::VlenCodec::new(id).is_some(),
-            |metadata| {
-                let codec = vlen::VlenCodec::new(metadata.id()).ok_or_else(|| {
-                    zarrs_plugin::PluginCreateError::Other(metadata.id().to_string())
-                })?;
-                Ok(Codec::ArrayToBytes(Arc::new(codec)))
-            },
+            |metadata| vlen::create(metadata.id()),
         ));
         register_codec_v3(CodecRuntimePluginV3::new(
             |name| vlen::VlenCodec::new(name).is_some(),
-            |metadata| {
-                let codec = vlen::VlenCodec::new(metadata.name()).ok_or_else(|| {
-                    zarrs_plugin::PluginCreateError::Other(metadata.name().to_string())
-                })?;
-                Ok(Codec::ArrayToBytes(Arc::new(codec)))
-            },
+            |metadata| vlen::create(metadata.name()),
         ));
         // zarrs' compressors, with decoders bounded by the chunk's size (bounded.rs).
         register_codec_v2(CodecRuntimePluginV2::new(

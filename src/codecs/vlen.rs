@@ -14,12 +14,13 @@ use std::sync::Arc;
 use zarrs::array::{
     ArrayBytes, ArrayBytesOffsets, ArrayBytesRaw, BytesRepresentation, DataType, FillValue,
 };
+use zarrs_codec::Codec;
 use zarrs_codec::{
     ArrayCodecTraits, ArrayToBytesCodecTraits, CodecError, CodecMetadataOptions, CodecOptions,
     CodecTraits, PartialDecoderCapability, PartialEncoderCapability, RecommendedConcurrency,
 };
 use zarrs_metadata::Configuration;
-use zarrs_plugin::{ExtensionName, ZarrVersion};
+use zarrs_plugin::{ExtensionName, PluginCreateError, ZarrVersion};
 
 pub const UTF8: &str = "vlen-utf8";
 pub const BYTES: &str = "vlen-bytes";
@@ -51,6 +52,12 @@ impl VlenCodec {
             BYTES
         }
     }
+}
+
+/// The codec named `name` (a v2 id or a v3 name: both are spelled alike).
+pub fn create(name: &str) -> Result<Codec, PluginCreateError> {
+    let codec = VlenCodec::new(name).ok_or_else(|| PluginCreateError::Other(name.to_string()))?;
+    Ok(Codec::ArrayToBytes(Arc::new(codec)))
 }
 
 /// The elements of an encoded chunk as one buffer and `count + 1` offsets into it.
