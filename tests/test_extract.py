@@ -353,12 +353,20 @@ def test_report_counts_chunks(chunked: list[str]) -> None:
     assert report.bytes_read > 0
     assert report.bytes_decoded > 0
     assert report.peak_memory > 0
-    assert set(report.seconds) >= {"metadata", "plan", "fetch", "decode", "read", "assemble"}
+    # Wall-clock stages add up to the total; fetch and decode are thread-seconds, labelled so.
+    assert list(report.seconds) == ["metadata", "plan", "read", "assemble", "total"]
+    assert all(v >= 0 for v in report.seconds.values())
+    assert sum(v for k, v in report.seconds.items() if k != "total") == pytest.approx(report.seconds["total"])
+    assert set(report.thread_seconds) == {"fetch", "decode"}
+    assert report.thread_seconds["decode"] > 0
     assert len(report.duplicates) == 2
     assert all(d.identical for d in report.duplicates)
     text = repr(report)
     assert "chunks touched" in text
     assert "identical" in text
+    assert f"= total {report.seconds['total']:.3f}" in text
+    assert "thread-seconds" in text
+    assert "summed over threads" in text
     assert report._repr_html_().startswith("<table>")
     assert report.as_dict()["chunks"] == report.chunks
 

@@ -16,6 +16,7 @@ import zarr
 from conftest import NOTHING, quiet_zarr, write_array
 from fastzarr.advice import suggest_series_chunks
 from fastzarr.inspection import ArrayInfo, InspectReport
+from fastzarr.report import format_size
 from fastzarr.testing import make_batches
 from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -248,3 +249,33 @@ def test_array_info_properties() -> None:
     assert info.nbytes == 320
     assert info.ratio == pytest.approx(288 / 150)
     assert info.full_chunks == 4
+
+
+@pytest.mark.parametrize(("steps", "lat", "lon"), [(4, 96, 192), (24, 48, 96)])  # notebook, demo
+def test_point_read_figures_match_what_extraction_decodes(
+    tmp_path: Path, steps: int, lat: int, lon: int
+) -> None:
+    """The point figures inspect advertises are what extract_points then decodes for a point."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (path,) = make_batches(tmp_path, batches=1, variables=2, file_ids=4, steps=steps, lat=lat, lon=lon)
+    report = fz.inspect(path, sample=2)
+    info = next(a for a in report.arrays if a.name == "var0000")
+    assert info.spatial_dims == ("lat", "lon")
+    assert info.series_dims == ("file_id", "step")
+    opened = fz.open_zarr(path)
+    # The centre element, the one inspect reads.
+    centre = {"lat": float(opened.lat[lat // 2]), "lon": float(opened.lon[lon // 2])}
+    _, extracted = fz.extract_points(
+        [str(path)], points=centre, variables=["var0000"], return_report=True, progress=False
+    )
+    assert extracted.chunks == info.series_chunks == 4  # one chunk per file_id
+    per_chunk = info.point_bytes_decoded / info.point_chunks
+    assert extracted.bytes_decoded == info.series_chunks * per_chunk
+    series = next(a for a in report.advice if "time-series" in a)
+    assert f"decodes {format_size(extracted.bytes_decoded)}" in series
+    field = next(a for a in report.advice if "each chunk holds" in a)
+    if extracted.bytes_decoded < extracted.chunks * info.chunk_bytes:
+        assert f"blosc partial decoding cuts this to {format_size(per_chunk)}" in field
+    else:  # the point's values along step reach every block of the chunk
+        assert f"a point read decodes all of it, since the point's {steps} values in a chunk" in field

@@ -85,6 +85,11 @@ def _field_advice(info: ArrayInfo) -> str | None:
             f"{text}: a point read would decode {format_size(info.chunk_bytes)} per chunk; "
             f"blosc partial decoding cuts this to {format_size(decoded)}"
         )
+    if "blosc" in _codec_names(info.codecs) and per_chunk > 1:
+        return (
+            f"{text}: a point read decodes all of it, since the point's {per_chunk} values in a chunk "
+            f"lie in every blosc block; chunks holding fewer fields would let blosc decode less"
+        )
     if "blosc" in _codec_names(info.codecs):
         return (
             f"{text}: a point read decodes all of it (blosc partial decoding does not apply to this "

@@ -921,6 +921,7 @@ def _make_report(
     totals: Mapping[str, float],
     batches: int,
     seconds: dict[str, float],
+    thread_seconds: dict[str, float],
     records: list[DuplicateRecord],
 ) -> ExtractReport:
     """The report of one extraction."""
@@ -937,6 +938,7 @@ def _make_report(
         bytes_returned=int(totals.get("bytes_out", 0)),
         batches=batches,
         seconds=seconds,
+        thread_seconds=thread_seconds,
         duplicates=tuple(records),
         peak_memory=peak_memory_bytes(),
     )
@@ -1326,11 +1328,13 @@ def extract_points(
     seconds = {
         "metadata": t_metadata - start,
         "plan": t_plan - t_metadata,
-        "fetch": float(totals.get("fetch_seconds", 0.0)),
-        "decode": float(totals.get("decode_seconds", 0.0)),
         "read": t_read - t_plan,
         "assemble": end - t_read,
         "total": end - start,
+    }
+    thread_seconds = {
+        "fetch": float(totals.get("fetch_seconds", 0.0)),
+        "decode": float(totals.get("decode_seconds", 0.0)),
     }
     report = _make_report(
         opened=opened_names,
@@ -1338,6 +1342,7 @@ def extract_points(
         totals=totals,
         batches=done.batches,
         seconds=seconds,
+        thread_seconds=thread_seconds,
         records=records,
     )
     return result, report

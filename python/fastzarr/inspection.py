@@ -91,12 +91,15 @@ class ArrayInfo:
     decoded_bytes: int | None
     """Bytes the present chunk objects decode to (None: not listable)."""
     point_chunks: int
-    """Chunks one single-element read (the centre element) touches: measured in one pass over the
-    centre points of all arrays sharing this array's layout, averaged over them."""
+    """Chunks a point read touches: the centre of the spatial axes across one chunk of its series
+    (every other axis), which is what `extract_points` reads of each chunk for one point. Measured
+    in one pass over all arrays sharing this array's layout, averaged over them; without spatial
+    axes, the centre element."""
     point_bytes_read: int
     """Bytes that read fetched (measured)."""
     point_bytes_decoded: int
-    """Bytes that read decoded (measured; below ``chunk_bytes`` when blosc decodes one block)."""
+    """Bytes that read decoded (measured; below ``chunk_bytes`` when blosc decodes only the blocks
+    holding the point)."""
     series_dims: tuple[str, ...]
     """The axes a point's series runs along (all but the spatial ones); empty when not applicable."""
     series_chunks: int
@@ -271,9 +274,23 @@ def _layout(array: _core.Array) -> str:
     return f"{array.codecs} | {array.dtype} | {'x'.join(map(str, array.chunks))}"
 
 
-def _point(array: _core.Array) -> tuple[int, ...]:
-    """The centre element: the single point read measured for every array."""
-    return tuple(s // 2 for s in array.shape)
+def _point(array: _core.Array) -> tuple[int | slice, ...]:
+    """The read measured for every array: what `extract_points` reads of one chunk for one point.
+
+    That is the centre of the spatial axes and, along every other axis, the stretch of the chunk
+    holding the centre (the point's series within one chunk), so the bytes it decodes are what an
+    extraction decodes per chunk. Without spatial axes it is the centre element."""
+    spatial = _spatial_axes(array)
+    if not spatial:
+        return tuple(s // 2 for s in array.shape)
+    selection: list[int | slice] = []
+    for axis, (size, chunk) in enumerate(zip(array.shape, array.chunks, strict=True)):
+        if axis in spatial:
+            selection.append(size // 2)
+        else:
+            start = size // 2 // chunk * chunk
+            selection.append(slice(start, min(start + chunk, size)))
+    return tuple(selection)
 
 
 class _Deadline:

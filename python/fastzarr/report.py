@@ -122,6 +122,14 @@ class Report:
         raise NotImplementedError
 
 
+def _stage_sum(seconds: dict[str, float]) -> str:
+    """Wall-clock stages as the sum they are: "metadata 0.047 + ... = total 0.109"."""
+    stages = " + ".join(f"{k} {v:.3f}" for k, v in seconds.items() if k != "total")
+    if "total" not in seconds:
+        return stages
+    return f"{stages} = total {seconds['total']:.3f}" if stages else f"total {seconds['total']:.3f}"
+
+
 def _plain(value: Any) -> Any:
     """Tuples to lists and numpy scalars to Python ones, recursively, so that json.dumps takes it."""
     if isinstance(value, dict):
@@ -160,7 +168,10 @@ class ExtractReport(Report):
     batches: int
     """Read passes (more than one when ``max_memory`` splits the work)."""
     seconds: dict[str, float] = field(default_factory=dict)
-    """Seconds per stage: metadata, plan, fetch, decode, read (wall), assemble, total."""
+    """Wall-clock seconds per stage: metadata, plan, read, assemble, and their sum, total."""
+    thread_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds the read pass's threads spent fetching and decoding, summed over threads: they
+    overlap each other and the ``read`` stage, so on N threads they reach up to N x ``read``."""
     duplicates: tuple[DuplicateRecord, ...] = ()
     """Repeated ``concat_dim`` labels, in the order found."""
     peak_memory: int = 0
@@ -183,7 +194,12 @@ class ExtractReport(Report):
             ("bytes decoded", format_size(self.bytes_decoded)),
             ("bytes returned", format_size(self.bytes_returned)),
             ("read passes", str(self.batches)),
-            ("seconds", ", ".join(f"{k} {v:.3f}" for k, v in self.seconds.items())),
+            ("seconds (wall)", _stage_sum(self.seconds)),
+            (
+                "thread-seconds",
+                ", ".join(f"{k} {v:.3f}" for k, v in self.thread_seconds.items())
+                + " (summed over threads, within read)",
+            ),
             ("duplicates", f"{len(self.duplicates)} ({conflicting} conflicting)"),
             ("peak memory", format_size(self.peak_memory)),
         ]
@@ -213,6 +229,7 @@ class ExtractReport(Report):
             "bytes_returned": self.bytes_returned,
             "batches": self.batches,
             "seconds": dict(self.seconds),
+            "thread_seconds": dict(self.thread_seconds),
             "duplicates": [tuple(d) for d in self.duplicates],
             "peak_memory": self.peak_memory,
         }
