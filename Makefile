@@ -6,14 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 # cargo test links against libpython; point the loader at the interpreter's lib dir.
-PY_SOURCES := $(wildcard python tests benches)
+PY_SOURCES := $(wildcard python tests benches notebooks)
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: help venv build test test-rust test-python test-xarray-suite lint demo bench bench-scaling clean fuzz fuzz-long
+.PHONY: help venv build test test-rust test-python test-xarray-suite lint demo notebook notebook-outputs bench bench-scaling clean fuzz fuzz-long
 
 help:
 	@echo "make demo   - set up, build (release) and read the bundled sample batches"
 	@echo "make test   - set up, build, cargo test, lints, pytest, xarray's zarr tests through fastzarr"
+	@echo "make notebook - open notebooks/quickstart.ipynb in JupyterLab (installs the notebook extra)"
 	@echo "make bench  - benchmark fastzarr against its peers (writes benches/RESULTS.md)"
 	@echo "make bench-scaling - the same full loads at 1, 2, 4, ... cores (a section of RESULTS.md)"
 	@echo "make fuzz   - run each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds"
@@ -72,6 +73,22 @@ lint: venv
 
 demo: build
 	$(PY) -m fastzarr.demo .demo
+
+# The optional extra "notebook" of pyproject.toml: one list for pip users and for make.
+NOTEBOOK_REQUIREMENTS = $(shell $(PY) -c 'import shlex, tomllib; \
+	extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; \
+	print(" ".join(map(shlex.quote, extras["notebook"])))')
+$(VENV)/.notebook-installed: pyproject.toml | $(VENV)/.build-installed
+	@echo "Installing JupyterLab and matplotlib into $(VENV)"
+	$(PY) -m pip install -q $(NOTEBOOK_REQUIREMENTS)
+	touch $@
+
+notebook: build $(VENV)/.notebook-installed
+	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+
+# Runs the notebook in a fresh kernel and saves it with its outputs (commit the result).
+notebook-outputs: build $(VENV)/.dev-installed
+	$(PY) notebooks/refresh.py
 
 $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.dev-installed
 	$(PY) -m pip install -q -r requirements-bench.txt
