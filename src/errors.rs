@@ -159,6 +159,10 @@ pub enum Error {
         members: Vec<String>,
     },
 
+    /// A path below an array's directory: `path` relative to the array at `url`.
+    #[error("no Zarr array or group at '{path}' under {url}: {url} is a Zarr array, which holds chunks, not members")]
+    InsideArray { url: String, path: String },
+
     #[error("{url} is a file, not a Zarr store (a store is a directory holding zarr.json, .zgroup or .zarray)")]
     NotAStore { url: String },
 
@@ -387,9 +391,10 @@ impl From<Error> for PyErr {
         let message = err.to_string();
         match err {
             Error::Python(py_err) => py_err,
-            Error::StoreNotFound { .. } | Error::NodeNotFound { .. } | Error::NotAStore { .. } => {
-                raise_dual(store_not_found_error, message)
-            }
+            Error::StoreNotFound { .. }
+            | Error::NodeNotFound { .. }
+            | Error::InsideArray { .. }
+            | Error::NotAStore { .. } => raise_dual(store_not_found_error, message),
             Error::OutOfBounds(_) => raise_dual(selection_error, message),
             Error::Timeout(_) | Error::RequestTimeout { .. } => raise_dual(timeout_error, message),
             Error::MemoryBudget { .. } | Error::Allocation { .. } => {

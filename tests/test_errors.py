@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import assert_same, quiet_zarr, write_array
+from conftest import assert_same, http_server, quiet_zarr, write_array
 from fastzarr.testing import make_batches
 from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 
@@ -513,6 +514,52 @@ def test_missing_array_lists_the_members_closest_first(batch: Path) -> None:
     # a misspelt group member of a store given by its directory
     with pytest.raises(fz.StoreNotFoundError, match=f"'var001' in store {batch}"):
         fz.open_group(batch / "var001")
+
+
+def test_missing_array_of_a_remote_store_lists_the_members(batch: Path) -> None:
+    """Over HTTP (no listing), a `store/var` URL with nothing at it is looked up in its parents."""
+    with http_server(batch.parent) as host:
+        url = f"http://{host}/{batch.name}"
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            fz.open_array(f"{url}/var001")
+        assert str(info.value) == (
+            f"no Zarr array or group at 'var001' in store {url} (looked for zarr.json, .zarray, "
+            ".zgroup); the group holds, closest first: var0001, var0000, var0002, lat, file_id, lon, step"
+        )
+        with pytest.raises(fz.StoreNotFoundError, match=f"'nope/deeper' under {url}/var0000: "):
+            fz.open_group(f"{url}/var0000/nope/deeper")  # the nearest node is the array var0000
+        # A store missing altogether: no parent within reach holds a node; the store is named.
+        with pytest.raises(fz.StoreNotFoundError, match=f"at the root of store http://{host}/nope.zarr "):
+            fz.open_zarr(f"http://{host}/nope.zarr")
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_path_below_an_array_says_the_array_has_no_members(batch: Path, remote: bool) -> None:
+    with contextlib.ExitStack() as stack:
+        base = (
+            f"http://{stack.enter_context(http_server(batch.parent))}/{batch.name}" if remote else str(batch)
+        )
+        for opener in (fz.open_array, fz.open_group, lambda u: xr.open_dataset(u, engine="fastzarr")):
+            with pytest.raises(fz.StoreNotFoundError) as info:
+                opener(f"{base}/var0000/nope")
+            assert str(info.value) == (
+                f"no Zarr array or group at 'nope' under {base}/var0000: {base}/var0000 is a Zarr "
+                "array, which holds chunks, not members"
+            )
+
+
+def test_open_dataset_missing_group_lists_the_groups(tmp_path: Path) -> None:
+    root = zarr.open_group(tmp_path / "tree.zarr", mode="w", zarr_format=3)
+    root.create_group("forecast").create_group("surface")
+    root.create_group("analysis")
+    with pytest.raises(fz.MemberNotFoundError) as info:
+        xr.open_dataset(tmp_path / "tree.zarr", engine="fastzarr", group="forcast/surface")
+    assert str(info.value) == (
+        f"no group 'forcast/surface' in the store '{tmp_path / 'tree.zarr'}'; its groups, closest first: "
+        "forecast/surface, forecast, analysis"
+    )
+    with pytest.raises(fz.MemberNotFoundError, match="which has no groups below its root"):
+        xr.open_dataset(tmp_path / "tree.zarr" / "analysis", engine="fastzarr", group="nope")
 
 
 def test_missing_group_member_is_a_key_error_naming_store_and_members(batch: Path) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import hashlib
 import importlib
 import json
@@ -400,7 +401,7 @@ class FastzarrStore(AbstractDataStore):
         try:
             node = root[path] if path else root
         except KeyError:
-            raise fz.MemberNotFoundError(f"no group {path!r} in the store {location!r}") from None
+            raise _missing_group(root, path, location) from None
         if not isinstance(node, fz.Group):
             raise fz.StoreNotFoundError(f"{path!r} in {location!r} is an array, not a group")
         return cls(
@@ -649,6 +650,36 @@ def warn_unconsolidated(store: FastzarrStore, consolidated: bool | None) -> None
     found none and the group was read array by array."""
     if consolidated is None and not store.consolidated:
         warnings.warn(UNCONSOLIDATED_MESSAGE, RuntimeWarning, stacklevel=_user_stacklevel())
+
+
+_LISTED_GROUPS = 12
+"""Group paths a "no group" message lists: enough to spot a typo, not a screenful."""
+
+
+def _missing_group(root: fz.Group, path: str, location: str) -> fz.MemberNotFoundError:
+    """The error for ``group=path`` missing from the store: the groups it has, closest first."""
+    found: list[str] = []
+    pending = [("", root)]
+    while pending and len(found) < 1000:  # a bounded walk: metadata only, consolidated when it can
+        prefix, group = pending.pop()
+        for name in group.group_keys():
+            child = f"{prefix}{name}"
+            found.append(child)
+            member = group[name]
+            if isinstance(member, fz.Group):
+                pending.append((f"{child}/", member))
+    if not found:
+        return fz.MemberNotFoundError(
+            f"no group {path!r} in the store {location!r}, which has no groups below its root "
+            f"(open it without group= to read the root group's arrays)"
+        )
+    wanted = path.lower()
+    found.sort(key=lambda g: (-difflib.SequenceMatcher(None, wanted, g.lower()).ratio(), g))
+    shown = ", ".join(found[:_LISTED_GROUPS])
+    more = f", ... ({len(found) - _LISTED_GROUPS} more)" if len(found) > _LISTED_GROUPS else ""
+    return fz.MemberNotFoundError(
+        f"no group {path!r} in the store {location!r}; its groups, closest first: {shown}{more}"
+    )
 
 
 class FastzarrBackendEntrypoint(BackendEntrypoint):

@@ -196,7 +196,7 @@ pub(crate) fn open_store(url: &str, options: &StorageOptions) -> Result<Arc<Stor
 }
 
 /// The error for the missing local path `url` when its nearest existing directory is a
-/// Zarr group; `None` otherwise.
+/// Zarr group (the members it has) or array (which has none); `None` otherwise.
 fn missing_inside_store(url: &str, options: &StorageOptions) -> Option<Error> {
     let local = match url.split_once("://") {
         None => url,
@@ -220,20 +220,70 @@ fn missing_inside_store(url: &str, options: &StorageOptions) -> Option<Error> {
         &url[..kept]
     };
     let store = Store::open(store_url, options.clone()).ok()?;
-    if !matches!(read_node(&store, ""), Ok(Node::Group(_))) {
-        return None;
-    }
     names.reverse();
-    let path = crate::metadata::checked_member_path(&names.join("/"))?;
-    Some(node_not_found(&store, &path))
+    match read_node(&store, "") {
+        Ok(Node::Group(_)) => {
+            let path = crate::metadata::checked_member_path(&names.join("/"))?;
+            Some(node_not_found(&store, &path))
+        }
+        Ok(Node::Array(_)) => Some(Error::InsideArray {
+            url: store_url.to_string(),
+            path: names.join("/"),
+        }),
+        Err(_) => None,
+    }
 }
 
-/// `err`, when it is a node missing from `store`, with the members of its would-be group.
-pub(crate) fn with_members(store: &Store, err: Error) -> Error {
+/// `err`, when it is a node missing from `store`, with the members of its would-be group; for
+/// a remote store with nothing at its root, with the group or array a parent URL holds.
+pub(crate) fn with_members(store: &Store, options: &StorageOptions, err: Error) -> Error {
     match err {
         Error::NodeNotFound { path, .. } if !path.is_empty() => node_not_found(store, &path),
+        Error::NodeNotFound { .. } => missing_below_parent(store.url(), options).unwrap_or(err),
         other => other,
     }
+}
+
+/// Parent URLs tried for a remote `store/var` URL with nothing at it (each costs a few requests).
+const PARENT_LEVELS: usize = 3;
+
+/// The error for the remote URL `url`, which holds no Zarr node, when one of its nearest parent
+/// URLs holds one: a group (missing member, with the members it has) or an array (which has no
+/// members). `None` for local URLs (see `missing_inside_store`), URLs with a query, or when no
+/// parent within `PARENT_LEVELS` holds a node.
+fn missing_below_parent(url: &str, options: &StorageOptions) -> Option<Error> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme == "file" || rest.contains(['?', '#']) {
+        return None;
+    }
+    let authority = scheme.len() + 3 + rest.find('/')?;
+    let mut base = url.trim_end_matches('/');
+    let mut names = Vec::new();
+    for _ in 0..PARENT_LEVELS {
+        let (parent, name) = base.rsplit_once('/')?;
+        if parent.len() <= authority || name.is_empty() {
+            return None;
+        }
+        names.push(name);
+        let store = Store::open(parent, options.clone()).ok()?;
+        match read_node(&store, "") {
+            Ok(Node::Group(_)) => {
+                names.reverse();
+                let path = crate::metadata::checked_member_path(&names.join("/"))?;
+                return Some(node_not_found(&store, &path));
+            }
+            Ok(Node::Array(_)) => {
+                names.reverse();
+                return Some(Error::InsideArray {
+                    url: parent.to_string(),
+                    path: names.join("/"),
+                });
+            }
+            Err(Error::NodeNotFound { .. }) => base = parent,
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// The error for no node at `path` in `store`, listing the members of the group that would
@@ -458,7 +508,7 @@ pub fn open(
     timeout: Option<f64>,
 ) -> Result<PyGroup> {
     let store = open_store(url, &options)?;
-    match read_node(&store, path).map_err(|err| with_members(&store, err))? {
+    match read_node(&store, path).map_err(|err| with_members(&store, &options, err))? {
         Node::Group(mut node) => {
             match (use_consolidated, node.consolidated.is_some()) {
                 (Some(false), _) => node.consolidated = None,
