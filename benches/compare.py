@@ -48,6 +48,7 @@ import latency
 import numpy as np
 import numpy.typing as npt
 from points import POINT_PEERS
+from timing import best
 
 
 class Target(NamedTuple):
@@ -970,18 +971,6 @@ CACHE_TITLE = "Cache and writer"
 CACHE_POINTS = 64
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Best wall time of ``repeat`` calls (after one warm-up call) and the last call's result."""
-    result = fn()
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
 def run_cache_child(spec_path: Path) -> None:
     """Measures the cache and the writer; writes the figures next to the spec."""
     spec = json.loads(spec_path.read_text())
@@ -1000,7 +989,7 @@ def run_cache_child(spec_path: Path) -> None:
     def cold() -> Any:
         return fz.extract_points(sources, points=points)
 
-    out["cold"], expected = _best(cold, repeat)
+    out["cold"], expected = best(cold, repeat)
 
     cache_root = work / "cache"
     start = time.perf_counter()
@@ -1012,7 +1001,7 @@ def run_cache_child(spec_path: Path) -> None:
         return fz.extract_points(sources, points=points, cache=cache)
 
     before = (cache.stats.validation_seconds, cache.stats.hits)
-    out["warm"], got = _best(warm, repeat)
+    out["warm"], got = best(warm, repeat)
     xr.testing.assert_identical(got, expected)
     calls = repeat + 1  # each warm call validates the entries it reads (one: the whole result)
     out["validation"] = (cache.stats.validation_seconds - before[0]) / calls
@@ -1037,8 +1026,8 @@ def run_cache_child(spec_path: Path) -> None:
         ds.to_zarr(xr_store, mode="w", zarr_format=3, consolidated=True, encoding=encoding)
         return ds
 
-    out["xr_fill"], _ = _best(xr_fill, 1)
-    out["xr_warm"], _ = _best(lambda: xr.open_zarr(xr_store).load(), repeat)
+    out["xr_fill"], _ = best(xr_fill, 1)
+    out["xr_warm"], _ = best(lambda: xr.open_zarr(xr_store).load(), repeat)
 
     # the writer: one loaded batch store, written by each
     ds = xr.open_zarr(sources[0]).load()
@@ -1057,9 +1046,9 @@ def run_cache_child(spec_path: Path) -> None:
     def fz_write(fsync: bool) -> Callable[[], Any]:
         return lambda: fz.to_zarr(ds, work / "fz.zarr", mode="w", codec=CODEC, chunks=chunks, fsync=fsync)
 
-    out["fz_write"], _ = _best(fz_write(True), repeat)
-    out["fz_write_nofsync"], _ = _best(fz_write(False), repeat)
-    out["xr_write"], _ = _best(
+    out["fz_write"], _ = best(fz_write(True), repeat)
+    out["fz_write_nofsync"], _ = best(fz_write(False), repeat)
+    out["xr_write"], _ = best(
         lambda: ds.to_zarr(work / "xr.zarr", mode="w", zarr_format=3, consolidated=True, encoding=encoding),
         repeat,
     )

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import fastzarr as fz
 import numcodecs
 import numpy as np
 import zarr
+from timing import best
 
 SHAPE, CHUNKS = (96, 721, 360), (8, 721, 360)
 
@@ -50,16 +49,6 @@ def write(root: Path) -> dict[str, str]:
             z[...] = data
             paths[name] = str(path)
     return paths
-
-
-def best(read: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
-    values = read()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        values = read()
-        times.append(time.perf_counter() - began)
-    return min(times), values
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import fastzarr as fz
 import numpy as np
 import zarr
+from timing import best
 
 COUNT, CHUNK = 1_000_000, 100_000
 
@@ -41,16 +41,6 @@ def write(root: Path) -> dict[str, str]:
             z[...] = names
             paths[f"v{zarr_format}"] = str(path)
     return paths
-
-
-def best(read: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    values = read()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        values = read()
-        times.append(time.perf_counter() - began)
-    return min(times), values
 
 
 def main() -> None:
