@@ -26,6 +26,7 @@ import xarray as xr
 
 import fastzarr as fz
 from fastzarr._epochs import Ids, SampleSpace, Shuffle, epoch_windows, rank_share
+from fastzarr._patches import patch_selectors
 from fastzarr._sizes import parse_size
 from fastzarr._sources import GroupReader, Source, open_sources
 from fastzarr.cache import Cache
@@ -184,7 +185,7 @@ class Loader:
             self._sources = _cached_sources(self._sources, variables, cache, self._read_budget, timeout)
         self._parts = [p.ds for p in self._sources]
         self._names = self._check_names(variables, coords)
-        self._patches = _patch_grid(self._parts[0], self.input_dims, self.sample_dims)
+        self._patches = _patch_grid(self._parts[0], self.input_dims)
         # Values without any sample dimension are the same for every sample: read once, here.
         self._fixed = {
             n: np.asarray(self._parts[0][n].values)
@@ -440,19 +441,15 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     return rank, world_size
 
 
-def _patch_grid(
-    part: xr.Dataset, input_dims: Mapping[Hashable, int], sample_dims: tuple[Hashable, ...]
-) -> list[dict[Hashable, slice]]:
+def _patch_grid(part: xr.Dataset, input_dims: Mapping[Hashable, int]) -> list[dict[Hashable, slice]]:
     """Every patch position (empty without ``input_dims``), the last dimension varying fastest."""
     if not input_dims:
         return []
-    per_dim = []
     for d, n in input_dims.items():
         size = part.sizes[d]
         if not 0 < n <= size:
             raise ValueError(f"input_dims[{d!r}] = {n} does not fit the dimension's length {size}")
-        per_dim.append([slice(start, start + n) for start in range(0, size - n + 1, n)])
-    return [dict(zip(input_dims, combo, strict=True)) for combo in itertools.product(*per_dim)]
+    return patch_selectors(part.sizes, input_dims, {})
 
 
 def _chunk_length(var: xr.Variable, dim: Hashable) -> int:
