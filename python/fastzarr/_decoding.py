@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.conventions import decode_cf_variable
+
+from fastzarr._compat import xarray as compat_xr
 
 __all__ = ["decode_cf"]
 
@@ -99,7 +100,7 @@ def _decode_group(names: list[Hashable], ds: xr.Dataset) -> dict[Hashable, xr.Va
         dict(rep.attrs),
         dict(rep.encoding),
     )
-    out = decode_cf_variable(names[0], stacked)
+    out = compat_xr.decode_variable(names[0], stacked)
     values = np.asarray(out.values)
     removed = rep.attrs.keys() - out.attrs.keys()
     added_attrs = {k: v for k, v in out.attrs.items() if k not in rep.attrs}
@@ -113,7 +114,7 @@ def _decode_group(names: list[Hashable], ds: xr.Dataset) -> dict[Hashable, xr.Va
         }
         attrs.update(added_attrs)
         encoding = {**member.encoding, **added_encoding}
-        decoded[name] = xr.Variable(rep.dims, values[i], attrs, encoding, fastpath=True)
+        decoded[name] = compat_xr.numpy_variable(rep.dims, values[i], attrs, encoding)
     return decoded
 
 
@@ -155,11 +156,11 @@ def decode_cf(ds: xr.Dataset) -> xr.Dataset:
     sizes = dict(rest.sizes)
     for v in fast.values():
         sizes.update(v.sizes)
-    return xr.Dataset._construct_direct(
+    return compat_xr.dataset(
         variables,
         coord_names=set(rest.coords),
-        dims=sizes,
-        attrs=dict(rest.attrs),
+        sizes=sizes,
+        attrs=rest.attrs,
         indexes=dict(rest.xindexes),
-        encoding=dict(rest.encoding),
+        encoding=rest.encoding,
     )

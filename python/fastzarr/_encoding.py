@@ -14,7 +14,9 @@ from typing import Any, Literal, cast
 import numpy as np
 import xarray as xr
 from xarray import conventions
-from xarray.backends.zarr import FillValueCoder, encode_zarr_attr_value, encode_zarr_variable
+from xarray.backends.zarr import encode_zarr_attr_value, encode_zarr_variable
+
+from fastzarr._fill_values import encode_fill_value
 
 __all__ = ["Codec", "Variable", "encode"]
 
@@ -232,7 +234,7 @@ def encode(
                 if zarr_format == 2:
                     fill_value = fv
                 else:
-                    var_attrs["_FillValue"] = FillValueCoder.encode(fv, dtype)
+                    var_attrs["_FillValue"] = encode_fill_value(fv, dtype)
         if fill_value is None and zarr_format == 3:
             # xarray's defaults: NaN for floats (pydata/xarray#10646), else Zarr's zero values
             fill_value = np.nan if dtype.kind == "f" else {"b": False, "U": ""}.get(dtype.kind, 0)

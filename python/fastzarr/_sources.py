@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from xarray.conventions import decode_cf_variable
 
 import fastzarr as fz
+from fastzarr._compat import xarray as compat_xr
 from fastzarr.extract import DuplicateError, DuplicateWarning
 from fastzarr.loading import load_counting
 from fastzarr.xarray_backend import FastzarrStore, StoredVariable
@@ -158,7 +158,7 @@ class GroupReader:
                     continue
                 rest = [d for d in dims if d not in self.sample_dims]
                 raw = xr.Variable((_SAMPLE, *rest), values, stored.attrs, stored.encoding)
-                out[g][name] = np.asarray(decode_cf_variable(name, raw).values)
+                out[g][name] = np.asarray(compat_xr.decode_variable(name, raw).values)
         return out
 
     def _read_through_xarray(

@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.backends.zarr import FillValueCoder
 
 from fastzarr import _core
 from fastzarr._cache_root import resolve_root
 from fastzarr._core import FastzarrError
+from fastzarr._fill_values import decode_fill_value
 from fastzarr._redact import redact_url, redact_within
 from fastzarr._sizes import parse_size
 from fastzarr.writer import ChunkRecord, Codec, write_store
@@ -583,7 +583,7 @@ def _read_store(path: Path, chunk_counts: Mapping[str, int]) -> xr.Dataset:
     for name, array, data in zip(names, arrays, values, strict=True):
         attrs = dict(array.attrs)
         if "_FillValue" in attrs:
-            attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], data.dtype)
+            attrs["_FillValue"] = decode_fill_value(attrs["_FillValue"], data.dtype)
         dims = array.dimension_names or [f"dim_{i}" for i in range(data.ndim)]
         variables[name] = xr.Variable(dims, data, attrs)
     with warnings.catch_warnings():

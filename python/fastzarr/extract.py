@@ -26,6 +26,7 @@ import numpy.typing as npt
 import xarray as xr
 
 from fastzarr import _core
+from fastzarr._compat import xarray as compat_xr
 from fastzarr._core import FastzarrError
 from fastzarr._decoding import decode_cf
 from fastzarr._progress import Progress, log_stage, progress_enabled
@@ -743,11 +744,11 @@ def _assemble(
         if name in coords.variables or any(sizes.setdefault(d, n) != n for d, n in v.sizes.items()):
             return xr.Dataset(data_vars, coords=coords.coords, attrs=attrs)
     variables = {**data_vars, **coords.variables}
-    return xr.Dataset._construct_direct(
+    return compat_xr.dataset(
         variables,
         coord_names=set(coords.coords),
-        dims=sizes,
-        attrs=dict(attrs),
+        sizes=sizes,
+        attrs=attrs,
         indexes=dict(coords.xindexes),
     )
 
@@ -780,7 +781,7 @@ def _read_parts(opened: list[_Opened], job: _Job, *, progress: bool | None, dead
         stored = opened[req.source].stored[req.name]
         dims = _selected_dims(stored, job.positions, dims_cache)
         data = np.transpose(arr, [req.out_dims.index(d) for d in dims])
-        variable = xr.Variable(dims, data, stored.attrs, stored.encoding, fastpath=True)
+        variable = compat_xr.numpy_variable(dims, data, stored.attrs, stored.encoding)
         data_vars[req.source][req.name] = variable
     parts = [
         _assemble({n: read[n] for n in present}, coords, o.raw.attrs)

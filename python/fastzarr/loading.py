@@ -43,6 +43,7 @@ from xarray.backends.zarr import ZarrArrayWrapper
 from xarray.core import indexing
 
 import fastzarr as fz
+from fastzarr._compat import xarray as compat_xr
 from fastzarr._progress import Progress, Stages, progress_enabled
 from fastzarr._sizes import parse_size
 from fastzarr.cache import Cache
@@ -508,7 +509,21 @@ def _load_cached(
     for name, variable in ds.variables.items():
         if not variable._in_memory:  # loaded by build() on a miss
             variable.data = entry.variables[stored_names[name]].values
+    if isinstance(obj, xr.DataArray):
+        _copy_values_back(ds, obj)
     return obj
+
+
+def _copy_values_back(ds: xr.Dataset, array: xr.DataArray) -> None:
+    """Puts the loaded values of ``ds`` (``array`` as a Dataset) into ``array``'s own variables,
+    where ``ds`` holds copies of them rather than the same objects (xarray's public API copies)."""
+    (name,) = ds.data_vars
+    pairs = [(array.variable, ds.variables[name])]
+    pairs += [(array.coords.variables[c], ds.variables[c]) for c in array.coords]
+    for target, loaded in pairs:
+        # Index coordinates are pandas indexes, in memory already (and their data is read-only).
+        if target is not loaded and not isinstance(target, xr.IndexVariable):
+            target.data = loaded.data
 
 
 def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
@@ -516,7 +531,7 @@ def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
     if isinstance(obj, xr.Dataset):
         return obj
     if isinstance(obj, xr.DataArray):
-        return obj._to_temp_dataset()
+        return compat_xr.temp_dataset(obj)
     raise TypeError(f"fastzarr.load takes an xarray Dataset or DataArray, not {type(obj).__name__}")
 
 

@@ -51,12 +51,12 @@ from xarray.backends import (
     StoreBackendEntrypoint,
     ZarrStore,
 )
-from xarray.backends.zarr import FillValueCoder
 from xarray.core import indexing
-from xarray.namedarray.parallelcompat import guess_chunkmanager
 
 import fastzarr as fz
 from fastzarr._codec_encoding import codec_encoding
+from fastzarr._compat import xarray as compat_xr
+from fastzarr._fill_values import decode_fill_value
 
 __all__ = ["FastzarrArrayWrapper", "FastzarrBackendEntrypoint", "FastzarrStore", "open_zarr"]
 
@@ -503,7 +503,7 @@ class FastzarrStore(AbstractDataStore):
             if member.zarr_format == 3:
                 encoding["fill_value"] = fill_value
             if "_FillValue" in attrs:
-                attrs["_FillValue"] = FillValueCoder.decode(attrs["_FillValue"], member.dtype)
+                attrs["_FillValue"] = decode_fill_value(attrs["_FillValue"], member.dtype)
         return StoredVariable(dims, tuple(map(int, member.shape)), stored_dtype, attrs, encoding)
 
     def _dtype_and_fill(self, member: fz.Array, meta: Mapping[str, Any]) -> tuple[np.dtype[Any], Any]:
@@ -834,11 +834,7 @@ _DEFAULT_CHUNKS: Any = _Default()
 
 
 def _default_chunks(chunked_array_type: str | None) -> dict[str, Any] | None:
-    try:
-        guess_chunkmanager(chunked_array_type)
-    except (ValueError, ImportError):
-        return None
-    return {}
+    return {} if compat_xr.has_chunk_manager(chunked_array_type) else None
 
 
 def open_zarr(  # noqa: PLR0917 - the positional order of xr.open_zarr
