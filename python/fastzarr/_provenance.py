@@ -144,18 +144,15 @@ def chain(data: Any, sources: set[str]) -> list[Any]:
 
 def _dask(data: Any, sources: set[str]) -> Any:
     """Key material for a dask array: its name and chunks, and every Zarr read in its graph."""
-    from dask._task_spec import Task  # noqa: PLC0415 (dask is optional)
+    from fastzarr._compat import dask as compat_dask  # noqa: PLC0415 (dask is optional)
 
-    from fastzarr._dask_graph import _GETTERS, _flatten, _resolve  # noqa: PLC0415
-
-    keys = set(_flatten(data.__dask_keys__()))
-    graph = dict(data.__dask_graph__().cull(keys))
+    found = compat_dask.zarr_read_sources(data)
+    if found is None:
+        raise _UnpinnedError("a dask array whose graph this dask release does not let fastzarr read")
     reads: dict[int, str] = {}  # by the chain object: every block of a variable reads the same
-    for node in graph.values():
-        if isinstance(node, Task) and node.func in _GETTERS and node.args:
-            ok, source = _resolve(node.args[0], graph)
-            if ok and id(source) not in reads:
-                reads[id(source)] = json.dumps(chain(source, sources), sort_keys=True)
+    for source in found:
+        if id(source) not in reads:
+            reads[id(source)] = json.dumps(chain(source, sources), sort_keys=True)
     if not reads:
         raise _UnpinnedError("a dask array that reads no Zarr array")
     return {

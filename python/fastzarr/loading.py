@@ -18,7 +18,7 @@ How a variable is mapped back to its store:
 - dask-backed (``chunks={}``, ``"auto"``, a dict, also after ``isel``/``sel`` or arithmetic):
   every ``getter`` task of the (culled) graph that reads from such a chain is planned the same
   way; the decoded blocks replace those tasks, and the rest of the graph (slicing, arithmetic)
-  runs in a small synchronous executor (see ``fastzarr._dask_graph``). Each getter reads a
+  runs in a small synchronous executor (see ``fastzarr._compat.dask``). Each getter reads a
   whole dask block, as dask would: with the default ``chunks={}`` a block is a stored chunk.
 
 Anything else (in-memory data, other backends, dask graphs without a Zarr read, zarr-python
@@ -304,7 +304,7 @@ class _LoadPlan:
         self.lazy: list[tuple[xr.Variable, _Evaluation]] = []
         self.fallback_lazy: list[xr.Variable] = []
         self.fallback_dask: list[xr.Variable] = []
-        self.dask: Any = None  # a fastzarr._dask_graph.DaskPlan once a dask variable is seen
+        self.dask: Any = None  # a fastzarr._compat.dask.DaskPlan once a dask variable is seen
         self.totals: dict[str, float] = {}  # the ReadStats of every pass, summed
 
     def plan_chain(
@@ -332,10 +332,10 @@ class _LoadPlan:
         data = variable._data
         if _is_dask(data):
             if self.dask is None:
-                from fastzarr import _dask_graph  # noqa: PLC0415 - dask is optional
+                from fastzarr._compat import dask as compat_dask  # noqa: PLC0415 - dask is optional
 
-                self.dask = _dask_graph.DaskPlan(self.plan_chain, self.mappable)
-            if not self.dask.add(variable, data, source):
+                self.dask = compat_dask.make_plan(self.plan_chain, self.mappable) or False
+            if not self.dask or not self.dask.add(variable, data, source):
                 self.fallback_dask.append(variable)
             return
         evaluation = self.plan_chain(data, _duck_array)
@@ -353,7 +353,7 @@ class _LoadPlan:
         ``deadline`` (``time.monotonic()``) bounds all passes; ``max_memory`` is checked before
         anything is allocated. Returns the number of requests."""
         evaluations = [e for _, e in self.lazy]
-        if self.dask is not None:
+        if self.dask:
             evaluations += self.dask.evaluations()
         requests_of = [e.probe() for e in evaluations]
         requests = [r for rs in requests_of for r in rs]
@@ -383,16 +383,16 @@ class _LoadPlan:
         """Puts the values read into their variables."""
         for variable, evaluation in self.lazy:
             variable.data = evaluation.value
-        if self.dask is not None:
+        if self.dask:
             for variable, value in self.dask.finish():
                 variable.data = value
 
     def load_rest(self) -> None:
         """Loads the variables no Zarr read was found for, the way xarray (or dask) would."""
         if self.fallback_dask:
-            from fastzarr import _dask_graph  # noqa: PLC0415 - dask is optional
+            from fastzarr._compat import dask as compat_dask  # noqa: PLC0415 - dask is optional
 
-            computed = _dask_graph.compute([v._data for v in self.fallback_dask])
+            computed = compat_dask.compute([v._data for v in self.fallback_dask])
             for variable, value in zip(self.fallback_dask, computed, strict=True):
                 variable.data = value
         for variable in self.fallback_lazy:

@@ -1,7 +1,7 @@
 """xarray's private names, each behind a function with a public-API fallback.
 
-``USE_INTERNALS`` (true by default) lets the functions use the private fast path when it exists;
-a test sets it false to run every fallback."""
+``fastzarr._compat.USE_INTERNALS`` (true by default) lets the functions use the private fast path
+when it exists; a test sets it false to run every fallback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-USE_INTERNALS = True
-"""Use xarray's private fast paths where they exist (tests turn this off to run the fallbacks)."""
+from fastzarr._compat import internals
 
 _TEMP_NAME = "__fastzarr_dataarray__"
 """The data variable's name in the public fallback of :func:`temp_dataset` when the DataArray
@@ -21,7 +20,7 @@ has no name (or one of its coordinates' names)."""
 
 def _internal(owner: Any, name: str) -> Any:
     """``owner.name`` when internals are in use and it exists, else ``None``."""
-    return getattr(owner, name, None) if USE_INTERNALS else None
+    return getattr(owner, name, None) if internals() else None
 
 
 def dataset(
@@ -63,7 +62,7 @@ def numpy_variable(
 ) -> xr.Variable:
     """A Variable over the numpy array ``data`` (not copied). Fast path: ``fastpath=True``, which
     skips xarray's conversion of the data; fallback: the public constructor."""
-    if USE_INTERNALS:
+    if internals():
         try:
             return xr.Variable(dims, data, attrs, encoding, fastpath=True)
         except TypeError:  # a release without the keyword
@@ -87,7 +86,7 @@ def has_chunk_manager(chunked_array_type: str | None) -> bool:
     """Whether ``chunks=`` can make chunked arrays of ``chunked_array_type`` (None: the default,
     dask). Fast path: xarray's chunk-manager registry; fallback: whether dask is installed (the
     only chunk manager the fallback knows)."""
-    if USE_INTERNALS:
+    if internals():
         try:
             from xarray.namedarray.parallelcompat import guess_chunkmanager  # noqa: PLC0415
         except ImportError:
@@ -110,7 +109,7 @@ def decode_variable(name: Hashable, variable: xr.Variable) -> xr.Variable:
 
     Fast path: ``xarray.conventions.decode_cf_variable``; fallback: ``xr.decode_cf`` of a
     one-variable Dataset."""
-    if USE_INTERNALS:
+    if internals():
         try:
             from xarray.conventions import decode_cf_variable as decode  # noqa: PLC0415
         except ImportError:

@@ -1,6 +1,9 @@
-"""The dask side of :func:`fastzarr.load`: plan the Zarr reads of dask graphs, then run the rest.
+"""dask's private names: the dask side of :func:`fastzarr.load`, which plans the Zarr reads of
+dask graphs, then runs the rest.
 
-Imported only when a variable to load is a dask array. xarray builds dask-backed variables with
+Imported only when a variable to load is a dask array. Without dask's internals (or with
+``fastzarr._compat.USE_INTERNALS`` off), :func:`make_plan` gives ``None`` and the arrays are
+computed by dask itself (:func:`compute`). xarray builds dask-backed variables with
 ``dask.array.from_array`` over its lazy wrapper chain: every block is a ``getter(chain, index)``
 task. Each such task whose chain ends in a Zarr array is planned like a lazily indexed variable;
 after the one ``read_many`` pass its value replaces the task, and a small synchronous executor
@@ -18,15 +21,24 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from dask._task_spec import Alias, DataNode, Task, TaskRef, convert_legacy_graph
-from dask.array.core import getter, getter_inline, getter_nofancy
 from dask.base import compute as dask_compute
-from dask.blockwise import Blockwise
-from dask.highlevelgraph import MaterializedLayer
 
-__all__ = ["DaskPlan", "compute"]
+from fastzarr._compat import internals
 
-_GETTERS = (getter, getter_nofancy, getter_inline)
+try:
+    from dask._task_spec import Alias, DataNode, Task, TaskRef, convert_legacy_graph
+    from dask.array.core import getter, getter_inline, getter_nofancy
+    from dask.blockwise import Blockwise
+    from dask.highlevelgraph import MaterializedLayer
+except ImportError:  # a dask release that moved them: dask computes everything itself
+    _AVAILABLE = False
+    _GETTERS: tuple[Any, ...] = ()
+else:
+    _AVAILABLE = True
+    _GETTERS = (getter, getter_nofancy, getter_inline)
+
+__all__ = ["DaskPlan", "compute", "make_plan", "zarr_read_sources"]
+
 _MAX_DEPTH = 64
 
 # (source chain, function of the chain, the shape when the function reads all of the chain) ->
@@ -341,7 +353,28 @@ def _is_legacy_task(value: Any) -> bool:
 
 
 def compute(arrays: list[Any]) -> tuple[Any, ...]:
-    """``dask.compute`` with the user's scheduler, for graphs that read no Zarr array."""
+    """``dask.compute`` with the user's scheduler, for graphs whose Zarr reads are not planned."""
     run: Any = dask_compute
     result: tuple[Any, ...] = run(*arrays)
     return result
+
+
+def make_plan(plan_chain: PlanChain, mappable: Callable[[Any], bool]) -> DaskPlan | None:
+    """A plan for dask-backed variables, or ``None`` without dask's internals."""
+    return DaskPlan(plan_chain, mappable) if internals() and _AVAILABLE else None
+
+
+def zarr_read_sources(data: Any) -> list[Any] | None:
+    """The source chain of every Zarr-reading ``getter`` task of the dask array ``data``
+    (its culled graph), or ``None`` without dask's internals."""
+    if not (internals() and _AVAILABLE):
+        return None
+    keys = set(_flatten(data.__dask_keys__()))
+    graph = dict(data.__dask_graph__().cull(keys))
+    sources = []
+    for node in graph.values():
+        if isinstance(node, Task) and node.func in _GETTERS and node.args:
+            ok, source = _resolve(node.args[0], graph)
+            if ok:
+                sources.append(source)
+    return sources
