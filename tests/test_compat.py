@@ -3,6 +3,7 @@ gives, and fastzarr's reads, loads and writes stay right with the fallbacks alon
 
 from __future__ import annotations
 
+import asyncio
 import math
 import warnings
 from pathlib import Path
@@ -221,11 +222,64 @@ def test_reads_and_writes_with_the_fallbacks_alone(batches: list[str], tmp_path:
     with pytest.raises(fz.CacheError, match="this dask release does not let fastzarr read"):
         fz.load(xr.open_zarr(batches[0]), cache=fz.Cache(tmp_path / "cache"), progress=False)
 
-    # A NaN fill value goes through fastzarr's fill-value codec both ways.
+    # Writing needs xarray's zarr encoder, which has no public equivalent: a clear refusal.
+    with pytest.raises(compat_xr.EncodingUnavailableError, match=r"write with Dataset\.to_zarr instead"):
+        fz.to_zarr(reference, tmp_path / "out.zarr", mode="w")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_fill_value_codec_in_a_write_and_read(batches: list[str], tmp_path: Path) -> None:
+    """A NaN fill value goes through fastzarr's own fill-value codec both ways, as xarray's."""
+    reference = xr.open_zarr(batches[0]).load()
     written = reference.copy()
     written["var0000"].encoding["_FillValue"] = np.float32("nan")
-    fz.to_zarr(written, tmp_path / "out.zarr", mode="w")
-    back = xr.open_zarr(tmp_path / "out.zarr")
-    assert np.isnan(back["var0000"].encoding["_FillValue"])
-    xr.testing.assert_identical(back.load(), reference)
-    xr.testing.assert_identical(xr.open_dataset(tmp_path / "out.zarr", engine="fastzarr").load(), reference)
+    for zarr_format in (2, 3):
+        out = tmp_path / f"out{zarr_format}.zarr"
+        fz.to_zarr(written, out, mode="w", zarr_format=zarr_format)
+        back = xr.open_zarr(out)
+        assert np.isnan(back["var0000"].encoding["_FillValue"])
+        xr.testing.assert_identical(back.load(), reference)
+        xr.testing.assert_identical(xr.open_dataset(out, engine="fastzarr").load(), reference)
+
+
+@pytest.mark.usefixtures("public_only")
+def test_lazy_arrays_with_the_fallbacks_alone(batches: list[str], tmp_path: Path) -> None:
+    reference = xr.open_zarr(batches[0]).load()
+    # The engine's async reads go through the documented synchronous adapter in a thread.
+    opened = xr.open_dataset(batches[0], engine="fastzarr")
+    selection = {"file_id": [0, 2], "lat": slice(1, 5), "lon": [3, 1, 7]}
+    loaded = asyncio.run(opened.isel(selection).load_async())
+    xr.testing.assert_identical(loaded, reference.isel(selection))
+    # Dimension coordinates served from memory, indexed every way xarray indexes them.
+    points = xr.DataArray([0, 2, 1], dims="p")
+    xr.testing.assert_identical(opened.lat[points].load(), reference.lat[points])
+    xr.testing.assert_identical(opened.isel(lat=[5, 1]).lat, reference.isel(lat=[5, 1]).lat)
+
+    # Where a lazily indexed variable reads from cannot be seen: the cache refuses, clearly.
+    with pytest.raises(fz.CacheError, match="this xarray release does not let fastzarr look into"):
+        fz.load(fz.open_zarr(batches[0], chunks=None), cache=fz.Cache(tmp_path / "cache"), progress=False)
+    # ... and assert_materialized says it cannot tell instead of passing or guessing.
+    with pytest.raises(AssertionError, match="cannot tell whether it is in memory"):
+        fz.testing.assert_materialized(fz.open_zarr(batches[0], chunks=None))
+
+
+def test_lazy_array_helpers_on_the_fast_path(batches: list[str]) -> None:
+    """What the fallbacks give up, the fast path sees: the chain, its selection, its leaf."""
+    variable = fz.open_zarr(batches[0], chunks=None).isel(lat=slice(2, 6)).variables["var0000"]
+    data = compat_xr.variable_data(variable)
+    assert compat_xr.is_lazy_wrapper(data)
+    assert not compat_xr.in_memory(variable)
+    selections = []
+    node = data
+    while not isinstance(node, fz.xarray_backend.FastzarrArrayWrapper):
+        assert compat_xr.is_lazy_wrapper(node)
+        if (found := compat_xr.lazy_selection(node)) is not None:
+            selections.append(found)
+        node = compat_xr.wrapped(node)
+    assert isinstance(node, fz.xarray_backend.FastzarrArrayWrapper)
+    (key, shape), *_ = selections
+    assert shape == tuple(node.shape)
+    assert key[2] == slice(2, 6, 1)
+    with pytest.raises(AssertionError, match="lazy, backed by"):
+        fz.testing.assert_materialized(fz.open_zarr(batches[0], chunks=None))
+    fz.testing.assert_materialized(fz.load(fz.open_zarr(batches[0]), progress=False))

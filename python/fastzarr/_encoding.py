@@ -9,13 +9,12 @@ import json
 import math
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray import conventions
-from xarray.backends.zarr import encode_zarr_attr_value, encode_zarr_variable
 
+from fastzarr._compat import xarray as compat_xr
 from fastzarr._fill_values import encode_fill_value
 
 __all__ = ["Codec", "Variable", "encode"]
@@ -152,7 +151,11 @@ class Variable:
 
 def _attr_value(value: Any) -> Any:
     """An attribute value as JSON (numpy arrays and scalars become lists and numbers), as xarray does."""
-    return encode_zarr_attr_value(value)  # type: ignore[no-untyped-call]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _auto_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -218,12 +221,12 @@ def encode(
     ds: xr.Dataset, *, zarr_format: int, codec: Codec, chunks: Mapping[Hashable, int] | int | None
 ) -> tuple[list[Variable], dict[str, Any]]:
     """CF-encodes ``ds`` the way ``Dataset.to_zarr`` does and builds every array's metadata."""
-    variables, attrs = conventions.encode_dataset_coordinates(ds)
+    variables, attrs = compat_xr.encode_dataset_coordinates(ds)
     out = []
     for name, original in variables.items():
         if not isinstance(name, str):
             raise TypeError(f"variable names must be strings, not {name!r}")
-        var = encode_zarr_variable(original, name=name, zarr_format=cast(Literal[2, 3], zarr_format))
+        var = compat_xr.encode_zarr_variable(original, name=name, zarr_format=zarr_format)
         var = _to_fixed_size(var, name)
         dtype = var.dtype.newbyteorder("=") if var.dtype.itemsize > 1 else var.dtype
         var_attrs = {k: _attr_value(v) for k, v in var.attrs.items()}

@@ -25,13 +25,13 @@ import json
 import sys
 import types
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.backends.zarr import ZarrArrayWrapper
 from xarray.core import indexing
 
+from fastzarr._compat import xarray as compat_xr
 from fastzarr.cache import CacheError, _canonical, _canonical_array, source_fingerprint
 from fastzarr.xarray_backend import FastzarrArrayWrapper
 
@@ -110,7 +110,7 @@ def _leaf(node: Any, sources: set[str]) -> Any:
     if isinstance(node, FastzarrArrayWrapper):
         array = node.get_array()
         url, path = array.url, array.path
-    elif isinstance(node, ZarrArrayWrapper):
+    elif compat_xr.is_zarr_python_backend(node):
         from fastzarr.loading import _zarr_location  # noqa: PLC0415 (loading imports this module)
 
         wrapper: Any = node  # xarray's ZarrArrayWrapper is untyped
@@ -129,16 +129,17 @@ def chain(data: Any, sources: set[str]) -> list[Any]:
     out = []
     node = data
     for _ in range(_MAX_DEPTH):
-        if isinstance(node, FastzarrArrayWrapper | ZarrArrayWrapper):
+        if isinstance(node, FastzarrArrayWrapper) or compat_xr.is_zarr_python_backend(node):
             out.append(_leaf(node, sources))
             return out
-        if not isinstance(node, indexing.ExplicitlyIndexed | indexing.ImplicitToExplicitIndexingAdapter):
+        if not compat_xr.is_lazy_wrapper(node):
             raise _UnpinnedError(f"a {type(node).__name__} inside the lazy array")
         attributes = {k: _value(v) for k, v in _attributes(node).items()}
         out.append({"wrapper": f"{type(node).__module__}.{type(node).__qualname__}", **attributes})
-        if not hasattr(node, "array"):
+        inner = compat_xr.wrapped(node)
+        if inner is None:
             raise _UnpinnedError(f"a {type(node).__name__} without a backend array")
-        node = cast(Any, node).array
+        node = inner
     raise _UnpinnedError("a chain of lazy wrappers too deep to follow")
 
 
@@ -169,13 +170,15 @@ def _variable(name: str, var: xr.Variable, sources: set[str]) -> Any:
         "dtype": var.dtype.str,
         "attrs": _canonical(var.attrs),
     }
-    data = var._data
+    data = compat_xr.variable_data(var)
     dask_array = sys.modules.get("dask.array")
     try:
         if dask_array is not None and isinstance(data, dask_array.Array):
             material["data"] = _dask(data, sources)
-        elif var._in_memory:
+        elif compat_xr.in_memory(var):
             material["data"] = _canonical_array(np.asarray(var.values))
+        elif data is None:
+            raise _UnpinnedError("a lazily loaded array this xarray release does not let fastzarr look into")
         else:
             material["data"] = chain(data, sources)
     except _UnpinnedError as exc:

@@ -29,7 +29,6 @@ result is numpy either way.
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import sys
 import time
@@ -39,8 +38,6 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import xarray as xr
-from xarray.backends.zarr import ZarrArrayWrapper
-from xarray.core import indexing
 
 import fastzarr as fz
 from fastzarr._compat import xarray as compat_xr
@@ -122,17 +119,18 @@ def _reads_whole_leaf(source: Any, leaf: Any, shape: tuple[int, ...]) -> bool:
     for _ in range(_MAX_DEPTH):
         if obj is leaf:
             return True
-        if isinstance(obj, indexing.LazilyIndexedArray):
-            key, full = obj.key.tuple, tuple(obj.array.shape)
+        selection = compat_xr.lazy_selection(obj)
+        if selection is not None:
+            key, full = selection
             if len(key) != len(full) or not all(
                 _same_part(k, slice(None), n) for k, n in zip(key, full, strict=True)
             ):
                 return False
-        elif not _is_wrapper(obj) or isinstance(obj, indexing.LazilyVectorizedIndexedArray):
+        elif not compat_xr.is_lazy_wrapper(obj) or compat_xr.is_lazy_vectorized(obj):
             return False
-        if not hasattr(obj, "array"):
+        obj = compat_xr.wrapped(obj)
+        if obj is None:
             return False
-        obj = obj.array
     return False
 
 
@@ -168,7 +166,7 @@ class _Evaluation:
             self.leaf.requests = [self._guess]
             return [(self.leaf.get_array(), *self._guess)]
         with contextlib.suppress(_Probe):
-            self.value = self._fn(_replace_leaf(self._source, self._leaf_obj, self.leaf))
+            self.value = self._fn(compat_xr.replace_leaf(self._source, self._leaf_obj, self.leaf))
         array = self.leaf.get_array()
         return [(array, *request) for request in self.leaf.requests]
 
@@ -178,7 +176,7 @@ class _Evaluation:
             return self.value
         self.leaf.results = list(results)
         self.leaf.serving = True
-        self.value = self._fn(_replace_leaf(self._source, self._leaf_obj, self.leaf))
+        self.value = self._fn(compat_xr.replace_leaf(self._source, self._leaf_obj, self.leaf))
         return self.value
 
 
@@ -186,28 +184,15 @@ class _Evaluation:
 # lazy xarray chains
 
 
-def _is_wrapper(obj: Any) -> bool:
-    return isinstance(obj, indexing.ExplicitlyIndexed | indexing.ImplicitToExplicitIndexingAdapter)
-
-
 def _find_leaf(obj: Any) -> Any:
     """The backend array at the bottom of a chain of xarray lazy wrappers, or ``None``."""
     for _ in range(_MAX_DEPTH):
-        if isinstance(obj, FastzarrArrayWrapper | ZarrArrayWrapper):
+        if isinstance(obj, FastzarrArrayWrapper) or compat_xr.is_zarr_python_backend(obj):
             return obj
-        if not _is_wrapper(obj) or not hasattr(obj, "array"):
+        obj = compat_xr.wrapped(obj)
+        if obj is None:
             return None
-        obj = obj.array
     return None
-
-
-def _replace_leaf(obj: Any, leaf: Any, replacement: Any) -> Any:
-    """A copy of the chain down to ``leaf`` with ``leaf`` swapped for ``replacement``."""
-    if obj is leaf:
-        return replacement
-    new = copy.copy(obj)
-    new.array = _replace_leaf(obj.array, leaf, replacement)
-    return new
 
 
 class _Resolver:
@@ -228,7 +213,7 @@ class _Resolver:
     def _resolve(self, leaf: Any) -> fz.Array | None:
         if isinstance(leaf, FastzarrArrayWrapper):
             return leaf.get_array()
-        if not isinstance(leaf, ZarrArrayWrapper):
+        if not compat_xr.is_zarr_python_backend(leaf):
             return None
         dtype = np.dtype(leaf.dtype)
         if dtype.kind not in "biufcUV":
@@ -329,7 +314,7 @@ class _LoadPlan:
 
     def add(self, variable: xr.Variable, source: str | None = None) -> None:
         """Plans ``variable``; ``source`` (its dataset's store) names it in errors."""
-        data = variable._data
+        data = compat_xr.variable_data(variable)
         if _is_dask(data):
             if self.dask is None:
                 from fastzarr._compat import dask as compat_dask  # noqa: PLC0415 - dask is optional
@@ -392,7 +377,7 @@ class _LoadPlan:
         if self.fallback_dask:
             from fastzarr._compat import dask as compat_dask  # noqa: PLC0415 - dask is optional
 
-            computed = compat_dask.compute([v._data for v in self.fallback_dask])
+            computed = compat_dask.compute([v.data for v in self.fallback_dask])  # dask arrays
             for variable, value in zip(self.fallback_dask, computed, strict=True):
                 variable.data = value
         for variable in self.fallback_lazy:
@@ -462,7 +447,7 @@ def load_counting(
     with _gc_paused():
         seen: set[int] = set()
         for variable in _variables(obj):
-            if id(variable) in seen or variable._in_memory:
+            if id(variable) in seen or compat_xr.in_memory(variable):
                 continue
             seen.add(id(variable))
             plan.add(variable, source)
@@ -507,7 +492,7 @@ def _load_cached(
 
     entry, _ = cache.get_or_build(params, build, source=", ".join(sources), allow_nan=allow_nan)
     for name, variable in ds.variables.items():
-        if not variable._in_memory:  # loaded by build() on a miss
+        if not compat_xr.in_memory(variable):  # loaded by build() on a miss
             variable.data = entry.variables[stored_names[name]].values
     if isinstance(obj, xr.DataArray):
         _copy_values_back(ds, obj)

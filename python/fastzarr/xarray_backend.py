@@ -197,7 +197,10 @@ class FastzarrArrayWrapper(BackendArray):
 
     @staticmethod
     def _index_preloaded(values: npt.NDArray[Any], key: indexing.ExplicitIndexer) -> Any:
-        return indexing.NumpyIndexingAdapter(values)[key]  # type: ignore[no-untyped-call]
+        # Basic indexing here; xarray applies any outer or vectorized rest to the result in numpy.
+        return indexing.explicit_indexing_adapter(
+            key, values.shape, indexing.IndexingSupport.BASIC, values.__getitem__
+        )
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
         if self._preloaded is not None:
@@ -218,8 +221,8 @@ class FastzarrArrayWrapper(BackendArray):
             if planned is not None:
                 request, arrange = planned
                 return arrange(await self._async_fetch(request))
-        return await indexing.async_explicit_indexing_adapter(
-            key, self.shape, INDEXING_SUPPORT, self._async_raw_outer
+        return await compat_xr.async_explicit_indexing(
+            key, self.shape, INDEXING_SUPPORT, self._raw_outer, self._async_raw_outer
         )
 
     def __reduce__(self) -> tuple[Any, tuple[fz.Array, np.dtype[Any]]]:
@@ -581,10 +584,10 @@ def _preload_dimension_coordinates(
     in one pass."""
     wrappers: dict[str, FastzarrArrayWrapper] = {}
     for name, variable in variables.items():
-        data = variable._data  # the lazy array this backend built
+        data = compat_xr.variable_data(variable)  # the lazy array this backend built
         if variable.dims != (name,) or not isinstance(data, indexing.LazilyIndexedArray):
             continue
-        wrapper = data.array
+        wrapper = compat_xr.wrapped(data)
         if isinstance(wrapper, FastzarrArrayWrapper) and wrapper._preloaded is None:
             values = already_read.get(name)
             if values is not None and values.shape == wrapper.shape:

@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import xarray as xr
-from xarray.core import indexing
+
+from fastzarr._compat import xarray as compat_xr
 
 __all__ = [
     "assert_cache_valid",
@@ -26,9 +27,6 @@ __all__ = [
 
 _LISTED = 10  # how many offenders a message spells out before "... and N more"
 _MAX_DEPTH = 64
-
-# Wrappers xarray puts around data already in memory: look through them.
-_TRANSPARENT = (indexing.MemoryCachedArray, indexing.CopyOnWriteArray, indexing.NumpyIndexingAdapter)
 
 
 def _where(obj: Any) -> str:
@@ -65,32 +63,36 @@ def _named_variables(obj: xr.Dataset | xr.DataArray | xr.Variable) -> list[tuple
 
 
 def _lazy_backing(data: Any) -> str | None:
-    """None when ``data`` (a Variable's ``_data``) is numpy memory, else what it is instead."""
-    chain = []
-    for _ in range(_MAX_DEPTH):
-        if isinstance(data, np.ndarray | np.generic | indexing.PandasIndexingAdapter):
-            return None
-        if isinstance(data, _TRANSPARENT):
-            chain.append(type(data).__name__)
-            data = data.array
-            continue
-        break
+    """None when ``data`` (what a Variable holds) is numpy memory, else what it is instead."""
+    memory, chain, data = compat_xr.memory_backing(data)
+    if memory:
+        return None
     module = type(data).__module__.split(".")[0]
     if module == "dask":
         chunks = getattr(data, "chunksize", None)
         return f"a dask array (chunks of {chunks}): nothing is read until it is computed"
     if module == "zarr":
         return f"a zarr array ({type(data).__name__}): every access reads the store"
-    if isinstance(data, indexing.ExplicitlyIndexed | xr.backends.BackendArray):
+    if compat_xr.is_lazy_wrapper(data) or isinstance(data, xr.backends.BackendArray):
         lazy = [type(data).__name__]
-        inner = getattr(data, "array", None)
+        inner = compat_xr.wrapped(data)
         for _ in range(_MAX_DEPTH):
             if inner is None:
                 break
             lazy.append(type(inner).__name__)
-            inner = getattr(inner, "array", None)
+            inner = compat_xr.wrapped(inner)
         return "lazy, backed by " + " > ".join(chain + lazy) + ": not read from the store yet"
     return f"a {type(data).__module__}.{type(data).__name__}, not a numpy array"
+
+
+def _variable_backing(var: xr.Variable) -> str | None:
+    """None when ``var`` holds numpy memory (or is an index), else what it holds instead."""
+    if compat_xr.in_memory(var):
+        return None
+    data = compat_xr.variable_data(var)
+    if data is None:
+        return "cannot tell whether it is in memory: this xarray release hides its lazy arrays"
+    return _lazy_backing(data)
 
 
 def assert_materialized(obj: Any) -> None:
@@ -111,7 +113,7 @@ def assert_materialized(obj: Any) -> None:
         reason = _lazy_backing(obj) or "not an xarray object"
         raise AssertionError(f"expected a numpy-backed xarray object, got {type(obj).__name__}: {reason}")
     variables = _named_variables(obj)
-    lazy = [(name, why) for name, var in variables if (why := _lazy_backing(var._data)) is not None]
+    lazy = [(name, why) for name, var in variables if (why := _variable_backing(var)) is not None]
     if lazy:
         lines = [f"  {name}: {why}" for name, why in lazy[:_LISTED]]
         if len(lazy) > _LISTED:
