@@ -9,7 +9,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 PY_SOURCES := $(wildcard python tests benches notebooks)
 PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
-.PHONY: help venv build test test-rust test-python test-xarray-suite lint demo notebook notebook-outputs bench bench-scaling clean fuzz fuzz-long
+.PHONY: help venv build test test-rust test-python test-xarray-suite test-oldest lint demo notebook notebook-outputs bench bench-scaling clean fuzz fuzz-long
 
 help:
 	@echo "make demo   - set up, build (release) and read the bundled sample batches"
@@ -49,7 +49,7 @@ $(VENV)/.core-built: $(RUST_SOURCES) | $(VENV)/.build-installed
 
 build: $(VENV)/.core-built
 
-test: venv build test-rust lint test-python test-xarray-suite
+test: venv build test-rust lint test-python test-xarray-suite test-oldest
 
 test-rust: venv
 	LD_LIBRARY_PATH=$(PYLIBDIR) cargo test --release --quiet
@@ -62,6 +62,26 @@ test-python: venv build
 # tests/xarray_suite/not_applicable.txt.
 test-xarray-suite: venv build
 	$(PY) tests/xarray_suite/run.py
+
+# The tests of the xarray and dask integration again, against the oldest supported xarray, dask,
+# numpy and pandas (requirements-oldest.txt; .venv has the newest). fastzarr goes in as .venv has
+# it (the editable install's metadata and path file), so nothing is built twice.
+VENV_OLDEST := .venv-oldest
+OLDEST_TESTS := tests/test_compat.py tests/test_xarray.py tests/test_xarray_encoding.py tests/test_dask.py \
+	tests/test_load_cache.py tests/test_extract.py tests/test_testing.py
+$(VENV_OLDEST)/.installed: requirements-oldest.txt
+	@echo "Installing the oldest supported xarray and dask into $(VENV_OLDEST)"
+	python3 -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install -q -r requirements-oldest.txt
+	touch $@
+
+test-oldest: build $(VENV_OLDEST)/.installed
+	@site=$$($(VENV_OLDEST)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	built=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	rm -rf $$site/fastzarr-*.dist-info $$site/fastzarr.pth && cp -r $$built/fastzarr-*.dist-info $$built/fastzarr.pth $$site/
+	$(VENV_OLDEST)/bin/python -c 'import dask, numpy, pandas, xarray; print("oldest: xarray", xarray.__version__, "dask", dask.__version__, "numpy", numpy.__version__, "pandas", pandas.__version__)'
+	$(VENV_OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
 
 lint: venv
 	cargo fmt --check
@@ -125,4 +145,4 @@ fuzz: venv
 	done
 
 clean:
-	rm -rf target $(VENV) .demo benches/data python/fastzarr/_core.abi3.so
+	rm -rf target $(VENV) $(VENV_OLDEST) .demo benches/data python/fastzarr/_core.abi3.so
