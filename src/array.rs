@@ -263,7 +263,7 @@ impl ArrayHandle {
             blosc_compressor: blosc_config(&metadata_json)
                 .and_then(|c| c.get("cname"))
                 .and_then(Value::as_str)
-                .and_then(crate::blosc_ranges::compressor_format),
+                .and_then(crate::blosc::ranges::compressor_format),
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
             key_prefix,

@@ -3,18 +3,20 @@
 //! that hold the wanted bytes (neighbours coalesced into one request).
 //!
 //! The partial result is a buffer of the chunk's full compressed length in which only
-//! the fetched bytes are real; `blosc_ranges::BlockReader` reads it, and it decodes only
+//! the fetched bytes are real; `blosc::ranges::BlockReader` reads it, and it decodes only
 //! the blocks that were fetched. Anything unexpected in the header falls back to
 //! fetching the whole chunk, whose decoding then reports the corruption properly.
 
 use bytes::Bytes;
 
-use crate::blosc_ranges::BloscHeader;
+use crate::array::ArrayHandle;
+use crate::blosc::ranges::{region_byte_ranges, BloscHeader};
 use crate::errors::Result;
+use crate::plan::ChunkPart;
 use crate::store::Store;
 use crate::zeroed::ZeroedBuffer;
 
-const HEADER_LEN: usize = 16;
+use crate::blosc::HEADER_LEN;
 /// Blocks whose compressed spans are closer than this are fetched by one request.
 const COALESCE_GAP: u64 = 16 * 1024;
 /// When the wanted blocks are more than this share of the chunk, fetch the rest whole.
@@ -34,6 +36,82 @@ pub enum FetchPlan {
     /// the shard index and then only the inner chunks it needs (zarrs' sharding partial
     /// decoder over byte-range reads of the store).
     ShardParts,
+}
+
+/// How to fetch the chunk `chunk` of `array` of which `parts` are wanted: whole chunks are
+/// fetched whole; a plain-blosc chunk needed only in part (points, a small box) is fetched
+/// block by block, and a shard needed in a few small boxes part by part.
+pub fn plan(array: &ArrayHandle, chunk: &[u64], parts: &[(usize, ChunkPart)]) -> FetchPlan {
+    /// Beyond this many byte runs, working out blocks costs more than it saves.
+    const MAX_RANGES: usize = 65_536;
+    /// Each part of a shard read in place is one round of range requests.
+    const MAX_SHARD_PARTS: usize = 16;
+    let Ok(chunk_shape) = array.zarrs().chunk_shape(chunk) else {
+        return FetchPlan::Whole;
+    };
+    let chunk_shape: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
+    if array.partial_shards() {
+        if array.store().ranges_unsupported() {
+            return FetchPlan::Whole;
+        }
+        // A shard of which every part is a small box of inner chunks: read only those.
+        let elements: u64 = chunk_shape.iter().product();
+        let wanted: u64 = parts
+            .iter()
+            .map(|(_, p)| p.region_shape.iter().product::<u64>())
+            .sum();
+        return if parts.len() <= MAX_SHARD_PARTS && wanted * 2 <= elements {
+            FetchPlan::ShardParts
+        } else {
+            FetchPlan::Whole
+        };
+    }
+    if !array.plain_blosc() || !crate::runtime::partial_decoding() {
+        return FetchPlan::Whole;
+    }
+    let itemsize = array.dtype().itemsize;
+    let chunk_bytes = chunk_shape.iter().product::<u64>() as usize * itemsize;
+    if chunk_bytes <= array.blosc_block() {
+        // One blosc block at most: there is nothing to skip.
+        return FetchPlan::Whole;
+    }
+    let mut ranges = Vec::new();
+    for (_, part) in parts {
+        ranges.extend(region_byte_ranges(
+            &chunk_shape,
+            &part.region_start,
+            &part.region_shape,
+            itemsize,
+        ));
+        if ranges.len() > MAX_RANGES {
+            return FetchPlan::Whole;
+        }
+    }
+    let wanted: usize = ranges.iter().map(|r| r.1).sum();
+    // Locally a second read costs nothing and decoding block by block wastes no output.
+    let remote = array.store().is_remote();
+    if wanted * 2 > chunk_bytes
+        || (remote && most_blocks_wanted(&ranges, array.blosc_block(), chunk_bytes))
+    {
+        return FetchPlan::Whole;
+    }
+    FetchPlan::BloscBlocks {
+        chunk_bytes,
+        ranges,
+    }
+}
+
+/// Whether `ranges` of a chunk would touch most of its blocks even if its blocks were as
+/// small as `block` bytes: then reading block by block only adds a round trip (a point's
+/// series spread over every block of a chunk, as in batch stores), and a remote chunk is
+/// read whole.
+fn most_blocks_wanted(ranges: &[(usize, usize)], block: usize, chunk_bytes: usize) -> bool {
+    let block = block.clamp(1, chunk_bytes.max(1));
+    let blocks = chunk_bytes.div_ceil(block);
+    if blocks <= 1 {
+        return ranges.iter().any(|r| r.1 > 0); // one block, needed whatever is wanted
+    }
+    crate::blosc::ranges::blocks_touched(ranges, block).len() * 2 > blocks
 }
 
 /// A fetched chunk.
@@ -166,7 +244,7 @@ fn block_spans(
     ranges: &[(usize, usize)],
 ) -> Option<Vec<(u64, u64)>> {
     let size = size as u64;
-    let mut wanted = crate::blosc_ranges::blocks_touched(ranges, header.blocksize);
+    let mut wanted = crate::blosc::ranges::blocks_touched(ranges, header.blocksize);
     wanted.retain(|&b| b < header.nblocks());
     let mut spans: Vec<(u64, u64)> = if header.memcpyed() {
         wanted
@@ -294,4 +372,22 @@ async fn fetch_blosc_blocks(
         bytes: fetched,
         requests,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::most_blocks_wanted;
+
+    #[test]
+    fn a_series_spread_over_every_block_is_read_whole() {
+        let chunk = 24 * 96 * 128 * 4; // a batch chunk: 24 steps of a 96 x 128 float32 field
+        let series: Vec<(usize, usize)> = (0..24).map(|s| (s * 96 * 128 * 4 + 4000, 4)).collect();
+        assert!(most_blocks_wanted(&series, 32 * 1024, chunk));
+        assert!(!most_blocks_wanted(&series[..3], 32 * 1024, chunk));
+        // One point of a 4 MB field: one block of many.
+        assert!(!most_blocks_wanted(&[(2_000_000, 4)], 64 * 1024, 4_153_000));
+        // A chunk of one block is wanted whole; an empty request wants nothing.
+        assert!(most_blocks_wanted(&[(0, 4)], 128 * 1024, 64 * 1024));
+        assert!(!most_blocks_wanted(&[], 32 * 1024, chunk));
+    }
 }

@@ -3,12 +3,12 @@
 //! This file only registers the Python module; the work lives in the modules below.
 
 pub mod array;
-pub mod blosc_ranges;
-pub mod blosc_zstd;
+pub mod blosc;
 pub mod codecs;
 pub mod errors;
 pub mod fetch;
 pub mod fork;
+pub mod group;
 pub mod inventory;
 pub mod limits;
 pub mod metadata;
@@ -23,7 +23,6 @@ pub mod shard_index;
 pub mod stats;
 pub mod store;
 pub mod strings;
-pub mod unshuffle;
 pub mod write;
 pub mod zeroed;
 
@@ -59,7 +58,8 @@ mod _core {
     use crate::py::stats::PyReadStats;
     #[pymodule_export]
     use crate::py::write::{
-        _checksum_files, _store_listing, _sync_dirs, _tree_listing, _verify_chunks, _write_region,
+        _checksum_files, _exchange, _store_listing, _sync_dirs, _tree_listing, _verify_chunks,
+        _write_region,
     };
 
     #[pymodule_init]

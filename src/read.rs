@@ -19,7 +19,7 @@ use zarrs::storage::{ReadableStorage, ReadableStorageTraits};
 use bytes::Bytes;
 
 use crate::array::ArrayHandle;
-use crate::blosc_ranges::{decode_into, decode_ranges, region_byte_ranges, BlockReader};
+use crate::blosc::ranges::{decode_into, decode_ranges, region_byte_ranges, BlockReader};
 use crate::errors::{Error, Result};
 use crate::fetch::{fetch, FetchOutcome, FetchPlan, Fetched};
 use crate::plan::{chunk_parts, ChunkPart, PointSet, Selection};
@@ -275,7 +275,10 @@ pub fn read_many(requests: &[ReadRequest<'_>], cancel: &Cancel) -> Result<ReadSt
     }
     crate::runtime::install(|| {
         let (jobs, targets) = chunk_jobs(requests);
-        let plans: Vec<FetchPlan> = jobs.par_iter().map(fetch_plan).collect();
+        let plans: Vec<FetchPlan> = jobs
+            .par_iter()
+            .map(|job| crate::fetch::plan(job.array, &job.chunk, &job.parts))
+            .collect();
         // Chunks are the unit of parallelism; a codec gets inner threads only when
         // there are fewer chunks than threads (one huge chunk, say).
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
@@ -432,83 +435,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Whole chunks are fetched whole; a plain-blosc chunk needed only in part (points,
-/// a small box) is fetched block by block.
-fn fetch_plan(job: &ChunkJob<'_>) -> FetchPlan {
-    /// Beyond this many byte runs, working out blocks costs more than it saves.
-    const MAX_RANGES: usize = 65_536;
-    /// Each part of a shard read in place is one round of range requests.
-    const MAX_SHARD_PARTS: usize = 16;
-    let array = job.array;
-    let Ok(chunk_shape) = array.zarrs().chunk_shape(&job.chunk) else {
-        return FetchPlan::Whole;
-    };
-    let chunk_shape: Vec<u64> = chunk_shape.iter().map(|n| n.get()).collect();
-    if array.partial_shards() {
-        if array.store().ranges_unsupported() {
-            return FetchPlan::Whole;
-        }
-        // A shard of which every part is a small box of inner chunks: read only those.
-        let elements: u64 = chunk_shape.iter().product();
-        let wanted: u64 = job
-            .parts
-            .iter()
-            .map(|(_, p)| p.region_shape.iter().product::<u64>())
-            .sum();
-        return if job.parts.len() <= MAX_SHARD_PARTS && wanted * 2 <= elements {
-            FetchPlan::ShardParts
-        } else {
-            FetchPlan::Whole
-        };
-    }
-    if !array.plain_blosc() || !crate::runtime::partial_decoding() {
-        return FetchPlan::Whole;
-    }
-    let itemsize = array.dtype().itemsize;
-    let chunk_bytes = chunk_shape.iter().product::<u64>() as usize * itemsize;
-    if chunk_bytes <= array.blosc_block() {
-        // One blosc block at most: there is nothing to skip.
-        return FetchPlan::Whole;
-    }
-    let mut ranges = Vec::new();
-    for (_, part) in &job.parts {
-        ranges.extend(region_byte_ranges(
-            &chunk_shape,
-            &part.region_start,
-            &part.region_shape,
-            itemsize,
-        ));
-        if ranges.len() > MAX_RANGES {
-            return FetchPlan::Whole;
-        }
-    }
-    let wanted: usize = ranges.iter().map(|r| r.1).sum();
-    // Locally a second read costs nothing and decoding block by block wastes no output.
-    let remote = array.store().is_remote();
-    if wanted * 2 > chunk_bytes
-        || (remote && most_blocks_wanted(&ranges, array.blosc_block(), chunk_bytes))
-    {
-        return FetchPlan::Whole;
-    }
-    FetchPlan::BloscBlocks {
-        chunk_bytes,
-        ranges,
-    }
-}
-
-/// Whether `ranges` of a chunk would touch most of its blocks even if its blocks were as
-/// small as `block` bytes: then reading block by block only adds a round trip (a point's
-/// series spread over every block of a chunk, as in batch stores), and a remote chunk is
-/// read whole.
-fn most_blocks_wanted(ranges: &[(usize, usize)], block: usize, chunk_bytes: usize) -> bool {
-    let block = block.clamp(1, chunk_bytes.max(1));
-    let blocks = chunk_bytes.div_ceil(block);
-    if blocks <= 1 {
-        return ranges.iter().any(|r| r.1 > 0); // one block, needed whatever is wanted
-    }
-    crate::blosc_ranges::blocks_touched(ranges, block).len() * 2 > blocks
-}
-
 /// What every job of one pass shares.
 struct JobContext<'a, 'r> {
     requests: &'a [ReadRequest<'r>],
@@ -568,7 +494,7 @@ fn run_job(
         }
         Fetched::Sparse(buffer) => {
             counters.fetched(started, Some(outcome.bytes as usize), outcome.requests);
-            crate::blosc_ranges::check_compressor(&buffer, array.blosc_compressor())
+            crate::blosc::ranges::check_compressor(&buffer, array.blosc_compressor())
                 .map_err(|e| corrupt(CodecError::Other(e)))?;
             if scatter_blosc_blocks(job, &buffer, context).map_err(corrupt)? {
                 return Ok(());
@@ -730,7 +656,7 @@ fn decode_job(
     let itemsize = array.dtype().itemsize;
     if let (true, Some(encoded)) = (array.plain_blosc(), encoded.as_deref()) {
         // Checked before either of fastzarr's blosc paths (whole or block by block) decodes.
-        crate::blosc_ranges::check_compressor(encoded, array.blosc_compressor())
+        crate::blosc::ranges::check_compressor(encoded, array.blosc_compressor())
             .map_err(|e| corrupt(CodecError::Other(e)))?;
     }
     if let [(t, part)] = job.parts.as_slice() {
@@ -1215,22 +1141,4 @@ fn decode_partially(
             options,
         )?
         .partial_decode_into(&region, target, options)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::most_blocks_wanted;
-
-    #[test]
-    fn a_series_spread_over_every_block_is_read_whole() {
-        let chunk = 24 * 96 * 128 * 4; // a batch chunk: 24 steps of a 96 x 128 float32 field
-        let series: Vec<(usize, usize)> = (0..24).map(|s| (s * 96 * 128 * 4 + 4000, 4)).collect();
-        assert!(most_blocks_wanted(&series, 32 * 1024, chunk));
-        assert!(!most_blocks_wanted(&series[..3], 32 * 1024, chunk));
-        // One point of a 4 MB field: one block of many.
-        assert!(!most_blocks_wanted(&[(2_000_000, 4)], 64 * 1024, 4_153_000));
-        // A chunk of one block is wanted whole; an empty request wants nothing.
-        assert!(most_blocks_wanted(&[(0, 4)], 128 * 1024, 64 * 1024));
-        assert!(!most_blocks_wanted(&[], 32 * 1024, chunk));
-    }
 }

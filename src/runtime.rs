@@ -31,6 +31,41 @@ static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// CPU affinity or limits may differ.
 static DEFAULT_THREADS: AtomicU64 = AtomicU64::new(0);
 
+/// Starts `work` on a named thread of its own, detached: for work a caller may abandon (an
+/// open it stops waiting for on Ctrl-C or a timeout; the work ends by itself).
+pub fn spawn_detached(name: &str, work: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map(drop)
+        .map_err(|e| Error::InvalidArgument(format!("could not start a thread: {e}")))
+}
+
+/// `work` on every item of `items`, each on a thread of its own, the results in order: for
+/// work that waits (disks, servers) rather than computes, which the decode pool's threads
+/// must not be kept from. The threads end before this returns; one that panicked gives an
+/// [`Error::Panic`].
+pub fn on_own_threads<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(move || work(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
+            })
+            .collect()
+    })
+}
+
 /// Threads to use when nobody said: `FASTZARR_NUM_THREADS`, else the cores this process may
 /// use; read once per process.
 fn default_threads() -> Result<usize> {

@@ -444,17 +444,10 @@ pub fn sync_tree(root: &Path) -> Result<()> {
             .map_err(|e| io(path, &e))
     };
     let share = files.len().div_ceil(SYNC_THREADS).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = files
-            .chunks(share)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(sync)))
-            .collect();
-        workers.into_iter().try_for_each(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
-        })
-    })?;
+    let parts: Vec<&[PathBuf]> = files.chunks(share).collect();
+    crate::runtime::on_own_threads(&parts, |part| part.iter().try_for_each(sync))
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
     // Directories after their files: a name is durable once its file is.
     dirs.iter().rev().try_for_each(sync)
 }
@@ -509,6 +502,31 @@ fn list_tree(root: &Path, dir: &Path) -> Result<Vec<String>> {
         .collect::<Result<_>>()?;
     lines.extend(nested.into_iter().flatten());
     Ok(lines)
+}
+
+/// Atomically swaps the paths `a` and `b` (Linux `renameat2(RENAME_EXCHANGE)`): `Ok(true)`
+/// when swapped, `Ok(false)` where the platform or the filesystem cannot exchange (the caller
+/// then replaces by two renames).
+pub fn exchange(a: &Path, b: &Path) -> Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        use rustix::io::Errno;
+        match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+            Ok(()) => Ok(true),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => Ok(false),
+            Err(e) => Err(Error::Storage {
+                url: b.display().to_string(),
+                key: a.display().to_string(),
+                reason: format!("cannot exchange it with the store: {e}"),
+            }),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (a, b);
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

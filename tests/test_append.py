@@ -168,7 +168,7 @@ def test_failed_append_leaves_the_old_store(
     if failure == "verify":
         monkeypatch.setattr(_core, "_verify_chunks", corrupt)
     else:
-        monkeypatch.setattr(appending, "_publish", crash)
+        monkeypatch.setattr(appending, "publish", crash)
     expected: type[BaseException] = {
         "verify": fz.CorruptChunkError,
         "publish": OSError,

@@ -223,7 +223,7 @@ def test_reads_and_writes_with_the_fallbacks_alone(batches: list[str], tmp_path:
         fz.load(xr.open_zarr(batches[0]), cache=fz.Cache(tmp_path / "cache"), progress=False)
 
     # Writing needs xarray's zarr encoder, which has no public equivalent: a clear refusal.
-    with pytest.raises(compat_xr.EncodingUnavailableError, match=r"write with Dataset\.to_zarr instead"):
+    with pytest.raises(fz.EncodingUnavailableError, match=r"write with Dataset\.to_zarr instead"):
         fz.to_zarr(reference, tmp_path / "out.zarr", mode="w")
     assert not (tmp_path / "out.zarr").exists()
 

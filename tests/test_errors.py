@@ -23,6 +23,24 @@ from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, ZstdCodec
 DATA = np.arange(24, dtype="f8").reshape(4, 6)
 
 
+def test_errors_module_holds_every_exception() -> None:
+    import fastzarr.cache  # noqa: PLC0415
+    import fastzarr.errors  # noqa: PLC0415
+    import fastzarr.extract  # noqa: PLC0415
+
+    exported = {
+        n
+        for n in fz.__all__
+        if isinstance(getattr(fz, n), type) and issubclass(getattr(fz, n), Warning | Exception)
+    }
+    assert exported == set(fastzarr.errors.__all__)
+    for name in exported:
+        assert getattr(fz, name) is getattr(fastzarr.errors, name), name
+    # The modules that raise them still offer them under their old homes.
+    assert fastzarr.extract.DuplicateError is fastzarr.errors.DuplicateError
+    assert fastzarr.cache.CacheError is fastzarr.errors.CacheError
+
+
 def test_exception_hierarchy() -> None:
     for exc in (
         fz.MetadataError,

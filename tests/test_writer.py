@@ -296,11 +296,11 @@ def test_sweep_keeps_temp_stores_whose_writer_holds_its_lock(tmp_path: Path) -> 
 def test_two_rename_replace_never_shows_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where directories cannot be exchanged (NFS and the like) a replace is two renames, and for a
     moment there is no store at the path: an open in that moment waits for the new store."""
-    from fastzarr import writer  # noqa: PLC0415
+    from fastzarr import _atomic  # noqa: PLC0415
 
     target = tmp_path / "r.zarr"
     to_zarr(sample_dataset(0), target)
-    monkeypatch.setattr(writer, "_FORCE_TWO_RENAMES", True)
+    monkeypatch.setattr(_atomic, "FORCE_TWO_RENAMES", True)
     moved_aside, resume = threading.Event(), threading.Event()
     rename = os.rename
 

@@ -1,10 +1,10 @@
-//! The blosc block decoder (`blosc_ranges.rs`) on arbitrary bytes: whole-buffer decode into
+//! The blosc block decoder (`src/blosc/ranges.rs`) on arbitrary bytes: whole-buffer decode into
 //! a destination of the expected size, and byte-range reads block by block. Input layout:
 //! 4 bytes expected decoded size (mod 1 MiB), 1 byte number of ranges, 8 bytes per range
 //! (start, len as u32, mod the size), then the blosc buffer.
 #![no_main]
 
-use fastzarr::blosc_ranges::{decode_into, decode_ranges, BlockReader};
+use fastzarr::blosc::ranges::{decode_into, decode_ranges, BlockReader};
 use libfuzzer_sys::fuzz_target;
 
 fn u32_at(data: &[u8], at: usize) -> usize {

@@ -44,23 +44,26 @@ from fastzarr._core import (
     set_partial_decoding,
 )
 from fastzarr._progress import configure_from_env as _configure_logging
+from fastzarr.errors import (
+    AppendError,
+    CacheError,
+    CacheWarning,
+    DuplicateError,
+    DuplicateWarning,
+    EncodingUnavailableError,
+    SourceMismatchError,
+    SuspiciousDataError,
+)
 from fastzarr.inspection import InspectReport, inspect
 from fastzarr.report import DuplicateRecord, ExtractReport, Report
 
 _configure_logging()  # FASTZARR_LOG=debug shows fastzarr's stage logs without code
 
 if TYPE_CHECKING:
-    from fastzarr.appending import AppendError
     from fastzarr.batches import BatchGenerator
-    from fastzarr.cache import Cache, CacheError, CacheWarning, SuspiciousDataError
-    from fastzarr.extract import (
-        DuplicateError,
-        DuplicateWarning,
-        SourceMismatchError,
-        extract_points,
-        extract_points_async,
-        to_features,
-    )
+    from fastzarr.cache import Cache
+    from fastzarr.extract import extract_points, extract_points_async
+    from fastzarr.features import to_features
     from fastzarr.loader import Loader, LoaderStats
     from fastzarr.loading import load
     from fastzarr.rewriting import RewriteReport, rewrite
@@ -76,18 +79,11 @@ _XARRAY_NAMES = {
     "open_zarr": "fastzarr.xarray_backend",
     "extract_points": "fastzarr.extract",
     "extract_points_async": "fastzarr.extract",
-    "to_features": "fastzarr.extract",
-    "DuplicateError": "fastzarr.extract",
-    "DuplicateWarning": "fastzarr.extract",
-    "SourceMismatchError": "fastzarr.extract",
+    "to_features": "fastzarr.features",
     "to_zarr": "fastzarr.writer",
-    "AppendError": "fastzarr.appending",
     "rewrite": "fastzarr.rewriting",
     "RewriteReport": "fastzarr.rewriting",
     "Cache": "fastzarr.cache",
-    "CacheError": "fastzarr.cache",
-    "CacheWarning": "fastzarr.cache",
-    "SuspiciousDataError": "fastzarr.cache",
 }
 
 
@@ -114,6 +110,7 @@ __all__ = [
     "DuplicateError",
     "DuplicateRecord",
     "DuplicateWarning",
+    "EncodingUnavailableError",
     "ExtractReport",
     "FastzarrError",
     "Group",

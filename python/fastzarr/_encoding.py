@@ -104,7 +104,7 @@ def _json_float(value: Any) -> Any:
 _JSON_SCALARS: dict[str, Callable[[Any], Any]] = {"b": bool, "i": int, "u": int, "U": str, "f": _json_float}
 
 
-def _json_fill(value: Any, dtype: np.dtype[Any], zarr_format: int) -> Any:
+def json_fill(value: Any, dtype: np.dtype[Any], zarr_format: int) -> Any:
     """A fill value as Zarr metadata JSON spells it (the same in both formats for these types)."""
     del zarr_format
     if dtype.kind == "c":
@@ -271,7 +271,7 @@ def _build_metadata(v: Variable, zarr_format: int, codec: Codec) -> None:
             "data_type": _v3_data_type(v.dtype),
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}},
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-            "fill_value": _json_fill(v.fill_value, v.dtype, 3),
+            "fill_value": json_fill(v.fill_value, v.dtype, 3),
             "codecs": codec.v3(v.dtype),
             "attributes": v.attrs,
             "dimension_names": list(v.dims),
@@ -287,7 +287,7 @@ def _build_metadata(v: Variable, zarr_format: int, codec: Codec) -> None:
             "chunks": chunks,
             "dtype": _v2_dtype(v.dtype),
             "compressor": codec.v2(),
-            "fill_value": None if v.fill_value is None else _json_fill(v.fill_value, v.dtype, 2),
+            "fill_value": None if v.fill_value is None else json_fill(v.fill_value, v.dtype, 2),
             "order": "C",
             "filters": None,
             "dimension_separator": ".",
@@ -295,5 +295,5 @@ def _build_metadata(v: Variable, zarr_format: int, codec: Codec) -> None:
         # The encoder pads edge chunks with the fill value; a null one pads with zeros.
         padding = v.metadata["fill_value"]
         if padding is None:
-            padding = _json_fill(np.zeros((), v.dtype)[()], v.dtype, 2)
+            padding = json_fill(np.zeros((), v.dtype)[()], v.dtype, 2)
         v.rust_metadata = json.dumps({**v.metadata, "fill_value": padding}, allow_nan=False)

@@ -32,7 +32,8 @@ import xarray as xr
 from xarray.core import indexing
 
 from fastzarr._compat import xarray as compat_xr
-from fastzarr.cache import CacheError, _canonical, _canonical_array, source_fingerprint
+from fastzarr.cache import canonical, canonical_array, source_fingerprint
+from fastzarr.errors import CacheError
 from fastzarr.xarray_backend import FastzarrArrayWrapper
 
 __all__ = ["load_key_params"]
@@ -66,7 +67,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, _PLAIN):
         return {"float": repr(value)} if isinstance(value, float) else value  # repr keeps NaN, inf
     if isinstance(value, np.generic | np.ndarray):
-        return _canonical_array(np.asarray(value))
+        return canonical_array(np.asarray(value))
     if isinstance(value, np.dtype):
         return {"dtype": value.str}
     if isinstance(value, slice):
@@ -111,10 +112,10 @@ def _leaf(node: Any, sources: set[str]) -> Any:
         array = node.get_array()
         url, path = array.url, array.path
     elif compat_xr.is_zarr_python_backend(node):
-        from fastzarr.loading import _zarr_location  # noqa: PLC0415 (loading imports this module)
+        from fastzarr.loading import zarr_location  # noqa: PLC0415 (loading imports this module)
 
         wrapper: Any = node  # xarray's ZarrArrayWrapper is untyped
-        location = _zarr_location(wrapper.get_array())
+        location = zarr_location(wrapper.get_array())
         if location is None:
             raise _UnpinnedError("a zarr-python array on a store that is not a local directory")
         url, path = location
@@ -168,7 +169,7 @@ def _variable(name: str, var: xr.Variable, sources: set[str]) -> Any:
         "dims": [str(d) for d in var.dims],
         "shape": list(var.shape),
         "dtype": var.dtype.str,
-        "attrs": _canonical(var.attrs),
+        "attrs": canonical(var.attrs),
     }
     data = compat_xr.variable_data(var)
     dask_array = sys.modules.get("dask.array")
@@ -176,7 +177,7 @@ def _variable(name: str, var: xr.Variable, sources: set[str]) -> Any:
         if dask_array is not None and isinstance(data, dask_array.Array):
             material["data"] = _dask(data, sources)
         elif compat_xr.in_memory(var):
-            material["data"] = _canonical_array(np.asarray(var.values))
+            material["data"] = canonical_array(np.asarray(var.values))
         elif data is None:
             raise _UnpinnedError("a lazily loaded array this xarray release does not let fastzarr look into")
         else:
@@ -208,6 +209,6 @@ def load_key_params(ds: xr.Dataset) -> tuple[dict[str, Any], list[str]]:
         "fingerprints": fingerprints,
         "variables": variables,
         "coords": sorted(str(c) for c in ds.coords),
-        "attrs": _canonical(ds.attrs),
+        "attrs": canonical(ds.attrs),
     }
     return params, sorted(sources)

@@ -20,7 +20,7 @@ import xarray as xr
 
 import fastzarr as fz
 from fastzarr._compat import xarray as compat_xr
-from fastzarr.extract import DuplicateError, DuplicateWarning
+from fastzarr.errors import DuplicateError, DuplicateWarning
 from fastzarr.loading import load_counting
 from fastzarr.xarray_backend import FastzarrStore, StoredVariable
 

@@ -24,14 +24,13 @@ of the store (no data is copied but the rewritten last chunks).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,16 +42,10 @@ import xarray as xr
 
 import fastzarr as fz
 from fastzarr import _core
-from fastzarr._encoding import Codec, _json_fill, encode
-from fastzarr.extract import DuplicateError
-from fastzarr.writer import (
-    ChunkRecord,
-    _materialize,
-    _publish,
-    _remove_leftovers,
-    _slabs,
-    _temp_store,
-)
+from fastzarr._atomic import exclusive_lock, publish, remove_leftovers, temp_store
+from fastzarr._encoding import Codec, encode, json_fill
+from fastzarr.errors import AppendError, DuplicateError
+from fastzarr.writer import ChunkRecord, materialize, slab_regions
 
 __all__ = ["AppendError", "append_store"]
 
@@ -62,11 +55,6 @@ __all__ = ["AppendError", "append_store"]
 _VALUE_ENCODINGS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value")
 _CF_ENCODINGS = (*_VALUE_ENCODINGS, "units", "calendar")
 _MAX_LABELS_SHOWN = 10
-
-
-class AppendError(fz.FastzarrError, ValueError):
-    """The data cannot be appended to the store: variables, dimensions, dtypes, coordinates,
-    attributes or encodings differ (the message names the variable and what differs)."""
 
 
 @dataclass
@@ -97,7 +85,7 @@ class _StoredArray:
         meta = self.with_shape(shape)
         if meta.get("zarr_format") == 2 and meta.get("fill_value") is None:
             dtype = np.dtype(meta["dtype"])
-            meta["fill_value"] = _json_fill(np.zeros((), dtype)[()], dtype, 2)
+            meta["fill_value"] = json_fill(np.zeros((), dtype)[()], dtype, 2)
         return json.dumps(meta)
 
 
@@ -224,7 +212,7 @@ class _Appended:
         if start < n:
             parts.append(self.tail[self._along(region, start, min(stop, n))])
         if stop > n:
-            parts.append(_materialize(self.new, self._along(region, max(start, n) - n, stop - n), self.dtype))
+            parts.append(materialize(self.new, self._along(region, max(start, n) - n, stop - n), self.dtype))
         return np.concatenate(parts, axis=self.axis) if len(parts) > 1 else parts[0]
 
     def _along(self, region: tuple[slice, ...], start: int, stop: int) -> tuple[slice, ...]:
@@ -322,7 +310,7 @@ def _append_variable(
     records: list[ChunkRecord] = []
     in_memory = isinstance(work.new, np.ndarray)
     limit = max(budget, math.prod(data.shape) * dtype.itemsize) if in_memory else budget
-    for region in _slabs(data.shape, tuple(stored.chunk_shape()), dtype.itemsize, limit):
+    for region in slab_regions(data.shape, tuple(stored.chunk_shape()), dtype.itemsize, limit):
         values = data[region]
         start = [s.indices(n)[0] for s, n in zip(region, data.shape, strict=True)]
         start[axis] += first
@@ -403,26 +391,14 @@ def append_store(
         return _commit(target, plan, arrays, fsync=fsync, max_memory=max_memory, deadline=deadline)
 
 
-@contextlib.contextmanager
-def _append_lock(target: Path, deadline: float | None) -> Iterator[None]:
+def _append_lock(target: Path, deadline: float | None) -> contextlib.AbstractContextManager[None]:
     """One append at a time per store: two appenders would both copy the old store and the second
-    swap would silently drop the first one's rows. An exclusive ``flock`` on a sibling file
-    (kept: deleting a lock file races with its next user; the kernel releases the lock when the
-    process dies, so a killed appender blocks no one)."""
-    path = target.parent / f".{target.name}.fastzarr-append.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if deadline is not None and time.perf_counter() >= deadline:
-                    raise fz.TimeoutError(f"timed out waiting for another append to {target}") from None
-                time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    swap would silently drop the first one's rows. A lock on a sibling file."""
+    return exclusive_lock(
+        target.parent / f".{target.name}.fastzarr-append.lock",
+        expired=lambda: deadline is not None and time.perf_counter() >= deadline,
+        timed_out=lambda: fz.TimeoutError(f"timed out waiting for another append to {target}"),
+    )
 
 
 def _commit(
@@ -436,8 +412,8 @@ def _commit(
 ) -> list[ChunkRecord]:
     """Writes the planned chunks into a hard-linked copy of the store, verifies it, swaps it in."""
     before = _snapshot(target, arrays)
-    _remove_leftovers(target)
-    with _temp_store(target) as tmp:
+    remove_leftovers(target)
+    with temp_store(target) as tmp:
         try:
             _mirror(target, tmp)
             scratch = tmp / ".fastzarr-append"
@@ -461,7 +437,7 @@ def _commit(
                 raise AppendError(
                     f"{target} was changed by another writer during the append: nothing appended"
                 )
-            _publish(tmp, target, "w", fsync)
+            publish(tmp, target, "w", fsync)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import math
@@ -28,7 +27,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,13 @@ import numpy as np
 import xarray as xr
 
 from fastzarr import _core
+from fastzarr._atomic import exclusive_lock
 from fastzarr._cache_root import resolve_root
 from fastzarr._core import FastzarrError
 from fastzarr._fill_values import decode_fill_value
 from fastzarr._redact import redact_url, redact_within
 from fastzarr._sizes import parse_size
+from fastzarr.errors import CacheError, CacheWarning, SuspiciousDataError
 from fastzarr.writer import ChunkRecord, Codec, write_store
 
 __all__ = ["Cache", "CacheEntry", "CacheError", "CacheStats", "CacheWarning", "SuspiciousDataError"]
@@ -51,18 +52,6 @@ FORMAT = 1
 
 MANIFEST = "manifest.json"
 _CODEC = Codec.parse("blosc:zstd:3:shuffle")
-
-
-class CacheError(FastzarrError):
-    """The cache cannot be used: a lock not obtained in time, an unusable root directory."""
-
-
-class SuspiciousDataError(FastzarrError, ValueError):
-    """A result that looks wrong (variables entirely NaN, or above ``max_nan_fraction``) was refused."""
-
-
-class CacheWarning(UserWarning):
-    """An invalid cache entry was found and is being rebuilt."""
 
 
 @dataclass
@@ -92,24 +81,24 @@ class CacheEntry:
     nan_fraction: Mapping[str, float] = field(default_factory=dict)
 
 
-def _canonical_array(value: np.ndarray[Any, Any]) -> Any:
+def canonical_array(value: np.ndarray[Any, Any]) -> Any:
     if value.dtype.kind == "O":
-        return {"list": [_canonical(v) for v in value.tolist()]}
+        return {"list": [canonical(v) for v in value.tolist()]}
     contiguous = np.ascontiguousarray(value)
     digest = hashlib.sha256(contiguous.view(np.uint8).tobytes() if contiguous.size else b"").hexdigest()
     return {"dtype": value.dtype.str, "shape": list(value.shape), "sha256": digest}
 
 
-def _canonical(value: Any) -> Any:
+def canonical(value: Any) -> Any:
     """A JSON-able, deterministic form of a key parameter (arrays by dtype, shape and digest)."""
     if isinstance(value, xr.DataArray):
-        return {"dataarray": _canonical(value.values), "dims": [str(d) for d in value.dims]}
+        return {"dataarray": canonical(value.values), "dims": [str(d) for d in value.dims]}
     if isinstance(value, np.ndarray | np.generic):
-        return _canonical_array(np.asarray(value))
+        return canonical_array(np.asarray(value))
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [canonical(v) for v in value]
     if (
         value is None
         or isinstance(value, bool | int | str)
@@ -121,7 +110,7 @@ def _canonical(value: Any) -> Any:
 
 def make_key(params: Mapping[str, Any]) -> str:
     """The hash of every parameter that shaped a result (and the cache format)."""
-    text = json.dumps({"format": FORMAT, **_canonical(params)}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps({"format": FORMAT, **canonical(params)}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -280,8 +269,8 @@ class Cache:
                 "format": FORMAT,
                 "key": key,
                 "source": redact_within(source),
-                "params": redact_within(_canonical(params)),
-                "extra": _canonical(dict(extra or {})),
+                "params": redact_within(canonical(params)),
+                "extra": canonical(dict(extra or {})),
                 "nan_fraction": fractions,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "fastzarr_version": _core.__version__,
@@ -328,7 +317,7 @@ class Cache:
         if manifest.get("key") != key:
             raise _InvalidEntryError(f"its manifest belongs to key {manifest.get('key')!r}, not {key!r}")
         stored_params = (
-            json.loads(json.dumps(redact_within(_canonical(params)))) if params is not None else None
+            json.loads(json.dumps(redact_within(canonical(params)))) if params is not None else None
         )
         if params is not None and manifest.get("params") != stored_params:
             raise _InvalidEntryError("its manifest's parameters differ from the key's")
@@ -417,27 +406,18 @@ class Cache:
             self._set_aside(key, "it was replaced while being rebuilt")
         write_store(ds, target, mode="w-", codec=_CODEC, before_publish=add_manifest)
 
-    @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
+    def _lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         """An exclusive file lock for ``key`` (waits up to ``lock_timeout``, then CacheError)."""
         path = self._locks / f"{key}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise CacheError(
-                            f"timed out after {self.lock_timeout} s waiting for another process to "
-                            f"finish cache entry {key} (lock {path})"
-                        ) from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        deadline = time.monotonic() + self.lock_timeout
+        return exclusive_lock(
+            path,
+            expired=lambda: time.monotonic() >= deadline,
+            timed_out=lambda: CacheError(
+                f"timed out after {self.lock_timeout} s waiting for another process to "
+                f"finish cache entry {key} (lock {path})"
+            ),
+        )
 
     # ----------------------------------------------------------------------------------------
     # management

@@ -33,6 +33,8 @@ from fastzarr._progress import Progress, log_stage, progress_enabled
 from fastzarr._redact import redact_url, url_digest
 from fastzarr._sizes import available_memory, parse_size
 from fastzarr.cache import Cache, make_key
+from fastzarr.errors import DuplicateError, DuplicateWarning, MemoryBudgetError, SourceMismatchError
+from fastzarr.features import plain_label, to_features
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, StoredVariable, normalize_url
 
@@ -46,22 +48,6 @@ __all__ = [
 ]
 
 Source = str | os.PathLike[str]
-
-
-class DuplicateError(FastzarrError):
-    """Raised with ``duplicates="raise"`` when a ``concat_dim`` label occurs more than once."""
-
-
-class DuplicateWarning(UserWarning):
-    """Warned with ``duplicates="drop"`` when repeated ``concat_dim`` labels were dropped."""
-
-
-class SourceMismatchError(FastzarrError):
-    """The sources disagree: point coordinates, variables or data types differ."""
-
-
-MemoryBudgetError = _core.MemoryBudgetError
-"""A read would need more than its ``max_memory`` budget (raised before allocating)."""
 
 
 @dataclass
@@ -349,7 +335,7 @@ def _describe_difference(a: xr.Variable, b: xr.Variable) -> str:
     av, bv = np.asarray(a.values), np.asarray(b.values)
     for i, (x, y) in enumerate(zip(av.ravel(), bv.ravel(), strict=True)):
         if not (x == y or (_is_nan(x) and _is_nan(y))):
-            return f"value {_label(y)!r} instead of {_label(x)!r} at index {i}"
+            return f"value {plain_label(y)!r} instead of {plain_label(x)!r} at index {i}"
     if a.dtype != b.dtype:
         return f"dtype {b.dtype} instead of {a.dtype}"
     return "different attributes"
@@ -522,13 +508,6 @@ def _equal_rows(a: npt.NDArray[Any], b: npt.NDArray[Any], axis: int) -> npt.NDAr
     return np.asarray(moved.all(axis=1))
 
 
-def _label(value: Any) -> Any:
-    """A numpy scalar label as a plain Python value where that stays readable."""
-    if isinstance(value, np.generic) and value.dtype.kind not in "mM":
-        return value.item()
-    return value
-
-
 def _compare_repeats(
     parts: list[xr.Dataset],
     names: list[str],
@@ -620,7 +599,7 @@ def _find_duplicates(
         keep.append(rows)
     identical = _compare_repeats(parts, names, concat_dim, repeats)
     records = [
-        DuplicateRecord(_label(label), sources[i], bool(identical[k]))
+        DuplicateRecord(plain_label(label), sources[i], bool(identical[k]))
         for k, (i, _, _, _, label) in enumerate(repeats)
     ]
     return keep, records
@@ -1347,56 +1326,6 @@ def extract_points(
         records=records,
     )
     return result, report
-
-
-def _feature_labels(da: xr.DataArray, dims: Sequence[Hashable]) -> list[list[str]]:
-    """Per feature dim, a readable label per position: the coordinate value, or the position."""
-    labels = []
-    for d in dims:
-        if d in da.coords and da.coords[d].dims == (d,):
-            values = da.coords[d].values
-            labels.append([f"{d}={_label(v)}" for v in values])
-        else:
-            labels.append([f"{d}={i}" for i in range(da.sizes[d])])
-    return labels
-
-
-def to_features(
-    ds: xr.Dataset, sample_dims: Sequence[Hashable] | Hashable = ("file_id",)
-) -> tuple[npt.NDArray[np.float64], list[str]]:
-    """Flattens a dataset into ``(X, names)``: one row per sample, one column per feature.
-
-    Rows run over ``sample_dims`` (stacked in C order); every data variable contributes one column
-    per position of its other dims, named like ``var0003`` or ``var0003[step=5,point=1]`` (a dim's
-    coordinate value where it has one, else the position). ``X`` is float64, ready for
-    scikit-learn or torch. A data variable lacking a sample dim, or not numeric, raises ValueError.
-    """
-    if isinstance(sample_dims, str) or not isinstance(sample_dims, Sequence):
-        sample_dims = (sample_dims,)
-    sample_dims = tuple(sample_dims)
-    for d in sample_dims:
-        if d not in ds.dims:
-            raise ValueError(f"sample dim {d!r} is not a dimension of the dataset")
-    n_samples = int(np.prod([ds.sizes[d] for d in sample_dims], dtype=np.int64))
-    columns: list[npt.NDArray[np.float64]] = []
-    names: list[str] = []
-    for name, da in ds.data_vars.items():
-        absent = [d for d in sample_dims if d not in da.dims]
-        if absent:
-            raise ValueError(f"variable {name!r} lacks sample dims {absent}")
-        if da.dtype.kind not in "biuf":
-            raise ValueError(f"variable {name!r} has non-numeric dtype {da.dtype}")
-        feature_dims = [d for d in da.dims if d not in sample_dims]
-        values = np.asarray(da.transpose(*sample_dims, *feature_dims).values, dtype=np.float64)
-        columns.append(values.reshape(n_samples, -1))
-        if not feature_dims:
-            names.append(str(name))
-            continue
-        labels = _feature_labels(da, feature_dims)
-        for idx in np.ndindex(*(len(lab) for lab in labels)):
-            names.append(f"{name}[{','.join(lab[i] for lab, i in zip(labels, idx, strict=True))}]")
-    X = np.concatenate(columns, axis=1) if columns else np.empty((n_samples, 0), dtype=np.float64)  # noqa: N806
-    return X, names
 
 
 async def extract_points_async(

@@ -219,7 +219,7 @@ class _Resolver:
         if dtype.kind not in "biufcUV":
             return None
         zarr_wrapper: Any = leaf
-        location = _zarr_location(zarr_wrapper.get_array())
+        location = zarr_location(zarr_wrapper.get_array())
         if location is None:
             return None
         array = self._open(*location)
@@ -245,7 +245,7 @@ class _Resolver:
         return member if isinstance(member, fz.Array) else None
 
 
-def _zarr_location(zarr_array: Any) -> tuple[str, str] | None:
+def zarr_location(zarr_array: Any) -> tuple[str, str] | None:
     """(store URL, array path) of a zarr-python array on a local store; ``None`` otherwise."""
     store = getattr(zarr_array, "store", None)
     path = str(getattr(zarr_array, "path", "")).strip("/")

@@ -27,16 +27,9 @@ from fastzarr import _core
 from fastzarr._encoding import Codec, Variable, encode
 from fastzarr._progress import Progress, Stages
 from fastzarr._sizes import parse_size
-from fastzarr.extract import MemoryBudgetError
+from fastzarr.errors import MemoryBudgetError
 from fastzarr.report import Report, format_size, peak_memory_bytes
-from fastzarr.writer import (
-    _DEFAULT_SLAB,
-    ChunkRecord,
-    _is_dask,
-    _slabs,
-    _target_path,
-    write_store,
-)
+from fastzarr.writer import DEFAULT_SLAB, ChunkRecord, is_dask, slab_regions, target_path, write_store
 from fastzarr.xarray_backend import open_zarr, unconsolidated_quietly
 
 __all__ = ["RewriteReport", "rewrite"]
@@ -199,7 +192,7 @@ def _largest_block(data: Any) -> tuple[int, ...]:
 def _check_budget(ds: xr.Dataset, planned: list[Variable], slab_budget: int, budget: int) -> None:
     """Raises MemoryBudgetError where one source or destination chunk alone exceeds a slab."""
     for v in planned:
-        if not _is_dask(v.data):
+        if not is_dask(v.data):
             continue  # already in memory (index coordinates)
         source = ds.variables[v.name]
         block = _largest_block(source.data)
@@ -288,8 +281,8 @@ def rewrite(
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
     parsed = Codec.parse(codec)
     budget = parse_size(max_memory)
-    slab_budget = _DEFAULT_SLAB if budget is None else max(budget // SLAB_SHARE, 1)
-    target = _target_path(dst)
+    slab_budget = DEFAULT_SLAB if budget is None else max(budget // SLAB_SHARE, 1)
+    target = target_path(dst)
     if mode == "w-" and target.exists():
         raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
     source = os.fspath(src)
@@ -311,7 +304,7 @@ def rewrite(
     names = [v.name for v in planned]
     source_chunks, source_bytes = _source_inventory(source, names, storage_options)
     total_slabs = sum(
-        len(list(_slabs(v.shape, v.chunks, v.dtype.itemsize, slab_budget))) if _is_dask(v.data) else 1
+        len(list(slab_regions(v.shape, v.chunks, v.dtype.itemsize, slab_budget))) if is_dask(v.data) else 1
         for v in planned
         if v.data is not None and 0 not in v.shape
     )

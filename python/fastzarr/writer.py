@@ -16,15 +16,11 @@ never written as references.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import math
 import os
-import secrets
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +32,7 @@ import numpy.typing as npt
 import xarray as xr
 
 from fastzarr import _core
+from fastzarr._atomic import publish, remove_leftovers, temp_store
 from fastzarr._encoding import Codec, Variable, encode
 from fastzarr._sizes import parse_size
 
@@ -46,8 +43,7 @@ ChunkRecord = tuple[str, str, int, int]
 
 MODES = ("w-", "w", "a")
 _DATAARRAY_NAME = "__xarray_dataarray_variable__"  # what xarray's DataArray.to_zarr uses
-_DEFAULT_SLAB = 256 * 2**20
-_STORE_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+DEFAULT_SLAB = 256 * 2**20
 
 
 @dataclass
@@ -68,12 +64,12 @@ class WriteResult:
 # data
 
 
-def _is_dask(data: Any) -> bool:
+def is_dask(data: Any) -> bool:
     dask_array = sys.modules.get("dask.array")
     return dask_array is not None and isinstance(data, dask_array.Array)
 
 
-def _slabs(
+def slab_regions(
     shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, budget: int
 ) -> Iterator[tuple[slice, ...]]:
     """Chunk-aligned regions covering ``shape``, each within ``budget`` bytes where a chunk allows."""
@@ -105,10 +101,10 @@ def _slabs(
     yield from rec(0, ())
 
 
-def _materialize(data: Any, region: tuple[slice, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+def materialize(data: Any, region: tuple[slice, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
     """One region of a variable's data as a C-contiguous numpy array of ``dtype`` (native order)."""
     part = data[region] if region else data
-    if _is_dask(part):
+    if is_dask(part):
         part = part.compute()
     values = np.asarray(part)
     if values.dtype.kind in "OT" or (values.dtype.kind == "S" and dtype.kind == "U"):
@@ -141,8 +137,8 @@ def _write_data(
             continue
         in_memory = isinstance(v.data, np.ndarray)
         limit = max(budget, v.nbytes) if in_memory else budget
-        for region in _slabs(v.shape, v.chunks, v.dtype.itemsize, limit):
-            values = _materialize(v.data, region, v.dtype)
+        for region in slab_regions(v.shape, v.chunks, v.dtype.itemsize, limit):
+            values = materialize(v.data, region, v.dtype)
             remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
             start = _region_start(region, v.shape) if region else []
             written = _core._write_region(
@@ -201,204 +197,7 @@ def _write_metadata(
         _write_json(tmp / ".zmetadata", {"zarr_consolidated_format": 1, "metadata": meta}, fsync)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _sibling(target: Path, kind: str) -> Path:
-    return target.parent / f".{target.name}.fastzarr-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-_LOCK_SUFFIX = ".lock"
-
-
-def _lock_of(tmp: Path) -> Path:
-    """The lock file of a temporary store: beside it, so that it is never part of what is published."""
-    return tmp.with_name(tmp.name + _LOCK_SUFFIX)
-
-
-def _try_flock(fd: int) -> bool | None:
-    """Takes an exclusive ``flock`` on ``fd`` without waiting: True when taken, False when another
-    process holds it, None where locks cannot be taken (Windows, a filesystem without locks)."""
-    try:
-        import fcntl  # noqa: PLC0415 (POSIX only: the module must import on Windows)
-    except ImportError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return None
-    return True
-
-
-@contextlib.contextmanager
-def _temp_store(target: Path) -> Iterator[Path]:
-    """A new temporary sibling directory of ``target``, locked for as long as its writer runs.
-
-    The lock (an ``flock`` on a file beside the directory) is what tells other writers sweeping
-    leftovers that this one is alive: a process id says nothing about a writer in another PID
-    namespace or on another host sharing the directory. The kernel drops the lock when the writer
-    dies, so a crashed writer's leftover is swept. The caller publishes or deletes the directory."""
-    while True:
-        tmp = _sibling(target, "tmp")
-        lock = _lock_of(tmp)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        # A sweeper may have taken the fresh file for an orphan (it holds the lock while it
-        # deletes the file): then the file protects nothing, and a new name is tried.
-        if _try_flock(fd) is not False:
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                    break
-        os.close(fd)
-    try:
-        tmp.mkdir()
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
-def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
-    """Whether the writer of a leftover is gone: its lock can be taken (and is held while the
-    caller deletes the leftover, so no writer can take the lock file meanwhile), or it has no
-    lock file (the old store of a finished replace). Where locks cannot be taken, its writer's
-    process id decides; a lock file that cannot be opened (another user's) keeps the leftover."""
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        yield True
-        return
-    except OSError:
-        yield False
-        return
-    try:
-        taken = _try_flock(fd)
-        if taken is None:
-            parts = entry.name.removesuffix(_LOCK_SUFFIX).split("-")
-            taken = len(parts) >= 3 and parts[-2].isdigit() and not _pid_alive(int(parts[-2]))
-        yield taken
-    finally:
-        os.close(fd)
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Deletes temporary siblings of ``target`` left by writers that died: those whose lock no one
-    holds. The old store of an interrupted two-rename replace is kept while ``target`` is missing:
-    it is then the only copy."""
-    prefix = f".{target.name}.fastzarr-"
-    entries: list[os.DirEntry[str]] = []
-    with contextlib.suppress(FileNotFoundError):
-        entries = [e for e in os.scandir(target.parent) if e.name.startswith(prefix)]
-    names = {e.name for e in entries}
-    for entry in entries:
-        kind = entry.name[len(prefix) :].split("-")[0]
-        if entry.name.endswith(_LOCK_SUFFIX):
-            _remove_orphan_lock(entry, names)
-        elif kind == "tmp" or (kind == "old" and target.exists()):
-            lock = Path(entry.path + _LOCK_SUFFIX)
-            with _claim(entry, lock) as dead:
-                if dead:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(lock)
-
-
-def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
-    """Deletes a lock file whose temporary store is gone and that no one holds (a writer that
-    finds its fresh lock file deleted before it locked it starts over: see `_temp_store`)."""
-    if entry.name.removesuffix(_LOCK_SUFFIX) in names or "-tmp-" not in entry.name:
-        return
-    with _claim(entry, Path(entry.path)) as dead:
-        if dead:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_FORCE_TWO_RENAMES = False
-"""Replace by two renames even where the filesystem can exchange (tests of that fallback)."""
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # the process already has libc loaded
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem cannot exchange
-        return False
-    raise OSError(errno, os.strerror(errno), str(b))
-
-
-def _is_store_or_empty(path: Path) -> bool:
-    return not any(path.iterdir()) or any((path / m).exists() for m in _STORE_MARKERS)
-
-
-def _publish(tmp: Path, target: Path, mode: str, fsync: bool = True) -> None:
-    """Moves the finished ``tmp`` to ``target``: a plain rename, or an exchange with the old store;
-    with ``fsync``, the parent directory is synced so that the new name survives a crash."""
-    if not target.exists():
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if mode == "w-" or not target.exists():
-                raise
-        else:
-            if fsync:
-                _fsync_dir(target.parent)
-            return
-    if mode == "w-":
-        raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
-    if not target.is_dir() or not _is_store_or_empty(target):
-        raise FileExistsError(f"{target} exists and is not a Zarr store: refusing to replace it")
-    if not _FORCE_TWO_RENAMES and _exchange(tmp, target):
-        old = tmp  # after the exchange, tmp's name holds the old store
-    else:
-        # Between the renames there is no store at target: an opener that finds none but sees
-        # this "old" sibling waits for the second rename (the Rust core's local open).
-        old = _sibling(target, "old")
-        os.rename(target, old)
-        os.rename(tmp, target)
-    if fsync:
-        _fsync_dir(target.parent)
-    _discard(old)
-
-
-def _discard(path: Path) -> None:
-    """Deletes a replaced store in a background thread: on some filesystems every ``rmdir`` costs
-    milliseconds, and the new store is already in place. If the process ends first, the leftover
-    is removed by the next write next to it (no writer holds its lock)."""
-    threading.Thread(target=shutil.rmtree, args=(path, True), name="fastzarr-discard").start()
-
-
-def _target_path(url: str | os.PathLike[str]) -> Path:
+def target_path(url: str | os.PathLike[str]) -> Path:
     text = os.fspath(url)
     if "://" in text:
         scheme, rest = text.split("://", 1)
@@ -428,7 +227,7 @@ def to_zarr(
     chunks: Mapping[Hashable, int] | int | None = None,
     consolidated: bool = True,
     fsync: bool = True,
-    max_memory: int | str = _DEFAULT_SLAB,
+    max_memory: int | str = DEFAULT_SLAB,
     timeout: float | None = None,
     append_dim: str | None = None,
 ) -> WriteResult:
@@ -475,10 +274,10 @@ def to_zarr(
         raise ValueError("append_dim is required with mode='a' and used only with it")
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, not {zarr_format!r}")
-    budget = parse_size(max_memory) or _DEFAULT_SLAB
+    budget = parse_size(max_memory) or DEFAULT_SLAB
     parsed = Codec.parse(codec)
     ds = _as_dataset(obj)
-    target = _target_path(url)
+    target = target_path(url)
     if mode == "w-" and target.exists():
         raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
     if mode == "a" and append_dim is not None and target.exists():
@@ -513,7 +312,7 @@ def write_store(
     chunks: Mapping[Hashable, int] | int | None = None,
     consolidated: bool = True,
     fsync: bool = True,
-    max_memory: int = _DEFAULT_SLAB,
+    max_memory: int = DEFAULT_SLAB,
     deadline: float | None = None,
     before_publish: Callable[[Path, list[ChunkRecord]], None] | None = None,
     on_region: RegionCallback | None = None,
@@ -523,8 +322,8 @@ def write_store(
     ``on_region(variable, region, records)`` follows the writing (``fastzarr.rewrite``'s progress)."""
     variables, attrs = encode(ds, zarr_format=zarr_format, codec=codec, chunks=chunks)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(target)
-    with _temp_store(target) as tmp:
+    remove_leftovers(target)
+    with temp_store(target) as tmp:
         try:
             records = _write_data(
                 tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline, on_region=on_region
@@ -538,7 +337,7 @@ def write_store(
                 before_publish(tmp, records)
             if fsync:
                 _core._sync_dirs(tmp)
-            _publish(tmp, target, mode, fsync)
+            publish(tmp, target, mode, fsync)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -81,7 +81,7 @@ fn wrap(codec: Codec, configuration: Option<&serde_json::Map<String, serde_json:
     let blosc_compressor = configuration
         .and_then(|c| c.get("cname"))
         .and_then(serde_json::Value::as_str)
-        .and_then(crate::blosc_ranges::compressor_format);
+        .and_then(crate::blosc::ranges::compressor_format);
     match codec {
         Codec::BytesToBytes(inner) => match Kind::of(inner.as_ref()) {
             Some(kind) => Codec::BytesToBytes(Arc::new(Bounded {
@@ -209,7 +209,7 @@ impl Bounded {
             Kind::Zlib => read_bounded(kind, flate2::read::ZlibDecoder::new(encoded), limit)?,
             Kind::Bz2 => read_bounded(kind, bzip2::read::BzDecoder::new(encoded), limit)?,
             Kind::Blosc => {
-                crate::blosc_ranges::check_compressor(encoded, self.blosc_compressor)
+                crate::blosc::ranges::check_compressor(encoded, self.blosc_compressor)
                     .map_err(CodecError::Other)?;
                 let declared = blosc_declared_size(encoded)
                     .ok_or_else(|| corrupt(kind, "too short for a blosc header"))?;
@@ -221,10 +221,10 @@ impl Bounded {
                         ),
                     ));
                 }
-                // The same checked decoder as block-by-block reads use (blosc_ranges.rs),
+                // The same checked decoder as block-by-block reads use (blosc/ranges.rs),
                 // so that a chunk is accepted or refused alike however it is read.
                 let mut out = allocate(kind, declared)?;
-                crate::blosc_ranges::decode_into(encoded, &mut out).map_err(CodecError::Other)?;
+                crate::blosc::ranges::decode_into(encoded, &mut out).map_err(CodecError::Other)?;
                 out
             }
         };

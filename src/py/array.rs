@@ -21,9 +21,9 @@ pub struct PyArray {
 
 /// Opens the array at `path` ("" = the root) of the store at `url`.
 pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<ArrayHandle> {
-    let store = crate::py::group::open_store(url, &options)?;
+    let store = crate::group::open_store(url, &options)?;
     match read_node(&store, path)
-        .map_err(|err| crate::py::group::with_members(&store, &options, err))?
+        .map_err(|err| crate::group::with_members(&store, &options, err))?
     {
         Node::Array(metadata) => ArrayHandle::new(store, path, *metadata),
         Node::Group(_) => Err(crate::errors::Error::WrongNodeType {

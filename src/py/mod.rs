@@ -87,13 +87,10 @@ pub fn detach_abandonable<R: Send + 'static>(
         return guard::detach(py, work);
     }
     let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("fastzarr-open".into())
-        .spawn(move || {
-            // The receiver is gone only when the caller gave up.
-            let _ = sender.send(guard::catch(work));
-        })
-        .map_err(|e| Error::InvalidArgument(format!("could not start a thread: {e}")))?;
+    crate::runtime::spawn_detached("fastzarr-open", move || {
+        // The receiver is gone only when the caller gave up.
+        let _ = sender.send(guard::catch(work));
+    })?;
     guard::detach(py, move || {
         let deadline = limit.map(|l| Instant::now() + l);
         loop {

@@ -111,6 +111,15 @@ pub fn _verify_chunks(
     })
 }
 
+/// Atomically swaps the paths `a` and `b`; `False` where the platform or the filesystem
+/// cannot (Linux `renameat2(RENAME_EXCHANGE)`).
+#[pyfunction]
+pub fn _exchange(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Result<bool> {
+    let a = PathBuf::from(url_string(a)?);
+    let b = PathBuf::from(url_string(b)?);
+    crate::py::guard::detach(py, || write::exchange(&a, &b))
+}
+
 /// fsyncs every file and directory below (and including) `path`: what makes the chunks
 /// `_write_region(fsync=True)` wrote durable.
 #[pyfunction]

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from fastzarr._compat import internals
-from fastzarr._core import FastzarrError
+from fastzarr.errors import EncodingUnavailableError
 
 _TEMP_NAME = "__fastzarr_dataarray__"
 """The data variable's name in the public fallback of :func:`temp_dataset` when the DataArray
@@ -242,10 +242,6 @@ async def async_explicit_indexing(
 # Writing: CF encoding as ``Dataset.to_zarr`` does it. xarray has no public function for it, so
 # without these names fastzarr's writer refuses with a clear error instead of encoding
 # differently from xarray.
-
-
-class EncodingUnavailableError(FastzarrError):
-    """This xarray release lacks the zarr encoder fastzarr's writer uses."""
 
 
 def _encoder(module: str, name: str) -> Any:

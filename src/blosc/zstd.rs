@@ -4,7 +4,7 @@
 //! and frees a decompression context each time (an allocation and CPU-feature probing per
 //! call). With typesize-4 data that is four contexts per block: on small chunks this costs
 //! more than the decompression itself. Here each pool thread keeps one context and one
-//! scratch buffer; the byte unshuffle is `crate::unshuffle` (AVX2 for 4-byte types).
+//! scratch buffer; the byte unshuffle is `crate::blosc::unshuffle` (AVX2 for 4-byte types).
 //! Buffers this module does not handle (other compressors, bit-shuffle, flags from later
 //! formats) go back to C-Blosc, which then decodes them exactly as before.
 
@@ -12,14 +12,11 @@ use std::cell::RefCell;
 
 use zstd::zstd_safe::DCtx;
 
-use crate::blosc_ranges::BloscHeader;
+use crate::blosc::ranges::BloscHeader;
 
-const HEADER_LEN: usize = 16;
-const FLAG_SHUFFLE: u8 = 0x01;
-const FLAG_MEMCPYED: u8 = 0x02;
-const FLAG_BITSHUFFLE: u8 = 0x04;
-const FLAG_FUTURE: u8 = 0x08;
-const FLAG_DONT_SPLIT: u8 = 0x10;
+use super::{
+    FLAG_BITSHUFFLE, FLAG_DONT_SPLIT, FLAG_FUTURE, FLAG_MEMCPYED, FLAG_SHUFFLE, HEADER_LEN,
+};
 const ZSTD_FORMAT: u8 = 4;
 /// C-Blosc's limits for splitting a block into one stream per byte of the type.
 const MAX_SPLITS: usize = 16;
@@ -189,7 +186,7 @@ fn decode_block(
             offset += cbytes;
         }
         if doshuffle {
-            crate::unshuffle::unshuffle(typesize, &scratch.shuffled[..bsize], out);
+            crate::blosc::unshuffle::unshuffle(typesize, &scratch.shuffled[..bsize], out);
         }
     }
     Ok(())
@@ -210,7 +207,7 @@ mod tests {
         shuffle: i32,
         cname: &std::ffi::CStr,
     ) -> Vec<u8> {
-        crate::blosc_ranges::tests::compress_with(data, typesize, blocksize, shuffle, 3, cname)
+        crate::blosc::ranges::tests::compress_with(data, typesize, blocksize, shuffle, 3, cname)
     }
 
     fn data(n: usize, seed: u32) -> Vec<u8> {

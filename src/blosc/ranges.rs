@@ -10,14 +10,7 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 
-const HEADER_LEN: usize = 16;
-const FLAG_MEMCPYED: u8 = 0x02;
-/// Set only by formats C-Blosc 1 does not decode.
-const FLAG_FUTURE: u8 = 0x08;
-/// The one format version C-Blosc 1 decodes.
-const VERSION_FORMAT: u8 = 2;
-/// The version every compressor's block format has in C-Blosc 1 (byte 1 of the header).
-const CODEC_VERSION_FORMAT: u8 = 1;
+use super::{CODEC_VERSION_FORMAT, FLAG_FUTURE, FLAG_MEMCPYED, HEADER_LEN, VERSION_FORMAT};
 /// Compressor formats (flags bits 5-7): blosclz, lz4 (and lz4hc), snappy, zlib, zstd.
 const MAX_CODEC_FORMAT: u8 = 4;
 /// C-Blosc 1's largest buffer and block (it computes with 32-bit signed sizes, and
@@ -206,7 +199,7 @@ fn decode_block(buffer: &[u8], header: &BloscHeader, block: usize) -> Result<Vec
         return Ok(buffer[HEADER_LEN + start..HEADER_LEN + start + len].to_vec());
     }
     let mut out = vec![0u8; len];
-    if crate::blosc_zstd::decode_block_into(buffer, header, block, &mut out)? {
+    if crate::blosc::zstd::decode_block_into(buffer, header, block, &mut out)? {
         return Ok(out);
     }
     let first_item = i32::try_from(start / header.typesize).map_err(|e| e.to_string())?;
@@ -316,7 +309,7 @@ pub fn decode_into(buffer: &[u8], dest: &mut [u8]) -> Result<(), String> {
         dest.copy_from_slice(&buffer[HEADER_LEN..]);
         return Ok(());
     }
-    if crate::blosc_zstd::decode_into(buffer, &header, dest)? {
+    if crate::blosc::zstd::decode_into(buffer, &header, dest)? {
         return Ok(());
     }
     // SAFETY: the header was checked against the buffer's real length and `dest`'s

@@ -1,0 +1,224 @@
+"""Publishing a store atomically, and the locks and leftovers around it: shared by the writer,
+appending, the cache and rewriting.
+
+A store is written into a temporary sibling directory (locked for as long as its writer runs),
+then published by one rename, or by an atomic exchange with the store it replaces. Leftovers of
+writers that died are swept by the next writer beside them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from fastzarr import _core
+
+STORE_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+"""The files that make a directory a Zarr store."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.fastzarr-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+_LOCK_SUFFIX = ".lock"
+
+
+def _lock_of(tmp: Path) -> Path:
+    """The lock file of a temporary store: beside it, so that it is never part of what is published."""
+    return tmp.with_name(tmp.name + _LOCK_SUFFIX)
+
+
+def try_flock(fd: int) -> bool | None:
+    """Takes an exclusive ``flock`` on ``fd`` without waiting: True when taken, False when another
+    process holds it, None where locks cannot be taken (Windows, a filesystem without locks)."""
+    try:
+        import fcntl  # noqa: PLC0415 (POSIX only: the module must import on Windows)
+    except ImportError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+@contextlib.contextmanager
+def temp_store(target: Path) -> Iterator[Path]:
+    """A new temporary sibling directory of ``target``, locked for as long as its writer runs.
+
+    The lock (an ``flock`` on a file beside the directory) is what tells other writers sweeping
+    leftovers that this one is alive: a process id says nothing about a writer in another PID
+    namespace or on another host sharing the directory. The kernel drops the lock when the writer
+    dies, so a crashed writer's leftover is swept. The caller publishes or deletes the directory."""
+    while True:
+        tmp = sibling(target, "tmp")
+        lock = _lock_of(tmp)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        # A sweeper may have taken the fresh file for an orphan (it holds the lock while it
+        # deletes the file): then the file protects nothing, and a new name is tried.
+        if try_flock(fd) is not False:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    break
+        os.close(fd)
+    try:
+        tmp.mkdir()
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
+    """Whether the writer of a leftover is gone: its lock can be taken (and is held while the
+    caller deletes the leftover, so no writer can take the lock file meanwhile), or it has no
+    lock file (the old store of a finished replace). Where locks cannot be taken, its writer's
+    process id decides; a lock file that cannot be opened (another user's) keeps the leftover."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        taken = try_flock(fd)
+        if taken is None:
+            parts = entry.name.removesuffix(_LOCK_SUFFIX).split("-")
+            taken = len(parts) >= 3 and parts[-2].isdigit() and not _pid_alive(int(parts[-2]))
+        yield taken
+    finally:
+        os.close(fd)
+
+
+def remove_leftovers(target: Path) -> None:
+    """Deletes temporary siblings of ``target`` left by writers that died: those whose lock no one
+    holds. The old store of an interrupted two-rename replace is kept while ``target`` is missing:
+    it is then the only copy."""
+    prefix = f".{target.name}.fastzarr-"
+    entries: list[os.DirEntry[str]] = []
+    with contextlib.suppress(FileNotFoundError):
+        entries = [e for e in os.scandir(target.parent) if e.name.startswith(prefix)]
+    names = {e.name for e in entries}
+    for entry in entries:
+        kind = entry.name[len(prefix) :].split("-")[0]
+        if entry.name.endswith(_LOCK_SUFFIX):
+            _remove_orphan_lock(entry, names)
+        elif kind == "tmp" or (kind == "old" and target.exists()):
+            lock = Path(entry.path + _LOCK_SUFFIX)
+            with _claim(entry, lock) as dead:
+                if dead:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock)
+
+
+def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
+    """Deletes a lock file whose temporary store is gone and that no one holds (a writer that
+    finds its fresh lock file deleted before it locked it starts over: see `temp_store`)."""
+    if entry.name.removesuffix(_LOCK_SUFFIX) in names or "-tmp-" not in entry.name:
+        return
+    with _claim(entry, Path(entry.path)) as dead:
+        if dead:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+FORCE_TWO_RENAMES = False
+"""Replace by two renames even where the filesystem can exchange (tests of that fallback)."""
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``, in the core); False
+    where the platform or the filesystem cannot."""
+    return _core._exchange(a, b)
+
+
+def _is_store_or_empty(path: Path) -> bool:
+    return not any(path.iterdir()) or any((path / m).exists() for m in STORE_MARKERS)
+
+
+def publish(tmp: Path, target: Path, mode: str, fsync: bool = True) -> None:
+    """Moves the finished ``tmp`` to ``target``: a plain rename, or an exchange with the old store;
+    with ``fsync``, the parent directory is synced so that the new name survives a crash."""
+    if not target.exists():
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if mode == "w-" or not target.exists():
+                raise
+        else:
+            if fsync:
+                fsync_dir(target.parent)
+            return
+    if mode == "w-":
+        raise FileExistsError(f"{target} already exists (mode='w-'); use mode='w' to replace it")
+    if not target.is_dir() or not _is_store_or_empty(target):
+        raise FileExistsError(f"{target} exists and is not a Zarr store: refusing to replace it")
+    if not FORCE_TWO_RENAMES and exchange(tmp, target):
+        old = tmp  # after the exchange, tmp's name holds the old store
+    else:
+        # Between the renames there is no store at target: an opener that finds none but sees
+        # this "old" sibling waits for the second rename (the Rust core's local open).
+        old = sibling(target, "old")
+        os.rename(target, old)
+        os.rename(tmp, target)
+    if fsync:
+        fsync_dir(target.parent)
+    discard(old)
+
+
+def discard(path: Path) -> None:
+    """Deletes a replaced store in a background thread: on some filesystems every ``rmdir`` costs
+    milliseconds, and the new store is already in place. If the process ends first, the leftover
+    is removed by the next write next to it (no writer holds its lock)."""
+    threading.Thread(target=shutil.rmtree, args=(path, True), name="fastzarr-discard").start()
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path, *, expired: Callable[[], bool], timed_out: Callable[[], Exception]
+) -> Iterator[None]:
+    """Holds an exclusive lock on the file ``path`` (created if missing, and kept: deleting a lock
+    file races with its next user). Waits while another process holds it until ``expired()``,
+    then raises ``timed_out()``. The kernel releases the lock when the process dies, so a killed
+    holder blocks no one. Where files cannot be locked (no ``fcntl``, a filesystem without
+    locks), the lock is not taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while try_flock(fd) is False:
+            if expired():
+                raise timed_out()
+            time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
