@@ -33,6 +33,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sibling(target: Path, kind: str) -> Path:
+    """A new hidden name beside ``target`` for a ``kind`` of temporary ("tmp", "old"), unique
+    to this process and call: ``.NAME.fastzarr-KIND-PID-RANDOM``."""
     return target.parent / f".{target.name}.fastzarr-{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
