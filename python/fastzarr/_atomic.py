@@ -208,14 +208,14 @@ def discard(path: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive_lock(
-    path: Path, *, expired: Callable[[], bool], timed_out: Callable[[], Exception]
+    path: Path, *, expired: Callable[[], bool], timed_out: Callable[[], Exception], mode: int = 0o644
 ) -> Iterator[None]:
     """Holds an exclusive lock on the file ``path`` (created if missing, and kept: deleting a lock
     file races with its next user). Waits while another process holds it until ``expired()``,
     then raises ``timed_out()``. The kernel releases the lock when the process dies, so a killed
     holder blocks no one. Where files cannot be locked (no ``fcntl``, a filesystem without
-    locks), the lock is not taken."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    locks), the lock is not taken. ``mode``: the permissions of a new lock file."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     try:
         while try_flock(fd) is False:
             if expired():

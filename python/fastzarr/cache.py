@@ -417,6 +417,7 @@ class Cache:
                 f"timed out after {self.lock_timeout} s waiting for another process to "
                 f"finish cache entry {key} (lock {path})"
             ),
+            mode=0o600,  # the cache's files are the user's own
         )
 
     # ----------------------------------------------------------------------------------------
