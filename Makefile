@@ -5,9 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
-# cargo test links against libpython; point the loader at the interpreter's lib dir.
 PY_SOURCES := $(wildcard python tests benches notebooks)
-PYLIBDIR = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 
 .PHONY: help venv build test test-rust test-python test-xarray-suite test-oldest lint demo notebook notebook-outputs bench bench-scaling clean fuzz fuzz-long
 
@@ -54,8 +52,9 @@ test: venv
 	$(MAKE) --no-print-directory -j2 build $(VENV_OLDEST)/.installed
 	$(MAKE) --no-print-directory test-rust lint test-python test-xarray-suite test-oldest
 
-test-rust: venv
-	LD_LIBRARY_PATH=$(PYLIBDIR) cargo test --release --quiet
+# The core alone, without its Python layer: no interpreter or libpython involved.
+test-rust:
+	cargo test --release --no-default-features --quiet
 
 test-python: venv build
 	$(PY) -m pytest -q
@@ -137,11 +136,12 @@ FUZZ_SECONDS ?= 60
 FUZZ_RSS_MB ?= 2048
 FUZZ_MALLOC_MB ?= 512
 FUZZ_TARGETS := blosc_ranges metadata plan
-fuzz: venv
+# The targets build the core without its Python layer (no libpython needed).
+fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		mkdir -p corpus/$$t && \
-		CARGO_TARGET_DIR=$(CURDIR)/fuzz/target RUSTC_BOOTSTRAP=1 LD_LIBRARY_PATH=$(PYLIBDIR) \
+		CARGO_TARGET_DIR=$(CURDIR)/fuzz/target RUSTC_BOOTSTRAP=1 \
 			cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) \
 				-rss_limit_mb=$(FUZZ_RSS_MB) -malloc_limit_mb=$(FUZZ_MALLOC_MB) \
 			|| exit 1; \

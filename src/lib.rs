@@ -1,6 +1,8 @@
 //! fastzarr's Rust core: reads Zarr arrays into numpy, decoding chunks in parallel.
 //!
-//! This file only registers the Python module; the work lives in the modules below.
+//! This file only registers the Python module; the work lives in the modules below. Without
+//! the `python` feature (`cargo test --no-default-features`, the fuzz targets) the crate is
+//! the core alone, with no Python types and no libpython.
 
 pub mod array;
 pub mod blosc;
@@ -16,6 +18,7 @@ pub mod object_config;
 pub mod paths;
 pub mod plan;
 pub mod prefixed;
+#[cfg(feature = "python")]
 pub mod py;
 pub mod read;
 pub mod runtime;
@@ -26,23 +29,26 @@ pub mod strings;
 pub mod write;
 pub mod zeroed;
 
+#[cfg(feature = "python")]
 use pyo3::prelude::*;
 
 // Not declared free-threading safe: the wheel is abi3 (CPython 3.10+), which free-threaded
 // CPython (3.13t/3.14t) cannot load, so no free-threaded build has been tested. Threads on a
 // GIL build are tested (tests/test_threads.py): the work runs with the GIL released.
+#[cfg(feature = "python")]
 #[pymodule(gil_used = true)]
 mod _core {
-    use super::{errors, Bound, PyModule, PyModuleMethods, PyResult};
+    use super::{Bound, PyModule, PyModuleMethods, PyResult};
+    use crate::py::errors;
 
-    #[pymodule_export]
-    use crate::errors::{
-        CorruptChunkError, FastzarrError, MetadataError, StoreChangedError, UnsupportedCodecError,
-    };
     #[pymodule_export]
     use crate::py::aio::{open_array_async, read_many_async};
     #[pymodule_export]
     use crate::py::array::{_reopen_array, open_array, OuterIndexer, PyArray, VectorIndexer};
+    #[pymodule_export]
+    use crate::py::errors::{
+        CorruptChunkError, FastzarrError, MetadataError, StoreChangedError, UnsupportedCodecError,
+    };
     #[pymodule_export]
     use crate::py::functions::{
         get_io_concurrency, get_num_threads, get_partial_decoding, read_many, set_io_concurrency,
@@ -59,7 +65,7 @@ mod _core {
     #[pymodule_export]
     use crate::py::write::{
         _checksum_files, _exchange, _store_listing, _sync_dirs, _tree_listing, _verify_chunks,
-        _write_region,
+        _write_regions,
     };
 
     #[pymodule_init]

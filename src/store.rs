@@ -227,9 +227,16 @@ impl Store {
         };
         let location = ObjectPath::from(key);
         self.request(key, || async {
-            let result = store.get_opts(&location, GetOptions::default()).await?;
+            let result = store
+                .get_opts(&location, GetOptions::default())
+                .await
+                .map_err(Failed::Request)?;
             let expected = result.meta.size;
-            let bytes = result.bytes().await?;
+            let retried = result.meta.e_tag.is_some();
+            let bytes = result
+                .bytes()
+                .await
+                .map_err(|error| Failed::Body { error, retried })?;
             check_length(bytes.len() as u64, expected)?;
             Ok(bytes)
         })
@@ -274,19 +281,26 @@ impl Store {
                     range: Some(GetRange::Bounded(range.clone())),
                     ..GetOptions::default()
                 };
-                let result = store.get_opts(&location, options).await?;
+                let result = store
+                    .get_opts(&location, options)
+                    .await
+                    .map_err(Failed::Request)?;
                 let size = result.meta.size;
                 if result.range.start != range.start {
-                    return Err(object_store::Error::Generic {
+                    return Err(Failed::Request(object_store::Error::Generic {
                         store: "fastzarr",
                         source: format!(
                             "asked for bytes from {}, the response starts at {}",
                             range.start, result.range.start
                         )
                         .into(),
-                    });
+                    }));
                 }
-                let bytes = result.bytes().await?;
+                let retried = result.meta.e_tag.is_some();
+                let bytes = result
+                    .bytes()
+                    .await
+                    .map_err(|error| Failed::Body { error, retried })?;
                 check_length(
                     bytes.len() as u64,
                     wanted.min(size.saturating_sub(range.start)),
@@ -342,17 +356,19 @@ impl Store {
         Ok(Some((bytes.slice(start..end), size)))
     }
 
-    /// Runs one request under a permit of the in-flight bound; a response that breaks
-    /// off while its body is read is asked for again (twice at most). Not found is `None`.
+    /// Runs one request under a permit of the in-flight bound. A response whose body broke off
+    /// or came short is asked for again (twice at most), unless `object_store` already did: it
+    /// resumes the bodies of responses that carry an `ETag`. Not found is `None`.
     async fn request<T, F, Fut>(&self, key: &str, attempt: F) -> Result<Option<T>>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = object_store::Result<T>>,
+        Fut: std::future::Future<Output = std::result::Result<T, Failed>>,
     {
         const ATTEMPTS: usize = 3;
         let (_, permits) = crate::runtime::io()?;
         let mut last = None;
-        for _ in 0..ATTEMPTS {
+        let mut tries = String::new();
+        for attempt_number in 1..=ATTEMPTS {
             let outcome = {
                 let _permit = permits
                     .acquire()
@@ -362,9 +378,16 @@ impl Store {
             };
             match outcome {
                 Ok(value) => return Ok(Some(value)),
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(err) if is_body_error(&err) => last = Some(err),
-                Err(err) => return Err(self.storage_error(key, error_chain(&err))),
+                Err(Failed::Request(object_store::Error::NotFound { .. })) => return Ok(None),
+                Err(Failed::Request(err)) => return Err(self.storage_error(key, error_chain(&err))),
+                Err(Failed::Body { error, retried }) => {
+                    last = Some(error);
+                    if retried {
+                        tries = "after the store client's own retries".into();
+                        break;
+                    }
+                    tries = format!("{attempt_number} tries");
+                }
             }
         }
         let reason = last.map_or_else(String::new, |e| error_chain(&e));
@@ -372,9 +395,7 @@ impl Store {
             return Err(self.storage_error(key, reason));
         }
         // A chunk whose every response broke off is unreadable data, like a truncated file.
-        let reason = self.scrub(format!(
-            "every response was cut short ({ATTEMPTS} tries): {reason}"
-        ));
+        let reason = self.scrub(format!("every response was cut short ({tries}): {reason}"));
         let (url, path) = self.locate(array_of_chunk_key(key));
         Err(Error::CorruptChunk {
             url,
@@ -473,23 +494,32 @@ impl Store {
 /// HTTP store, and the client of the cloud stores).
 const NOT_PARTIAL: [&str; 2] = ["Range request not supported", "non-partial response"];
 
-/// A response body shorter (or longer) than promised is an error worth asking again for.
-fn check_length(got: u64, expected: u64) -> object_store::Result<()> {
+/// Why a request failed: before its response (`object_store` has retried what it retries),
+/// or while its body was read.
+enum Failed {
+    Request(object_store::Error),
+    /// The body broke off or came short or long; `retried`: `object_store` already asked
+    /// again for the rest (it does for responses that carry an `ETag`).
+    Body {
+        error: object_store::Error,
+        retried: bool,
+    },
+}
+
+/// A response body shorter (or longer) than promised is worth asking again for: no layer
+/// below checks it.
+fn check_length(got: u64, expected: u64) -> std::result::Result<(), Failed> {
     if got == expected {
         Ok(())
     } else {
-        Err(object_store::Error::Generic {
-            store: "fastzarr",
-            source: format!("response body cut short: {got} of {expected} bytes").into(),
+        Err(Failed::Body {
+            error: object_store::Error::Generic {
+                store: "fastzarr",
+                source: format!("response body cut short: {got} of {expected} bytes").into(),
+            },
+            retried: false,
         })
     }
-}
-
-/// Whether an `object_store` error broke off a response body (worth asking again).
-fn is_body_error(err: &object_store::Error) -> bool {
-    let text = error_chain(err).to_ascii_lowercase();
-    matches!(err, object_store::Error::Generic { .. })
-        && (text.contains("body") || text.contains("end of file") || text.contains("incomplete"))
 }
 
 fn is_timeout(reason: &str) -> bool {

@@ -8,6 +8,7 @@
 //! verification after a write) and [`verify_chunks`] checks files against them at the speed
 //! of the disk (CRC-32C runs at many GB/s with SSE 4.2).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -170,21 +171,19 @@ fn start_writeback(file: &std::fs::File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File) {}
 
-/// An array opened from metadata for encoding, and the chunk grid of one region.
-struct RegionPlan {
+/// An array opened from its metadata for encoding: what every region of it shares.
+struct Encoder {
     array: Array<dyn zarrs::storage::ReadableStorageTraits>,
     itemsize: usize,
     array_shape: Vec<u64>,
     chunk_shape: Vec<u64>,
     nonzero_chunk_shape: Vec<NonZeroU64>,
-    /// Index of the region's first chunk, per axis.
-    first: Vec<u64>,
-    /// Chunks of the region, per axis.
-    counts: Vec<u64>,
     fill: Vec<u8>,
 }
 
-impl RegionPlan {
+impl Encoder {
+    /// Parses `region`'s metadata; runs inside the pool, like every zarrs array is built
+    /// (array.rs says why).
     fn new(region: &WriteRegion<'_>) -> Result<Self> {
         let metadata: ArrayMetadata =
             serde_json::from_str(region.metadata).map_err(|e| region.metadata_error(e))?;
@@ -192,10 +191,8 @@ impl RegionPlan {
             Arc::new(zarrs::storage::store::MemoryStore::new());
         // The array is placed at the root: zarrs refuses some valid member names (those starting
         // with "__", like xarray's "__xarray_dataarray_variable__"); keys are prefixed later.
-        // Built inside the pool, like every zarrs array (array.rs says why).
-        let array =
-            crate::runtime::install(|| Ok(Array::new_with_metadata(storage, "/", metadata)))?
-                .map_err(|e| region.metadata_error(e))?;
+        let array = Array::new_with_metadata(storage, "/", metadata)
+            .map_err(|e| region.metadata_error(e))?;
         let itemsize =
             array
                 .data_type()
@@ -205,7 +202,35 @@ impl RegionPlan {
                     path: region.array_path.to_string(),
                     dtype: "variable-length data types cannot be written".into(),
                 })?;
-        let array_shape = array.shape().to_vec();
+        let chunk_shape = regular_chunk_shape(&array)
+            .ok_or_else(|| region.metadata_error("only regular chunk grids can be written"))?;
+        let nonzero_chunk_shape = chunk_shape
+            .iter()
+            .map(|&n| NonZeroU64::new(n).expect("zarrs chunk shapes are non-zero"))
+            .collect();
+        Ok(Self {
+            fill: array.fill_value().as_ne_bytes().to_vec(),
+            array_shape: array.shape().to_vec(),
+            array,
+            itemsize,
+            chunk_shape,
+            nonzero_chunk_shape,
+        })
+    }
+}
+
+/// The chunk grid of one region of an array.
+struct RegionPlan {
+    encoder: Arc<Encoder>,
+    /// Index of the region's first chunk, per axis.
+    first: Vec<u64>,
+    /// Chunks of the region, per axis.
+    counts: Vec<u64>,
+}
+
+impl RegionPlan {
+    fn new(encoder: Arc<Encoder>, region: &WriteRegion<'_>) -> Result<Self> {
+        let (array_shape, chunk_shape) = (&encoder.array_shape, &encoder.chunk_shape);
         let ndim = array_shape.len();
         if region.start.len() != ndim || region.shape.len() != ndim {
             return Err(Error::InvalidArgument(format!(
@@ -214,7 +239,7 @@ impl RegionPlan {
                 region.array_path
             )));
         }
-        let expected_len = region.shape.iter().product::<u64>() as usize * itemsize;
+        let expected_len = region.shape.iter().product::<u64>() as usize * encoder.itemsize;
         if region.data.len() != expected_len {
             return Err(Error::InvalidArgument(format!(
                 "{} bytes given for a region of {expected_len} bytes of array '{}'",
@@ -222,8 +247,6 @@ impl RegionPlan {
                 region.array_path
             )));
         }
-        let chunk_shape = regular_chunk_shape(&array)
-            .ok_or_else(|| region.metadata_error("only regular chunk grids can be written"))?;
         let mut first = Vec::with_capacity(ndim);
         let mut counts = Vec::with_capacity(ndim);
         for axis in 0..ndim {
@@ -245,17 +268,8 @@ impl RegionPlan {
                 end.div_ceil(chunk) - start / chunk
             });
         }
-        let nonzero_chunk_shape = chunk_shape
-            .iter()
-            .map(|&n| NonZeroU64::new(n).expect("zarrs chunk shapes are non-zero"))
-            .collect();
         Ok(Self {
-            fill: array.fill_value().as_ne_bytes().to_vec(),
-            array,
-            itemsize,
-            array_shape,
-            chunk_shape,
-            nonzero_chunk_shape,
+            encoder,
             first,
             counts,
         })
@@ -264,20 +278,21 @@ impl RegionPlan {
     /// The decoded bytes of the chunk at `indices`: copied from the region, the part outside
     /// the array (an edge chunk) filled with the fill value.
     fn chunk_bytes(&self, region: &WriteRegion<'_>, indices: &[u64]) -> Vec<u8> {
+        let encoder = &*self.encoder;
         let ndim = indices.len();
         let origin: Vec<u64> = indices
             .iter()
-            .zip(&self.chunk_shape)
+            .zip(&encoder.chunk_shape)
             .map(|(i, c)| i * c)
             .collect();
         let block: Vec<u64> = (0..ndim)
-            .map(|a| self.chunk_shape[a].min(self.array_shape[a] - origin[a]))
+            .map(|a| encoder.chunk_shape[a].min(encoder.array_shape[a] - origin[a]))
             .collect();
-        let elements = self.chunk_shape.iter().product::<u64>() as usize;
-        let mut buffer = vec![0u8; elements * self.itemsize];
-        if block != self.chunk_shape {
-            for element in buffer.chunks_exact_mut(self.itemsize) {
-                element.copy_from_slice(&self.fill);
+        let elements = encoder.chunk_shape.iter().product::<u64>() as usize;
+        let mut buffer = vec![0u8; elements * encoder.itemsize];
+        if block != encoder.chunk_shape {
+            for element in buffer.chunks_exact_mut(encoder.itemsize) {
+                element.copy_from_slice(&encoder.fill);
             }
         }
         let src_start: Vec<u64> = (0..ndim).map(|a| origin[a] - region.start[a]).collect();
@@ -286,10 +301,10 @@ impl RegionPlan {
             region.shape,
             &src_start,
             &mut buffer,
-            &self.chunk_shape,
+            &encoder.chunk_shape,
             &vec![0; ndim],
             &block,
-            self.itemsize,
+            encoder.itemsize,
         );
         buffer
     }
@@ -301,17 +316,17 @@ impl RegionPlan {
         offset: &[u64],
         options: &CodecOptions,
     ) -> Result<ChunkRecord> {
+        let array = &self.encoder.array;
         let indices: Vec<u64> = self.first.iter().zip(offset).map(|(f, o)| f + o).collect();
         let buffer = self.chunk_bytes(region, &indices);
-        let key = crate::store::join(region.array_path, self.array.chunk_key(&indices).as_str());
-        let encoded = self
-            .array
+        let key = crate::store::join(region.array_path, array.chunk_key(&indices).as_str());
+        let encoded = array
             .codecs()
             .encode(
                 ArrayBytes::new_flen(buffer),
-                &self.nonzero_chunk_shape,
-                self.array.data_type(),
-                self.array.fill_value(),
+                &self.encoder.nonzero_chunk_shape,
+                array.data_type(),
+                array.fill_value(),
                 options,
             )
             .map_err(|e| Error::CorruptChunk {
@@ -333,19 +348,62 @@ impl RegionPlan {
 
 /// Encodes and writes every chunk of `region`, in parallel on fastzarr's pool.
 pub fn write_region(region: &WriteRegion<'_>, cancel: &Cancel) -> Result<Vec<ChunkRecord>> {
-    let plan = RegionPlan::new(region)?;
-    let jobs = grid_indices(&plan.counts);
+    let mut records = write_regions(std::slice::from_ref(region), cancel)?;
+    Ok(records.pop().unwrap_or_default())
+}
+
+/// Encodes and writes every chunk of every region (of any arrays) in one parallel pass on
+/// fastzarr's pool: a store of thousands of small variables is one pass, not thousands of
+/// small ones. Each distinct array metadata is parsed once. Returns the records per region.
+pub fn write_regions(
+    regions: &[WriteRegion<'_>],
+    cancel: &Cancel,
+) -> Result<Vec<Vec<ChunkRecord>>> {
+    // Regions of one array (a variable's slabs) share its encoder.
+    let mut distinct: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut owners: Vec<usize> = Vec::with_capacity(regions.len());
+    let mut firsts: Vec<usize> = Vec::new();
+    for (i, region) in regions.iter().enumerate() {
+        let next = distinct.len();
+        let encoder = *distinct
+            .entry((region.array_path, region.metadata))
+            .or_insert(next);
+        if encoder == next {
+            firsts.push(i);
+        }
+        owners.push(encoder);
+    }
     crate::runtime::install(|| {
+        let encoders: Vec<Arc<Encoder>> = firsts
+            .par_iter()
+            .map(|&i| Encoder::new(&regions[i]).map(Arc::new))
+            .collect::<Result<_>>()?;
+        let plans: Vec<RegionPlan> = regions
+            .iter()
+            .zip(&owners)
+            .map(|(region, &e)| RegionPlan::new(encoders[e].clone(), region))
+            .collect::<Result<_>>()?;
+        let jobs: Vec<(usize, Vec<u64>)> = plans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, plan)| grid_indices(&plan.counts).into_iter().map(move |o| (i, o)))
+            .collect();
         // Chunks are the unit of parallelism; a codec gets inner threads only when there are
         // fewer chunks than threads.
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
-        jobs.par_iter()
-            .map(|offset| {
+        let written: Vec<(usize, ChunkRecord)> = jobs
+            .par_iter()
+            .map(|(i, offset)| {
                 cancel.check()?;
-                plan.write_chunk(region, offset, &options)
+                Ok((*i, plans[*i].write_chunk(&regions[*i], offset, &options)?))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let mut records: Vec<Vec<ChunkRecord>> = vec![Vec::new(); regions.len()];
+        for (i, record) in written {
+            records[i].push(record);
+        }
+        Ok(records)
     })
 }
 
@@ -622,5 +680,86 @@ mod tests {
         };
         let err = write_region(&region, &Cancel::default()).unwrap_err();
         assert!(err.to_string().contains("not aligned"), "{err}");
+    }
+
+    #[test]
+    fn one_pass_over_many_arrays_and_slabs_writes_what_single_regions_write() {
+        let one = tempfile::tempdir().unwrap();
+        let single = write_all(one.path(), false);
+        let many = tempfile::tempdir().unwrap();
+        let data = values();
+        let row = 3 * 4;
+        // Array "a" in two slabs (rows 0-3, 4), array "b" whole: one call.
+        let regions = [
+            WriteRegion {
+                store_dir: many.path(),
+                array_path: "a",
+                metadata: METADATA,
+                start: &[0, 0],
+                shape: &[4, 3],
+                data: &data[..4 * row],
+                fsync: false,
+            },
+            WriteRegion {
+                store_dir: many.path(),
+                array_path: "b",
+                metadata: METADATA,
+                start: &[0, 0],
+                shape: &[5, 3],
+                data: &data,
+                fsync: false,
+            },
+            WriteRegion {
+                store_dir: many.path(),
+                array_path: "a",
+                metadata: METADATA,
+                start: &[4, 0],
+                shape: &[1, 3],
+                data: &data[4 * row..],
+                fsync: false,
+            },
+        ];
+        let records = write_regions(&regions, &Cancel::default()).unwrap();
+        assert_eq!(records.iter().map(Vec::len).collect::<Vec<_>>(), [4, 6, 2]);
+        let mut a: Vec<ChunkRecord> = records[0].iter().chain(&records[2]).cloned().collect();
+        let mut expected = single.clone();
+        a.sort_by(|x, y| x.key.cmp(&y.key));
+        expected.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(a, expected);
+        for (x, y) in records[1].iter().zip(&single) {
+            assert_eq!((x.size, x.crc32c), (y.size, y.crc32c));
+        }
+        for record in records.iter().flatten() {
+            let stored = std::fs::read(many.path().join(&record.key)).unwrap();
+            assert_eq!(crc32c::crc32c(&stored), record.crc32c, "{}", record.key);
+        }
+    }
+
+    #[test]
+    fn a_bad_region_in_a_pass_names_its_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = values();
+        let regions = [
+            WriteRegion {
+                store_dir: dir.path(),
+                array_path: "a",
+                metadata: METADATA,
+                start: &[0, 0],
+                shape: &[5, 3],
+                data: &data,
+                fsync: false,
+            },
+            WriteRegion {
+                store_dir: dir.path(),
+                array_path: "broken",
+                metadata: "{\"zarr_format\": 3}",
+                start: &[0, 0],
+                shape: &[5, 3],
+                data: &data,
+                fsync: false,
+            },
+        ];
+        let err = write_regions(&regions, &Cancel::default()).unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
     }
 }

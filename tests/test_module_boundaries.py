@@ -1,7 +1,7 @@
 """No fastzarr module imports another module's private names (``from fastzarr.x import _name``
 or ``x._name``); private modules themselves (``fastzarr._sizes``) are the package's to share.
 
-The Rust core's underscored functions (``fastzarr._core._write_region``) are its internal API
+The Rust core's underscored functions (``fastzarr._core._write_regions``) are its internal API
 for the Python package, declared in ``_core.pyi``, and are not looked at."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_the_check_finds_each_kind_of_crossing() -> None:
     source = (
         "from fastzarr.cache import _canonical, Cache\n"
         "from fastzarr import writer, _sizes\n"
-        "from fastzarr._core import _write_region\n"
+        "from fastzarr._core import _write_regions\n"
         "import fastzarr.loading as loading\n"
         "writer._slabs(1)\n"
         "loading._find_leaf(x)\n"

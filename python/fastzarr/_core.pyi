@@ -37,7 +37,7 @@ __all__ = [
     "_sync_dirs",
     "_tree_listing",
     "_verify_chunks",
-    "_write_region",
+    "_write_regions",
     "get_io_concurrency",
     "get_num_threads",
     "get_partial_decoding",
@@ -272,16 +272,13 @@ def _chunk_inventory(arrays: Sequence[Array], *, timeout: float | None = None) -
 _ChunkRecord = tuple[str, str, int, int]
 """``(array path, chunk key, stored size, CRC-32C)``."""
 
-def _write_region(
+def _write_regions(
     store: str | PathLike[str],
-    array_path: str,
-    metadata: str,
-    data: npt.NDArray[Any],
-    start: Sequence[int],
+    regions: Sequence[tuple[str, str, npt.NDArray[Any], Sequence[int]]],
     *,
     fsync: bool = True,
     timeout: float | None = None,
-) -> list[_ChunkRecord]: ...
+) -> list[list[_ChunkRecord]]: ...
 def _verify_chunks(
     store: str | PathLike[str], records: Sequence[_ChunkRecord], *, timeout: float | None = None
 ) -> int: ...

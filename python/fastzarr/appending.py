@@ -24,13 +24,14 @@ of the store (no data is copied but the rewritten last chunks).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from fastzarr import _core
 from fastzarr._atomic import exclusive_lock, publish, remove_leftovers, temp_store
 from fastzarr._encoding import Codec, encode, json_fill
 from fastzarr.errors import AppendError, DuplicateError
-from fastzarr.writer import ChunkRecord, materialize, slab_regions
+from fastzarr.writer import ChunkRecord, Region, materialize, slab_regions, write_passes
 
 __all__ = ["AppendError", "append_store"]
 
@@ -294,34 +295,26 @@ class _Work:
     axis: int
 
 
-def _append_variable(
-    tmp: Path, scratch: Path, work: _Work, *, budget: int, fsync: bool, deadline: float | None
-) -> tuple[list[int], list[ChunkRecord]]:
-    """Encodes the rewritten and new chunks of one array into ``scratch``, then moves them over
-    their places in the mirror ``tmp``; its new shape and the chunks' records."""
+def _append_regions(
+    work: _Work, shapes: dict[str, list[int]], *, budget: int
+) -> Iterator[tuple[None, Region]]:
+    """The regions of one array to encode (its rewritten last chunks and the new ones); records
+    its new shape in ``shapes``."""
     stored, axis = work.stored, work.axis
     old_len = stored.shape[axis]
     first = old_len - work.tail.shape[axis]
     shape = stored.shape
     shape[axis] = old_len + int(work.new.shape[axis])
+    shapes[stored.name] = shape
     dtype = work.tail.dtype
     data = _Appended(work.tail, work.new, axis, dtype)
     metadata = stored.encoder_metadata(shape)
-    records: list[ChunkRecord] = []
     in_memory = isinstance(work.new, np.ndarray)
     limit = max(budget, math.prod(data.shape) * dtype.itemsize) if in_memory else budget
     for region in slab_regions(data.shape, tuple(stored.chunk_shape()), dtype.itemsize, limit):
-        values = data[region]
         start = [s.indices(n)[0] for s, n in zip(region, data.shape, strict=True)]
         start[axis] += first
-        remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-        records += _core._write_region(
-            scratch, stored.name, metadata, values, start, fsync=fsync, timeout=remaining
-        )
-    for _, key, _, _ in records:
-        (tmp / key).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(scratch / key, tmp / key)  # replaces the link, not the old store's file
-    return shape, records
+        yield None, (stored.name, metadata, data[region], start)
 
 
 def _plan(ds: xr.Dataset, target: Path, append_dim: str) -> tuple[list[_Work], dict[str, _StoredArray]]:
@@ -418,14 +411,20 @@ def _commit(
             _mirror(target, tmp)
             scratch = tmp / ".fastzarr-append"
             scratch.mkdir()
+            # The rewritten and new chunks of every array are encoded into ``scratch`` in one
+            # pass where memory allows, then moved over their places in the mirror ``tmp``.
             records: list[ChunkRecord] = []
-            shapes = {}
-            for work in plan:
-                shape, written = _append_variable(
-                    tmp, scratch, work, budget=max_memory, fsync=fsync, deadline=deadline
-                )
-                shapes[work.stored.name] = shape
+            shapes: dict[str, list[int]] = {}
+            regions = itertools.chain.from_iterable(
+                _append_regions(work, shapes, budget=max_memory) for work in plan
+            )
+            for _, written in write_passes(
+                scratch, regions, budget=max_memory, fsync=fsync, deadline=deadline
+            ):
                 records += written
+            for _, key, _, _ in records:
+                (tmp / key).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(scratch / key, tmp / key)  # replaces the link, not the old store's file
             shutil.rmtree(scratch)
             _update_metadata(tmp, arrays, shapes, fsync)
             remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)

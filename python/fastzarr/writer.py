@@ -22,10 +22,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,16 @@ from fastzarr._atomic import publish, remove_leftovers, temp_store
 from fastzarr._encoding import Codec, Variable, encode
 from fastzarr._sizes import parse_size
 
-__all__ = ["ChunkRecord", "Codec", "RegionCallback", "WriteResult", "to_zarr", "write_store"]
+__all__ = [
+    "ChunkRecord",
+    "Codec",
+    "Region",
+    "RegionCallback",
+    "WriteResult",
+    "to_zarr",
+    "write_passes",
+    "write_store",
+]
 
 ChunkRecord = tuple[str, str, int, int]
 """``(array path, chunk key, stored size, CRC-32C)`` of one stored chunk."""
@@ -118,7 +127,44 @@ def _region_start(region: tuple[slice, ...], shape: tuple[int, ...]) -> list[int
 
 
 RegionCallback = Callable[[Variable, tuple[slice, ...], list[ChunkRecord]], None]
-"""Called after each region written: the variable, the region, the chunks it wrote."""
+"""Called for each region once its pass is written: the variable, the region, its chunks."""
+
+
+Region = tuple[str, str, npt.NDArray[Any], list[int]]
+"""One region for the core to write: ``(array path, metadata JSON, values, start)``."""
+
+Tag = TypeVar("Tag")
+
+
+def write_passes(
+    store: Path,
+    regions: Iterable[tuple[Tag, Region]],
+    *,
+    budget: int,
+    fsync: bool,
+    deadline: float | None,
+) -> Iterator[tuple[Tag, list[ChunkRecord]]]:
+    """Writes ``regions`` (each with a caller's tag) in as few passes of the core as ``budget``
+    allows: regions are gathered until their values hold ``budget`` bytes, then encoded and
+    written together in one parallel pass (each array's metadata parsed once). A store of
+    thousands of small variables is one pass, not one per variable. Yields each region's tag
+    and chunk records once its pass is written."""
+    pending: list[tuple[Tag, Region]] = []
+    held = 0
+
+    def write_pending() -> list[tuple[Tag, list[ChunkRecord]]]:
+        remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+        written = _core._write_regions(store, [r for _, r in pending], fsync=fsync, timeout=remaining)
+        return [(tag, records) for (tag, _), records in zip(pending, written, strict=True)]
+
+    for tag, region in regions:
+        if pending and held + region[2].nbytes > budget:
+            yield from write_pending()
+            pending, held = [], 0
+        pending.append((tag, region))
+        held += region[2].nbytes
+    if pending:
+        yield from write_pending()
 
 
 def _write_data(
@@ -130,23 +176,24 @@ def _write_data(
     deadline: float | None,
     on_region: RegionCallback | None = None,
 ) -> list[ChunkRecord]:
-    """Writes every variable's chunks; numpy data in one go, other data in slabs."""
+    """Writes every variable's chunks (numpy data whole, other data in chunk-aligned slabs)."""
+
+    def regions() -> Iterator[tuple[tuple[Variable, tuple[slice, ...]], Region]]:
+        for v in variables:
+            if v.data is None or 0 in v.shape:
+                continue
+            in_memory = isinstance(v.data, np.ndarray)
+            limit = max(budget, v.nbytes) if in_memory else budget
+            for region in slab_regions(v.shape, v.chunks, v.dtype.itemsize, limit):
+                values = materialize(v.data, region, v.dtype)
+                start = _region_start(region, v.shape) if region else []
+                yield (v, region), (v.name, v.rust_metadata, values, start)
+
     records: list[ChunkRecord] = []
-    for v in variables:
-        if v.data is None or 0 in v.shape:
-            continue
-        in_memory = isinstance(v.data, np.ndarray)
-        limit = max(budget, v.nbytes) if in_memory else budget
-        for region in slab_regions(v.shape, v.chunks, v.dtype.itemsize, limit):
-            values = materialize(v.data, region, v.dtype)
-            remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-            start = _region_start(region, v.shape) if region else []
-            written = _core._write_region(
-                tmp, v.name, v.rust_metadata, values, start, fsync=fsync, timeout=remaining
-            )
-            records += written
-            if on_region is not None:
-                on_region(v, region, written)
+    for (v, region), written in write_passes(tmp, regions(), budget=budget, fsync=fsync, deadline=deadline):
+        records += written
+        if on_region is not None:
+            on_region(v, region, written)
     return records
 
 

@@ -301,11 +301,7 @@ impl PyArray {
             .shape()
             .first()
             .map(|&n| n as usize)
-            .ok_or_else(|| {
-                crate::errors::Error::Python(pyo3::exceptions::PyTypeError::new_err(
-                    "len() of unsized object",
-                ))
-            })
+            .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("len() of unsized object").into())
     }
 
     fn __repr__(&self) -> String {

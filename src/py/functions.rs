@@ -26,7 +26,7 @@ type RequestItem<'py> = (
 );
 
 fn type_error(message: &str) -> Error {
-    Error::Python(pyo3::exceptions::PyTypeError::new_err(message.to_string()))
+    pyo3::exceptions::PyTypeError::new_err(message.to_string()).into()
 }
 
 fn request_item<'py>(item: &Bound<'py, PyAny>) -> Result<RequestItem<'py>> {
@@ -97,9 +97,10 @@ fn about_request(py: Python<'_>, err: Error, index: usize, handle: &ArrayHandle)
         Error::OutOfBounds(message) => Error::OutOfBounds(about(message)),
         Error::InvalidSelection(message) => Error::InvalidSelection(about(message)),
         Error::InvalidArgument(message) => Error::InvalidArgument(about(message)),
-        Error::Python(err) => {
+        Error::Host(host) => {
+            let err = crate::py::errors::host_pyerr(host);
             let message = about(err.value(py).to_string());
-            Error::Python(PyErr::from_type(err.get_type(py), message))
+            PyErr::from_type(err.get_type(py), message).into()
         }
         other => other,
     }

@@ -2,6 +2,7 @@
 
 pub mod aio;
 pub mod array;
+pub mod errors;
 pub mod functions;
 pub mod group;
 pub mod guard;
@@ -34,7 +35,7 @@ pub fn timeout_duration(timeout: Option<f64>) -> Result<Option<Duration>> {
 fn interrupted() -> Result<()> {
     // The method path does not satisfy `attach`'s higher-ranked lifetime, the closure does.
     #[allow(clippy::redundant_closure_for_method_calls)]
-    Python::attach(|py| py.check_signals()).map_err(Error::Python)
+    Python::attach(|py| py.check_signals()).map_err(Error::from)
 }
 
 /// Runs `work` with the GIL released on fastzarr's pool, stopping it on Ctrl-C

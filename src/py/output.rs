@@ -41,7 +41,7 @@ pub fn allocate<'py>(
                     bytes: elements.saturating_mul(dtype.itemsize as u128),
                 }
             } else {
-                Error::Python(err)
+                Error::from(err)
             }
         })
 }

@@ -1,4 +1,4 @@
-//! Bindings of the write path: encode a numpy region into chunk files, verify them, sync.
+//! Bindings of the write path: encode numpy regions into chunk files, verify them, sync.
 //!
 //! These are private (`_`-prefixed) building blocks of `fastzarr.to_zarr` and the cache;
 //! the Python layer writes metadata and decides where and when to rename.
@@ -48,40 +48,53 @@ fn contiguous_bytes<'a>(array: &'a Bound<'_, PyAny>) -> Result<(&'a [u8], Vec<u6
     Ok((bytes, shape))
 }
 
-/// Encodes `data` (C-contiguous, native byte order, the array's dtype) as the chunks of
-/// the region starting at `start` of the array at `array_path` in the store directory
-/// `store`, whose metadata is the JSON `metadata`; writes the chunk files in parallel with
-/// the GIL released (with `fsync=True` their writeback starts at once; `_sync_dirs` then
-/// makes them durable) and returns one `(array, key, size, crc32c)` per chunk written.
+/// One region to write, as Python gives it: `(array path, metadata JSON, data, start)`.
+type RegionItem<'py> = (String, String, Bound<'py, PyAny>, Vec<u64>);
+
+/// Encodes the regions `(array_path, metadata, data, start)` into chunk files of the store
+/// directory `store` in one parallel pass with the GIL released: `data` is C-contiguous,
+/// native byte order, the array's dtype, and starts at `start` of the array at `array_path`,
+/// whose metadata is the JSON `metadata` (parsed once per array, however many regions it has).
+/// With `fsync=True` each file's writeback starts at once (`_sync_dirs` then makes them
+/// durable). Returns, per region, one `(array, key, size, crc32c)` per chunk written.
 #[pyfunction]
-#[pyo3(signature = (store, array_path, metadata, data, start, *, fsync = true, timeout = None))]
-// The arguments mirror the Python call, keyword-only options included.
-#[allow(clippy::too_many_arguments)]
-pub fn _write_region(
+#[pyo3(signature = (store, regions, *, fsync = true, timeout = None))]
+pub fn _write_regions(
     py: Python<'_>,
     store: &Bound<'_, PyAny>,
-    array_path: String,
-    metadata: String,
-    data: &Bound<'_, PyAny>,
-    start: Vec<u64>,
+    regions: Vec<RegionItem<'_>>,
     fsync: bool,
     timeout: Option<f64>,
-) -> Result<Vec<RecordTuple>> {
+) -> Result<Vec<Vec<RecordTuple>>> {
     let store_dir = PathBuf::from(url_string(store)?);
-    let (bytes, shape) = contiguous_bytes(data)?;
-    let region = WriteRegion {
-        store_dir: &store_dir,
-        array_path: &array_path,
-        metadata: &metadata,
-        start: &start,
-        shape: &shape,
-        data: bytes,
-        fsync,
-    };
-    let records = detach_cancellable(py, timeout, |cancel| write::write_region(&region, cancel))?;
+    let borrowed = regions
+        .iter()
+        .map(|(_, _, data, _)| contiguous_bytes(data))
+        .collect::<Result<Vec<_>>>()?;
+    let regions: Vec<WriteRegion<'_>> = regions
+        .iter()
+        .zip(&borrowed)
+        .map(
+            |((array_path, metadata, _, start), (bytes, shape))| WriteRegion {
+                store_dir: &store_dir,
+                array_path,
+                metadata,
+                start,
+                shape,
+                data: bytes,
+                fsync,
+            },
+        )
+        .collect();
+    let records = detach_cancellable(py, timeout, |cancel| write::write_regions(&regions, cancel))?;
     Ok(records
         .into_iter()
-        .map(|r| (r.array, r.key, r.size, r.crc32c))
+        .map(|region| {
+            region
+                .into_iter()
+                .map(|r| (r.array, r.key, r.size, r.crc32c))
+                .collect()
+        })
         .collect())
 }
 
