@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import fastzarr as fz
-import fastzarr.extract as extract_module
+import fastzarr.extract._assembly as assembly
 import numcodecs
 import numpy as np
 import pytest
@@ -460,7 +460,7 @@ def test_dataarray_points_keep_their_coords(v2: list[str]) -> None:
 
 def test_concat_in_groups_is_exact(tmp_path: Path, v2: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # extract_points concatenates a few variables at a time: one at a time must change nothing.
-    monkeypatch.setattr(extract_module, "_CONCAT_GROUP", 1)
+    monkeypatch.setattr(assembly, "_CONCAT_GROUP", 1)
     cf = [write_cf(tmp_path, 2, 0), write_cf(tmp_path, 2, 3)]
     points = {"y": [0.0, 30.0], "x": [10.0, 25.0]}
     xr.testing.assert_identical(extract_points(cf, points=points), expected(cf, points))

@@ -8,9 +8,11 @@ writers that died are swept by the next writer beside them."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,8 +49,26 @@ def _lock_of(tmp: Path) -> Path:
 
 
 def try_flock(fd: int) -> bool | None:
-    """Takes an exclusive ``flock`` on ``fd`` without waiting: True when taken, False when another
-    process holds it, None where locks cannot be taken (Windows, a filesystem without locks)."""
+    """Takes an exclusive lock on ``fd`` without waiting: True when taken, False when another
+    process holds it, None where locks cannot be taken (a filesystem without locks, a platform
+    with neither ``fcntl`` nor ``msvcrt``).
+
+    POSIX: an ``flock`` on the whole file. Windows: ``msvcrt.locking`` on the file's first byte
+    (the lock files are empty, and a byte past the end can still be locked). Either lock belongs to
+    this open file, so a second open in the same process conflicts like another process, and the
+    system drops it when the process dies. Release it with `unlock` before closing ``fd``."""
+    if sys.platform == "win32":
+        import msvcrt  # noqa: PLC0415 (Windows only: the module must import on POSIX)
+
+        # msvcrt.locking locks from the current position: the first byte is what all lock.
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            # The C runtime reports a byte locked through another handle as EACCES (EDEADLOCK
+            # from the blocking modes); anything else means locks cannot be taken here.
+            return False if exc.errno in (errno.EACCES, errno.EDEADLK) else None
+        return True
     try:
         import fcntl  # noqa: PLC0415 (POSIX only: the module must import on Windows)
     except ImportError:
@@ -62,14 +82,30 @@ def try_flock(fd: int) -> bool | None:
     return True
 
 
+def unlock(fd: int) -> None:
+    """Releases the lock `try_flock` may have taken on ``fd``; call it just before closing ``fd``.
+
+    Closing ``fd`` releases an ``flock``, so on POSIX nothing is done. Windows releases a byte
+    lock left to the close only when the system gets round to it, which can keep the next process
+    out for a while; it is released here at once. A lock that was not taken is left alone."""
+    if sys.platform == "win32":
+        import msvcrt  # noqa: PLC0415 (Windows only: the module must import on POSIX)
+
+        with contextlib.suppress(OSError):  # not locked through this fd: nothing to release
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
 @contextlib.contextmanager
 def temp_store(target: Path) -> Iterator[Path]:
     """A new temporary sibling directory of ``target``, locked for as long as its writer runs.
 
-    The lock (an ``flock`` on a file beside the directory) is what tells other writers sweeping
-    leftovers that this one is alive: a process id says nothing about a writer in another PID
-    namespace or on another host sharing the directory. The kernel drops the lock when the writer
-    dies, so a crashed writer's leftover is swept. The caller publishes or deletes the directory."""
+    The lock (see `try_flock`: an ``flock`` on POSIX, a lock on its first byte on Windows, of a
+    file beside the directory) is what tells other writers sweeping leftovers that this one is
+    alive: a process id says nothing about a writer in another PID namespace or on another host
+    sharing the directory. The system drops the lock when the writer dies, so a crashed writer's
+    leftover is swept. Where locks cannot be taken, the writer's process id in the name is all
+    the sweepers have. The caller publishes or deletes the directory."""
     while True:
         tmp = sibling(target, "tmp")
         lock = _lock_of(tmp)
@@ -80,6 +116,7 @@ def temp_store(target: Path) -> Iterator[Path]:
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                     break
+        unlock(fd)
         os.close(fd)
     try:
         tmp.mkdir()
@@ -87,7 +124,8 @@ def temp_store(target: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)
-        os.close(fd)  # releases the lock
+        unlock(fd)
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -111,6 +149,7 @@ def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
             taken = len(parts) >= 3 and parts[-2].isdigit() and not _pid_alive(int(parts[-2]))
         yield taken
     finally:
+        unlock(fd)
         os.close(fd)
 
 
@@ -213,8 +252,9 @@ def exclusive_lock(
     """Holds an exclusive lock on the file ``path`` (created if missing, and kept: deleting a lock
     file races with its next user). Waits while another process holds it until ``expired()``,
     then raises ``timed_out()``. The kernel releases the lock when the process dies, so a killed
-    holder blocks no one. Where files cannot be locked (no ``fcntl``, a filesystem without
-    locks), the lock is not taken. ``mode``: the permissions of a new lock file."""
+    holder blocks no one. The lock is `try_flock`'s: an ``flock`` on POSIX, a lock on the file's
+    first byte on Windows. Where files cannot be locked (a filesystem without locks, a platform
+    with neither), the lock is not taken. ``mode``: the permissions of a new lock file."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     try:
         while try_flock(fd) is False:
@@ -223,4 +263,5 @@ def exclusive_lock(
             time.sleep(0.02)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        unlock(fd)
+        os.close(fd)
