@@ -506,8 +506,14 @@ pub fn sync_tree(root: &Path) -> Result<()> {
     crate::runtime::on_own_threads(&parts, |part| part.iter().try_for_each(sync))
         .into_iter()
         .collect::<Result<Vec<()>>>()?;
-    // Directories after their files: a name is durable once its file is.
-    dirs.iter().rev().try_for_each(sync)
+    // Directories after their files (a name is durable once its file is), in any order among
+    // themselves: a wide store has one per variable.
+    let share = dirs.len().div_ceil(SYNC_THREADS).max(1);
+    let parts: Vec<&[PathBuf]> = dirs.chunks(share).collect();
+    crate::runtime::on_own_threads(&parts, |part| part.iter().try_for_each(sync))
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    Ok(())
 }
 
 /// Every file below `root`: `relative path \t size \t mtime in ns \t inode \t ctime in ns \n`,

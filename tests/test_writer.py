@@ -293,6 +293,41 @@ def test_sweep_keeps_temp_stores_whose_writer_holds_its_lock(tmp_path: Path) -> 
     assert_round_trip(open_xr(target), sample_dataset(1))
 
 
+def test_a_replaced_store_is_deleted_once_under_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store a mode="w" write replaced is deleted in the background under a lock of its own:
+    a write beside it meanwhile (here the sweep of leftovers) leaves it to that thread instead of
+    deleting it a second time, and afterwards neither it nor its lock file is left."""
+    import fastzarr._atomic as atomic  # noqa: PLC0415
+
+    target = tmp_path / "s.zarr"
+    to_zarr(sample_dataset(0), target)
+    release = threading.Event()
+    real_rmtree = atomic.shutil.rmtree
+    deleted: list[str] = []
+
+    def slow_rmtree(path: Any, ignore_errors: bool = False) -> None:
+        if threading.current_thread().name == "fastzarr-discard":
+            release.wait(30)
+        deleted.append(Path(path).name)
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", slow_rmtree)
+    try:
+        to_zarr(sample_dataset(1), target, mode="w")
+        (old,) = [p for p in tmp_path.iterdir() if "-old-" in p.name and not p.name.endswith(".lock")]
+        assert Path(f"{old}.lock").exists()
+        atomic.remove_leftovers(target)
+        assert old.exists(), "the sweep deleted a store another thread is deleting"
+    finally:
+        release.set()
+        wait_for_discards()
+    assert deleted == [old.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+    assert_round_trip(open_xr(target), sample_dataset(1))
+
+
 def test_two_rename_replace_never_shows_no_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where directories cannot be exchanged (NFS and the like) a replace is two renames, and for a
     moment there is no store at the path: an open in that moment waits for the new store."""

@@ -178,7 +178,7 @@ def remove_leftovers(target: Path) -> None:
 def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
     """Deletes a lock file whose temporary store is gone and that no one holds (a writer that
     finds its fresh lock file deleted before it locked it starts over: see `temp_store`)."""
-    if entry.name.removesuffix(_LOCK_SUFFIX) in names or "-tmp-" not in entry.name:
+    if entry.name.removesuffix(_LOCK_SUFFIX) in names or not ("-tmp-" in entry.name or "-old-" in entry.name):
         return
     with _claim(entry, Path(entry.path)) as dead:
         if dead:
@@ -235,14 +235,41 @@ def publish(tmp: Path, target: Path, mode: str, fsync: bool = True) -> None:
         os.rename(tmp, target)
     if fsync:
         fsync_dir(target.parent)
-    discard(old)
+    discard(old, target)
 
 
-def discard(path: Path) -> None:
-    """Deletes a replaced store in a background thread: on some filesystems every ``rmdir`` costs
-    milliseconds, and the new store is already in place. If the process ends first, the leftover
-    is removed by the next write next to it (no writer holds its lock)."""
-    threading.Thread(target=shutil.rmtree, args=(path, True), name="fastzarr-discard").start()
+def discard(path: Path, target: Path) -> None:
+    """Deletes the replaced store ``path`` (a sibling of ``target``) in a background thread: on
+    some filesystems every ``rmdir`` costs milliseconds, and the new store is already in place.
+    It is first renamed to a new "old" sibling whose lock the thread holds while it deletes, so
+    the next write beside it (in this process or another) leaves it alone rather than deleting it
+    a second time; if the process ends first, the lock dies with it and the leftover is removed
+    by the next write next to it."""
+    doomed = sibling(target, "old")
+    lock = _lock_of(doomed)
+    fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try_flock(fd)
+        os.rename(path, doomed)
+    except OSError:  # deleted where it is, unlocked: a sweeper may help, which is only slower
+        doomed = path
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        unlock(fd)
+        os.close(fd)
+        fd = None
+
+    def delete() -> None:
+        try:
+            shutil.rmtree(doomed, ignore_errors=True)
+        finally:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+                unlock(fd)
+                os.close(fd)
+
+    threading.Thread(target=delete, name="fastzarr-discard").start()
 
 
 @contextlib.contextmanager
