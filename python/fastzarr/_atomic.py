@@ -247,7 +247,8 @@ def discard(path: Path, target: Path) -> None:
     by the next write next to it."""
     doomed = sibling(target, "old")
     lock = _lock_of(doomed)
-    fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    held: int | None = fd
     try:
         try_flock(fd)
         os.rename(path, doomed)
@@ -257,17 +258,17 @@ def discard(path: Path, target: Path) -> None:
             os.unlink(lock)
         unlock(fd)
         os.close(fd)
-        fd = None
+        held = None
 
     def delete() -> None:
         try:
             shutil.rmtree(doomed, ignore_errors=True)
         finally:
-            if fd is not None:
+            if held is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(lock)
-                unlock(fd)
-                os.close(fd)
+                unlock(held)
+                os.close(held)
 
     threading.Thread(target=delete, name="fastzarr-discard").start()
 
