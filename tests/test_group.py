@@ -284,3 +284,54 @@ def test_open_groups_equals_open_group_and_names_the_first_failure(tmp_path: Pat
         _core.open_groups(missing)
     assert "also_nothing" not in str(info.value)
     assert _core.open_groups([]) == []
+
+
+def test_describe_equals_member_access(tree) -> None:
+    """Group.describe gives, in one call, each member array as group[name] gives it, its
+    attributes and dimension names, and a layout that arrays share exactly when their metadata
+    documents are equal but for their attributes."""
+    path, _, _, values = tree
+    group = fz.open_group(path)
+    described = group.describe()
+    assert list(described) == group.array_keys()
+    for name, found in described.items():
+        assert not isinstance(found, BaseException), found
+        array, layout, attributes, dimension_names = found
+        member = group[name]
+        assert array.path == member.path
+        assert attributes == member.attrs
+        assert dimension_names == member.dimension_names
+        assert_same(array[...], values[name])
+        without = {k: v for k, v in member.metadata.items() if k != "attributes"}
+        assert json.loads(layout) == without
+    sub = group["sub"]
+    assert set(sub.describe(["wind"])) == {"wind"}
+
+
+def test_describe_reports_each_failure_as_a_value(tmp_path: Path) -> None:
+    """A member that cannot be opened, a group, or a missing name maps to its exception (the
+    one group[name] raises), not raised: the other members are still described. Arrays with
+    equal metadata but their attributes share one layout."""
+    with quiet_zarr():
+        root = zarr.open_group(str(tmp_path), mode="w", zarr_format=2)
+        for name, units in (("a", "K"), ("b", "m"), ("bad", "K")):
+            arr = root.create_array(name, shape=(4,), chunks=(2,), dtype="f4", attributes={"units": units})
+            arr[...] = np.arange(4, dtype="f4")
+        root.create_array("other", shape=(4,), chunks=(4,), dtype="f4")
+        root.create_group("grp")
+    zarray = tmp_path / "bad" / ".zarray"
+    zarray.write_text(zarray.read_text().replace('"blosc"', '"no-such-codec"'))
+    group = fz.open_group(str(tmp_path))
+    described = group.describe(["a", "b", "bad", "other", "grp", "nope"])
+    assert described["a"][1] == described["b"][1]
+    assert described["a"][2] == {"units": "K"}
+    assert described["b"][2] == {"units": "m"}
+    assert described["a"][1] != described["other"][1]
+    assert isinstance(described["bad"], fz.UnsupportedCodecError)
+    assert "bad" in str(described["bad"])
+    assert isinstance(described["grp"], ValueError)
+    assert "group" in str(described["grp"])
+    assert isinstance(described["nope"], KeyError)
+    assert isinstance(described["nope"], fz.FastzarrError)
+    with pytest.raises(type(described["nope"])):
+        group["nope"]

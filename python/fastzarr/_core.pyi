@@ -158,6 +158,13 @@ class Group(Mapping[str, Array | Group]):
     def get(self, name: str, default: Any = None) -> Any: ...
     def array_keys(self) -> list[str]: ...
     def group_keys(self) -> list[str]: ...
+    def describe(
+        self, names: Sequence[str] | None = None
+    ) -> dict[str, tuple[Array, str, dict[str, Any], list[str | None] | None] | FastzarrError]:
+        """The member arrays ``names`` (default: every one) in one call: ``{name: (array, layout,
+        attributes, dimension_names)}``, ``layout`` being the array's metadata document without
+        its attributes as compact JSON (equal layouts: equal data type, chunks, codecs and fill
+        value), or ``{name: exception}`` for a member that cannot be opened (not raised)."""
     @property
     def attrs(self) -> dict[str, Any]: ...
     @property

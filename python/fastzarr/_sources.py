@@ -64,7 +64,7 @@ def open_sources(
         store = FastzarrStore.open(url, storage_options=storage_options, timeout=timeout)
         ds = xr.open_dataset(store, engine="fastzarr")
         arrays = {str(n): store.group[str(n)] for n in ds.variables if str(n) in store.group.array_keys()}
-        stored = {n: store.describe_variable(n) for n in arrays}
+        stored = store.describe_variables(arrays)
         parts.append(Source(ds, {}, {n: a for n, a in arrays.items() if isinstance(a, fz.Array)}, stored))
     if duplicates == "keep" or any(concat_dim not in p.ds.indexes for p in parts):
         return parts

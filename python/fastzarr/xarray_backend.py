@@ -286,14 +286,13 @@ def _stored_dtype(array: fz.Array, meta: Mapping[str, Any]) -> np.dtype[Any]:
 
 
 def dims_and_attrs(
-    array: fz.Array, meta: Mapping[str, Any], name: str
+    zarr_format: int, ndim: int, attrs: dict[str, Any], meta: Mapping[str, Any], name: str
 ) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """Dimension names and user attributes, the way xarray's zarr backend finds them."""
-    stored = meta.get("attributes")
-    attrs = dict(stored) if isinstance(stored, dict) else dict(array.attrs)
-    if array.zarr_format == 3:
+    """Dimension names and user attributes (``attrs``, taken over), the way xarray's zarr backend
+    finds them; ``meta`` is the array's metadata document."""
+    if zarr_format == 3:
         dims = tuple(str(d) for d in (meta.get("dimension_names") or ()))
-        if len(dims) != array.ndim:
+        if len(dims) != ndim:
             raise KeyError(
                 f"Zarr array {name!r} is missing the `dimension_names` metadata which is "
                 "required for xarray to determine variable dimensions."
@@ -311,6 +310,37 @@ def dims_and_attrs(
         dims = tuple(os.path.basename(str(d)) for d in nczarr["dimrefs"])
     hidden = {k for k in attrs if k == DIMENSION_KEY or k.lower().startswith("_nc")}
     return dims, {k: v for k, v in attrs.items() if k not in hidden}
+
+
+class _Layout(NamedTuple):
+    """What every array with one metadata layout (its document without attributes) shares."""
+
+    zarr_format: int
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    dtype: np.dtype[Any]
+    stored_dtype: np.dtype[Any]
+    fill_value: Any
+    codecs: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def _layout_of(array: fz.Array) -> _Layout:
+    meta = array.metadata
+    zarr_format = array.zarr_format
+    shards = array.shards
+    return _Layout(
+        zarr_format=zarr_format,
+        shape=tuple(map(int, array.shape)),
+        chunks=tuple(map(int, array.chunks)),
+        shards=None if shards is None else tuple(map(int, shards)),
+        dtype=array.dtype,
+        stored_dtype=_stored_dtype(array, meta),
+        fill_value=_v2_fill_value(array, meta) if zarr_format == 2 else array.fill_value,
+        codecs=codec_encoding(meta),
+        meta=meta,
+    )
 
 
 class StoredVariable(NamedTuple):
@@ -336,7 +366,7 @@ class FastzarrStore(AbstractDataStore):
         "_drop",
         "_group",
         "_group_path",
-        "_memo",
+        "_layouts",
         "_preloaded",
         "_storage_options",
         "_timeout",
@@ -372,7 +402,8 @@ class FastzarrStore(AbstractDataStore):
             use_zarr_fill_value_as_mask = group.zarr_format == 2
         self._use_zarr_fill_value_as_mask = use_zarr_fill_value_as_mask
         self._zarr_store: ZarrStore | None = None
-        self._memo: dict[tuple[Any, ...], tuple[np.dtype[Any], Any]] = {}
+        # Descriptions shared by arrays with equal metadata but for their attributes.
+        self._layouts: dict[str, _Layout] = {}
 
     @classmethod
     def open(
@@ -448,83 +479,84 @@ class FastzarrStore(AbstractDataStore):
         return variables, attributes
 
     def get_variables(self) -> dict[str, xr.Variable]:
-        """One lazily indexed variable per array in the group (sub-groups are not variables)."""
-        return {
-            name: self.open_store_variable(name)
-            for name in self._group.array_keys()
-            if name not in self._drop
-        }
+        """One lazily indexed variable per array in the group (sub-groups are not variables),
+        every array described by one call to the core (`fastzarr.Group.describe`)."""
+        names = [name for name in self._group.array_keys() if name not in self._drop]
+        return {name: self._variable(name, found) for name, found in self._describe(names).items()}
 
     def open_store_variable(self, name: str) -> xr.Variable:
         """The variable for array ``name``, not yet CF-decoded (as xarray's ZarrStore builds it)."""
-        try:
-            member = self._group[name]
-        except fz.UnsupportedCodecError:
-            return self._zarr_python_variable(name)
-        if not isinstance(member, fz.Array):  # pragma: no cover - array_keys lists arrays only
-            raise TypeError(f"{name!r} is not an array")
-        described = self.describe_array(member, name)
-        data = indexing.LazilyIndexedArray(FastzarrArrayWrapper(member, described.dtype))
-        return xr.Variable(described.dims, data, described.attrs, described.encoding)
+        return self._variable(name, self._describe([name])[name])
 
     def describe_variable(self, name: str) -> StoredVariable:
         """What ``open_store_variable(name)`` would hold, without a lazy array to read it with
         (cheaper where the data are read some other way)."""
-        try:
-            member = self._group[name]
-        except fz.UnsupportedCodecError:
-            v = self._zarr_python_variable(name)
-            return StoredVariable(v.dims, v.shape, v.dtype, dict(v.attrs), dict(v.encoding))
-        if not isinstance(member, fz.Array):  # pragma: no cover - array_keys lists arrays only
-            raise TypeError(f"{name!r} is not an array")
-        return self.describe_array(member, name)
+        return self.describe_variables([name])[name]
 
-    def describe_array(self, member: fz.Array, name: str) -> StoredVariable:
-        """Dims, stored dtype, attributes and encoding of ``member`` as xarray's ZarrStore has them."""
-        meta = member.metadata  # parsed once per array
-        dims, attrs = dims_and_attrs(member, meta, name)
-        chunks = tuple(map(int, member.chunks))
-        shards = member.shards
+    def describe_variables(self, names: Iterable[str]) -> dict[str, StoredVariable]:
+        """`describe_variable` of each of ``names``, in one call to the core."""
+        described = {}
+        for name, found in self._describe(list(names)).items():
+            if found is None:
+                v = self._zarr_python_variable(name)
+                described[name] = StoredVariable(v.dims, v.shape, v.dtype, dict(v.attrs), dict(v.encoding))
+            else:
+                described[name] = found[1]
+        return described
+
+    def _variable(self, name: str, found: tuple[fz.Array, StoredVariable] | None) -> xr.Variable:
+        if found is None:
+            return self._zarr_python_variable(name)
+        member, described = found
+        data = indexing.LazilyIndexedArray(FastzarrArrayWrapper(member, described.dtype))
+        return xr.Variable(described.dims, data, described.attrs, described.encoding)
+
+    def _describe(self, names: list[str]) -> dict[str, tuple[fz.Array, StoredVariable] | None]:
+        """Each array of ``names`` and its description, from one `fastzarr.Group.describe` call;
+        None for an array fastzarr cannot decode (read through zarr-python instead)."""
+        described: dict[str, tuple[fz.Array, StoredVariable] | None] = {}
+        for name, found in self._group.describe(names).items():
+            if isinstance(found, fz.UnsupportedCodecError):
+                described[name] = None
+            elif isinstance(found, BaseException):
+                raise found
+            else:
+                member, layout_key, attributes, _ = found
+                described[name] = (member, self._stored(member, name, layout_key, attributes))
+        return described
+
+    def _stored(
+        self, member: fz.Array, name: str, layout_key: str, attributes: dict[str, Any]
+    ) -> StoredVariable:
+        """Dims, stored dtype, attributes and encoding of ``member`` as xarray's ZarrStore has them.
+        What depends on the metadata but not the attributes is worked out once per layout: a
+        store of thousands of features repeats a few."""
+        layout = self._layouts.get(layout_key)
+        if layout is None:
+            layout = self._layouts[layout_key] = _layout_of(member)
+        dims, attrs = dims_and_attrs(layout.zarr_format, len(layout.shape), attributes, layout.meta, name)
         # Keys in the order xarray's ZarrStore.open_store_variable sets them.
         encoding: dict[str, Any] = {
-            "chunks": chunks,
-            "preferred_chunks": dict(zip(dims, chunks, strict=True)),
+            "chunks": layout.chunks,
+            "preferred_chunks": dict(zip(dims, layout.chunks, strict=True)),
         }
-        if member.dtype.kind == "T":
+        if layout.dtype.kind == "T":
             # xarray keeps a StringDType variable as StringDType when its encoding says so.
-            encoding["dtype"] = member.dtype
-        codecs = codec_encoding(meta)
+            encoding["dtype"] = layout.dtype
+        codecs = layout.codecs
         encoding.update((key, codecs[key]) for key in ("compressors", "filters") if key in codecs)
-        encoding["shards"] = None if shards is None else tuple(map(int, shards))
+        encoding["shards"] = layout.shards
         if "serializer" in codecs:
             encoding["serializer"] = codecs["serializer"]
-        stored_dtype, fill_value = self._dtype_and_fill(member, meta)
         if self._use_zarr_fill_value_as_mask:
-            if fill_value is not None:
-                attrs["_FillValue"] = fill_value
+            if layout.fill_value is not None:
+                attrs["_FillValue"] = layout.fill_value
         else:
-            if member.zarr_format == 3:
-                encoding["fill_value"] = fill_value
+            if layout.zarr_format == 3:
+                encoding["fill_value"] = layout.fill_value
             if "_FillValue" in attrs:
-                attrs["_FillValue"] = decode_fill_value(attrs["_FillValue"], member.dtype)
-        return StoredVariable(dims, tuple(map(int, member.shape)), stored_dtype, attrs, encoding)
-
-    def _dtype_and_fill(self, member: fz.Array, meta: Mapping[str, Any]) -> tuple[np.dtype[Any], Any]:
-        """The stored dtype and zarr-python's fill value (None for a v2 null), remembered per
-        data type and fill value as the metadata spell them: a store of thousands of features
-        repeats a few."""
-        zarr_format = member.zarr_format
-        data_type = meta.get("dtype" if zarr_format == 2 else "data_type")
-        spelled = (zarr_format, data_type, meta.get("fill_value"))
-        key = spelled if all(isinstance(x, str | int | float | None) for x in spelled) else None
-        # NaN spelled as a float never equals itself: such keys are simply not found again.
-        found = self._memo.get(key) if key is not None else None
-        if found is None:
-            fill = _v2_fill_value(member, meta) if zarr_format == 2 else member.fill_value
-            found = (_stored_dtype(member, meta), fill)
-            if key is not None:
-                self._memo[key] = found
-        return found
+                attrs["_FillValue"] = decode_fill_value(attrs["_FillValue"], layout.dtype)
+        return StoredVariable(dims, layout.shape, layout.stored_dtype, attrs, encoding)
 
     def _zarr_python_variable(self, name: str) -> xr.Variable:
         """Reads an array fastzarr's core cannot decode through zarr-python, as xr.open_zarr does."""

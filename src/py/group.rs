@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use rayon::prelude::*;
 
 use crate::errors::{Error, Result};
 use crate::group::{GroupState, Member};
@@ -51,12 +52,10 @@ impl PyGroup {
             Member::Group(group) => Bound::new(py, PyGroup::new(group, self.timeout))?.into_any(),
         })
     }
-}
 
-#[pymethods]
-impl PyGroup {
-    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
-        self.member_object(py, name).map_err(|err| match err {
+    /// A member missing from the store, as the error that lists the group's members.
+    fn member_error(&self, name: &str, err: Error) -> Error {
+        match err {
             Error::NodeNotFound { url, .. } => Error::MemberNotFound {
                 url,
                 path: self.state.path.clone(),
@@ -64,7 +63,101 @@ impl PyGroup {
                 members: crate::errors::closest_first(name, self.members.keys().cloned()),
             },
             other => other,
-        })
+        }
+    }
+}
+
+/// An array's metadata document without its attributes, as compact JSON: arrays that share it
+/// share data type, chunks, codecs and fill value (a wide store repeats a few), so describing
+/// them can be done once per layout.
+fn layout(metadata: &serde_json::Value) -> String {
+    match metadata {
+        serde_json::Value::Object(map) => {
+            let mut parts = String::from("{");
+            for (key, value) in map.iter().filter(|(k, _)| k.as_str() != "attributes") {
+                if parts.len() > 1 {
+                    parts.push(',');
+                }
+                parts.push_str(&serde_json::Value::String(key.clone()).to_string());
+                parts.push(':');
+                parts.push_str(&value.to_string());
+            }
+            parts.push('}');
+            parts
+        }
+        other => other.to_string(),
+    }
+}
+
+#[pymethods]
+impl PyGroup {
+    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
+        self.member_object(py, name)
+            .map_err(|err| self.member_error(name, err))
+    }
+
+    /// The member arrays `names` (default: every one) in one call, opened with the GIL released:
+    /// `{name: (array, layout, attributes, dimension_names)}`, where `layout` is the array's
+    /// metadata document without its attributes as compact JSON (equal layouts, equal data
+    /// type, chunks, codecs and fill value). A member that cannot be opened maps to its
+    /// exception, not raised: one bad array does not hide the others.
+    #[pyo3(signature = (names = None))]
+    fn describe<'py>(
+        &self,
+        py: Python<'py>,
+        names: Option<Vec<String>>,
+    ) -> Result<Bound<'py, PyDict>> {
+        let names = names.unwrap_or_else(|| self.array_keys());
+        let state = self.state.clone();
+        let opened = crate::py::detach_abandonable(py, self.timeout, self.store.is_remote(), {
+            move || {
+                let members: Vec<(String, Result<Member>)> = names
+                    .into_iter()
+                    .map(|name| {
+                        let member = state.member(&name);
+                        (name, member)
+                    })
+                    .collect();
+                // The layouts (a few microseconds of JSON each) on every thread of the pool.
+                crate::runtime::install(|| {
+                    Ok(members
+                        .into_par_iter()
+                        .map(|(name, member)| {
+                            let described = member.and_then(|member| match member {
+                                Member::Array(handle) => {
+                                    let layout = layout(handle.metadata_json());
+                                    Ok((handle, layout))
+                                }
+                                Member::Group(_) => Err(Error::InvalidArgument(format!(
+                                    "'{name}' is a group, not an array"
+                                ))),
+                            });
+                            (name, described)
+                        })
+                        .collect::<Vec<_>>())
+                })
+            }
+        })?;
+        let described = PyDict::new(py);
+        for (name, member) in opened {
+            let value = match member {
+                Ok((handle, layout)) => {
+                    let attributes =
+                        json_to_py(py, &serde_json::Value::Object(handle.attributes()))?;
+                    let dimension_names = handle.dimension_names();
+                    let array = Bound::new(py, PyArray { handle })?;
+                    (array, layout, attributes, dimension_names)
+                        .into_pyobject(py)?
+                        .into_any()
+                }
+                Err(err) => {
+                    let err = pyo3::PyErr::from(self.member_error(&name, err));
+                    err.value(py).clone().into_any()
+                }
+            };
+            described.set_item(name, value)?;
+        }
+        Ok(described)
     }
 
     fn __contains__(&self, name: &str) -> bool {

@@ -104,7 +104,8 @@ def open_source(
         )
 
     described = store()
-    stored: dict[Hashable, StoredVariable] = {n: described.describe_variable(n) for n in group.array_keys()}
+    stored: dict[Hashable, StoredVariable] = {}
+    stored.update(described.describe_variables(group.array_keys()))
     sizes = _sizes(redact_url(name), stored)
     # xarray makes the arrays named like one of their dims coordinates (and refuses those with
     # more than that dim): only those go through its open_dataset.
