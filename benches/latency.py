@@ -19,6 +19,8 @@ import contextlib
 import http.server
 import importlib
 import json
+import os
+import platform
 import re
 import statistics
 import threading
@@ -558,6 +560,23 @@ SECTION_PREFIX = "## Latency ("
 def section_heading(delay_ms: float) -> str:
     """The RESULTS.md heading of the suite's section."""
     return f"{SECTION_PREFIX}{delay_ms:g} ms per request, loopback HTTP)"
+
+
+def update_results(section: str, prefix: str) -> None:
+    """Replaces the section of RESULTS.md whose heading starts with ``prefix`` by ``section``
+    (appended where there is none)."""
+    results = Path(__file__).with_name("RESULTS.md")
+    current = results.read_text() if results.exists() else "# fastzarr vs peers\n"
+    results.write_text(replace_section(current, section, prefix=prefix))
+
+
+def machine() -> str:
+    """This machine in a results line: cores, memory, processor, and the load average now."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores, {memory:.1f} GiB, {platform.processor() or platform.machine()}, "
+        f"load average at the end {os.getloadavg()[0]:.1f}"
+    )
 
 
 def replace_section(text: str, section: str, prefix: str = SECTION_PREFIX) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +24,8 @@ from typing import Any
 import fastzarr as fz
 import xarray as xr
 from fastzarr.testing import make_batches
-from latency import replace_section
+from latency import machine, update_results
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Metadata of a wide store"
 POINT = {"lat": 0.0, "lon": 0.0}
 
@@ -49,14 +46,12 @@ def measure(store: Path, repeat: int) -> dict[str, float]:
 
 def section(variables: int, r: dict[str, Any], repeat: int) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return "\n".join(
         [
             f"{SECTION} ({variables:,} variables), {now}",
             "",
-            f"Measured by `benches/open_metadata.py --repeat {repeat}`: {os.cpu_count()} cores, "
-            f"{memory:.1f} GiB, {platform.processor() or platform.machine()}, load average at the end "
-            f"{os.getloadavg()[0]:.1f}. One consolidated v2 store of {variables:,} float32 variables "
+            f"Measured by `benches/open_metadata.py --repeat {repeat}`: {machine()}. "
+            f"One consolidated v2 store of {variables:,} float32 variables "
             "(4 x 2 x 8 x 16); best of the runs after a warm-up.",
             "",
             "| what | best s |",
@@ -81,8 +76,7 @@ def main() -> None:
     text = section(variables, results, args.repeat)
     print(text)
     if not args.quick:
-        current = RESULTS.read_text() if RESULTS.exists() else "# fastzarr vs peers\n"
-        RESULTS.write_text(replace_section(current, text, prefix=SECTION))
+        update_results(text, SECTION)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,11 +29,10 @@ import fastzarr as fz
 import numpy as np
 import xarray as xr
 from fastzarr.testing import parse_codec
-from latency import replace_section
+from latency import machine, update_results
 from timing import best
 
 CODEC = "blosc:zstd:3:shuffle"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Writer"
 
 
@@ -86,13 +83,11 @@ def measure(ds: xr.Dataset, work: Path, repeat: int) -> dict[str, float]:
 
 def section(results: dict[str, dict[str, float]], repeat: int) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [
         f"{SECTION} (fz.to_zarr vs xr.Dataset.to_zarr), {now}",
         "",
-        f"Measured by `benches/writer.py --repeat {repeat}`: {os.cpu_count()} cores, {memory:.1f} GiB, "
-        f"{platform.processor() or platform.machine()}, load average at the end "
-        f"{os.getloadavg()[0]:.1f}. Same data in memory, Zarr v3, blosc zstd-3 shuffle, one chunk per "
+        f"Measured by `benches/writer.py --repeat {repeat}`: {machine()}. "
+        "Same data in memory, Zarr v3, blosc zstd-3 shuffle, one chunk per "
         "file_id, best of the runs after a warm-up. fastzarr fsyncs every file and directory, re-reads "
         "every chunk's CRC-32C and renames the store into place; xarray does none of that. Both stores "
         "read back identical.",
@@ -126,8 +121,7 @@ def main() -> None:
     text = section(results, args.repeat)
     print(text)
     if not args.quick:
-        current = RESULTS.read_text() if RESULTS.exists() else "# fastzarr vs peers\n"
-        RESULTS.write_text(replace_section(current, text, prefix=SECTION))
+        update_results(text, SECTION)
 
 
 if __name__ == "__main__":
