@@ -603,6 +603,26 @@ mod tests {
         "fill_value":-1,"codecs":[{"name":"bytes","configuration":{"endian":"little"}},
         {"name":"blosc","configuration":{"cname":"zstd","clevel":3,"shuffle":"shuffle","typesize":4,"blocksize":0}}]}"#;
 
+    /// A region of the test store at `dir`, its files not synced.
+    fn unsynced<'a>(
+        dir: &'a Path,
+        array_path: &'a str,
+        metadata: &'a str,
+        start: &'a [u64],
+        shape: &'a [u64],
+        data: &'a [u8],
+    ) -> WriteRegion<'a> {
+        WriteRegion {
+            store_dir: dir,
+            array_path,
+            metadata,
+            start,
+            shape,
+            data,
+            fsync: false,
+        }
+    }
+
     fn values() -> Vec<u8> {
         (0..15i32).flat_map(i32::to_ne_bytes).collect()
     }
@@ -675,15 +695,7 @@ mod tests {
     fn misaligned_regions_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let data = vec![0u8; 4 * 3];
-        let region = WriteRegion {
-            store_dir: dir.path(),
-            array_path: "a",
-            metadata: METADATA,
-            start: &[1, 0],
-            shape: &[1, 3],
-            data: &data,
-            fsync: false,
-        };
+        let region = unsynced(dir.path(), "a", METADATA, &[1, 0], &[1, 3], &data);
         let err = write_region(&region, &Cancel::default()).unwrap_err();
         assert!(err.to_string().contains("not aligned"), "{err}");
     }
@@ -697,33 +709,23 @@ mod tests {
         let row = 3 * 4;
         // Array "a" in two slabs (rows 0-3, 4), array "b" whole: one call.
         let regions = [
-            WriteRegion {
-                store_dir: many.path(),
-                array_path: "a",
-                metadata: METADATA,
-                start: &[0, 0],
-                shape: &[4, 3],
-                data: &data[..4 * row],
-                fsync: false,
-            },
-            WriteRegion {
-                store_dir: many.path(),
-                array_path: "b",
-                metadata: METADATA,
-                start: &[0, 0],
-                shape: &[5, 3],
-                data: &data,
-                fsync: false,
-            },
-            WriteRegion {
-                store_dir: many.path(),
-                array_path: "a",
-                metadata: METADATA,
-                start: &[4, 0],
-                shape: &[1, 3],
-                data: &data[4 * row..],
-                fsync: false,
-            },
+            unsynced(
+                many.path(),
+                "a",
+                METADATA,
+                &[0, 0],
+                &[4, 3],
+                &data[..4 * row],
+            ),
+            unsynced(many.path(), "b", METADATA, &[0, 0], &[5, 3], &data),
+            unsynced(
+                many.path(),
+                "a",
+                METADATA,
+                &[4, 0],
+                &[1, 3],
+                &data[4 * row..],
+            ),
         ];
         let records = write_regions(&regions, &Cancel::default()).unwrap();
         assert_eq!(records.iter().map(Vec::len).collect::<Vec<_>>(), [4, 6, 2]);
@@ -746,24 +748,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = values();
         let regions = [
-            WriteRegion {
-                store_dir: dir.path(),
-                array_path: "a",
-                metadata: METADATA,
-                start: &[0, 0],
-                shape: &[5, 3],
-                data: &data,
-                fsync: false,
-            },
-            WriteRegion {
-                store_dir: dir.path(),
-                array_path: "broken",
-                metadata: "{\"zarr_format\": 3}",
-                start: &[0, 0],
-                shape: &[5, 3],
-                data: &data,
-                fsync: false,
-            },
+            unsynced(dir.path(), "a", METADATA, &[0, 0], &[5, 3], &data),
+            unsynced(
+                dir.path(),
+                "broken",
+                "{\"zarr_format\": 3}",
+                &[0, 0],
+                &[5, 3],
+                &data,
+            ),
         ];
         let err = write_regions(&regions, &Cancel::default()).unwrap_err();
         assert!(err.to_string().contains("broken"), "{err}");
