@@ -1,8 +1,9 @@
 //! An opened array: its store, its path, the zarrs array and what Python needs to know
 //! about it (numpy dtype, chunk shape, a readable codec description).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use rayon::prelude::*;
 use serde_json::Value;
 use zarrs::array::{Array, ArrayCreateError};
 use zarrs::metadata::ArrayMetadata;
@@ -19,11 +20,31 @@ pub struct ArrayHandle {
     store: Arc<Store>,
     path: String,
     array: ZarrsArray,
+    /// What the array shares with every array whose metadata differs from its own only in
+    /// the attributes.
+    common: Arc<Common>,
+    /// The metadata as stored, with the array's attributes.
+    metadata: Arc<ArrayMetadata>,
+    /// `metadata` as JSON (for descriptions and fingerprints), made when first asked for: a
+    /// wide store opens thousands of arrays and describes few of them.
+    metadata_json: OnceLock<Value>,
+    /// The array's path and `/`, when zarrs opened it at the root of a view of the store
+    /// from the array (its chunk keys are then relative to the array).
+    key_prefix: Option<String>,
+}
+
+/// What follows from an array's metadata, attributes aside: worked out once for the
+/// thousands of arrays of a wide store that share a few layouts.
+// Four independent facts about the codecs, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
+struct Common {
     dtype: NumpyDtype,
     chunk_shape: Vec<u64>,
     /// Chunks are C-order native elements compressed by blosc alone, so any part of
     /// a chunk can be decoded block by block.
     plain_blosc: bool,
+    /// Decoding a chunk may need blosc's scratch (one block, at most the chunk's size).
+    blosc_compressed: bool,
     /// The smallest blosc block the chunks can have (see [`smallest_blosc_block`]).
     blosc_block: usize,
     /// The compressor format blosc chunks must name in their header (from the codec's cname).
@@ -35,14 +56,11 @@ pub struct ArrayHandle {
     partial_shards: bool,
     /// How the shards keep their index, when it is one fastzarr checks before zarrs reads it.
     shard_layout: Option<ShardLayout>,
-    /// The metadata as stored, as JSON (for descriptions and fingerprints).
-    metadata_json: Value,
-    /// The array's path and `/`, when zarrs opened it at the root of a view of the store
-    /// from the array (its chunk keys are then relative to the array).
-    key_prefix: Option<String>,
     /// The fill value of a v2 `vlen-bytes` array, which zarrs, reading `|O` as strings,
     /// would take as text rather than as base64.
     bytes_fill: Option<Vec<u8>>,
+    /// The metadata as JSON without the attributes: equal for arrays of one layout.
+    key: String,
 }
 
 impl std::fmt::Debug for ArrayHandle {
@@ -50,7 +68,7 @@ impl std::fmt::Debug for ArrayHandle {
         f.debug_struct("ArrayHandle")
             .field("store", &self.store)
             .field("path", &self.path)
-            .field("dtype", &self.dtype)
+            .field("dtype", &self.common.dtype)
             .finish_non_exhaustive()
     }
 }
@@ -103,11 +121,115 @@ impl NumpyDtype {
 
 impl ArrayHandle {
     /// Builds the array at `path` of `store` from metadata already read.
+    pub fn new(store: Arc<Store>, path: &str, metadata: Arc<ArrayMetadata>) -> Result<Self> {
+        Self::build(store, path, metadata, false)
+    }
+
+    /// The arrays `arrays` of one store, built on the pool. An array whose metadata differs
+    /// from that of an array before it only in the attributes shares that array's layout
+    /// and codecs: zarrs' array is then a copy of the other's over a view of the store from
+    /// the array, not built again (building is most of opening a wide store's arrays).
+    pub fn new_many(
+        store: &Arc<Store>,
+        arrays: Vec<(String, Arc<ArrayMetadata>)>,
+    ) -> Result<Vec<Result<Self>>> {
+        /// Layouts looked for among the last ones met: a store of thousands of distinct
+        /// layouts must not compare each array with all of them.
+        const RECENT_LAYOUTS: usize = 16;
+        // Each array is built alone or (`like`) made from the first array of its layout.
+        let mut like: Vec<Option<usize>> = Vec::with_capacity(arrays.len());
+        let mut layouts: Vec<usize> = Vec::new();
+        for (i, (path, metadata)) in arrays.iter().enumerate() {
+            if !is_plain_path(path) {
+                like.push(None); // not openable at a view of the store: built alone
+                continue;
+            }
+            let found = layouts
+                .iter()
+                .rev()
+                .take(RECENT_LAYOUTS)
+                .copied()
+                .find(|&f| same_but_attributes(&arrays[f].1, metadata));
+            if found.is_none() {
+                layouts.push(i);
+            }
+            like.push(found);
+        }
+        crate::runtime::install(|| {
+            let mut slots: Vec<Option<(String, Arc<ArrayMetadata>)>> =
+                arrays.into_iter().map(Some).collect();
+            let alone: Vec<(usize, (String, Arc<ArrayMetadata>))> = (0..slots.len())
+                .filter(|&i| like[i].is_none())
+                .filter_map(|i| Some((i, slots[i].take()?)))
+                .collect();
+            let mut built: Vec<Option<Result<Self>>> =
+                std::iter::repeat_with(|| None).take(slots.len()).collect();
+            let made: Vec<(usize, Result<Self>)> = alone
+                .into_par_iter()
+                .map(|(i, (path, metadata))| (i, Self::build(store.clone(), &path, metadata, true)))
+                .collect();
+            for (i, result) in made {
+                built[i] = Some(result);
+            }
+            let others: Vec<(usize, usize, (String, Arc<ArrayMetadata>))> = slots
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, slot)| Some((i, like[i]?, slot.take()?)))
+                .collect();
+            let firsts = &built;
+            let made: Vec<(usize, Result<Self>)> = others
+                .into_par_iter()
+                .map(|(i, first, (path, metadata))| {
+                    let result = match &firsts[first] {
+                        Some(Ok(first)) if first.key_prefix.is_some() => {
+                            Ok(first.sibling(store.clone(), &path, metadata))
+                        }
+                        // A first array that failed is reported under its own name: this one
+                        // is built alone, to fail (or not) under its own.
+                        _ => Self::build(store.clone(), &path, metadata, true),
+                    };
+                    (i, result)
+                })
+                .collect();
+            for (i, result) in made {
+                built[i] = Some(result);
+            }
+            Ok(built
+                .into_iter()
+                .map(|b| b.unwrap_or_else(|| Err(Error::Panic("array not built".to_string()))))
+                .collect())
+        })
+    }
+
+    /// An array of `store` at `path` whose metadata is this array's but for the attributes.
+    fn sibling(&self, store: Arc<Store>, path: &str, metadata: Arc<ArrayMetadata>) -> Self {
+        let view = crate::prefixed::PrefixedStorage::new(store.storage().clone(), path);
+        let array = self
+            .array
+            .with_storage(Arc::new(view) as Arc<dyn ReadableStorageTraits>);
+        Self {
+            store,
+            path: path.to_string(),
+            array,
+            common: self.common.clone(),
+            metadata,
+            metadata_json: OnceLock::new(),
+            key_prefix: Some(format!("{path}/")),
+        }
+    }
+
+    /// Builds the array; `at_view`: open it at the root of a view of the store from the
+    /// array (see `new_many`), where its path allows.
     // One sequence of checks on untrusted metadata, each error naming the same file: split,
     // it would only pass that context around.
     #[allow(clippy::too_many_lines)]
-    pub fn new(store: Arc<Store>, path: &str, metadata: ArrayMetadata) -> Result<Self> {
-        let metadata_json = serde_json::to_value(&metadata).unwrap_or(Value::Null);
+    fn build(
+        store: Arc<Store>,
+        path: &str,
+        metadata: Arc<ArrayMetadata>,
+        at_view: bool,
+    ) -> Result<Self> {
+        let metadata_json = serde_json::to_value(&*metadata).unwrap_or(Value::Null);
         let metadata_file = metadata_file(path, &metadata);
         let unsupported_dtype = |dtype: String| {
             let (url, path) = store.locate(path);
@@ -134,7 +256,7 @@ impl ArrayHandle {
         }
         let mut bytes_fill = None;
         // The stored document keeps its `fill_value: null`; zarrs gets the zero spelled out.
-        let metadata = match metadata {
+        let zarrs_metadata = match &*metadata {
             ArrayMetadata::V2(_) => {
                 let mut patched = metadata_json.clone();
                 if dtype.variable() == Some(Variable::Bytes) {
@@ -154,13 +276,19 @@ impl ArrayHandle {
                 // numcodecs levels zarrs' codecs refuse (zlib's -1) still decode.
                 crate::codecs::spellings::normalise_v2_metadata(&mut patched);
                 integral_fill_value(&mut patched);
-                ArrayMetadata::V2(
-                    serde_json::from_value(patched).map_err(|e| Error::Metadata {
-                        url: store.url().to_string(),
-                        file: crate::store::join(path, ".zarray"),
-                        reason: e.to_string(),
-                    })?,
-                )
+                if patched == metadata_json {
+                    // Most arrays need no patch: parsing the document again would be a
+                    // quarter of building the array.
+                    (*metadata).clone()
+                } else {
+                    ArrayMetadata::V2(serde_json::from_value(patched).map_err(|e| {
+                        Error::Metadata {
+                            url: store.url().to_string(),
+                            file: crate::store::join(path, ".zarray"),
+                            reason: e.to_string(),
+                        }
+                    })?)
+                }
             }
             ArrayMetadata::V3(_)
                 if has_float_fill_for_integers(&metadata_json)
@@ -181,12 +309,12 @@ impl ArrayHandle {
                     })?,
                 )
             }
-            v3 @ ArrayMetadata::V3(_) => v3,
+            ArrayMetadata::V3(_) => (*metadata).clone(),
         };
         let mut node_path = format!("/{path}");
         let mut storage: Arc<dyn ReadableStorageTraits> = store.storage().clone();
         let mut key_prefix = None;
-        if !zarrs::node::NodePath::validate(&node_path) && is_plain_path(path) {
+        if (at_view || !zarrs::node::NodePath::validate(&node_path)) && is_plain_path(path) {
             // A name zarrs refuses (`__xarray_dataarray_variable__`): zarrs opens the array
             // at the root of a view of the store from the array (prefixed.rs).
             let view = crate::prefixed::PrefixedStorage::new(storage, path);
@@ -197,7 +325,11 @@ impl ArrayHandle {
         // Inside the pool: zarrs asks rayon for a thread count while building an array, which
         // from any other thread would start rayon's global pool (fork-unsafe, rayon#708).
         let built = crate::runtime::install(|| {
-            Ok(Array::new_with_metadata(storage, &node_path, metadata))
+            Ok(Array::new_with_metadata(
+                storage,
+                &node_path,
+                zarrs_metadata,
+            ))
         })?;
         let array = built.map_err(|e| match e {
             ArrayCreateError::DataTypeCreateError(err) => unsupported_dtype(err.to_string()),
@@ -253,12 +385,9 @@ impl ArrayHandle {
                 file: metadata_file.clone(),
                 reason,
             })?;
-        Ok(Self {
-            store,
-            path: path.to_string(),
-            shard_layout,
-            array,
+        let common = Common {
             plain_blosc: dtype.variable().is_none() && is_plain_blosc(&metadata_json, &dtype),
+            blosc_compressed: has_blosc(&metadata_json),
             blosc_block: smallest_blosc_block(&metadata_json),
             blosc_compressor: blosc_config(&metadata_json)
                 .and_then(|c| c.get("cname"))
@@ -266,11 +395,20 @@ impl ArrayHandle {
                 .and_then(crate::blosc::ranges::compressor_format),
             checksummed: has_checksum(&metadata_json),
             partial_shards: has_partial_shards(&metadata_json),
-            key_prefix,
+            shard_layout,
             bytes_fill,
             dtype,
             chunk_shape,
-            metadata_json,
+            key: layout_key(&metadata_json),
+        };
+        Ok(Self {
+            store,
+            path: path.to_string(),
+            array,
+            common: Arc::new(common),
+            metadata,
+            metadata_json: OnceLock::from(metadata_json),
+            key_prefix,
         })
     }
 
@@ -312,17 +450,17 @@ impl ArrayHandle {
     }
 
     pub fn dtype(&self) -> &NumpyDtype {
-        &self.dtype
+        &self.common.dtype
     }
 
     /// The shape of the stored chunks (of the shards, for sharded arrays).
     pub fn chunk_shape(&self) -> &[u64] {
-        &self.chunk_shape
+        &self.common.chunk_shape
     }
 
     /// The shape of the inner chunks of a sharded array, like zarr-python's `chunks`.
     pub fn inner_chunk_shape(&self) -> Option<Vec<u64>> {
-        let codecs = self.metadata_json.get("codecs")?.as_array()?;
+        let codecs = self.metadata_json().get("codecs")?.as_array()?;
         let sharding = codecs
             .iter()
             .find(|c| c.get("name").and_then(Value::as_str) == Some("sharding_indexed"))?;
@@ -330,16 +468,16 @@ impl ArrayHandle {
     }
 
     pub fn zarr_format(&self) -> u8 {
-        match self.array.metadata() {
+        match &*self.metadata {
             ArrayMetadata::V2(_) => 2,
             ArrayMetadata::V3(_) => 3,
         }
     }
 
-    pub fn attributes(&self) -> Attributes {
-        match self.array.metadata() {
-            ArrayMetadata::V2(m) => m.attributes.clone(),
-            ArrayMetadata::V3(m) => m.attributes.clone(),
+    pub fn attributes(&self) -> &Attributes {
+        match &*self.metadata {
+            ArrayMetadata::V2(m) => &m.attributes,
+            ArrayMetadata::V3(m) => &m.attributes,
         }
     }
 
@@ -353,7 +491,7 @@ impl ArrayHandle {
                     .collect()
             })
         };
-        match self.array.metadata() {
+        match &*self.metadata {
             ArrayMetadata::V3(m) => m.dimension_names.as_ref().map(|names| {
                 names
                     .iter()
@@ -366,7 +504,7 @@ impl ArrayHandle {
 
     /// The fill value as native-endian bytes of the numpy dtype.
     pub fn fill_value_bytes(&self) -> &[u8] {
-        match &self.bytes_fill {
+        match &self.common.bytes_fill {
             Some(fill) => fill,
             None => self.array.fill_value().as_ne_bytes(),
         }
@@ -377,43 +515,55 @@ impl ArrayHandle {
             .iter()
             .map(|&d| u128::from(d))
             .product::<u128>()
-            * self.dtype.itemsize as u128
+            * self.common.dtype.itemsize as u128
     }
 
     pub fn plain_blosc(&self) -> bool {
-        self.plain_blosc
+        self.common.plain_blosc
     }
 
     /// The compressor format blosc chunks of this array must name in their header.
     pub fn blosc_compressor(&self) -> Option<u8> {
-        self.blosc_compressor
+        self.common.blosc_compressor
     }
 
     /// The smallest blosc block (decoded bytes) a chunk of this array can have; a chunk
     /// smaller than that is one block.
     pub fn blosc_block(&self) -> usize {
-        self.blosc_block
+        self.common.blosc_block
     }
 
     /// Whether decoding a chunk may need blosc's scratch (one block, at most the chunk's size).
     pub fn blosc_compressed(&self) -> bool {
-        has_blosc(&self.metadata_json)
+        self.common.blosc_compressed
     }
 
     pub fn checksummed(&self) -> bool {
-        self.checksummed
+        self.common.checksummed
     }
 
     pub fn partial_shards(&self) -> bool {
-        self.partial_shards
+        self.common.partial_shards
     }
 
     pub fn shard_layout(&self) -> Option<&ShardLayout> {
-        self.shard_layout.as_ref()
+        self.common.shard_layout.as_ref()
     }
 
     pub fn metadata_json(&self) -> &Value {
-        &self.metadata_json
+        self.metadata_json
+            .get_or_init(|| serde_json::to_value(&*self.metadata).unwrap_or(Value::Null))
+    }
+
+    /// Whether this array was made from `other` (or both from a third), not built again.
+    #[cfg(test)]
+    pub fn shares_layout_with(&self, other: &ArrayHandle) -> bool {
+        Arc::ptr_eq(&self.common, &other.common)
+    }
+
+    /// The metadata as JSON without the attributes: equal for arrays that differ only in them.
+    pub fn layout_key(&self) -> &str {
+        &self.common.key
     }
 
     /// A readable description of the codec pipeline, e.g. `blosc(cname=zstd, clevel=3, shuffle=1)`.
@@ -434,7 +584,7 @@ impl ArrayHandle {
                 format!("{name}({})", settings.join(", "))
             }
         };
-        let list: Vec<String> = chunk_codecs(&self.metadata_json)
+        let list: Vec<String> = chunk_codecs(self.metadata_json())
             .into_iter()
             .map(describe)
             .collect();
@@ -443,6 +593,54 @@ impl ArrayHandle {
         } else {
             list.join(" -> ")
         }
+    }
+}
+
+/// Whether two arrays' metadata differ at most in their attributes.
+fn same_but_attributes(a: &ArrayMetadata, b: &ArrayMetadata) -> bool {
+    match (a, b) {
+        (ArrayMetadata::V2(a), ArrayMetadata::V2(b)) => {
+            a.shape == b.shape
+                && a.chunks == b.chunks
+                && a.dtype == b.dtype
+                && a.compressor == b.compressor
+                && a.fill_value == b.fill_value
+                && a.order == b.order
+                && a.filters == b.filters
+                && a.dimension_separator == b.dimension_separator
+        }
+        (ArrayMetadata::V3(a), ArrayMetadata::V3(b)) => {
+            a.shape == b.shape
+                && a.data_type == b.data_type
+                && a.chunk_grid == b.chunk_grid
+                && a.chunk_key_encoding == b.chunk_key_encoding
+                && a.fill_value == b.fill_value
+                && a.codecs == b.codecs
+                && a.storage_transformers == b.storage_transformers
+                && a.dimension_names == b.dimension_names
+                && a.additional_fields == b.additional_fields
+        }
+        _ => false,
+    }
+}
+
+/// The metadata document without its attributes, as compact JSON (keys in stored order).
+fn layout_key(metadata: &Value) -> String {
+    match metadata {
+        Value::Object(map) => {
+            let mut parts = String::from("{");
+            for (key, value) in map.iter().filter(|(k, _)| k.as_str() != "attributes") {
+                if parts.len() > 1 {
+                    parts.push(',');
+                }
+                parts.push_str(&Value::String(key.clone()).to_string());
+                parts.push(':');
+                parts.push_str(&value.to_string());
+            }
+            parts.push('}');
+            parts
+        }
+        other => other.to_string(),
     }
 }
 

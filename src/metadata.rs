@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde_json::{Map, Value};
 use zarrs::metadata::v2::ArrayMetadataV2;
 use zarrs::metadata::v3::ArrayMetadataV3;
@@ -21,7 +22,8 @@ pub type Attributes = Map<String, Value>;
 /// What lives at one path of a store.
 #[derive(Debug, Clone)]
 pub enum Node {
-    Array(Box<ArrayMetadata>),
+    /// Shared: a group's members and the arrays opened from them hold one copy.
+    Array(Arc<ArrayMetadata>),
     Group(GroupNode),
 }
 
@@ -68,24 +70,26 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn metadata_error(&self, file: &str, reason: impl ToString) -> Error {
-        Error::Metadata {
-            url: self.store.url().to_string(),
-            file: file.to_string(),
-            reason: reason.to_string(),
-        }
+        store_metadata_error(self.store, file, reason)
     }
 
     fn json(&self, key: &str) -> Result<Option<Value>> {
+        match self.bytes(key)? {
+            Some(bytes) => self.parse(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn bytes(&self, key: &str) -> Result<Option<bytes::Bytes>> {
         let prefetched = self.fetched.borrow_mut().remove(key);
-        let bytes = match prefetched {
-            Some(fetched) => fetched?,
-            None => self.store.get(key)?,
-        };
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
+        match prefetched {
+            Some(fetched) => fetched,
+            None => self.store.get(key),
+        }
+    }
+
+    fn parse(&self, key: &str, bytes: &[u8]) -> Result<Value> {
+        serde_json::from_slice(bytes)
             .map_err(|e| self.metadata_error(key, format!("not valid JSON: {e}")))
     }
 
@@ -129,8 +133,15 @@ impl Reader<'_> {
         if let Some(value) = self.json(&v2_group_key)? {
             self.check_v2_group(&v2_group_key, &value)?;
             let consolidated_key = join(path, ".zmetadata");
-            let consolidated = match self.json(&consolidated_key)? {
-                Some(value) => Some(Arc::new(self.v2_consolidated(&consolidated_key, value)?)),
+            let consolidated = match self.bytes(&consolidated_key)? {
+                Some(bytes) => Some(Arc::new(
+                    if let Some(entries) = v2_consolidated_quickly(self.store, &bytes) {
+                        entries
+                    } else {
+                        let value = self.parse(&consolidated_key, &bytes)?;
+                        self.v2_consolidated(&consolidated_key, value)?
+                    },
+                )),
                 None => None,
             };
             return Ok(Node::Group(GroupNode {
@@ -155,19 +166,11 @@ impl Reader<'_> {
     }
 
     fn v2_array(&self, file: &str, value: Value, attributes: Attributes) -> Result<Node> {
-        let mut metadata: ArrayMetadataV2 =
-            serde_json::from_value(value).map_err(|e| self.metadata_error(file, e))?;
-        metadata.attributes = attributes;
-        Ok(Node::Array(Box::new(ArrayMetadata::V2(metadata))))
+        v2_array(self.store, file, value, attributes)
     }
 
     fn check_v2_group(&self, file: &str, value: &Value) -> Result<()> {
-        match value.get("zarr_format").and_then(Value::as_u64) {
-            Some(2) => Ok(()),
-            other => {
-                Err(self.metadata_error(file, format!("zarr_format must be 2, found {other:?}")))
-            }
-        }
+        check_v2_group(self.store, file, value)
     }
 
     /// Parses a v3 `zarr.json`; `top` allows inline consolidated metadata (only at the opened node).
@@ -186,7 +189,7 @@ impl Reader<'_> {
             Some("array") => {
                 let metadata: ArrayMetadataV3 = serde_json::from_value(Value::Object(object))
                     .map_err(|e| self.metadata_error(file, e))?;
-                Ok(Node::Array(Box::new(ArrayMetadata::V3(metadata))))
+                Ok(Node::Array(Arc::new(ArrayMetadata::V3(metadata))))
             }
             Some("group") => {
                 let attributes = match object.remove("attributes") {
@@ -263,7 +266,9 @@ impl Reader<'_> {
             return Err(self.metadata_error(file, "no 'metadata' object"));
         };
         let mut documents = self.object(file, metadata)?;
-        let mut entries = BTreeMap::new();
+        // Documents are taken apart here, in key order; the array documents (thousands in a
+        // wide store) are then parsed on every thread of the pool.
+        let mut found: Vec<(String, String, Value, Attributes, bool)> = Vec::new();
         let keys: Vec<String> = documents.keys().cloned().collect();
         for key in keys {
             let (parent, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
@@ -282,19 +287,105 @@ impl Reader<'_> {
                 None => Attributes::new(),
             };
             let document = documents.remove(&key).unwrap_or(Value::Null);
-            let node = if name == ".zarray" {
-                self.v2_array(&entry_file, document, attributes)?
-            } else {
-                self.check_v2_group(&entry_file, &document)?;
-                Node::Group(GroupNode {
-                    zarr_format: 2,
-                    attributes,
-                    consolidated: None,
-                })
-            };
-            entries.insert(path, node);
+            found.push((path, entry_file, document, attributes, name == ".zarray"));
         }
+        let store = self.store;
+        let nodes: Vec<Result<(String, Node)>> = crate::runtime::install(|| {
+            Ok(found
+                .into_par_iter()
+                .map(|(path, entry_file, document, attributes, is_array)| {
+                    let node = if is_array {
+                        v2_array(store, &entry_file, document, attributes)?
+                    } else {
+                        check_v2_group(store, &entry_file, &document)?;
+                        Node::Group(GroupNode {
+                            zarr_format: 2,
+                            attributes,
+                            consolidated: None,
+                        })
+                    };
+                    Ok((path, node))
+                })
+                .collect())
+        })?;
+        // The first failure in key order, whichever thread met it.
+        let entries = nodes.into_iter().collect::<Result<BTreeMap<_, _>>>()?;
         Ok(entries)
+    }
+}
+
+/// The members of a v2 `.zmetadata` document, parsed on every thread of the pool: each
+/// entry is only delimited first, then parsed on its own. `None` when anything in the document
+/// is not as expected: the caller then parses it the slow way, which says what is wrong.
+fn v2_consolidated_quickly(store: &Store, bytes: &[u8]) -> Option<BTreeMap<String, Node>> {
+    use serde_json::value::RawValue;
+    let top: BTreeMap<String, &RawValue> = serde_json::from_slice(bytes).ok()?;
+    let documents: BTreeMap<String, &RawValue> =
+        serde_json::from_str(top.get("metadata")?.get()).ok()?;
+    let mut found: Vec<(String, &RawValue, Option<&RawValue>, bool)> = Vec::new();
+    for (key, document) in &documents {
+        let (parent, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+        if parent.is_empty() || !matches!(name, ".zarray" | ".zgroup") {
+            continue;
+        }
+        let path = checked_member_path(parent)?;
+        let attributes = documents.get(&format!("{path}/.zattrs")).copied();
+        found.push((path, document, attributes, name == ".zarray"));
+    }
+    let nodes: Vec<Option<(String, Node)>> = crate::runtime::install(|| {
+        Ok(found
+            .into_par_iter()
+            .map(|(path, document, attributes, is_array)| {
+                let attributes: Attributes = match attributes {
+                    Some(raw) => serde_json::from_str(raw.get()).ok()?,
+                    None => Attributes::new(),
+                };
+                let node = if is_array {
+                    let mut metadata: ArrayMetadataV2 =
+                        serde_json::from_str(document.get()).ok()?;
+                    metadata.attributes = attributes;
+                    Node::Array(Arc::new(ArrayMetadata::V2(metadata)))
+                } else {
+                    let group: Value = serde_json::from_str(document.get()).ok()?;
+                    check_v2_group(store, "", &group).ok()?;
+                    Node::Group(GroupNode {
+                        zarr_format: 2,
+                        attributes,
+                        consolidated: None,
+                    })
+                };
+                Some((path, node))
+            })
+            .collect())
+    })
+    .ok()?;
+    nodes.into_iter().collect()
+}
+
+fn store_metadata_error(store: &Store, file: &str, reason: impl ToString) -> Error {
+    Error::Metadata {
+        url: store.url().to_string(),
+        file: file.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A v2 array node from its `.zarray` document and its attributes.
+fn v2_array(store: &Store, file: &str, value: Value, attributes: Attributes) -> Result<Node> {
+    let mut metadata: ArrayMetadataV2 =
+        serde_json::from_value(value).map_err(|e| store_metadata_error(store, file, e))?;
+    metadata.attributes = attributes;
+    Ok(Node::Array(Arc::new(ArrayMetadata::V2(metadata))))
+}
+
+fn check_v2_group(store: &Store, file: &str, value: &Value) -> Result<()> {
+    match value.get("zarr_format").and_then(Value::as_u64) {
+        Some(2) => Ok(()),
+        other => Err(store_metadata_error(
+            store,
+            file,
+            format!("zarr_format must be 2, found {other:?}"),
+        )),
     }
 }
 
@@ -374,6 +465,50 @@ pub fn read_node(store: &Store, path: &str) -> Result<Node> {
 #[cfg(test)]
 mod tests {
     use super::checked_member_path;
+    use serde_json::json;
+
+    #[test]
+    fn consolidated_metadata_parses_alike_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::Store::open(dir.path().to_str().unwrap(), super::BTreeMap::default()).unwrap();
+        let reader = super::Reader {
+            store: &store,
+            fetched: std::cell::RefCell::new(super::BTreeMap::new()),
+        };
+        let array = json!({"zarr_format": 2, "shape": [3], "chunks": [2], "dtype": "<f4",
+                           "compressor": {"id": "zlib", "level": 1}, "fill_value": "NaN",
+                           "order": "C", "filters": null});
+        let document = json!({"zarr_consolidated_format": 1, "metadata": {
+            ".zgroup": {"zarr_format": 2},
+            "t/.zarray": array,
+            "t/.zattrs": {"_ARRAY_DIMENSIONS": ["x"], "units": "K"},
+            "sub/.zgroup": {"zarr_format": 2},
+            "sub/.zattrs": {"title": "below"},
+            "sub/u/.zarray": array,
+        }});
+        let bytes = serde_json::to_vec(&document).unwrap();
+        let quick = super::v2_consolidated_quickly(&store, &bytes).unwrap();
+        let slow = reader.v2_consolidated("z", document).unwrap();
+        assert_eq!(format!("{quick:?}"), format!("{slow:?}"));
+        assert_eq!(quick.len(), 3);
+        // Anything unexpected is left to the slow parse, which names what is wrong.
+        for bad in [
+            json!({"metadata": {"t/.zarray": {"zarr_format": 2, "shape": "three"}}}),
+            json!({"metadata": {"t/.zarray": array, "t/.zattrs": [1]}}),
+            json!({"metadata": {"../t/.zarray": array}}),
+            json!({"metadata": {"g/.zgroup": {"zarr_format": 3}}}),
+            json!({"metadata": [1]}),
+            json!({"no metadata": {}}),
+        ] {
+            let bytes = serde_json::to_vec(&bad).unwrap();
+            assert!(
+                super::v2_consolidated_quickly(&store, &bytes).is_none(),
+                "{bad}"
+            );
+            assert!(reader.v2_consolidated("z", bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn base64_of_zeros() {

@@ -54,6 +54,7 @@ from xarray.backends import (
 from xarray.core import indexing
 
 import fastzarr as fz
+from fastzarr import _gc
 from fastzarr._codec_encoding import codec_encoding
 from fastzarr._compat import xarray as compat_xr
 from fastzarr._fill_values import decode_fill_value
@@ -299,7 +300,8 @@ def dims_and_attrs(
             )
         return dims, attrs
     if DIMENSION_KEY in attrs:
-        dims = tuple(str(d) for d in attrs[DIMENSION_KEY])
+        names = attrs.pop(DIMENSION_KEY)
+        dims = tuple(d if type(d) is str else str(d) for d in names)
     else:
         nczarr = meta.get("_NCZARR_ARRAY")
         if not isinstance(nczarr, dict) or "dimrefs" not in nczarr:
@@ -308,8 +310,10 @@ def dims_and_attrs(
                 "metadata, which are required for xarray to determine variable dimensions."
             )
         dims = tuple(os.path.basename(str(d)) for d in nczarr["dimrefs"])
-    hidden = {k for k in attrs if k == DIMENSION_KEY or k.lower().startswith("_nc")}
-    return dims, {k: v for k, v in attrs.items() if k not in hidden}
+    # NetCDF's own attributes are rare: the dict is copied only when it holds one.
+    if any(k.lower().startswith("_nc") for k in attrs):
+        attrs = {k: v for k, v in attrs.items() if not k.lower().startswith("_nc")}
+    return dims, attrs
 
 
 class _Layout(NamedTuple):
@@ -343,6 +347,26 @@ def _layout_of(array: fz.Array) -> _Layout:
     )
 
 
+def _encoding_of(layout: _Layout, dims: tuple[str, ...], fill_value_as_mask: bool) -> dict[str, Any]:
+    """The encoding xarray's ZarrStore gives every variable of ``layout`` over ``dims``, with
+    keys in the order its ``open_store_variable`` sets them."""
+    encoding: dict[str, Any] = {
+        "chunks": layout.chunks,
+        "preferred_chunks": dict(zip(dims, layout.chunks, strict=True)),
+    }
+    if layout.dtype.kind == "T":
+        # xarray keeps a StringDType variable as StringDType when its encoding says so.
+        encoding["dtype"] = layout.dtype
+    codecs = layout.codecs
+    encoding.update((key, codecs[key]) for key in ("compressors", "filters") if key in codecs)
+    encoding["shards"] = layout.shards
+    if "serializer" in codecs:
+        encoding["serializer"] = codecs["serializer"]
+    if not fill_value_as_mask and layout.zarr_format == 3:
+        encoding["fill_value"] = layout.fill_value
+    return encoding
+
+
 class StoredVariable(NamedTuple):
     """An array as xarray's ZarrStore describes it, before CF decoding: all but the data."""
 
@@ -364,6 +388,7 @@ class FastzarrStore(AbstractDataStore):
     __slots__ = (
         "_consolidated",
         "_drop",
+        "_encodings",
         "_group",
         "_group_path",
         "_layouts",
@@ -404,6 +429,7 @@ class FastzarrStore(AbstractDataStore):
         self._zarr_store: ZarrStore | None = None
         # Descriptions shared by arrays with equal metadata but for their attributes.
         self._layouts: dict[str, _Layout] = {}
+        self._encodings: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
 
     @classmethod
     def open(
@@ -515,14 +541,15 @@ class FastzarrStore(AbstractDataStore):
         """Each array of ``names`` and its description, from one `fastzarr.Group.describe` call;
         None for an array fastzarr cannot decode (read through zarr-python instead)."""
         described: dict[str, tuple[fz.Array, StoredVariable] | None] = {}
-        for name, found in self._group.describe(names).items():
-            if isinstance(found, fz.UnsupportedCodecError):
-                described[name] = None
-            elif isinstance(found, BaseException):
-                raise found
-            else:
-                member, layout_key, attributes, _ = found
-                described[name] = (member, self._stored(member, name, layout_key, attributes))
+        with _gc.paused():
+            for name, found in self._group.describe(names).items():
+                if isinstance(found, fz.UnsupportedCodecError):
+                    described[name] = None
+                elif isinstance(found, BaseException):
+                    raise found
+                else:
+                    member, layout_key, attributes, _ = found
+                    described[name] = (member, self._stored(member, name, layout_key, attributes))
         return described
 
     def _stored(
@@ -535,27 +562,17 @@ class FastzarrStore(AbstractDataStore):
         if layout is None:
             layout = self._layouts[layout_key] = _layout_of(member)
         dims, attrs = dims_and_attrs(layout.zarr_format, len(layout.shape), attributes, layout.meta, name)
-        # Keys in the order xarray's ZarrStore.open_store_variable sets them.
-        encoding: dict[str, Any] = {
-            "chunks": layout.chunks,
-            "preferred_chunks": dict(zip(dims, layout.chunks, strict=True)),
-        }
-        if layout.dtype.kind == "T":
-            # xarray keeps a StringDType variable as StringDType when its encoding says so.
-            encoding["dtype"] = layout.dtype
-        codecs = layout.codecs
-        encoding.update((key, codecs[key]) for key in ("compressors", "filters") if key in codecs)
-        encoding["shards"] = layout.shards
-        if "serializer" in codecs:
-            encoding["serializer"] = codecs["serializer"]
+        template = self._encodings.get((layout_key, dims))
+        if template is None:
+            mask = self._use_zarr_fill_value_as_mask
+            template = self._encodings[layout_key, dims] = _encoding_of(layout, dims, mask)
+        encoding = dict(template)
+        encoding["preferred_chunks"] = dict(template["preferred_chunks"])
         if self._use_zarr_fill_value_as_mask:
             if layout.fill_value is not None:
                 attrs["_FillValue"] = layout.fill_value
-        else:
-            if layout.zarr_format == 3:
-                encoding["fill_value"] = layout.fill_value
-            if "_FillValue" in attrs:
-                attrs["_FillValue"] = decode_fill_value(attrs["_FillValue"], layout.dtype)
+        elif "_FillValue" in attrs:
+            attrs["_FillValue"] = decode_fill_value(attrs["_FillValue"], layout.dtype)
         return StoredVariable(dims, layout.shape, layout.stored_dtype, attrs, encoding)
 
     def _zarr_python_variable(self, name: str) -> xr.Variable:

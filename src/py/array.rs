@@ -25,7 +25,7 @@ pub fn open(url: &str, options: StorageOptions, path: &str) -> Result<ArrayHandl
     match read_node(&store, path)
         .map_err(|err| crate::group::with_members(&store, &options, err))?
     {
-        Node::Array(metadata) => ArrayHandle::new(store, path, *metadata),
+        Node::Array(metadata) => ArrayHandle::new(store, path, metadata),
         Node::Group(_) => Err(crate::errors::Error::WrongNodeType {
             url: store.url().to_string(),
             path: path.to_string(),
@@ -254,7 +254,7 @@ impl PyArray {
 
     #[getter]
     fn attrs<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyDict>> {
-        Ok(json_to_py(py, &serde_json::Value::Object(self.handle.attributes()))?.cast_into()?)
+        crate::py::map_to_py(py, self.handle.attributes())
     }
 
     #[getter]

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use rayon::prelude::*;
 
 use crate::errors::{Error, Result};
 use crate::group::{GroupState, Member};
@@ -67,28 +66,6 @@ impl PyGroup {
     }
 }
 
-/// An array's metadata document without its attributes, as compact JSON: arrays that share it
-/// share data type, chunks, codecs and fill value (a wide store repeats a few), so describing
-/// them can be done once per layout.
-fn layout(metadata: &serde_json::Value) -> String {
-    match metadata {
-        serde_json::Value::Object(map) => {
-            let mut parts = String::from("{");
-            for (key, value) in map.iter().filter(|(k, _)| k.as_str() != "attributes") {
-                if parts.len() > 1 {
-                    parts.push(',');
-                }
-                parts.push_str(&serde_json::Value::String(key.clone()).to_string());
-                parts.push(':');
-                parts.push_str(&value.to_string());
-            }
-            parts.push('}');
-            parts
-        }
-        other => other.to_string(),
-    }
-}
-
 #[pymethods]
 impl PyGroup {
     fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> Result<Bound<'py, PyAny>> {
@@ -111,39 +88,37 @@ impl PyGroup {
         let state = self.state.clone();
         let opened = crate::py::detach_abandonable(py, self.timeout, self.store.is_remote(), {
             move || {
-                let members: Vec<(String, Result<Member>)> = names
+                let members = names
                     .into_iter()
                     .map(|name| {
-                        let member = state.member(&name);
-                        (name, member)
+                        let described = state.member(&name).and_then(|member| match member {
+                            Member::Array(handle) => Ok(handle),
+                            Member::Group(_) => Err(Error::InvalidArgument(format!(
+                                "'{name}' is a group, not an array"
+                            ))),
+                        });
+                        (name, described)
                     })
-                    .collect();
-                // The layouts (a few microseconds of JSON each) on every thread of the pool.
-                crate::runtime::install(|| {
-                    Ok(members
-                        .into_par_iter()
-                        .map(|(name, member)| {
-                            let described = member.and_then(|member| match member {
-                                Member::Array(handle) => {
-                                    let layout = layout(handle.metadata_json());
-                                    Ok((handle, layout))
-                                }
-                                Member::Group(_) => Err(Error::InvalidArgument(format!(
-                                    "'{name}' is a group, not an array"
-                                ))),
-                            });
-                            (name, described)
-                        })
-                        .collect::<Vec<_>>())
-                })
+                    .collect::<Vec<_>>();
+                Ok(members)
             }
         })?;
         let described = PyDict::new(py);
+        // One Python string per layout: thousands of arrays share a few.
+        let mut layouts: std::collections::HashMap<String, Bound<'py, pyo3::types::PyString>> =
+            std::collections::HashMap::new();
         for (name, member) in opened {
             let value = match member {
-                Ok((handle, layout)) => {
-                    let attributes =
-                        json_to_py(py, &serde_json::Value::Object(handle.attributes()))?;
+                Ok(handle) => {
+                    let key = handle.layout_key();
+                    let layout = if let Some(layout) = layouts.get(key) {
+                        layout.clone()
+                    } else {
+                        let layout = pyo3::types::PyString::new(py, key);
+                        layouts.insert(key.to_string(), layout.clone());
+                        layout
+                    };
+                    let attributes = crate::py::map_to_py(py, handle.attributes())?;
                     let dimension_names = handle.dimension_names();
                     let array = Bound::new(py, PyArray { handle })?;
                     (array, layout, attributes, dimension_names)

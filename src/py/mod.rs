@@ -190,7 +190,7 @@ pub fn add_to_footprint(
 
 /// JSON to Python objects, through the json module so that every value type round-trips.
 pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> Result<Bound<'py, PyAny>> {
-    use pyo3::types::{PyDict, PyList};
+    use pyo3::types::PyList;
     use serde_json::Value;
     // Built directly: a round trip through json.loads cost ~20 us an array, most of describing
     // the arrays of a store of thousands.
@@ -218,14 +218,20 @@ pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> Result<Bou
             }
             list.into_any()
         }
-        Value::Object(map) => {
-            let dict = PyDict::new(py);
-            for (k, v) in map {
-                dict.set_item(k, json_to_py(py, v)?)?;
-            }
-            dict.into_any()
-        }
+        Value::Object(map) => map_to_py(py, map)?.into_any(),
     })
+}
+
+/// A JSON object to a Python dict (see [`json_to_py`]).
+pub fn map_to_py<'py>(
+    py: Python<'py>,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Bound<'py, pyo3::types::PyDict>> {
+    let dict = pyo3::types::PyDict::new(py);
+    for (k, v) in map {
+        dict.set_item(k, json_to_py(py, v)?)?;
+    }
+    Ok(dict)
 }
 
 /// Whether `url` names a store read over the network (anything but a path or `file://`).

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import xarray as xr
 
+from fastzarr import _gc
 from fastzarr._progress import log_stage
 from fastzarr._redact import redact_url
 from fastzarr.cache import Cache
@@ -135,9 +136,10 @@ def _open_and_read(
     """Opens every source (metadata only), plans and reads all their variables; the parts come
     back decoded unless every source is encoded alike (then they are decoded once, concatenated)."""
     # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    opened = open_sources(source_list, list(indexers), concat_dim, storage_options, deadline)
-    names = select_variables(opened, variables, missing)
-    check_sources(opened, list(indexers), names, missing)
+    with _gc.paused():  # thousands of variables' descriptions: see _gc
+        opened = open_sources(source_list, list(indexers), concat_dim, storage_options, deadline)
+        names = select_variables(opened, variables, missing)
+        check_sources(opened, list(indexers), names, missing)
     t_metadata = time.perf_counter()
     log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
 
