@@ -167,8 +167,9 @@ pub fn build_object_store(
     display_url: &str,
     options: &StorageOptions,
 ) -> Result<Remote> {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let scheme = scheme.to_ascii_lowercase();
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::InvalidArgument(format!("{display_url} is not a valid URL: {e}")))?;
+    let scheme = parsed.scheme().to_string(); // lower case, as the url crate keeps it
     let family = match scheme.as_str() {
         "s3" | "s3a" => "s3",
         "gs" | "gcs" => "gs",
@@ -190,12 +191,14 @@ pub fn build_object_store(
     for value in options.values().filter(|v| v.contains("://")) {
         secrets.extend(crate::store::url_secrets(value));
     }
-    let path_part = rest.split_once('?').map_or(rest, |(p, _)| p);
-    let prefix = path_part
-        .split_once('/')
-        .map_or("", |(_, path)| path)
-        .trim_matches('/')
-        .to_string();
+    // The store's path inside the bucket or container, percent-decoded segment by segment
+    // by object_store's own parser (which refuses empty, `.` and `..` segments).
+    let prefix = match parsed.path().trim_matches('/') {
+        "" => String::new(),
+        path => object_store::path::Path::from_url_path(path)
+            .map_err(|e| Error::InvalidArgument(format!("{display_url}: {e}")))?
+            .to_string(),
+    };
     // The builders' messages quote the values they could not parse, and a secret may have been
     // given under any key (a token pasted as `region`, say): no option value is shown.
     let invalid = |e: object_store::Error| {
@@ -231,10 +234,10 @@ pub fn build_object_store(
         }
         _ => {
             // The HTTP store's paths are relative to its URL: the URL is the store root.
-            let base = url
-                .split_once('?')
-                .map_or(url, |(p, _)| p)
-                .trim_end_matches('/');
+            let mut root = parsed.clone();
+            root.set_query(None);
+            root.set_fragment(None);
+            let base = root.as_str().trim_end_matches('/');
             let mut builder = HttpBuilder::new().with_url(base);
             for (key, value) in pairs {
                 if key == "skip_signature" {
@@ -244,7 +247,7 @@ pub fn build_object_store(
                     key.parse().map_err(|_| unknown_key(&scheme, &key))?;
                 builder = builder.with_config(parsed, value);
             }
-            if base.starts_with("http://") {
+            if scheme == "http" {
                 builder = builder.with_config(ClientConfigKey::AllowHttp, "true");
             }
             return Ok(Remote {
@@ -277,6 +280,33 @@ mod tests {
             redact_url("https://host/a#access_token=abc"),
             "https://host/a"
         );
+    }
+
+    #[test]
+    fn the_path_inside_the_bucket_is_parsed_by_object_store() {
+        let options = StorageOptions::new();
+        let prefix = |url: &str| build_object_store(url, url, &options).map(|r| r.prefix);
+        assert_eq!(prefix("s3://bucket/a/b.zarr/").unwrap(), "a/b.zarr");
+        assert_eq!(prefix("S3://bucket/a.zarr?versionId=7").unwrap(), "a.zarr");
+        assert_eq!(prefix("gs://bucket").unwrap(), "");
+        assert_eq!(
+            prefix("s3://bucket/my%20store.zarr").unwrap(),
+            "my store.zarr"
+        );
+        assert_eq!(
+            prefix("abfss://container@account.dfs.core.windows.net/x/y.zarr").unwrap(),
+            "x/y.zarr"
+        );
+        assert_eq!(prefix("https://host/a/b.zarr?sig=1").unwrap(), "");
+        // Dot segments are resolved as in any URL, never above the bucket.
+        assert_eq!(prefix("s3://bucket/a/../../b").unwrap(), "b");
+        for bad in ["s3://bucket/a//b", "s3://bu cket/a", "s3://"] {
+            assert!(
+                matches!(prefix(bad), Err(Error::InvalidArgument(_))),
+                "{bad}: {:?}",
+                prefix(bad).map_err(|e| e.to_string())
+            );
+        }
     }
 
     #[test]

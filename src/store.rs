@@ -542,10 +542,12 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Parts of a URL that may be secrets: its user info and its query.
+/// Parts of a URL that may be secrets: its user info and its query, as written and as
+/// decoded (either may end up in a message).
 pub(crate) fn url_secrets(url: &str) -> Vec<String> {
     let mut secrets = Vec::new();
     if let Some((_, rest)) = url.split_once("://") {
+        // As written: the URL may not parse, and messages may quote it raw.
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         if let Some((user_info, _)) = authority.rsplit_once('@') {
             secrets.push(user_info.to_string());
@@ -562,7 +564,14 @@ pub(crate) fn url_secrets(url: &str) -> Vec<String> {
             );
         }
     }
+    if let Ok(parsed) = url::Url::parse(url) {
+        secrets.push(parsed.username().to_string());
+        secrets.extend(parsed.password().map(ToString::to_string));
+        secrets.extend(parsed.query_pairs().map(|(_, v)| v.into_owned()));
+    }
     secrets.retain(|s| s.len() >= 3);
+    secrets.sort();
+    secrets.dedup();
     secrets
 }
 
