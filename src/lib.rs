@@ -4,12 +4,6 @@
 //! the `python` feature (`cargo test --no-default-features`, the fuzz targets) the crate is
 //! the core alone, with no Python types and no libpython.
 
-/// Metadata of a wide store is thousands of small JSON trees built and dropped on every
-/// pool thread at once, where glibc's allocator spends its time in arena locks and
-/// consolidation; mimalloc's per-thread heaps do not.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod array;
 pub mod blosc;
 pub mod codecs;

@@ -29,10 +29,9 @@ result is numpy either way.
 from __future__ import annotations
 
 import contextlib
-import gc
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -40,6 +39,7 @@ import numpy.typing as npt
 import xarray as xr
 
 import fastzarr as fz
+from fastzarr import _gc
 from fastzarr._compat import xarray as compat_xr
 from fastzarr._progress import Progress, Stages, progress_enabled
 from fastzarr._sizes import parse_size
@@ -444,7 +444,7 @@ def load_counting(
     stages = Stages("load")
     plan = _LoadPlan()
     source = getattr(obj, "encoding", {}).get("source")
-    with _gc_paused():
+    with _gc.paused():  # dask graphs of thousands of variables: see _gc
         seen: set[int] = set()
         for variable in _variables(obj):
             if id(variable) in seen or compat_xr.in_memory(variable):
@@ -518,16 +518,3 @@ def _as_dataset(obj: xr.Dataset | xr.DataArray) -> xr.Dataset:
     if isinstance(obj, xr.DataArray):
         return compat_xr.temp_dataset(obj)
     raise TypeError(f"fastzarr.load takes an xarray Dataset or DataArray, not {type(obj).__name__}")
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while planning: dask graphs of thousands of variables
-    allocate enough small objects to trigger full collections that cost more than the reads."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
