@@ -51,8 +51,8 @@ mod _core {
     };
     #[pymodule_export]
     use crate::py::functions::{
-        get_io_concurrency, get_num_threads, get_partial_decoding, read_many, set_io_concurrency,
-        set_num_threads, set_partial_decoding,
+        _plan_reads, get_io_concurrency, get_num_threads, get_partial_decoding, read_many,
+        set_io_concurrency, set_num_threads, set_partial_decoding,
     };
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, open_groups, PyGroup};

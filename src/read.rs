@@ -24,7 +24,7 @@ use crate::errors::{Error, Result};
 use crate::fetch::{fetch, FetchOutcome, FetchPlan, Fetched};
 use crate::plan::{chunk_parts, ChunkPart, PointSet, Selection};
 use crate::runtime::Cancel;
-use crate::shard_index::CheckedShardInput;
+use crate::shard_index::{CheckedShardInput, ShardLayout};
 use crate::stats::{ReadCounters, ReadStats};
 
 /// A writable, C-contiguous output buffer owned by someone else (a numpy array).
@@ -48,6 +48,14 @@ impl OutputBuffer {
     #[allow(unsafe_code)]
     pub unsafe fn new(ptr: *mut u8, len: usize) -> Self {
         Self { ptr, len }
+    }
+
+    /// No buffer: for a request that is planned, not read (see [`plan_reads`]).
+    pub fn none() -> Self {
+        Self {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        }
     }
 
     #[allow(unsafe_code)]
@@ -261,6 +269,82 @@ fn point_parts(
             }
         }
     }
+}
+
+/// What reading some requests would cost, worked out from their arrays' metadata alone: nothing
+/// is fetched. Requests and bytes are those of the fetch plans a read would follow; where they
+/// depend on what a chunk's header says, they are the most the read can make or move.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Chunks (or shards) the selections touch.
+    pub chunks: u64,
+    /// Of those, chunks fetched in part: block by block, or a shard's index and inner chunks.
+    pub partial_fetches: u64,
+    /// Requests that need nothing read first: whole chunks, blosc headers, shard indexes.
+    pub first_requests: u64,
+    /// Requests made once a header or shard index has been read: blosc blocks (one per run of
+    /// neighbouring blocks, at the smallest block size the codec settings allow), inner chunks.
+    pub then_requests: u64,
+    /// Bytes decoded: whole chunks, the blocks of partial ones, the inner chunks of shards.
+    pub bytes_decoded: u64,
+    /// Bytes fetched, counting each chunk, block or inner chunk at its decoded size (what the
+    /// codecs save is not known before it is read), with the blosc headers and shard indexes.
+    pub bytes_fetched: u64,
+}
+
+/// The plan of reading `requests` (see [`ReadPlan`]).
+pub fn plan_reads(requests: &[ReadRequest<'_>]) -> ReadPlan {
+    let (jobs, _) = chunk_jobs(requests);
+    let mut plan = ReadPlan::default();
+    for job in &jobs {
+        let itemsize = job.array.dtype().itemsize as u64;
+        let chunk_bytes = job.array.chunk_shape().iter().product::<u64>() * itemsize;
+        plan.chunks += 1;
+        match crate::fetch::plan(job.array, &job.chunk, &job.parts) {
+            FetchPlan::Whole => {
+                plan.first_requests += 1;
+                plan.bytes_decoded += chunk_bytes;
+                plan.bytes_fetched += chunk_bytes;
+            }
+            FetchPlan::BloscBlocks { ranges, .. } => {
+                let block = job.array.blosc_block().max(1);
+                let blocks = crate::blosc::ranges::blocks_touched(&ranges, block);
+                let runs = blocks.windows(2).filter(|w| w[1] != w[0] + 1).count() + 1;
+                let table =
+                    crate::blosc::HEADER_LEN as u64 + 4 * chunk_bytes.div_ceil(block as u64);
+                let decoded = (blocks.len() as u64 * block as u64).min(chunk_bytes);
+                plan.partial_fetches += 1;
+                plan.first_requests += 1;
+                plan.then_requests += runs as u64;
+                plan.bytes_decoded += decoded;
+                plan.bytes_fetched += table + decoded;
+            }
+            FetchPlan::ShardParts => {
+                // The inner chunks under each part, each read by its own range request.
+                let inner_shape = job.array.inner_chunk_shape().unwrap_or_default();
+                let inner_bytes = inner_shape.iter().product::<u64>() * itemsize;
+                let inner_chunks: u64 = job
+                    .parts
+                    .iter()
+                    .map(|(_, p)| {
+                        let axes = p.region_start.iter().zip(&p.region_shape).zip(&inner_shape);
+                        axes.map(|((&start, &len), &n)| {
+                            let n = n.max(1);
+                            (start + len).div_ceil(n) - start / n
+                        })
+                        .product::<u64>()
+                    })
+                    .sum();
+                let index = job.array.shard_layout().map_or(0, ShardLayout::index_bytes);
+                plan.partial_fetches += 1;
+                plan.first_requests += 1;
+                plan.then_requests += inner_chunks;
+                plan.bytes_decoded += inner_chunks * inner_bytes;
+                plan.bytes_fetched += index + inner_chunks * inner_bytes;
+            }
+        }
+    }
+    plan
 }
 
 /// Reads every request; all chunks of all requests share one parallel pass. `cancel`

@@ -108,6 +108,11 @@ impl ShardLayout {
     }
 
     /// Checks a whole shard held in memory: its index, and every entry within it.
+    /// Bytes of the encoded index, checksum included.
+    pub fn index_bytes(&self) -> u64 {
+        self.index_bytes
+    }
+
     pub fn check_shard(&self, shard: &[u8]) -> Result<(), String> {
         let len = shard.len() as u64;
         if len < self.index_bytes {

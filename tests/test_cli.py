@@ -119,6 +119,19 @@ def test_extract_to_zarr_matches_xarray(stores: list[str], tmp_path: Path) -> No
     assert run("extract", *stores, "--point", "lat=1,lon=1", "-o", str(out), "--overwrite").returncode == 0
 
 
+def test_extract_dry_run_prints_the_plan(stores: list[str]) -> None:
+    plan = fz.extract_points(stores, points={"lat": 10.0, "lon": 100.0}, dry_run=True)
+    assert isinstance(plan, fz.ExtractionPlan)
+    done = run("extract", *stores, "--point", "lat=10.0,lon=100.0", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"extraction plan: 2 source(s), {plan.variables} variable(s)")
+    assert f"chunks       {plan.chunks:,} (" in done.stdout
+    assert "estimated" in done.stdout
+    missing = run("extract", *stores, "--point", "lat=10.0,lon=100.0")
+    assert missing.returncode == 2
+    assert "-o/--output" in missing.stderr
+
+
 def test_extract_formats(stores: list[str], tmp_path: Path) -> None:
     points = ["--point", "lat=10,lon=100", "--point", "lat=-30,lon=200"]
     expected, _ = fz.extract_points(

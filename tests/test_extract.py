@@ -525,3 +525,49 @@ def test_dims_without_coordinates_select_by_position_like_xarray(tmp_path: Path)
         extract_points(path, points={"y": [0, 6]}, method=None)
     with pytest.raises(TypeError, match="integer dtype"):
         extract_points(path, points={"y": [0.5]}, method=None)
+
+
+def test_dry_run_plans_the_read_from_metadata_alone(tmp_path: Path) -> None:
+    """The plan counts the chunks the read touches, returns as many bytes, and fetches and decodes
+    no more than it says; it needs no chunk of any data variable (here all of them are damaged)."""
+    sources = batches(tmp_path / "b", batches=2, lat=64, lon=96)
+    points = {"lat": [10.0, -30.0], "lon": [100.0, 200.0]}
+    _, report = extract_quiet(sources, points=points, duplicates="keep", return_report=True)
+    plan = extract_quiet(sources, points=points, duplicates="keep", dry_run=True)
+    assert isinstance(plan, fz.ExtractionPlan)
+    assert plan.sources == tuple(sources)
+    assert plan.variables == len(report.variables) == 3
+    assert plan.chunks == report.chunks > 0
+    assert plan.bytes_out == report.bytes_returned
+    assert plan.bytes_decoded >= report.bytes_decoded
+    assert plan.bytes_fetched >= report.bytes_read
+    assert plan.requests == plan.first_requests + plan.then_requests >= plan.chunks
+    for source in sources:
+        for name in ("var0000", "var0001", "var0002"):
+            for chunk in (Path(source) / name).iterdir():
+                if not chunk.name.startswith("."):
+                    chunk.write_bytes(b"not a chunk")
+    with pytest.raises(fz.CorruptChunkError):
+        extract_quiet(sources, points=points, duplicates="keep")
+    again = extract_quiet(sources, points=points, duplicates="keep", dry_run=True)
+    assert {k: v for k, v in again.__dict__.items() if k != "metadata_seconds"} == {
+        k: v for k, v in plan.__dict__.items() if k != "metadata_seconds"
+    }
+    text = str(plan)
+    assert f"chunks       {plan.chunks:,}" in text
+    assert "estimated" in text
+
+
+def test_a_plans_estimate_counts_waves_of_requests_and_bytes() -> None:
+    plan = fz.ExtractionPlan(
+        sources=("s",), variables=1, chunks=100, partial_fetches=100, first_requests=100,
+        then_requests=150, bytes_fetched=50_000_000, bytes_decoded=60_000_000, bytes_out=400,
+        metadata_seconds=0.1,
+    )  # fmt: skip
+    assert plan.requests == 250
+    # 100 headers in 2 waves of 64, 150 block requests in 3, then 50 MB at 100 MB/s.
+    assert plan.seconds(latency=0.02, bandwidth=100e6, concurrency=64) == pytest.approx(5 * 0.02 + 0.5)
+    assert plan.seconds(latency=0.1, bandwidth=1e9, concurrency=256) == pytest.approx(2 * 0.1 + 0.05)
+    for bad in ({"latency": -1.0}, {"bandwidth": 0.0}, {"concurrency": -3}):
+        with pytest.raises(ValueError, match=r"latency|concurrency"):
+            plan.seconds(**bad)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from fastzarr import _core
 from fastzarr.testing import make_batches
 
 boto3 = pytest.importorskip("boto3")
@@ -604,6 +605,36 @@ def test_sharded_point_reads_only_the_inner_chunks_needed(
     np.testing.assert_array_equal(arr[1, 3:5, 7], expected[1, 3:5, 7])
     [pts] = fz.read_many([(arr, (slice(None),), {1: [0, 127], 2: [5, 100]})])
     np.testing.assert_array_equal(pts, expected[:, [0, 127], [5, 100]])
+
+
+def test_read_plans_match_what_the_server_then_serves(local: dict[str, Path], web: dict[str, Any]) -> None:
+    """A plan made from metadata alone counts the chunks a read touches exactly, and no fewer
+    requests and bytes than the server then counts (exactly, where no header is needed to know)."""
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    sharded = fz.open_array(f"{web['base']}/sharded.zarr")
+    rows = list(range(0, 256, 8))  # a point in every block: chunks read whole
+    cases = [
+        ((arr, (1, 100, 300)), "exact"),  # a header, then one block
+        ((arr, (slice(None),), {1: rows, 2: [7] * len(rows)}), "exact"),
+        ((arr, (slice(None),), {1: [0, 255, 128], 2: [0, 511, 256]}), "at most"),
+        ((arr, (slice(0, 2),)), "exact"),  # whole chunks
+        ((sharded, (0, 70, 90)), "at most"),  # the shard index, then an inner chunk
+    ]
+    for request, bound in cases:
+        state.reset()
+        plan = _core._plan_reads([request])
+        assert state.requests == 0, request  # planning fetches nothing
+        _, stats = fz.read_many([request], return_stats=True)
+        planned = plan["first_requests"] + plan["then_requests"]
+        assert plan["chunks"] == stats.chunks, request
+        assert plan["bytes_fetched"] >= state.bytes_sent, request
+        if bound == "exact":
+            assert planned == state.requests == stats.requests, request
+        else:
+            assert planned >= state.requests >= plan["chunks"], request
+    assert _core._plan_reads([(arr, (1, 100, 300))])["partial_fetches"] == 1
+    assert _core._plan_reads([(sharded, (0, 70, 90))])["partial_fetches"] == 1
 
 
 def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:

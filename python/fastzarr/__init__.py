@@ -62,7 +62,7 @@ _configure_logging()  # FASTZARR_LOG=debug shows fastzarr's stage logs without c
 if TYPE_CHECKING:
     from fastzarr.batches import BatchGenerator
     from fastzarr.cache import Cache
-    from fastzarr.extract import extract_points, extract_points_async
+    from fastzarr.extract import ExtractionPlan, extract_points, extract_points_async
     from fastzarr.features import to_features
     from fastzarr.loader import Loader, LoaderStats
     from fastzarr.loading import load
@@ -78,6 +78,7 @@ _XARRAY_NAMES = {
     "load": "fastzarr.loading",
     "open_zarr": "fastzarr.xarray_backend",
     "extract_points": "fastzarr.extract",
+    "ExtractionPlan": "fastzarr.extract",
     "extract_points_async": "fastzarr.extract",
     "to_features": "fastzarr.features",
     "to_zarr": "fastzarr.writer",
@@ -112,6 +113,7 @@ __all__ = [
     "DuplicateWarning",
     "EncodingUnavailableError",
     "ExtractReport",
+    "ExtractionPlan",
     "FastzarrError",
     "Group",
     "InspectReport",

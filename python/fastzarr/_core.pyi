@@ -31,6 +31,7 @@ __all__ = [
     "_chunk_inventory",
     "_debug_panic",
     "_exchange",
+    "_plan_reads",
     "_reopen_array",
     "_reopen_group",
     "_store_listing",
@@ -252,6 +253,7 @@ def read_many(
     timeout: float | None = None,
     max_memory: int | float | str | None = None,
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
+def _plan_reads(requests: Sequence[tuple[Any, ...]]) -> dict[str, int]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_io_concurrency(n: int) -> None:

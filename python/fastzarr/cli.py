@@ -241,7 +241,7 @@ def _extract(sub: Subparsers) -> None:
         metavar="DIM=LABEL,...",
         help="a point, e.g. lat=52.5,lon=13.4 (repeatable)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write")
+    parser.add_argument("-o", "--output", metavar="OUT", help="the file to write (required unless --dry-run)")
     parser.add_argument("--format", choices=sorted(set(_FORMATS.values())), help="default: from OUT's suffix")
     parser.add_argument(
         "--variables", action="append", metavar="NAME[,NAME...]", help="variables to extract (default: all)"
@@ -255,6 +255,11 @@ def _extract(sub: Subparsers) -> None:
     parser.add_argument("--max-memory", metavar="SIZE|PCT%", help=f"memory for one read pass, {_SIZE_HELP}")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--report", action="store_true", help="print what was read to stderr")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="open the metadata only; print the chunks, requests, bytes and estimated time it takes",
+    )
     _add_progress(parser)
 
     def run(args: argparse.Namespace) -> int:
@@ -268,6 +273,20 @@ def _extract(sub: Subparsers) -> None:
         if args.variables:
             variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
         max_memory = _size_option(args, args.max_memory)
+        if args.dry_run:
+            plan = fastzarr.extract_points(
+                args.sources,
+                points=points,
+                method=None if args.method == "exact" else "nearest",
+                tolerance=args.tolerance,
+                variables=variables,
+                concat_dim=args.concat_dim,
+                dry_run=True,
+            )
+            print(plan)
+            return 0
+        if args.output is None:
+            args.parser.error("the following arguments are required: -o/--output (or --dry-run)")
         fmt = _output_format(args.output, args.format)
         if os.path.exists(args.output) and not args.overwrite:
             raise UserError(f"{args.output} exists (use --overwrite to replace it)")

@@ -212,6 +212,54 @@ pub fn prepare_requests<'py>(
     Ok((prepared, strings, PyList::new(py, results)?))
 }
 
+/// What reading `requests` (as `read_many` takes them) would cost, from metadata alone: a dict
+/// of `chunks`, `partial_fetches`, `first_requests`, `then_requests`, `bytes_decoded` and
+/// `bytes_fetched` (see `read::ReadPlan`). Nothing is fetched or allocated.
+#[pyfunction]
+pub fn _plan_reads<'py>(
+    py: Python<'py>,
+    requests: Vec<Bound<'py, PyAny>>,
+) -> Result<Bound<'py, PyDict>> {
+    let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
+    let mut parsed = Vec::with_capacity(items.len());
+    for (index, (array, key, points)) in items.iter().enumerate() {
+        let handle = array.handle.clone();
+        let parse = || -> Result<_> {
+            let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
+            let points = points
+                .as_ref()
+                .map(|p| point_set(p, handle.shape()))
+                .transpose()?;
+            Ok((selection, points))
+        };
+        let (selection, points) = parse().map_err(|err| about_request(py, err, index, &handle))?;
+        parsed.push((handle, selection, points));
+    }
+    let (handles, selections): (Vec<_>, Vec<_>) =
+        parsed.into_iter().map(|(h, s, p)| (h, (s, p))).unzip();
+    let plan = py.detach(|| {
+        let reads: Vec<ReadRequest<'_>> = handles
+            .iter()
+            .zip(selections)
+            .map(|(array, (selection, points))| ReadRequest {
+                array,
+                selection,
+                points,
+                output: OutputBuffer::none(),
+            })
+            .collect();
+        crate::runtime::install(|| Ok(crate::read::plan_reads(&reads)))
+    })?;
+    let out = PyDict::new(py);
+    out.set_item("chunks", plan.chunks)?;
+    out.set_item("partial_fetches", plan.partial_fetches)?;
+    out.set_item("first_requests", plan.first_requests)?;
+    out.set_item("then_requests", plan.then_requests)?;
+    out.set_item("bytes_decoded", plan.bytes_decoded)?;
+    out.set_item("bytes_fetched", plan.bytes_fetched)?;
+    Ok(out)
+}
+
 /// Reads many `(array, selection)` pairs in ONE parallel pass over all their chunks;
 /// a third item, `{axis: indices, ...}`, reads points on those axes (one output axis of
 /// points where the first point axis was). With `return_stats=True` also returns what

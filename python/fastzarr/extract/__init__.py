@@ -35,6 +35,7 @@ from fastzarr.errors import DuplicateError, DuplicateWarning, MemoryBudgetError,
 from fastzarr.extract._assembly import Done, concat, decode, read_parts, same_encoding
 from fastzarr.extract._cached import CacheLookup
 from fastzarr.extract._distributed import read_distributed
+from fastzarr.extract._dry_run import ExtractionPlan, plan_extraction
 from fastzarr.extract._duplicates import concat_labels, duplicate_message, find_duplicates
 from fastzarr.extract._opening import (
     Opened,
@@ -51,6 +52,7 @@ from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 __all__ = [
     "DuplicateError",
     "DuplicateWarning",
+    "ExtractionPlan",
     "MemoryBudgetError",
     "SourceMismatchError",
     "extract_points",
@@ -212,7 +214,8 @@ def extract_points(
     cache: Cache | None = None,
     allow_nan: bool = False,
     storage_options: Mapping[str, Any] | None = None,
-) -> xr.Dataset | tuple[xr.Dataset, ExtractReport]:
+    dry_run: bool = False,
+) -> xr.Dataset | tuple[xr.Dataset, ExtractReport] | ExtractionPlan:
     """Extracts points from one or many Zarr stores, reading only the chunks that hold them.
 
     The result equals ``xr.concat([xr.open_zarr(s).sel(**points, method=method, tolerance=tolerance)
@@ -250,9 +253,15 @@ def extract_points(
             raising `fastzarr.SuspiciousDataError`.
         storage_options: object_store options for remote sources (``endpoint``, ``region``,
             ``skip_signature``, credentials, ``timeout``...), the same for every source.
+        dry_run: read nothing but the sources' metadata and dimension coordinates, and return
+            a `fastzarr.ExtractionPlan`: the chunks, requests and bytes the extraction would
+            take, and its estimated time at a given latency and bandwidth
+            (``plan.seconds(latency=0.02, bandwidth=100e6)``). ``cache`` and ``client`` are
+            ignored: the plan is of the reads themselves.
 
     Returns:
-        The dataset, or ``(dataset, report)`` with ``return_report=True``.
+        The dataset, or ``(dataset, report)`` with ``return_report=True``, or the plan with
+        ``dry_run=True``.
     """
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
@@ -261,6 +270,19 @@ def extract_points(
     indexers, point_dim = point_indexers(points)
     if variables is not None and not isinstance(variables, str):
         variables = list(variables)
+    if dry_run:
+        return plan_extraction(
+            source_list,
+            indexers,
+            point_dim,
+            concat_dim=concat_dim,
+            variables=variables,
+            missing=missing,
+            method=method,
+            tolerance=tolerance,
+            storage_options=storage_options,
+            deadline=deadline,
+        )
 
     cached: CacheLookup | None = None
     if cache is not None:
@@ -305,7 +327,6 @@ def extract_points(
         opened_names, names, done = gathered.opened, gathered.names, gathered.done
         parts, decoded = done.parts, done.decoded
         t_metadata, t_plan, t_read = gathered.t_metadata, gathered.t_plan, gathered.t_read
-    totals = done.totals
 
     # Assemble: repeated labels, then xarray's concat.
     source_names = [redact_url(o if isinstance(o, str) else o.name) for o in opened_names]
@@ -340,13 +361,13 @@ def extract_points(
         "total": end - start,
     }
     thread_seconds = {
-        "fetch": float(totals.get("fetch_seconds", 0.0)),
-        "decode": float(totals.get("decode_seconds", 0.0)),
+        "fetch": float(done.totals.get("fetch_seconds", 0.0)),
+        "decode": float(done.totals.get("decode_seconds", 0.0)),
     }
     report = _make_report(
         opened=opened_names,
         names=names,
-        totals=totals,
+        totals=done.totals,
         batches=done.batches,
         seconds=seconds,
         thread_seconds=thread_seconds,
@@ -357,7 +378,7 @@ def extract_points(
 
 async def extract_points_async(
     sources: Source | Sequence[Source], **kwargs: Any
-) -> xr.Dataset | tuple[xr.Dataset, ExtractReport]:
+) -> xr.Dataset | tuple[xr.Dataset, ExtractReport] | ExtractionPlan:
     """`extract_points` as an awaitable: it runs in a worker thread (fastzarr releases the GIL
     while it reads), so a running event loop (Jupyter's) stays free. Takes the same arguments."""
     import asyncio  # noqa: PLC0415

@@ -1,0 +1,135 @@
+"""What an extraction would cost, worked out from metadata alone (``extract_points(dry_run=True)``)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastzarr import _core, _gc
+from fastzarr._redact import redact_url
+from fastzarr.extract._opening import Source, check_sources, open_sources, select_variables, source_name
+from fastzarr.extract._planning import plan_variable, point_positions
+
+#: Defaults of `ExtractionPlan.seconds`: a cloud object store seen from a machine near it.
+DEFAULT_LATENCY = 0.02
+DEFAULT_BANDWIDTH = 100e6
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """What ``extract_points`` would read: its sources and variables, the chunks the points fall in,
+    the requests and bytes reading them takes, and the metadata opened to know it.
+
+    Chunks are exact. Requests and bytes follow the plan a read makes before it sees any chunk:
+    a chunk read whole is one request; a blosc chunk read block by block is one request for its
+    header and block table, then one per run of neighbouring blocks (at the smallest block size
+    its codec settings allow, so at most that many); a shard read in part is one request for its
+    index, then one per inner chunk. Bytes count each chunk or block at its decoded size (what the
+    codecs save is not known before it is read).
+    """
+
+    sources: tuple[str, ...]
+    variables: int
+    chunks: int
+    #: chunks fetched in part: a blosc chunk block by block, a shard's index and inner chunks
+    partial_fetches: int
+    #: requests that need nothing read first (whole chunks, blosc headers, shard indexes)
+    first_requests: int
+    #: requests made once a header or index has been read (blosc blocks, inner chunks)
+    then_requests: int
+    bytes_fetched: int
+    bytes_decoded: int
+    #: bytes of the result (before CF decoding)
+    bytes_out: int
+    #: seconds spent opening the sources' metadata for this plan
+    metadata_seconds: float
+
+    @property
+    def requests(self) -> int:
+        """Every request of the read (at most)."""
+        return self.first_requests + self.then_requests
+
+    def seconds(
+        self,
+        latency: float = DEFAULT_LATENCY,
+        bandwidth: float = DEFAULT_BANDWIDTH,
+        concurrency: int | None = None,
+    ) -> float:
+        """Estimated seconds of the read at ``latency`` seconds a request and ``bandwidth`` bytes a
+        second, with ``concurrency`` requests in flight (fastzarr's I/O concurrency by default):
+        each wave of requests waits ``latency`` once, the blocks wait for their headers, and the
+        bytes stream at ``bandwidth``. Decoding, and the metadata already opened, are not counted."""
+        if latency < 0 or bandwidth <= 0:
+            raise ValueError("latency must be >= 0 and bandwidth > 0")
+        concurrency = concurrency or _core.get_io_concurrency()
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        waves = math.ceil(self.first_requests / concurrency) + math.ceil(self.then_requests / concurrency)
+        return waves * latency + self.bytes_fetched / bandwidth
+
+    def __str__(self) -> str:
+        mb = 1e6
+        lines = [
+            f"extraction plan: {len(self.sources)} source(s), {self.variables} variable(s), "
+            f"metadata opened in {self.metadata_seconds:.3f} s",
+            f"  chunks       {self.chunks:,} ({self.partial_fetches:,} fetched in part)",
+            f"  requests     {self.requests:,} at most "
+            f"({self.first_requests:,}, then {self.then_requests:,})",
+            f"  to fetch     {self.bytes_fetched / mb:,.1f} MB at most",
+            f"  to decode    {self.bytes_decoded / mb:,.1f} MB at most",
+            f"  result       {self.bytes_out / mb:,.1f} MB",
+        ]
+        for latency, bandwidth in ((0.02, 100e6), (0.1, 100e6)):
+            lines.append(
+                f"  estimated    {self.seconds(latency, bandwidth):,.2f} s at {latency * 1000:.0f} ms "
+                f"a request, {bandwidth / mb:.0f} MB/s, {_core.get_io_concurrency()} in flight"
+            )
+        return "\n".join(lines)
+
+
+def plan_extraction(
+    source_list: Sequence[Source],
+    indexers: Mapping[Hashable, Any],
+    point_dim: Hashable | None,
+    *,
+    concat_dim: Hashable,
+    variables: Sequence[str] | str | None,
+    missing: str,
+    method: str | None,
+    tolerance: Any,
+    storage_options: Mapping[str, Any] | None,
+    deadline: float | None,
+) -> ExtractionPlan:
+    """Opens the sources' metadata (and their dimension coordinates, to find the points) as
+    ``extract_points`` would, and plans its reads without making them."""
+    start = time.perf_counter()
+    with _gc.paused():  # thousands of variables' descriptions: see _gc
+        opened = open_sources(list(source_list), list(indexers), concat_dim, storage_options, deadline)
+        names = select_variables(opened, variables, missing)
+        check_sources(opened, list(indexers), names, missing)
+        positions = point_positions(opened[0], indexers, method, tolerance)
+        plans: dict[Any, Any] = {}
+        present = [set(o.data_names) for o in opened]
+        requests = [
+            plan_variable(i, o, n, positions, point_dim, cache=plans)
+            for i, o in enumerate(opened)
+            for n in names
+            if n in present[i]
+        ]
+    metadata_seconds = time.perf_counter() - start
+    counts = _core._plan_reads([r.request for r in requests]) if requests else {}
+    return ExtractionPlan(
+        sources=tuple(redact_url(source_name(s)) for s in source_list),
+        variables=len(names),
+        chunks=counts.get("chunks", 0),
+        partial_fetches=counts.get("partial_fetches", 0),
+        first_requests=counts.get("first_requests", 0),
+        then_requests=counts.get("then_requests", 0),
+        bytes_fetched=counts.get("bytes_fetched", 0),
+        bytes_decoded=counts.get("bytes_decoded", 0),
+        bytes_out=sum(r.nbytes for r in requests),
+        metadata_seconds=metadata_seconds,
+    )
