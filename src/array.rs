@@ -596,30 +596,19 @@ impl ArrayHandle {
     }
 }
 
+/// `a.f == b.f` for each field `f` named.
+macro_rules! same_fields {
+    ($a:expr, $b:expr; $($field:ident),+) => { true $(&& $a.$field == $b.$field)+ };
+}
+
 /// Whether two arrays' metadata differ at most in their attributes.
 fn same_but_attributes(a: &ArrayMetadata, b: &ArrayMetadata) -> bool {
     match (a, b) {
-        (ArrayMetadata::V2(a), ArrayMetadata::V2(b)) => {
-            a.shape == b.shape
-                && a.chunks == b.chunks
-                && a.dtype == b.dtype
-                && a.compressor == b.compressor
-                && a.fill_value == b.fill_value
-                && a.order == b.order
-                && a.filters == b.filters
-                && a.dimension_separator == b.dimension_separator
-        }
-        (ArrayMetadata::V3(a), ArrayMetadata::V3(b)) => {
-            a.shape == b.shape
-                && a.data_type == b.data_type
-                && a.chunk_grid == b.chunk_grid
-                && a.chunk_key_encoding == b.chunk_key_encoding
-                && a.fill_value == b.fill_value
-                && a.codecs == b.codecs
-                && a.storage_transformers == b.storage_transformers
-                && a.dimension_names == b.dimension_names
-                && a.additional_fields == b.additional_fields
-        }
+        (ArrayMetadata::V2(a), ArrayMetadata::V2(b)) => same_fields!(a, b;
+            shape, chunks, dtype, compressor, fill_value, order, filters, dimension_separator),
+        (ArrayMetadata::V3(a), ArrayMetadata::V3(b)) => same_fields!(a, b;
+            shape, data_type, chunk_grid, chunk_key_encoding, fill_value, codecs,
+            storage_transformers, dimension_names, additional_fields),
         _ => false,
     }
 }

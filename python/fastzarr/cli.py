@@ -17,6 +17,7 @@ parsed arguments and returns the exit status::
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -273,34 +274,25 @@ def _extract(sub: Subparsers) -> None:
         if args.variables:
             variables = [v.strip() for group in args.variables for v in group.split(",") if v.strip()]
         max_memory = _size_option(args, args.max_memory)
-        if args.dry_run:
-            plan = fastzarr.extract_points(
-                args.sources,
-                points=points,
-                method=None if args.method == "exact" else "nearest",
-                tolerance=args.tolerance,
-                variables=variables,
-                concat_dim=args.concat_dim,
-                dry_run=True,
-            )
-            print(plan)
-            return 0
-        if args.output is None:
-            args.parser.error("the following arguments are required: -o/--output (or --dry-run)")
-        fmt = _output_format(args.output, args.format)
-        if os.path.exists(args.output) and not args.overwrite:
-            raise UserError(f"{args.output} exists (use --overwrite to replace it)")
-        result = fastzarr.extract_points(
+        extract = functools.partial(
+            fastzarr.extract_points,
             args.sources,
             points=points,
             method=None if args.method == "exact" else "nearest",
             tolerance=args.tolerance,
             variables=variables,
             concat_dim=args.concat_dim,
-            duplicates=args.duplicates,
-            max_memory=max_memory,
-            progress=args.progress,
-            return_report=True,
+        )
+        if args.dry_run:
+            print(extract(dry_run=True))
+            return 0
+        if args.output is None:
+            args.parser.error("the following arguments are required: -o/--output (or --dry-run)")
+        fmt = _output_format(args.output, args.format)
+        if os.path.exists(args.output) and not args.overwrite:
+            raise UserError(f"{args.output} exists (use --overwrite to replace it)")
+        result = extract(
+            duplicates=args.duplicates, max_memory=max_memory, progress=args.progress, return_report=True
         )
         assert isinstance(result, tuple)
         ds, report = result

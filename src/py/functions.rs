@@ -106,6 +106,24 @@ fn about_request(py: Python<'_>, err: Error, index: usize, handle: &ArrayHandle)
     }
 }
 
+/// The array, selection and points of request number `index`; an error names the request.
+fn parse_request<'py>(
+    py: Python<'py>,
+    index: usize,
+    array: &PyRef<'py, PyArray>,
+    key: &Bound<'py, PyAny>,
+    points: Option<&Bound<'py, PyDict>>,
+) -> Result<(Arc<ArrayHandle>, Selection, Option<PointSet>)> {
+    let handle = array.handle.clone();
+    let parse = || -> Result<_> {
+        let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
+        let points = points.map(|p| point_set(p, handle.shape())).transpose()?;
+        Ok((selection, points))
+    };
+    let (selection, points) = parse().map_err(|err| about_request(py, err, index, &handle))?;
+    Ok((handle, selection, points))
+}
+
 /// One parsed request whose output is already allocated: what a read needs, owned.
 pub struct Prepared {
     handle: Arc<ArrayHandle>,
@@ -157,16 +175,7 @@ pub fn prepare_requests<'py>(
     let mut parsed = Vec::with_capacity(items.len());
     let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
     for (index, (array, key, points)) in items.iter().enumerate() {
-        let handle = array.handle.clone();
-        let fits = || -> Result<_> {
-            let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
-            let points = points
-                .as_ref()
-                .map(|p| point_set(p, handle.shape()))
-                .transpose()?;
-            Ok((selection, points))
-        };
-        let (selection, points) = fits().map_err(|err| about_request(py, err, index, &handle))?;
+        let (handle, selection, points) = parse_request(py, index, array, key, points.as_ref())?;
         let (alloc_shape, result_shape) = match &points {
             None => (selection.full_shape(), selection.output_shape()),
             Some(points) => {
@@ -223,17 +232,7 @@ pub fn _plan_reads<'py>(
     let items: Vec<RequestItem<'py>> = requests.iter().map(request_item).collect::<Result<_>>()?;
     let mut parsed = Vec::with_capacity(items.len());
     for (index, (array, key, points)) in items.iter().enumerate() {
-        let handle = array.handle.clone();
-        let parse = || -> Result<_> {
-            let selection = Selection::new(&selection::parse_outer(key)?, handle.shape())?;
-            let points = points
-                .as_ref()
-                .map(|p| point_set(p, handle.shape()))
-                .transpose()?;
-            Ok((selection, points))
-        };
-        let (selection, points) = parse().map_err(|err| about_request(py, err, index, &handle))?;
-        parsed.push((handle, selection, points));
+        parsed.push(parse_request(py, index, array, key, points.as_ref())?);
     }
     let (handles, selections): (Vec<_>, Vec<_>) =
         parsed.into_iter().map(|(h, s, p)| (h, (s, p))).unzip();

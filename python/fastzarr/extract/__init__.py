@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import xarray as xr
 
-from fastzarr import _gc
 from fastzarr._progress import log_stage
 from fastzarr._redact import redact_url
 from fastzarr.cache import Cache
@@ -37,15 +36,8 @@ from fastzarr.extract._cached import CacheLookup
 from fastzarr.extract._distributed import read_distributed
 from fastzarr.extract._dry_run import ExtractionPlan, plan_extraction
 from fastzarr.extract._duplicates import concat_labels, duplicate_message, find_duplicates
-from fastzarr.extract._opening import (
-    Opened,
-    Source,
-    check_sources,
-    open_sources,
-    select_variables,
-    source_name,
-)
-from fastzarr.extract._planning import Job, memory_budget, point_indexers, point_positions
+from fastzarr.extract._opening import Opened, Source, source_name
+from fastzarr.extract._planning import Job, Query, locate, memory_budget, point_indexers
 from fastzarr.features import to_features
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 
@@ -70,10 +62,19 @@ def _check_arguments(method: Any, duplicates: Any, missing: Any) -> None:
         raise ValueError(f"missing must be 'raise' or 'fill', not {missing!r}")
 
 
-def _source_list(
-    sources: Source | Sequence[Source], points: Mapping[Hashable, Any], concat_dim: Hashable
-) -> list[Source]:
-    """The sources as a list, after checking the arguments that do not need them opened."""
+def _query(
+    sources: Source | Sequence[Source],
+    points: Mapping[Hashable, Any],
+    *,
+    concat_dim: Hashable,
+    variables: Iterable[str] | None,
+    missing: str,
+    method: str | None,
+    tolerance: Any,
+    storage_options: Mapping[str, Any] | None,
+    deadline: float | None,
+) -> Query:
+    """The call's query, after checking the arguments that do not need the sources opened."""
     source_list = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
     if not source_list:
         raise ValueError("no sources given")
@@ -81,7 +82,21 @@ def _source_list(
         raise ValueError("points must name at least one dimension")
     if concat_dim in points:
         raise ValueError(f"points cannot select along concat_dim {concat_dim!r}")
-    return source_list
+    indexers, point_dim = point_indexers(points)
+    if variables is not None and not isinstance(variables, str):
+        variables = list(variables)
+    return Query(
+        source_list,
+        indexers,
+        point_dim,
+        concat_dim,
+        variables,
+        missing,
+        method,
+        tolerance,
+        storage_options,
+        deadline,
+    )
 
 
 def _read_all(
@@ -116,40 +131,30 @@ class _Gathered:
 
 
 def _open_and_read(
-    source_list: list[Source],
-    indexers: Mapping[Hashable, Any],
-    point_dim: Hashable | None,
+    query: Query,
     *,
-    concat_dim: Hashable,
-    variables: Iterable[str] | None,
-    missing: str,
-    method: str | None,
-    tolerance: Any,
     max_memory: int | float | str | None,
     timeout: float | None,
-    storage_options: Mapping[str, Any] | None,
     cached: CacheLookup | None,
     client: Any,
     progress: bool | None,
-    deadline: float | None,
     allow_nan: bool,
     start: float,
 ) -> _Gathered:
     """Opens every source (metadata only), plans and reads all their variables; the parts come
     back decoded unless every source is encoded alike (then they are decoded once, concatenated)."""
     # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    with _gc.paused():  # thousands of variables' descriptions: see _gc
-        opened = open_sources(source_list, list(indexers), concat_dim, storage_options, deadline)
-        names = select_variables(opened, variables, missing)
-        check_sources(opened, list(indexers), names, missing)
+    opened, names, positions = locate(query)
     t_metadata = time.perf_counter()
     log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
 
-    # Plan, read, decode: positions by xarray's own sel (the sources agree on them), then one
-    # read pass over all variables of all sources (here, or one task per source on a cluster).
-    positions = point_positions(opened[0], indexers, method, tolerance)
-    job = Job(names, positions, point_dim, concat_dim, memory_budget(max_memory), timeout, storage_options)
-    done = _read_all(opened, job, cached, client, progress=progress, deadline=deadline, allow_nan=allow_nan)
+    # Plan, read, decode: one read pass over all variables of all sources (here, or one task per
+    # source on a cluster).
+    budget = memory_budget(max_memory)
+    job = Job(names, positions, query.point_dim, query.concat_dim, budget, timeout, query.storage_options)
+    done = _read_all(
+        opened, job, cached, client, progress=progress, deadline=query.deadline, allow_nan=allow_nan
+    )
     if not done.decoded and not same_encoding(done.parts):
         done = Done([decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
     t_plan = t_metadata + done.plan_seconds
@@ -266,31 +271,32 @@ def extract_points(
     start = time.perf_counter()
     deadline = None if timeout is None else start + timeout
     _check_arguments(method, duplicates, missing)
-    source_list = _source_list(sources, points, concat_dim)
-    indexers, point_dim = point_indexers(points)
-    if variables is not None and not isinstance(variables, str):
-        variables = list(variables)
+    query = _query(
+        sources,
+        points,
+        concat_dim=concat_dim,
+        variables=variables,
+        missing=missing,
+        method=method,
+        tolerance=tolerance,
+        storage_options=storage_options,
+        deadline=deadline,
+    )
     if dry_run:
-        return plan_extraction(
-            source_list,
-            indexers,
-            point_dim,
-            concat_dim=concat_dim,
-            variables=variables,
-            missing=missing,
-            method=method,
-            tolerance=tolerance,
-            storage_options=storage_options,
-            deadline=deadline,
-        )
+        return plan_extraction(query)
 
     cached: CacheLookup | None = None
     if cache is not None:
         if client is not None:
             raise ValueError("cache= and client= cannot be combined yet")
-        arguments = {"points": indexers, "method": method, "tolerance": tolerance, "variables": variables}
+        arguments = {
+            "points": query.indexers,
+            "method": method,
+            "tolerance": tolerance,
+            "variables": query.variables,
+        }
         cached = CacheLookup(
-            cache, source_list, {**arguments, "concat_dim": concat_dim, "missing": missing}, storage_options
+            cache, query.sources, {**arguments, "concat_dim": concat_dim, "missing": missing}, storage_options
         )
         # The whole result is stored too: a rerun of the same call reads one entry, no concat.
         found = cached.lookup(duplicates, combined=not return_report)
@@ -301,26 +307,17 @@ def extract_points(
         parts = cached.hits()
         decoded = True
         names = list(dict.fromkeys(str(n) for d in parts for n in d.data_vars))
-        opened_names: Sequence[Opened | str] = [source_name(s) for s in source_list]
+        opened_names: Sequence[Opened | str] = [source_name(s) for s in query.sources]
         t_metadata = t_plan = t_read = time.perf_counter()
         done = Done(parts, {}, 0, 0.0, decoded=True)
     else:
         gathered = _open_and_read(
-            source_list,
-            indexers,
-            point_dim,
-            concat_dim=concat_dim,
-            variables=variables,
-            missing=missing,
-            method=method,
-            tolerance=tolerance,
+            query,
             max_memory=max_memory,
             timeout=timeout,
-            storage_options=storage_options,
             cached=cached,
             client=client,
             progress=progress,
-            deadline=deadline,
             allow_nan=allow_nan,
             start=start,
         )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastzarr import _core, _gc
+from fastzarr import _core
 from fastzarr._redact import redact_url
-from fastzarr.extract._opening import Source, check_sources, open_sources, select_variables, source_name
-from fastzarr.extract._planning import plan_variable, point_positions
+from fastzarr.extract._opening import source_name
+from fastzarr.extract._planning import Query, locate, plan_variable
 
 #: Defaults of `ExtractionPlan.seconds`: a cloud object store seen from a machine near it.
 DEFAULT_LATENCY = 0.02
@@ -90,39 +89,23 @@ class ExtractionPlan:
         return "\n".join(lines)
 
 
-def plan_extraction(
-    source_list: Sequence[Source],
-    indexers: Mapping[Hashable, Any],
-    point_dim: Hashable | None,
-    *,
-    concat_dim: Hashable,
-    variables: Sequence[str] | str | None,
-    missing: str,
-    method: str | None,
-    tolerance: Any,
-    storage_options: Mapping[str, Any] | None,
-    deadline: float | None,
-) -> ExtractionPlan:
+def plan_extraction(query: Query) -> ExtractionPlan:
     """Opens the sources' metadata (and their dimension coordinates, to find the points) as
     ``extract_points`` would, and plans its reads without making them."""
     start = time.perf_counter()
-    with _gc.paused():  # thousands of variables' descriptions: see _gc
-        opened = open_sources(list(source_list), list(indexers), concat_dim, storage_options, deadline)
-        names = select_variables(opened, variables, missing)
-        check_sources(opened, list(indexers), names, missing)
-        positions = point_positions(opened[0], indexers, method, tolerance)
-        plans: dict[Any, Any] = {}
-        present = [set(o.data_names) for o in opened]
-        requests = [
-            plan_variable(i, o, n, positions, point_dim, cache=plans)
-            for i, o in enumerate(opened)
-            for n in names
-            if n in present[i]
-        ]
+    opened, names, positions = locate(query)
+    plans: dict[Any, Any] = {}
+    present = [set(o.data_names) for o in opened]
+    requests = [
+        plan_variable(i, o, n, positions, query.point_dim, cache=plans)
+        for i, o in enumerate(opened)
+        for n in names
+        if n in present[i]
+    ]
     metadata_seconds = time.perf_counter() - start
     counts = _core._plan_reads([r.request for r in requests]) if requests else {}
     return ExtractionPlan(
-        sources=tuple(redact_url(source_name(s)) for s in source_list),
+        sources=tuple(redact_url(source_name(s)) for s in query.sources),
         variables=len(names),
         chunks=counts.get("chunks", 0),
         partial_fetches=counts.get("partial_fetches", 0),

@@ -17,11 +17,39 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from fastzarr import _gc
 from fastzarr._redact import redact_url
 from fastzarr._sizes import available_memory, parse_size
 from fastzarr.errors import MemoryBudgetError
-from fastzarr.extract._opening import Opened
+from fastzarr.extract._opening import Opened, Source, check_sources, open_sources, select_variables
 from fastzarr.xarray_backend import StoredVariable
+
+
+@dataclass(frozen=True)
+class Query:
+    """What an extraction asks for, its arguments checked: the same for a read and a dry run."""
+
+    sources: list[Source]
+    indexers: dict[Hashable, Any]
+    point_dim: Hashable | None
+    concat_dim: Hashable
+    variables: list[str] | str | None
+    missing: str
+    method: str | None
+    tolerance: Any
+    storage_options: Mapping[str, Any] | None
+    deadline: float | None
+
+
+def locate(query: Query) -> tuple[list[Opened], list[str], dict[Hashable, Any]]:
+    """The metadata stage: every source opened and checked, the variables to read, and the points'
+    positions (by xarray's own ``sel`` on the first source's coordinates: the sources agree)."""
+    with _gc.paused():  # thousands of variables' descriptions: see _gc
+        dims = list(query.indexers)
+        opened = open_sources(query.sources, dims, query.concat_dim, query.storage_options, query.deadline)
+        names = select_variables(opened, query.variables, query.missing)
+        check_sources(opened, dims, names, query.missing)
+    return opened, names, point_positions(opened[0], query.indexers, query.method, query.tolerance)
 
 
 @dataclass
