@@ -177,3 +177,50 @@ def test_windows_branch_unlocks_before_closing(lock_file: Path, windows: StandIn
         assert windows.calls == [(StandInMsvcrt.LK_NBLCK, 1, 0)]
     # the position is read from the fd, so the unlock came while the fd was still open
     assert windows.calls == [(StandInMsvcrt.LK_NBLCK, 1, 0), (StandInMsvcrt.LK_UNLCK, 1, 0)]
+
+
+@pytest.fixture
+def open_files_undeletable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.unlink`` refuses a file this process has open, as Windows does (seen through
+    /proc/self/fd, so Linux only)."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to see which files are open")
+    real_unlink = os.unlink
+
+    def unlink(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> None:
+        if dir_fd is None:
+            target = os.path.realpath(path)
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    held = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if held == target:
+                    raise PermissionError(errno.EACCES, "the file is open", str(path))
+        real_unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+
+
+def test_lock_files_are_deleted_after_closing_where_open_files_cannot_be(
+    tmp_path: Path, open_files_undeletable: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "store.zarr"
+    # Deleting the lock file while it is still open and locked (the POSIX order) fails here.
+    with pytest.raises(PermissionError), temp_store(target):
+        pass
+    for leftover in tmp_path.iterdir():  # what that failure left
+        os.rmdir(leftover) if leftover.is_dir() else os.remove(leftover)
+    monkeypatch.setattr(_atomic, "DELETE_OPEN_FILES", False)
+    with temp_store(target) as tmp:
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([tmp.name, tmp.name + ".lock"])
+        tmp.rmdir()
+    assert list(tmp_path.iterdir()) == []
+    # A dead writer's leftover (its lock file held by no one) and an orphan lock file are swept.
+    dead = _atomic.sibling(target, "tmp")
+    dead.mkdir()
+    Path(str(dead) + ".lock").touch()
+    orphan = Path(str(_atomic.sibling(target, "tmp")) + ".lock")
+    orphan.touch()
+    _atomic.remove_leftovers(target)
+    assert list(tmp_path.iterdir()) == []

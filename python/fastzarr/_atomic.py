@@ -96,6 +96,25 @@ def unlock(fd: int) -> None:
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
+#: Whether a file can be deleted while it is open (POSIX); Windows refuses it.
+DELETE_OPEN_FILES = os.name != "nt"
+
+
+def release(fd: int, lock: Path | None = None) -> None:
+    """Unlocks and closes the lock file ``fd``, deleting it (``lock``) too. Where open files can be
+    deleted, it is deleted while still locked, so that no one can take it meanwhile; elsewhere
+    (Windows) after closing it, and left for a later sweep (see `_remove_orphan_lock`) if someone
+    has opened it by then."""
+    if lock is not None and DELETE_OPEN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+    unlock(fd)
+    os.close(fd)
+    if lock is not None and not DELETE_OPEN_FILES:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.unlink(lock)
+
+
 @contextlib.contextmanager
 def temp_store(target: Path) -> Iterator[Path]:
     """A new temporary sibling directory of ``target``, locked for as long as its writer runs.
@@ -122,10 +141,7 @@ def temp_store(target: Path) -> Iterator[Path]:
         tmp.mkdir()
         yield tmp
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
-        unlock(fd)
-        os.close(fd)
+        release(fd, lock)
 
 
 @contextlib.contextmanager
@@ -133,7 +149,8 @@ def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
     """Whether the writer of a leftover is gone: its lock can be taken (and is held while the
     caller deletes the leftover, so no writer can take the lock file meanwhile), or it has no
     lock file (the old store of a finished replace). Where locks cannot be taken, its writer's
-    process id decides; a lock file that cannot be opened (another user's) keeps the leftover."""
+    process id decides; a lock file that cannot be opened (another user's) keeps the leftover.
+    A claimed leftover's lock file is deleted with the claim (see `release`)."""
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
@@ -142,6 +159,7 @@ def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
     except OSError:
         yield False
         return
+    taken: bool | None = False
     try:
         taken = try_flock(fd)
         if taken is None:
@@ -149,8 +167,7 @@ def _claim(entry: os.DirEntry[str], lock: Path) -> Iterator[bool]:
             taken = len(parts) >= 3 and parts[-2].isdigit() and not _pid_alive(int(parts[-2]))
         yield taken
     finally:
-        unlock(fd)
-        os.close(fd)
+        release(fd, lock if taken else None)
 
 
 def remove_leftovers(target: Path) -> None:
@@ -171,8 +188,6 @@ def remove_leftovers(target: Path) -> None:
             with _claim(entry, lock) as dead:
                 if dead:
                     shutil.rmtree(entry.path, ignore_errors=True)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(lock)
 
 
 def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
@@ -180,10 +195,8 @@ def _remove_orphan_lock(entry: os.DirEntry[str], names: set[str]) -> None:
     finds its fresh lock file deleted before it locked it starts over: see `temp_store`)."""
     if entry.name.removesuffix(_LOCK_SUFFIX) in names or not ("-tmp-" in entry.name or "-old-" in entry.name):
         return
-    with _claim(entry, Path(entry.path)) as dead:
-        if dead:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+    with _claim(entry, Path(entry.path)):
+        pass  # a claimed lock file is deleted with the claim
 
 
 def fsync_dir(path: Path) -> None:
@@ -254,10 +267,7 @@ def discard(path: Path, target: Path) -> None:
         os.rename(path, doomed)
     except OSError:  # deleted where it is, unlocked: a sweeper may help, which is only slower
         doomed = path
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
-        unlock(fd)
-        os.close(fd)
+        release(fd, lock)
         held = None
 
     def delete() -> None:
@@ -265,10 +275,7 @@ def discard(path: Path, target: Path) -> None:
             shutil.rmtree(doomed, ignore_errors=True)
         finally:
             if held is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(lock)
-                unlock(held)
-                os.close(held)
+                release(held, lock)
 
     threading.Thread(target=delete, name="fastzarr-discard").start()
 
