@@ -266,9 +266,9 @@ impl Reader<'_> {
             return Err(self.metadata_error(file, "no 'metadata' object"));
         };
         let mut documents = self.object(file, metadata)?;
-        // Documents are taken apart here, in key order; the array documents (thousands in a
-        // wide store) are then parsed on every thread of the pool.
-        let mut found: Vec<(String, String, Value, Attributes, bool)> = Vec::new();
+        // Only reached when the quick parse (`v2_consolidated_quickly`) found something wrong:
+        // one entry after the other, so that the first problem in the document is named.
+        let mut entries = BTreeMap::new();
         let keys: Vec<String> = documents.keys().cloned().collect();
         for key in keys {
             let (parent, name) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
@@ -287,29 +287,18 @@ impl Reader<'_> {
                 None => Attributes::new(),
             };
             let document = documents.remove(&key).unwrap_or(Value::Null);
-            found.push((path, entry_file, document, attributes, name == ".zarray"));
-        }
-        let store = self.store;
-        let nodes: Vec<Result<(String, Node)>> = crate::runtime::install(|| {
-            Ok(found
-                .into_par_iter()
-                .map(|(path, entry_file, document, attributes, is_array)| {
-                    let node = if is_array {
-                        v2_array(store, &entry_file, document, attributes)?
-                    } else {
-                        check_v2_group(store, &entry_file, &document)?;
-                        Node::Group(GroupNode {
-                            zarr_format: 2,
-                            attributes,
-                            consolidated: None,
-                        })
-                    };
-                    Ok((path, node))
+            let node = if name == ".zarray" {
+                self.v2_array(&entry_file, document, attributes)?
+            } else {
+                self.check_v2_group(&entry_file, &document)?;
+                Node::Group(GroupNode {
+                    zarr_format: 2,
+                    attributes,
+                    consolidated: None,
                 })
-                .collect())
-        })?;
-        // The first failure in key order, whichever thread met it.
-        let entries = nodes.into_iter().collect::<Result<BTreeMap<_, _>>>()?;
+            };
+            entries.insert(path, node);
+        }
         Ok(entries)
     }
 }
