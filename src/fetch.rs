@@ -10,10 +10,11 @@
 use bytes::Bytes;
 
 use crate::array::ArrayHandle;
+use crate::block_tables;
 use crate::blosc::ranges::{region_byte_ranges, BloscHeader};
 use crate::errors::Result;
 use crate::plan::ChunkPart;
-use crate::store::Store;
+use crate::store::{Ranged, Store};
 use crate::zeroed::ZeroedBuffer;
 
 use crate::blosc::HEADER_LEN;
@@ -167,83 +168,138 @@ fn u32_at(buffer: &[u8], at: usize) -> u64 {
     ))
 }
 
-/// What the first requests of a partial read learnt: the chunk, or its header and table.
-enum Head {
-    Done(FetchOutcome),
-    Table {
-        /// The chunk's first bytes: at least the header and the block table.
-        head: Vec<u8>,
-        /// The chunk's whole compressed length.
-        size: usize,
-        header: BloscHeader,
-        table_end: usize,
-        requests: u64,
-    },
+/// A chunk's header and block table, read or remembered.
+struct Head {
+    /// The chunk's first bytes: at least the header and the block table.
+    bytes: Vec<u8>,
+    /// The chunk's whole compressed length.
+    size: usize,
+    header: BloscHeader,
+    table_end: usize,
+    /// The object's `ETag`, where it has a strong one: later requests of this read ask for that
+    /// object only (`If-Match`), so that blocks never come from another version of the chunk.
+    e_tag: Option<String>,
 }
 
-/// Fetches the header and block table (one request, two if the table is long); the whole
-/// chunk instead when it is small or its header is not one to read block by block.
-async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<Head> {
-    // The block table has 4 bytes a block; blocks are rarely under 8 KiB.
-    let head_len = (HEADER_LEN + 4 * chunk_bytes.div_ceil(8192)).clamp(256, 64 * 1024) as u64;
-    let Some((first, size)) = store.get_range_async(key, 0..head_len).await? else {
-        return Ok(Head::Done(FetchOutcome::whole(None, 1, 0)));
-    };
-    let fetched = first.len() as u64;
-    if fetched >= size {
-        // The first request already held the whole chunk.
-        return Ok(Head::Done(FetchOutcome::whole(Some(first), 1, 0)));
-    }
-    let whole = || async move {
-        let bytes = store.get_async(key).await?;
-        Ok(Head::Done(FetchOutcome::whole(bytes, 2, fetched)))
-    };
-    let Ok(size) = usize::try_from(size) else {
-        return whole().await;
-    };
-    let header = match BloscHeader::parse_prefix(&first, size, chunk_bytes) {
+/// The header and table of `bytes` (a chunk's first bytes, of `size` in all), when the
+/// chunk is one to read block by block.
+fn parse_head(
+    bytes: Vec<u8>,
+    size: usize,
+    chunk_bytes: usize,
+    e_tag: Option<String>,
+) -> Option<Head> {
+    let header = match BloscHeader::parse_prefix(&bytes, size, chunk_bytes) {
         Ok(header) if header.blocksize > 0 && header.typesize > 0 => header,
-        _ => return whole().await,
+        _ => return None,
     };
     let table_end = if header.memcpyed() {
         HEADER_LEN
     } else {
         HEADER_LEN + 4 * header.nblocks()
     };
-    if table_end > size {
-        return whole().await;
-    }
-    let mut head = first.to_vec();
-    let mut requests = 1;
-    if table_end > head.len() {
-        let Some((rest, _)) = store
-            .get_range_async(key, head.len() as u64..table_end as u64)
-            .await?
-        else {
-            return Ok(Head::Done(FetchOutcome::whole(None, 2, fetched)));
-        };
-        requests += 1;
-        head.extend_from_slice(&rest);
-    }
-    Ok(Head::Table {
-        head,
+    (table_end <= size).then_some(Head {
+        bytes,
         size,
         header,
         table_end,
-        requests,
+        e_tag,
     })
+}
+
+/// A strong `ETag`, the only kind `If-Match` compares.
+fn strong(e_tag: Option<String>) -> Option<String> {
+    e_tag.filter(|tag| !tag.starts_with("W/"))
+}
+
+/// What the first requests of a partial read learnt: the chunk, or its header and table.
+enum FirstRead {
+    Done(FetchOutcome),
+    Table(Head, Cost),
+}
+
+/// Requests made and bytes fetched so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    requests: u64,
+    bytes: u64,
+}
+
+impl Cost {
+    fn add(self, requests: u64, bytes: u64) -> Self {
+        Self {
+            requests: self.requests + requests,
+            bytes: self.bytes + bytes,
+        }
+    }
+
+    /// The chunk read whole after what this cost.
+    async fn then_whole(self, store: &Store, key: &str) -> Result<FetchOutcome> {
+        let bytes = store.get_async(key).await?;
+        Ok(FetchOutcome::whole(bytes, self.requests + 1, self.bytes))
+    }
+}
+
+/// Fetches the header and block table (one request, two if the table is long); the whole
+/// chunk instead when it is small or its header is not one to read block by block.
+async fn fetch_head(store: &Store, key: &str, chunk_bytes: usize) -> Result<FirstRead> {
+    // The block table has 4 bytes a block; blocks are rarely under 8 KiB.
+    let head_len = (HEADER_LEN + 4 * chunk_bytes.div_ceil(8192)).clamp(256, 64 * 1024) as u64;
+    let first = match store.get_range_read(key, 0..head_len, None).await? {
+        Ranged::Read(read) => read,
+        Ranged::Missing | Ranged::Changed => {
+            return Ok(FirstRead::Done(FetchOutcome::whole(None, 1, 0)));
+        }
+    };
+    let cost = Cost::default().add(1, first.bytes.len() as u64);
+    if cost.bytes >= first.size {
+        // The first request already held the whole chunk.
+        return Ok(FirstRead::Done(FetchOutcome::whole(
+            Some(first.bytes),
+            1,
+            0,
+        )));
+    }
+    let Ok(size) = usize::try_from(first.size) else {
+        return Ok(FirstRead::Done(cost.then_whole(store, key).await?));
+    };
+    let e_tag = strong(first.e_tag);
+    let Some(mut head) = parse_head(first.bytes.to_vec(), size, chunk_bytes, e_tag) else {
+        return Ok(FirstRead::Done(cost.then_whole(store, key).await?));
+    };
+    if head.table_end <= head.bytes.len() {
+        return Ok(FirstRead::Table(head, cost));
+    }
+    let rest = store
+        .get_range_read(
+            key,
+            head.bytes.len() as u64..head.table_end as u64,
+            head.e_tag.as_deref(),
+        )
+        .await?;
+    match rest {
+        Ranged::Read(rest) => {
+            head.bytes.extend_from_slice(&rest.bytes);
+            Ok(FirstRead::Table(head, cost.add(1, rest.bytes.len() as u64)))
+        }
+        Ranged::Missing => Ok(FirstRead::Done(FetchOutcome::whole(None, 2, cost.bytes))),
+        Ranged::Changed => Ok(FirstRead::Done(
+            cost.add(1, 0).then_whole(store, key).await?,
+        )),
+    }
 }
 
 /// The compressed byte spans of the blocks holding `ranges`, coalesced; `None` when the
 /// block table points outside the chunk.
-fn block_spans(
-    head: &[u8],
-    size: usize,
-    header: &BloscHeader,
-    table_end: usize,
-    ranges: &[(usize, usize)],
-) -> Option<Vec<(u64, u64)>> {
-    let size = size as u64;
+fn block_spans(head: &Head, ranges: &[(usize, usize)]) -> Option<Vec<(u64, u64)>> {
+    let Head {
+        bytes,
+        size,
+        header,
+        table_end,
+        ..
+    } = head;
+    let size = *size as u64;
     let mut wanted = crate::blosc::ranges::blocks_touched(ranges, header.blocksize);
     wanted.retain(|&b| b < header.nblocks());
     let mut spans: Vec<(u64, u64)> = if header.memcpyed() {
@@ -257,9 +313,9 @@ fn block_spans(
             .collect()
     } else {
         let starts: Vec<u64> = (0..header.nblocks())
-            .map(|b| u32_at(head, HEADER_LEN + 4 * b))
+            .map(|b| u32_at(bytes, HEADER_LEN + 4 * b))
             .collect();
-        if starts.iter().any(|&s| s < table_end as u64 || s >= size) {
+        if starts.iter().any(|&s| s < *table_end as u64 || s >= size) {
             return None;
         }
         // Blocks may be stored out of order (multithreaded compression): a block ends
@@ -283,12 +339,39 @@ fn block_spans(
             _ => merged.push((start, end)),
         }
     }
-    let body = size - table_end as u64;
+    let body = size - *table_end as u64;
     let needed: u64 = merged.iter().map(|(s, e)| e - s).sum();
     if needed as f64 > WHOLE_SHARE * body as f64 {
-        merged = vec![(table_end as u64, size)];
+        merged = vec![(*table_end as u64, size)];
     }
     Some(merged)
+}
+
+/// The byte spans a read of `ranges` of the chunk `key` would fetch, and the bytes it would
+/// decode, if its header and block table are remembered (see [`block_tables`]): then these
+/// spans are its only requests.
+pub fn remembered_spans(
+    store: &Store,
+    key: &str,
+    chunk_bytes: usize,
+    ranges: &[(usize, usize)],
+) -> Option<(Vec<(u64, u64)>, u64)> {
+    if !store.is_remote() || store.ranges_unsupported() {
+        return None;
+    }
+    let known = block_tables::recall(store.url(), key)?;
+    let size = usize::try_from(known.size).ok()?;
+    let head = parse_head(known.head.clone(), size, chunk_bytes, None)?;
+    let blocks = crate::blosc::ranges::blocks_touched(ranges, head.header.blocksize);
+    let decoded = (blocks.len() * head.header.blocksize).min(chunk_bytes) as u64;
+    Some((block_spans(&head, ranges)?, decoded))
+}
+
+/// What reading a chunk's blocks came to.
+enum Blocks {
+    Done(FetchOutcome),
+    /// The object is no longer the one the head was read from; what was spent finding out.
+    Changed(Cost),
 }
 
 async fn fetch_blosc_blocks(
@@ -297,81 +380,150 @@ async fn fetch_blosc_blocks(
     chunk_bytes: usize,
     ranges: &[(usize, usize)],
 ) -> Result<FetchOutcome> {
-    let (head, size, header, table_end, mut requests) =
-        match fetch_head(store, key, chunk_bytes).await? {
-            Head::Done(outcome) => return Ok(outcome),
-            Head::Table {
-                head,
-                size,
-                header,
-                table_end,
-                requests,
-            } => (head, size, header, table_end, requests),
-        };
-    let mut fetched = head.len() as u64;
-    let Some(spans) = block_spans(&head, size, &header, table_end, ranges) else {
-        // A lying block table: the whole chunk, whose decoding reports it.
-        let bytes = store.get_async(key).await?;
-        return Ok(FetchOutcome::whole(bytes, requests + 1, fetched));
-    };
-    if let [(start, _)] = spans[..] {
-        if start <= head.len() as u64 {
-            // Everything after the head: one read appended to it, no buffer to clear.
-            let Some((rest, _)) = store
-                .get_range_async(key, head.len() as u64..size as u64)
-                .await?
-            else {
-                return Ok(FetchOutcome::whole(None, requests + 1, fetched));
-            };
-            let mut buffer = head;
-            buffer.reserve_exact(rest.len());
-            buffer.extend_from_slice(&rest);
-            if buffer.len() != size {
-                // Changed between requests: read as a whole chunk would be.
-                let bytes = store.get_async(key).await?;
-                return Ok(FetchOutcome::whole(
-                    bytes,
-                    requests + 2,
-                    fetched + rest.len() as u64,
-                ));
-            }
-            return Ok(FetchOutcome {
-                fetched: Fetched::Sparse(buffer.into()),
-                bytes: fetched + rest.len() as u64,
-                requests: requests + 1,
+    let remembering = store.is_remote() && !store.ranges_unsupported();
+    let mut spent = Cost::default();
+    if remembering {
+        if let Some(known) = block_tables::recall(store.url(), key) {
+            let head = usize::try_from(known.size).ok().and_then(|size| {
+                parse_head(
+                    known.head.clone(),
+                    size,
+                    chunk_bytes,
+                    Some(known.e_tag.clone()),
+                )
             });
+            if let Some(head) = head {
+                match fetch_blocks(store, key, head, Cost::default(), ranges).await? {
+                    Blocks::Done(outcome) => return Ok(outcome),
+                    Blocks::Changed(cost) => spent = cost,
+                }
+            }
+            block_tables::forget(store.url(), key);
+        }
+    }
+    let (head, cost) = match fetch_head(store, key, chunk_bytes).await? {
+        FirstRead::Done(outcome) => return Ok(spent.plus(outcome)),
+        FirstRead::Table(head, cost) => (head, cost),
+    };
+    if let (true, Some(e_tag)) = (remembering, &head.e_tag) {
+        block_tables::remember(
+            store.url(),
+            key,
+            block_tables::Remembered {
+                head: head.bytes[..head.table_end].to_vec(),
+                size: head.size as u64,
+                e_tag: e_tag.clone(),
+            },
+        );
+    }
+    match fetch_blocks(store, key, head, cost, ranges).await? {
+        Blocks::Done(outcome) => Ok(spent.plus(outcome)),
+        Blocks::Changed(cost) => {
+            // Rewritten between the head and the blocks: read as a whole chunk would be.
+            block_tables::forget(store.url(), key);
+            Ok(spent.plus(cost.then_whole(store, key).await?))
+        }
+    }
+}
+
+impl Cost {
+    /// `outcome` with this cost (of requests made before it) added.
+    fn plus(self, mut outcome: FetchOutcome) -> FetchOutcome {
+        outcome.requests += self.requests;
+        outcome.bytes += self.bytes;
+        outcome
+    }
+}
+
+/// Fetches the blocks of `head`'s chunk that hold `ranges` (`cost`: what reading the head
+/// took); from the object with the head's `ETag` only, where it has one.
+async fn fetch_blocks(
+    store: &Store,
+    key: &str,
+    head: Head,
+    cost: Cost,
+    ranges: &[(usize, usize)],
+) -> Result<Blocks> {
+    let if_match = head.e_tag.as_deref();
+    let size = head.size;
+    let Some(spans) = block_spans(&head, ranges) else {
+        // A lying block table: the whole chunk, whose decoding reports it.
+        return Ok(Blocks::Done(cost.then_whole(store, key).await?));
+    };
+    let read = |start: u64, end: u64| store.get_range_read(key, start..end, if_match);
+    let head_len = head.bytes.len() as u64;
+    if let [(start, _)] = spans[..] {
+        if start <= head_len {
+            // Everything after the head: one read appended to it, no buffer to clear.
+            let rest = match read(head_len, size as u64).await? {
+                Ranged::Read(rest) => rest,
+                Ranged::Missing => {
+                    return Ok(Blocks::Done(FetchOutcome::whole(
+                        None,
+                        cost.requests + 1,
+                        cost.bytes,
+                    )));
+                }
+                Ranged::Changed => return Ok(Blocks::Changed(cost.add(1, 0))),
+            };
+            let cost = cost.add(1, rest.bytes.len() as u64);
+            if rest.size != size as u64 {
+                return Ok(Blocks::Changed(cost));
+            }
+            let mut buffer = head.bytes;
+            buffer.reserve_exact(rest.bytes.len());
+            buffer.extend_from_slice(&rest.bytes);
+            if buffer.len() != size {
+                return Ok(Blocks::Changed(cost));
+            }
+            return Ok(Blocks::Done(FetchOutcome {
+                fetched: Fetched::Sparse(buffer.into()),
+                bytes: cost.bytes,
+                requests: cost.requests,
+            }));
         }
     }
     // A few blocks of a large chunk: a buffer of the chunk's length, zero but where read.
     let mut buffer = ZeroedBuffer::new(size);
-    buffer[..head.len()].copy_from_slice(&head);
-    let reads = spans
-        .iter()
-        .map(|&(start, end)| store.get_range_async(key, start..end));
-    let parts = futures::future::try_join_all(reads).await?;
+    buffer[..head.bytes.len()].copy_from_slice(&head.bytes);
+    let parts =
+        futures::future::try_join_all(spans.iter().map(|&(start, end)| read(start, end))).await?;
+    let mut cost = cost;
+    let mut changed = false;
     for (&(start, _), part) in spans.iter().zip(parts) {
-        let Some((bytes, _)) = part else {
+        cost = cost.add(1, 0);
+        let part = match part {
+            Ranged::Read(part) => part,
             // Deleted between requests: read it as missing, as a whole read would.
-            return Ok(FetchOutcome::whole(None, requests, fetched));
+            Ranged::Missing => {
+                return Ok(Blocks::Done(FetchOutcome::whole(
+                    None,
+                    cost.requests,
+                    cost.bytes,
+                )));
+            }
+            Ranged::Changed => {
+                changed = true;
+                continue;
+            }
         };
-        requests += 1;
-        fetched += bytes.len() as u64;
+        cost = cost.add(0, part.bytes.len() as u64);
         let start = start as usize;
-        let end = start + bytes.len();
-        if end > size {
-            return Ok(FetchOutcome::whole(
-                store.get_async(key).await?,
-                requests + 1,
-                fetched,
-            ));
+        let end = start + part.bytes.len();
+        if end > size || part.size != size as u64 {
+            changed = true;
+            continue;
         }
-        buffer[start..end].copy_from_slice(&bytes);
+        buffer[start..end].copy_from_slice(&part.bytes);
     }
-    Ok(FetchOutcome {
+    if changed {
+        return Ok(Blocks::Changed(cost));
+    }
+    Ok(Blocks::Done(FetchOutcome {
         fetched: Fetched::Sparse(buffer),
-        bytes: fetched,
-        requests,
-    })
+        bytes: cost.bytes,
+        requests: cost.requests,
+    }))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::sync::{MutexGuard, Once, PoisonError};
 
+use crate::block_tables::{Tables, TABLES};
 use crate::runtime::{OwnedPool, OwnedTokio, POOL, TOKIO};
 use crate::store::{MemoryStores, MEMORY_STORES};
 
@@ -17,6 +18,7 @@ use crate::store::{MemoryStores, MEMORY_STORES};
 /// cannot deadlock with one.
 struct Held {
     _memory: MutexGuard<'static, MemoryStores>,
+    _tables: MutexGuard<'static, Option<Tables>>,
     _tokio: MutexGuard<'static, Option<OwnedTokio>>,
     _pool: MutexGuard<'static, Option<OwnedPool>>,
 }
@@ -30,6 +32,7 @@ thread_local! {
 extern "C" fn before_fork() {
     let held = Held {
         _memory: MEMORY_STORES.lock().unwrap_or_else(PoisonError::into_inner),
+        _tables: TABLES.lock().unwrap_or_else(PoisonError::into_inner),
         _tokio: TOKIO.lock().unwrap_or_else(PoisonError::into_inner),
         _pool: POOL.lock().unwrap_or_else(PoisonError::into_inner),
     };

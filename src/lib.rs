@@ -5,6 +5,7 @@
 //! the core alone, with no Python types and no libpython.
 
 pub mod array;
+pub mod block_tables;
 pub mod blosc;
 pub mod codecs;
 pub mod errors;
@@ -51,8 +52,9 @@ mod _core {
     };
     #[pymodule_export]
     use crate::py::functions::{
-        _plan_reads, get_io_concurrency, get_num_threads, get_partial_decoding, read_many,
-        set_io_concurrency, set_num_threads, set_partial_decoding,
+        _block_tables, _forget_block_tables, _plan_reads, _remember_block_tables,
+        get_io_concurrency, get_num_threads, get_partial_decoding, read_many, set_io_concurrency,
+        set_num_threads, set_partial_decoding,
     };
     #[pymodule_export]
     use crate::py::group::{_reopen_group, open_group, open_groups, PyGroup};

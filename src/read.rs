@@ -290,6 +290,12 @@ pub struct ReadPlan {
     /// Bytes fetched, counting each chunk, block or inner chunk at its decoded size (what the
     /// codecs save is not known before it is read), with the blosc headers and shard indexes.
     pub bytes_fetched: u64,
+    /// Of the partial fetches, chunks whose blosc header and block table are remembered: their
+    /// blocks are asked for at once (counted in `first_requests`), at their compressed size.
+    pub tables_remembered: u64,
+    /// Of `first_requests`, those of the chunks whose tables are remembered: without the
+    /// tables, each of those chunks would make one request more first, and these after it.
+    pub remembered_requests: u64,
 }
 
 /// The plan of reading `requests` (see [`ReadPlan`]).
@@ -307,6 +313,19 @@ pub fn plan_reads(requests: &[ReadRequest<'_>]) -> ReadPlan {
                 plan.bytes_fetched += chunk_bytes;
             }
             FetchPlan::BloscBlocks { ranges, .. } => {
+                let key = job.array.chunk_key(&job.chunk);
+                let store = job.array.store();
+                let known =
+                    crate::fetch::remembered_spans(store, &key, chunk_bytes as usize, &ranges);
+                if let Some((spans, decoded)) = known {
+                    plan.partial_fetches += 1;
+                    plan.tables_remembered += 1;
+                    plan.first_requests += spans.len() as u64;
+                    plan.remembered_requests += spans.len() as u64;
+                    plan.bytes_fetched += spans.iter().map(|(s, e)| e - s).sum::<u64>();
+                    plan.bytes_decoded += decoded;
+                    continue;
+                }
                 let block = job.array.blosc_block().max(1);
                 let blocks = crate::blosc::ranges::blocks_touched(&ranges, block);
                 let runs = blocks.windows(2).filter(|w| w[1] != w[0] + 1).count() + 1;

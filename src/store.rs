@@ -49,6 +49,25 @@ pub struct Store {
     enclosing: std::sync::OnceLock<Option<(String, String)>>,
 }
 
+/// A byte range of an object and what its response said of the whole object.
+#[derive(Debug)]
+pub struct RangeRead {
+    pub bytes: Bytes,
+    /// The object's whole size.
+    pub size: u64,
+    /// The object's `ETag`, where the server sent one.
+    pub e_tag: Option<String>,
+}
+
+/// The answer to a range read (`Store::get_range_read`).
+#[derive(Debug)]
+pub enum Ranged {
+    Read(RangeRead),
+    Missing,
+    /// The object no longer has the `ETag` the read asked for.
+    Changed,
+}
+
 /// Warnings raised by reads on threads without the GIL, for the caller's thread to emit.
 static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -260,6 +279,23 @@ impl Store {
         key: &str,
         range: Range<u64>,
     ) -> Result<Option<(Bytes, u64)>> {
+        Ok(match self.get_range_read(key, range, None).await? {
+            Ranged::Read(read) => Some((read.bytes, read.size)),
+            // Only a read that names an `ETag` can find the object changed.
+            Ranged::Missing | Ranged::Changed => None,
+        })
+    }
+
+    /// Reads `range` of a key with what the response says of the whole object (its size and
+    /// `ETag`). With `if_match`, only from the object that has that `ETag`: `Ranged::Changed` when
+    /// it has another now (`If-Match` refused, or a response naming another `ETag` or none,
+    /// from a server that ignores `If-Match`).
+    pub async fn get_range_read(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Ranged> {
         let wanted = range.end - range.start;
         let store = match &self.backend {
             Backend::Local(local) => {
@@ -267,24 +303,44 @@ impl Store {
                 let found = local
                     .read_range(key, range)
                     .map_err(|e| self.storage_error(key, e))?;
-                return self.unless_replaced(key, found);
+                return Ok(match self.unless_replaced(key, found)? {
+                    Some(_) if if_match.is_some() => Ranged::Changed,
+                    Some((bytes, size)) => Ranged::Read(RangeRead {
+                        bytes,
+                        size,
+                        e_tag: None,
+                    }),
+                    None => Ranged::Missing,
+                });
             }
             Backend::Object(store) => store,
         };
+        let whole = |found: Option<(Bytes, u64)>| match found {
+            // The whole object came without its `ETag`: it cannot vouch for a remembered one.
+            Some(_) if if_match.is_some() => Ranged::Changed,
+            Some((bytes, size)) => Ranged::Read(RangeRead {
+                bytes,
+                size,
+                e_tag: None,
+            }),
+            None => Ranged::Missing,
+        };
         if self.ranges_unsupported() {
-            return self.get_range_of_whole(key, range).await;
+            return Ok(whole(self.get_range_of_whole(key, range).await?));
         }
         let location = ObjectPath::from(key);
         let ranged = self
             .request(key, || async {
                 let options = GetOptions {
                     range: Some(GetRange::Bounded(range.clone())),
+                    if_match: if_match.map(str::to_string),
                     ..GetOptions::default()
                 };
-                let result = store
-                    .get_opts(&location, options)
-                    .await
-                    .map_err(Failed::Request)?;
+                let result = match store.get_opts(&location, options).await {
+                    Ok(result) => result,
+                    Err(object_store::Error::Precondition { .. }) => return Ok(None),
+                    Err(err) => return Err(Failed::Request(err)),
+                };
                 let size = result.meta.size;
                 if result.range.start != range.start {
                     return Err(Failed::Request(object_store::Error::Generic {
@@ -296,7 +352,11 @@ impl Store {
                         .into(),
                     }));
                 }
-                let retried = result.meta.e_tag.is_some();
+                let e_tag = result.meta.e_tag.clone();
+                if if_match.is_some() && e_tag.as_deref() != if_match {
+                    return Ok(None);
+                }
+                let retried = e_tag.is_some();
                 let bytes = result
                     .bytes()
                     .await
@@ -305,14 +365,17 @@ impl Store {
                     bytes.len() as u64,
                     wanted.min(size.saturating_sub(range.start)),
                 )?;
-                Ok((bytes, size))
+                Ok(Some(RangeRead { bytes, size, e_tag }))
             })
             .await;
         match ranged {
+            Ok(Some(Some(read))) => Ok(Ranged::Read(read)),
+            Ok(Some(None)) => Ok(Ranged::Changed),
+            Ok(None) => Ok(Ranged::Missing),
             Err(Error::Storage { reason, .. }) if self.note_ranges_refused(&reason) => {
-                self.get_range_of_whole(key, range).await
+                Ok(whole(self.get_range_of_whole(key, range).await?))
             }
-            other => other,
+            Err(err) => Err(err),
         }
     }
 

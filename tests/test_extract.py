@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -561,13 +562,29 @@ def test_dry_run_plans_the_read_from_metadata_alone(tmp_path: Path) -> None:
 def test_a_plans_estimate_counts_waves_of_requests_and_bytes() -> None:
     plan = fz.ExtractionPlan(
         sources=("s",), variables=1, chunks=100, partial_fetches=100, first_requests=100,
-        then_requests=150, bytes_fetched=50_000_000, bytes_decoded=60_000_000, bytes_out=400,
-        metadata_seconds=0.1,
+        then_requests=150, tables_remembered=0, remembered_requests=0, bytes_fetched=50_000_000,
+        bytes_decoded=60_000_000, bytes_out=400, metadata_seconds=0.1,
     )  # fmt: skip
     assert plan.requests == 250
     # 100 headers in 2 waves of 64, 150 block requests in 3, then 50 MB at 100 MB/s.
     assert plan.seconds(latency=0.02, bandwidth=100e6, concurrency=64) == pytest.approx(5 * 0.02 + 0.5)
     assert plan.seconds(latency=0.1, bandwidth=1e9, concurrency=256) == pytest.approx(2 * 0.1 + 0.05)
+    # 40 of the chunks with remembered tables (their 60 block requests need nothing first):
+    # without the tables, 40 header requests more in the first waves and the blocks after them.
+    warm = dataclasses.replace(
+        plan,
+        first_requests=120,
+        then_requests=90,
+        tables_remembered=40,
+        remembered_requests=60,
+        bytes_fetched=0,
+    )
+    assert warm.seconds(latency=0.02, bandwidth=1e9, concurrency=64) == pytest.approx(4 * 0.02)
+    assert warm.seconds(latency=0.02, bandwidth=1e9, concurrency=64, tables=False) == pytest.approx(
+        (2 + 3) * 0.02
+    )
+    assert "block tables 40 remembered" in str(warm)
+    assert "without the tables" in str(warm)
     for bad in ({"latency": -1.0}, {"bandwidth": 0.0}, {"concurrency": -3}):
         with pytest.raises(ValueError, match=r"latency|concurrency"):
             plan.seconds(**bad)  # type: ignore[arg-type]

@@ -179,6 +179,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             extra["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         if state.etag:
             extra["ETag"] = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+            wanted = self.headers.get("If-Match")
+            if wanted and wanted != extra["ETag"] and not state.ignore_if_match:
+                self._send_status(412)
+                return
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         for key, value in extra.items():
@@ -219,6 +223,8 @@ class _State:
         self.delay = 0.0
         # Whether responses carry an ETag (object_store then resumes broken bodies itself).
         self.etag = False
+        # Whether `If-Match` is ignored (some servers do): the response's ETag then tells.
+        self.ignore_if_match = False
         self.requests = 0
         self.bytes_sent = 0
         self.seen: set[str] = set()
@@ -287,6 +293,8 @@ def _normal_web(request: pytest.FixtureRequest) -> Iterator[None]:
         state.reset()
         state.release.clear()
         state.delay = 0.0
+        state.etag = False
+        state.ignore_if_match = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -635,6 +643,71 @@ def test_read_plans_match_what_the_server_then_serves(local: dict[str, Path], we
             assert planned >= state.requests >= plan["chunks"], request
     assert _core._plan_reads([(arr, (1, 100, 300))])["partial_fetches"] == 1
     assert _core._plan_reads([(sharded, (0, 70, 90))])["partial_fetches"] == 1
+
+
+@pytest.mark.parametrize("ignore_if_match", [False, True])
+def test_block_tables_are_remembered_until_their_object_changes(
+    local: dict[str, Path], web: dict[str, Any], ignore_if_match: bool
+) -> None:
+    """A chunk read in part a second time costs one request (its blocks), its header and block
+    table remembered with the object's ETag; a rewritten object is noticed, whether the server
+    refuses the stale `If-Match` (412) or ignores it and answers with the new ETag."""
+    state: _State = web["state"]
+    state.etag = True
+    state.ignore_if_match = ignore_if_match
+    name = f"remembered_{int(ignore_if_match)}.zarr"
+    copy = local["big"].parent / name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(local["big"], copy)
+    reference = zarr.open_array(str(copy), mode="r+")
+    expected = reference[...]
+    _core._forget_block_tables()
+    arr = fz.open_array(f"{web['base']}/{name}")
+    state.reset()
+    [first], stats = fz.read_many([(arr, (1, 100, 300))], return_stats=True)
+    assert first == expected[1, 100, 300]
+    assert state.requests == stats.requests == 2  # the header and table, then the block
+
+    # The same point, and another one in a different block of the same chunk: one request each.
+    plan = _core._plan_reads([(arr, (1, 200, 7))])
+    assert (plan["tables_remembered"], plan["first_requests"], plan["then_requests"]) == (1, 1, 0)
+    for point in [(1, 100, 300), (1, 200, 7)]:
+        state.reset()
+        [got], stats = fz.read_many([(arr, point)], return_stats=True)
+        assert got == expected[point]
+        assert state.requests == stats.requests == 1, point
+        assert state.bytes_sent == stats.bytes_read
+        assert all(r.startswith("bytes=") and not r.startswith("bytes=0-") for _, r in state.ranges)
+    # Tables travel as bytes (for a cache); a damaged export is refused whole.
+    tables = _core._block_tables(arr.url)
+    assert _core._forget_block_tables() == 1
+    assert _core._remember_block_tables(arr.url, tables) == 1
+    with pytest.raises(ValueError, match="block tables"):
+        _core._remember_block_tables(arr.url, tables[:-1])
+
+    # The chunk rewritten with other values (same shape and codec): never the old table's blocks.
+    reference[1] = expected[1] + 1000
+    state.reset()
+    [got], stats = fz.read_many([(arr, (1, 100, 300))], return_stats=True)
+    assert got == expected[1, 100, 300] + 1000
+    assert state.requests == stats.requests == 3  # refused or stale, then header and block
+    state.reset()
+    [got] = fz.read_many([(arr, (1, 200, 7))])
+    assert got == expected[1, 200, 7] + 1000
+    assert state.requests == 1  # the new table was remembered
+    _core._forget_block_tables()
+    shutil.rmtree(copy)
+
+
+def test_block_tables_are_not_remembered_without_an_etag(local: dict[str, Path], web: dict[str, Any]) -> None:
+    state: _State = web["state"]
+    _core._forget_block_tables()
+    arr = fz.open_array(f"{web['base']}/big.zarr")
+    for _ in range(2):
+        state.reset()
+        assert arr[2, 10, 10] == fz.open_array(local["big"])[2, 10, 10]
+        assert state.requests == 2
+    assert _core._forget_block_tables() == 0
 
 
 def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:

@@ -26,12 +26,15 @@ __all__ = [
     "UnsupportedCodecError",
     "VectorIndexer",
     "__version__",
+    "_block_tables",
     "_busy_count",
     "_checksum_files",
     "_chunk_inventory",
     "_debug_panic",
     "_exchange",
+    "_forget_block_tables",
     "_plan_reads",
+    "_remember_block_tables",
     "_reopen_array",
     "_reopen_group",
     "_store_listing",
@@ -254,6 +257,9 @@ def read_many(
     max_memory: int | float | str | None = None,
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
 def _plan_reads(requests: Sequence[tuple[Any, ...]]) -> dict[str, int]: ...
+def _block_tables(url: str) -> bytes: ...
+def _remember_block_tables(url: str, tables: bytes) -> int: ...
+def _forget_block_tables() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_io_concurrency(n: int) -> None:

@@ -256,6 +256,8 @@ pub fn _plan_reads<'py>(
     out.set_item("then_requests", plan.then_requests)?;
     out.set_item("bytes_decoded", plan.bytes_decoded)?;
     out.set_item("bytes_fetched", plan.bytes_fetched)?;
+    out.set_item("tables_remembered", plan.tables_remembered)?;
+    out.set_item("remembered_requests", plan.remembered_requests)?;
     Ok(out)
 }
 
@@ -354,4 +356,29 @@ pub fn set_partial_decoding(enabled: bool) {
 #[pyfunction]
 pub fn get_partial_decoding() -> bool {
     crate::runtime::partial_decoding()
+}
+
+/// The blosc block tables remembered for the store at `url`, as bytes for
+/// `_remember_block_tables`.
+#[pyfunction]
+pub fn _block_tables<'py>(py: Python<'py>, url: &str) -> Bound<'py, pyo3::types::PyBytes> {
+    let shown = crate::object_config::redact_url(url);
+    pyo3::types::PyBytes::new(py, &crate::block_tables::export(&shown))
+}
+
+/// Remembers the block tables of `tables` (from `_block_tables`) for the store at `url`; how
+/// many. Each is still checked against its object's `ETag` when it is used.
+#[pyfunction]
+pub fn _remember_block_tables(url: &str, tables: &[u8]) -> Result<usize> {
+    let shown = crate::object_config::redact_url(url);
+    crate::block_tables::import(&shown, tables)
+        .map_err(|e| Error::InvalidArgument(format!("block tables of {shown}: {}", e.0)))
+}
+
+/// Forgets every remembered block table; returns how many there were.
+#[pyfunction]
+pub fn _forget_block_tables() -> usize {
+    let count = crate::block_tables::len();
+    crate::block_tables::clear();
+    count
 }

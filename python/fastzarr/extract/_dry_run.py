@@ -28,6 +28,10 @@ class ExtractionPlan:
     its codec settings allow, so at most that many); a shard read in part is one request for its
     index, then one per inner chunk. Bytes count each chunk or block at its decoded size (what the
     codecs save is not known before it is read).
+
+    A blosc chunk read before in this process (or whose table came from ``cache=``) has its header
+    and block table remembered: its blocks are asked for at once, at their compressed size
+    (``tables_remembered``; ``seconds(tables=False)`` estimates the read without them).
     """
 
     sources: tuple[str, ...]
@@ -39,6 +43,10 @@ class ExtractionPlan:
     first_requests: int
     #: requests made once a header or index has been read (blosc blocks, inner chunks)
     then_requests: int
+    #: partial fetches whose blosc header and block table are remembered
+    tables_remembered: int
+    #: of ``first_requests``, the block requests of those chunks
+    remembered_requests: int
     bytes_fetched: int
     bytes_decoded: int
     #: bytes of the result (before CF decoding)
@@ -56,17 +64,24 @@ class ExtractionPlan:
         latency: float = DEFAULT_LATENCY,
         bandwidth: float = DEFAULT_BANDWIDTH,
         concurrency: int | None = None,
+        *,
+        tables: bool = True,
     ) -> float:
         """Estimated seconds of the read at ``latency`` seconds a request and ``bandwidth`` bytes a
         second, with ``concurrency`` requests in flight (fastzarr's I/O concurrency by default):
         each wave of requests waits ``latency`` once, the blocks wait for their headers, and the
-        bytes stream at ``bandwidth``. Decoding, and the metadata already opened, are not counted."""
+        bytes stream at ``bandwidth``. Decoding, and the metadata already opened, are not counted.
+        ``tables=False``: as if no block table were remembered (each such chunk's header first)."""
         if latency < 0 or bandwidth <= 0:
             raise ValueError("latency must be >= 0 and bandwidth > 0")
         concurrency = concurrency or _core.get_io_concurrency()
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        waves = math.ceil(self.first_requests / concurrency) + math.ceil(self.then_requests / concurrency)
+        first, then = self.first_requests, self.then_requests
+        if not tables:
+            first += self.tables_remembered - self.remembered_requests
+            then += self.remembered_requests
+        waves = math.ceil(first / concurrency) + math.ceil(then / concurrency)
         return waves * latency + self.bytes_fetched / bandwidth
 
     def __str__(self) -> str:
@@ -77,14 +92,20 @@ class ExtractionPlan:
             f"  chunks       {self.chunks:,} ({self.partial_fetches:,} fetched in part)",
             f"  requests     {self.requests:,} at most "
             f"({self.first_requests:,}, then {self.then_requests:,})",
+            f"  block tables {self.tables_remembered:,} remembered",
             f"  to fetch     {self.bytes_fetched / mb:,.1f} MB at most",
             f"  to decode    {self.bytes_decoded / mb:,.1f} MB at most",
             f"  result       {self.bytes_out / mb:,.1f} MB",
         ]
         for latency, bandwidth in ((0.02, 100e6), (0.1, 100e6)):
+            cold = (
+                f" ({self.seconds(latency, bandwidth, tables=False):,.2f} s without the tables)"
+                if self.tables_remembered
+                else ""
+            )
             lines.append(
                 f"  estimated    {self.seconds(latency, bandwidth):,.2f} s at {latency * 1000:.0f} ms "
-                f"a request, {bandwidth / mb:.0f} MB/s, {_core.get_io_concurrency()} in flight"
+                f"a request, {bandwidth / mb:.0f} MB/s, {_core.get_io_concurrency()} in flight{cold}"
             )
         return "\n".join(lines)
 
@@ -111,6 +132,8 @@ def plan_extraction(query: Query) -> ExtractionPlan:
         partial_fetches=counts.get("partial_fetches", 0),
         first_requests=counts.get("first_requests", 0),
         then_requests=counts.get("then_requests", 0),
+        tables_remembered=counts.get("tables_remembered", 0),
+        remembered_requests=counts.get("remembered_requests", 0),
         bytes_fetched=counts.get("bytes_fetched", 0),
         bytes_decoded=counts.get("bytes_decoded", 0),
         bytes_out=sum(r.nbytes for r in requests),
