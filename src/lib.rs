@@ -12,6 +12,7 @@ pub mod errors;
 pub mod fetch;
 pub mod fork;
 pub mod group;
+pub mod host_limit;
 pub mod inventory;
 pub mod limits;
 pub mod metadata;

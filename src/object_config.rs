@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
+    HttpService, ReqwestConnector,
+};
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::http::HttpBuilder;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
@@ -25,6 +29,59 @@ pub struct Remote {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: String,
     pub secrets: Vec<String>,
+}
+
+/// The key of a URL's in-flight limit: scheme, host and port (for s3, gs and az URLs the
+/// bucket or container, which is what those services throttle by).
+fn host_key(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// `object_store`'s HTTP client, under the host's in-flight limit: every HTTP request, retries
+/// included, waits for a place under it, and "slow down" answers (429, 503) and timeouts lower
+/// it. `object_store` retries those requests itself; they queue for a place like the others.
+#[derive(Debug)]
+struct Watched {
+    host: String,
+}
+
+impl HttpConnector for Watched {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(WatchedService {
+            inner,
+            host: self.host.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct WatchedService {
+    inner: HttpClient,
+    host: String,
+}
+
+#[async_trait::async_trait]
+impl HttpService for WatchedService {
+    async fn call(&self, request: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        let Ok(limit) = crate::runtime::host_limit(&self.host) else {
+            return self.inner.execute(request).await;
+        };
+        // Held until the response's head arrives; the body's download is bounded by the
+        // process-wide permits of `Store` reads.
+        let slot = limit.acquire(crate::runtime::io_concurrency()).await;
+        let answer = self.inner.execute(request).await;
+        match &answer {
+            Ok(response) if matches!(response.status().as_u16(), 429 | 503) => slot.refused(),
+            Err(error) if error.kind() == HttpErrorKind::Timeout => slot.timed_out(),
+            _ => drop(slot),
+        }
+        answer
+    }
 }
 
 /// Keys whose values are secrets: they are scrubbed from every message.
@@ -128,7 +185,13 @@ fn parse_options(scheme: &str, options: &StorageOptions) -> Result<Parsed> {
             }
             "endpoint" | "endpoint_url" | "aws_endpoint" | "aws_endpoint_url" => {
                 endpoint_is_http = value.starts_with("http://");
-                pairs.push(("endpoint".into(), value.clone()));
+                // GCS calls its endpoint the base URL (and allows plain HTTP to it).
+                let key = if scheme == "gs" {
+                    "base_url"
+                } else {
+                    "endpoint"
+                };
+                pairs.push((key.into(), value.clone()));
             }
             "key" if scheme == "s3" => pairs.push(("access_key_id".into(), value.clone())),
             "secret" if scheme == "s3" => {
@@ -139,7 +202,7 @@ fn parse_options(scheme: &str, options: &StorageOptions) -> Result<Parsed> {
         }
     }
     // An explicit http:// endpoint (a local S3-compatible server) is consent to plain HTTP.
-    if endpoint_is_http && !pairs.iter().any(|(k, _)| k.ends_with("allow_http")) {
+    if endpoint_is_http && scheme != "gs" && !pairs.iter().any(|(k, _)| k.ends_with("allow_http")) {
         pairs.push(("allow_http".into(), "true".into()));
     }
     Ok(Parsed { retry, pairs })
@@ -159,6 +222,20 @@ fn without_values(message: &str, options: &StorageOptions) -> String {
     values.into_iter().fold(message.to_string(), |text, value| {
         text.replace(value.as_str(), "***")
     })
+}
+
+/// The values among `options` that are secrets.
+fn option_secrets(options: &StorageOptions) -> Vec<String> {
+    let mut secrets: Vec<String> = options
+        .iter()
+        .filter(|(k, v)| is_secret_key(k) && v.len() >= 4)
+        .map(|(_, v)| v.clone())
+        .collect();
+    // An endpoint (or any URL-valued option) may carry credentials like the store URL does.
+    for value in options.values().filter(|v| v.contains("://")) {
+        secrets.extend(crate::store::url_secrets(value));
+    }
+    secrets
 }
 
 /// Builds the object store for `url`, and the path of the Zarr store inside it.
@@ -182,15 +259,9 @@ pub fn build_object_store(
         }
     };
     let Parsed { retry, pairs } = parse_options(family, options)?;
-    let mut secrets: Vec<String> = options
-        .iter()
-        .filter(|(k, v)| is_secret_key(k) && v.len() >= 4)
-        .map(|(_, v)| v.clone())
-        .collect();
-    // An endpoint (or any URL-valued option) may carry credentials like the store URL does.
-    for value in options.values().filter(|v| v.contains("://")) {
-        secrets.extend(crate::store::url_secrets(value));
-    }
+    let host = host_key(&parsed);
+    let watched = || Watched { host: host.clone() };
+    let secrets = option_secrets(options);
     // The store's path inside the bucket or container, percent-decoded segment by segment
     // by object_store's own parser (which refuses empty, `.` and `..` segments).
     let prefix = match parsed.path().trim_matches('/') {
@@ -209,7 +280,9 @@ pub fn build_object_store(
     };
     let store: Arc<dyn ObjectStore> = match family {
         "s3" => {
-            let mut builder = AmazonS3Builder::from_env().with_url(url);
+            let mut builder = AmazonS3Builder::from_env()
+                .with_url(url)
+                .with_http_connector(watched());
             for (key, value) in pairs {
                 let parsed = key.parse().map_err(|_| unknown_key(&scheme, &key))?;
                 builder = builder.with_config(parsed, value);
@@ -217,7 +290,11 @@ pub fn build_object_store(
             Arc::new(builder.with_retry(retry).build().map_err(invalid)?)
         }
         "gs" => {
-            let mut builder = GoogleCloudStorageBuilder::from_env().with_url(url);
+            // object_store knows the scheme as `gs` only.
+            let gs_url = format!("gs{}", &url[scheme.len()..]);
+            let mut builder = GoogleCloudStorageBuilder::from_env()
+                .with_url(gs_url)
+                .with_http_connector(watched());
             for (key, value) in pairs {
                 let parsed = key.parse().map_err(|_| unknown_key(&scheme, &key))?;
                 builder = builder.with_config(parsed, value);
@@ -225,7 +302,9 @@ pub fn build_object_store(
             Arc::new(builder.with_retry(retry).build().map_err(invalid)?)
         }
         "az" => {
-            let mut builder = MicrosoftAzureBuilder::from_env().with_url(url);
+            let mut builder = MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .with_http_connector(watched());
             for (key, value) in pairs {
                 let parsed = key.parse().map_err(|_| unknown_key(&scheme, &key))?;
                 builder = builder.with_config(parsed, value);
@@ -238,7 +317,9 @@ pub fn build_object_store(
             root.set_query(None);
             root.set_fragment(None);
             let base = root.as_str().trim_end_matches('/');
-            let mut builder = HttpBuilder::new().with_url(base);
+            let mut builder = HttpBuilder::new()
+                .with_url(base)
+                .with_http_connector(watched());
             for (key, value) in pairs {
                 if key == "skip_signature" {
                     continue; // nothing is signed over plain HTTP

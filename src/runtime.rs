@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::errors::{Error, Result};
+use crate::host_limit::HostLimit;
 
 const THREADS_ENV: &str = "FASTZARR_NUM_THREADS";
 
@@ -157,9 +158,31 @@ pub fn install<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
         .unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
 }
 
-/// Requests in flight at once, over every object store, unless `set_io_concurrency` said.
-const DEFAULT_IO_CONCURRENCY: usize = 64;
-static IO_CONCURRENCY: AtomicUsize = AtomicUsize::new(DEFAULT_IO_CONCURRENCY);
+/// Requests in flight at once at most, over every object store, unless `set_io_concurrency`
+/// said: each host's adaptive limit (`host_limit`) starts at `host_limit::START` under it.
+const DEFAULT_IO_CONCURRENCY: usize = 512;
+/// 0 until set or first asked for.
+static IO_CONCURRENCY: AtomicUsize = AtomicUsize::new(0);
+
+/// `DEFAULT_IO_CONCURRENCY`, or half the open files allowed where that is fewer: each request
+/// in flight holds a connection.
+fn default_io_concurrency() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given, which lives across the call.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) };
+        if rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
+            let half = usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX);
+            return DEFAULT_IO_CONCURRENCY.min(half).max(16);
+        }
+    }
+    DEFAULT_IO_CONCURRENCY
+}
 
 pub(crate) struct OwnedTokio {
     pid: u32,
@@ -167,6 +190,8 @@ pub(crate) struct OwnedTokio {
     /// Bounds the requests in flight; rebuilt when the bound changes.
     permits: Arc<tokio::sync::Semaphore>,
     permits_size: usize,
+    /// The in-flight limit of each host this process reads from.
+    hosts: std::collections::HashMap<String, Arc<HostLimit>>,
 }
 
 pub(crate) static TOKIO: Mutex<Option<OwnedTokio>> = Mutex::new(None);
@@ -210,7 +235,34 @@ pub fn set_partial_decoding(enabled: bool) {
 
 /// The number of object-store requests fastzarr keeps in flight at most.
 pub fn io_concurrency() -> usize {
-    IO_CONCURRENCY.load(Ordering::Relaxed)
+    match IO_CONCURRENCY.load(Ordering::Relaxed) {
+        0 => {
+            // A concurrent `set_io_concurrency` wins over the default.
+            let _ = IO_CONCURRENCY.compare_exchange(
+                0,
+                default_io_concurrency(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            IO_CONCURRENCY.load(Ordering::Relaxed)
+        }
+        n => n,
+    }
+}
+
+/// The adaptive in-flight limit of `host` (see [`crate::host_limit`]), in this process.
+pub fn host_limit(host: &str) -> Result<Arc<HostLimit>> {
+    io()?;
+    let mut guard = TOKIO.lock().unwrap_or_else(PoisonError::into_inner);
+    let owned = guard
+        .as_mut()
+        .ok_or_else(|| Error::Panic("the I/O runtime is gone".into()))?;
+    let cap = io_concurrency();
+    Ok(owned
+        .hosts
+        .entry(host.to_string())
+        .or_insert_with(|| Arc::new(HostLimit::new(cap)))
+        .clone())
 }
 
 /// Sets the bound on requests in flight; requests started afterwards obey it.
@@ -257,6 +309,7 @@ pub fn io() -> Result<(Arc<tokio::runtime::Runtime>, Arc<tokio::sync::Semaphore>
         runtime: Arc::new(runtime),
         permits: Arc::new(tokio::sync::Semaphore::new(size)),
         permits_size: size,
+        hosts: std::collections::HashMap::new(),
     };
     let handles = (owned.runtime.clone(), owned.permits.clone());
     *guard = Some(owned);

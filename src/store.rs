@@ -17,7 +17,7 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 use zarrs::storage::{ReadableListableStorage, StoreKey, StorePrefix};
 
 use crate::errors::{Error, Result};
-use crate::object_config::{build_object_store, redact_url, Remote};
+use crate::object_config::{build_object_store, redact_url};
 
 /// Options that shape how a store is reached (`object_store` configuration keys).
 pub type StorageOptions = BTreeMap<String, String>;
@@ -111,13 +111,13 @@ impl Store {
                 (object_storage(&store), Backend::Object(store), Vec::new())
             }
             Some(_) => {
-                let Remote {
-                    store,
-                    prefix,
-                    secrets,
-                } = build_object_store(url, &display_url, &options)?;
-                let store = prefixed(store, &prefix);
-                (object_storage(&store), Backend::Object(store), secrets)
+                let remote = build_object_store(url, &display_url, &options)?;
+                let store = prefixed(remote.store, &remote.prefix);
+                (
+                    object_storage(&store),
+                    Backend::Object(store),
+                    remote.secrets,
+                )
             }
         };
         secrets.extend(url_secrets(url));

@@ -15,6 +15,7 @@ import io
 import logging
 import pickle
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -149,6 +150,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             state.requests += 1
             number = state.requests
             state.ranges.append((self.path, self.headers.get("Range", "")))
+            state.active += 1
+            refused = state.mode == "throttle" and state.active > state.throttle_at
+            state.refused += refused
+            state.most_active = max(state.most_active, state.active - refused)
+        try:
+            if refused:
+                self._send_status(503)  # "slow down", as S3 and GCS say it
+            else:
+                self._serve(state, number)
+        finally:
+            with state.lock:
+                state.active -= 1
+
+    def _serve(self, state: _State, number: int) -> None:
         mode = state.mode
         if mode == "stall":
             state.release.wait(20)
@@ -225,6 +240,11 @@ class _State:
         self.etag = False
         # Whether `If-Match` is ignored (some servers do): the response's ETag then tells.
         self.ignore_if_match = False
+        # "throttle": requests beyond `throttle_at` at once are refused with 503.
+        self.throttle_at = 0
+        self.active = 0
+        self.most_active = 0
+        self.refused = 0
         self.requests = 0
         self.bytes_sent = 0
         self.seen: set[str] = set()
@@ -236,6 +256,7 @@ class _State:
     def reset(self, mode: str = "normal") -> None:
         with self.lock:
             self.mode, self.requests, self.bytes_sent = mode, 0, 0
+            self.most_active, self.refused = 0, 0
             self.seen = set()
             self.ranges = []
             self.log = []
@@ -261,7 +282,7 @@ class _Server(http.server.ThreadingHTTPServer):
     # socketserver's default backlog of 5 drops connections when many requests open at once
     # while the accepting thread waits for a core: the client retries a second later, and
     # requests sent together are then seen apart.
-    request_queue_size = 128
+    request_queue_size = 1024
     root: Path
     state: _State
 
@@ -394,6 +415,66 @@ def test_cache_refuses_a_source_it_cannot_fingerprint(
     url = f"{web['base']}/{local['batch0'].name}"
     with pytest.raises(fz.CacheError, match="could not list"):
         fz.extract_points(url, points={"lat": 10.0, "lon": 45.0}, cache=fz.Cache(tmp_path / "cache"))
+
+
+def test_cache_keeps_block_tables_for_the_next_process(
+    local: dict[str, Path], s3: dict[str, Any], tmp_path: Path
+) -> None:
+    """With ``cache=``, the blosc block tables a remote extraction read are kept in the cache
+    directory: a later process extracting another point from the same chunks asks for the blocks
+    at once (one request per chunk, where a cold read makes two), and a dry run counts them. A
+    damaged tables file is ignored and replaced."""
+    import numcodecs  # noqa: PLC0415
+
+    opts, client = s3["options"], s3["client"]
+    rng = np.random.default_rng(5)
+    lat, lon = np.linspace(-90, 90, 256), np.linspace(0, 359, 512)
+    field = rng.standard_normal((2, 256, 512)).astype("float32")
+    ds = xr.Dataset({"t2m": (("time", "lat", "lon"), field)}, coords={"time": [0, 1], "lat": lat, "lon": lon})
+    store = tmp_path / "fields.zarr"
+    compressor = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=16384)
+    ds.to_zarr(
+        store,
+        zarr_format=2,
+        consolidated=True,
+        encoding={"t2m": {"chunks": (1, 256, 512), "compressors": compressor}},
+    )
+    for key, path in _files(store):
+        client.put_object(Bucket=BUCKET, Key=f"tables/{key}", Body=path.read_bytes())
+    url = f"s3://{BUCKET}/tables/fields.zarr"
+    cache = fz.Cache(tmp_path / "cache")
+
+    def extract(point: dict[str, list[float]], **kwargs: Any) -> Any:
+        return fz.extract_points(url, points=point, storage_options=opts, cache=cache, **kwargs)
+
+    _core._forget_block_tables()
+    first, report = extract({"lat": [lat[100]], "lon": [lon[300]]}, return_report=True)
+    xr.testing.assert_identical(
+        first, fz.extract_points(store, points={"lat": [lat[100]], "lon": [lon[300]]})
+    )
+    assert report.chunks_partial == 2
+    assert report.requests == 4  # per chunk: the header and table, then a block
+    [kept] = list((cache.root / "block_tables").iterdir())
+
+    _core._forget_block_tables()  # as in a new process
+    other = {"lat": [lat[200]], "lon": [lon[7]]}
+    plan = extract(other, dry_run=True)
+    assert (plan.tables_remembered, plan.first_requests, plan.then_requests) == (2, 2, 0)
+    _core._forget_block_tables()
+    got, report = extract(other, return_report=True)
+    xr.testing.assert_identical(got, fz.extract_points(store, points=other))
+    assert report.requests == 2  # the blocks alone
+
+    # A damaged file is not trusted: removed, the read makes its requests, and a new file is kept.
+    kept.write_bytes(kept.read_bytes()[:-5] + b"xxxxx")
+    _core._forget_block_tables()
+    third = {"lat": [lat[50]], "lon": [lon[50]]}
+    got, report = extract(third, return_report=True)
+    xr.testing.assert_identical(got, fz.extract_points(store, points=third))
+    assert report.requests == 4
+    cache.clear()
+    assert not list((cache.root / "block_tables").iterdir())
+    _core._forget_block_tables()
 
 
 def test_s3_missing_bucket_or_key_names_url_without_secrets(s3: dict[str, Any]) -> None:
@@ -710,6 +791,35 @@ def test_block_tables_are_not_remembered_without_an_etag(local: dict[str, Path],
     assert _core._forget_block_tables() == 0
 
 
+def test_a_throttling_server_gets_fewer_requests_at_once_and_no_error_surfaces(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """A server refusing (503) whatever is beyond 12 requests at once: the host's limit, 256 at
+    first, falls to what the server takes, and every chunk arrives (object_store retries the
+    refused ones). Without the backing off, nearly every request of the first waves is refused."""
+    state: _State = web["state"]
+    name = "many_chunks.zarr"
+    path = local["big"].parent / name
+    if not path.exists():
+        arr = zarr.create_array(
+            store=str(path), shape=(600, 8), chunks=(1, 8), dtype="int32", zarr_format=2, fill_value=0
+        )
+        arr[:] = np.arange(600 * 8, dtype="int32").reshape(600, 8)
+    expected = zarr.open_array(str(path), mode="r")[...]
+    for round_ in range(2):
+        state.delay = 0.03
+        state.throttle_at = 12
+        state.reset("throttle")
+        got = fz.open_array(f"{web['base']}/{name}")[...]  # a fresh store: its host's limit stays
+        np.testing.assert_array_equal(got, expected)
+        if round_ == 0:
+            assert state.refused > 0  # the limit started far above the server's
+        # Each refusal is one more request: far fewer of them than chunks.
+        assert state.refused < 300, (round_, state.refused)
+    # The second read started at the limit the first one found: few refusals.
+    assert state.refused < 60, state.refused
+
+
 def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:
     state: _State = web["state"]
     state.reset("flaky")
@@ -858,8 +968,19 @@ def test_cut_responses_with_etags_are_resumed_by_the_store_client(
 
 
 def test_io_concurrency_setting() -> None:
+    """512 by default, or half the open files allowed (each request in flight holds a socket)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    code = (
+        "import resource, fastzarr as fz; resource.setrlimit(resource.RLIMIT_NOFILE, (200, {hard})); "
+        "print(fz.get_io_concurrency())"
+    )
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    small = subprocess.run(
+        [sys.executable, "-c", code.format(hard=hard)], capture_output=True, text=True, check=True
+    )
+    assert small.stdout.strip() == "100"
     before = fz.get_io_concurrency()
-    assert before == 64
+    assert before == (512 if soft == resource.RLIM_INFINITY else max(16, min(512, soft // 2)))
     try:
         fz.set_io_concurrency(3)
         assert fz.get_io_concurrency() == 3

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from fastzarr import _core
+from fastzarr import _block_tables, _core
 from fastzarr._atomic import exclusive_lock
 from fastzarr._cache_root import resolve_root
 from fastzarr._core import FastzarrError
@@ -535,9 +535,10 @@ class Cache:
         return [n.rsplit("-", 1)[0] for n in names if not n.endswith("-deleted")]
 
     def clear(self) -> None:
-        """Deletes every entry."""
+        """Deletes every entry (and the blosc block tables kept for remote sources)."""
         for key in self._keys():
             self._delete(self.path_of(key))
+        _block_tables.clear(self.root)
         shutil.rmtree(self._quarantine, ignore_errors=True)
         self._quarantine.mkdir(mode=0o700, exist_ok=True)
 

@@ -167,6 +167,9 @@ class ExtractReport(Report):
     """Bytes of the arrays returned by the read pass."""
     batches: int
     """Read passes (more than one when ``max_memory`` splits the work)."""
+    requests: int = 0
+    """Reads made: requests to remote stores (whole chunks, byte ranges), file reads of local
+    ones; a store client's own retries are not counted."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds per stage: metadata, plan, read, assemble, and their sum, total."""
     thread_seconds: dict[str, float] = field(default_factory=dict)
@@ -190,7 +193,7 @@ class ExtractReport(Report):
                 "blosc partial",
                 f"{self.chunks_partial} chunks, {self.blocks_decoded}/{self.blocks_total} blocks decoded",
             ),
-            ("bytes read", format_size(self.bytes_read)),
+            ("bytes read", f"{format_size(self.bytes_read)} in {self.requests:,} requests"),
             ("bytes decoded", format_size(self.bytes_decoded)),
             ("bytes returned", format_size(self.bytes_returned)),
             ("read passes", str(self.batches)),

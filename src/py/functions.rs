@@ -332,7 +332,8 @@ pub fn get_num_threads() -> Result<usize> {
     crate::runtime::num_threads()
 }
 
-/// Sets how many object-store requests fastzarr keeps in flight at most (default 64).
+/// Sets how many object-store requests fastzarr keeps in flight at most, over every host (default
+/// 512, or half the open-file limit if lower); each host's adaptive limit stays under it.
 #[pyfunction]
 pub fn set_io_concurrency(n: usize) -> Result<()> {
     crate::runtime::set_io_concurrency(n)

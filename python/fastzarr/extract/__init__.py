@@ -191,6 +191,7 @@ def _make_report(
         blocks_decoded=int(totals.get("blocks_decoded", 0)),
         blocks_total=int(totals.get("blocks_total", 0)),
         bytes_read=int(totals.get("bytes_read", 0)),
+        requests=int(totals.get("requests", 0)),
         bytes_decoded=int(totals.get("bytes_decoded", 0)),
         bytes_returned=int(totals.get("bytes_out", 0)),
         batches=batches,
@@ -254,6 +255,9 @@ def extract_points(
         cache: a `fastzarr.Cache`: each source's extraction is stored as one validated entry
             (keyed by the arguments and the source's fingerprint) as soon as it is read, so an
             interrupted run resumes with the sources already done, and a rerun reads the entries.
+            For remote sources it also keeps the blosc block tables read, so that another
+            extraction from the same chunks (another point, the next process) asks for their
+            blocks at once: one request per chunk instead of two.
         allow_nan: with ``cache``, store results whose variables are entirely NaN instead of
             raising `fastzarr.SuspiciousDataError`.
         storage_options: object_store options for remote sources (``endpoint``, ``region``,
@@ -261,8 +265,9 @@ def extract_points(
         dry_run: read nothing but the sources' metadata and dimension coordinates, and return
             a `fastzarr.ExtractionPlan`: the chunks, requests and bytes the extraction would
             take, and its estimated time at a given latency and bandwidth
-            (``plan.seconds(latency=0.02, bandwidth=100e6)``). ``cache`` and ``client`` are
-            ignored: the plan is of the reads themselves.
+            (``plan.seconds(latency=0.02, bandwidth=100e6)``). ``client`` is ignored; of
+            ``cache``, only the block tables kept for the sources count (the plan is of the
+            reads themselves, as if no result were stored).
 
     Returns:
         The dataset, or ``(dataset, report)`` with ``return_report=True``, or the plan with
@@ -283,7 +288,7 @@ def extract_points(
         deadline=deadline,
     )
     if dry_run:
-        return plan_extraction(query)
+        return plan_extraction(query, cache)
 
     cached: CacheLookup | None = None
     if cache is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from fastzarr import _block_tables as block_tables
 from fastzarr._redact import redact_url, url_digest
 from fastzarr.cache import Cache, make_key
 from fastzarr.errors import DuplicateWarning
@@ -150,9 +151,15 @@ class CacheLookup:
                 "coords": _coords_digest(o, job),
                 "variables": sorted(n for n in job.names if n in o.stored),
             }
+            remote = "://" in o.name
+            if remote:
+                # Chunks read in part by an earlier process: their blocks are asked for at once.
+                block_tables.load(self.cache.root, o.name)
             ds, _ = self.cache.get_or_build(
                 params, build, source=redact_url(o.name), extra=extra, allow_nan=allow_nan
             )
+            if remote:
+                block_tables.save(self.cache.root, o.name)
             decoded.append(ds)
         return Done(decoded, totals, batches, plan, decoded=True)
 

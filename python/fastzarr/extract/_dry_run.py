@@ -7,8 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fastzarr import _block_tables as block_tables
 from fastzarr import _core
 from fastzarr._redact import redact_url
+from fastzarr.cache import Cache
 from fastzarr.extract._opening import source_name
 from fastzarr.extract._planning import Query, locate, plan_variable
 
@@ -110,10 +112,15 @@ class ExtractionPlan:
         return "\n".join(lines)
 
 
-def plan_extraction(query: Query) -> ExtractionPlan:
+def plan_extraction(query: Query, cache: Cache | None = None) -> ExtractionPlan:
     """Opens the sources' metadata (and their dimension coordinates, to find the points) as
-    ``extract_points`` would, and plans its reads without making them."""
+    ``extract_points`` would, and plans its reads without making them; with the block tables
+    that ``cache`` keeps for remote sources, as a read with ``cache=`` would."""
     start = time.perf_counter()
+    if cache is not None:
+        for source in query.sources:
+            if "://" in (name := source_name(source)):
+                block_tables.load(cache.root, name)
     opened, names, positions = locate(query)
     plans: dict[Any, Any] = {}
     present = [set(o.data_names) for o in opened]
