@@ -8,12 +8,19 @@ place.
 
     .venv/bin/python benches/loaders.py            # full run, updates benches/RESULTS.md
     .venv/bin/python benches/loaders.py --quick    # small data, prints only
+    .venv/bin/python benches/loaders.py --only-loader --step gpu   # fz.Loader only, prints only
+
+``--only-loader`` measures fastzarr alone (the shuffled Loader epoch, ``read_many`` and the
+consumer's wait with a simulated training step): no peers, so neither xbatcher nor zarr-python
+is imported. ``--step gpu`` makes that training step a torch matmul on CUDA (after copying the
+batch to the device, waited for with ``torch.cuda.synchronize()``) instead of a numpy one.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import subprocess
 import sys
@@ -27,8 +34,6 @@ from typing import Any
 import fastzarr as fz
 import numpy as np
 import xarray as xr
-import xbatcher
-import zarr
 from fastzarr.report import current_rss_bytes
 from fastzarr.testing import make_batches
 
@@ -45,6 +50,8 @@ QUICK = {"batches": 2, "variables": 4, "file_ids": 4, "steps": 8, "lat": 16, "lo
 GENERATOR_FULL = {"batches": 1, "variables": 400, "file_ids": 8, "steps": 24, "lat": 8, "lon": 16}
 GENERATOR_QUICK = {"batches": 1, "variables": 40, "file_ids": 4, "steps": 8, "lat": 8, "lon": 16}
 BATCH = 32
+#: The simulated training steps: a numpy matmul on the CPU, or a torch one on a CUDA device.
+STEPS = ("numpy", "gpu")
 
 
 HTTP_DELAY_S = 0.02
@@ -65,7 +72,7 @@ def _generator_options(params: dict[str, int]) -> dict[str, Any]:
 
 def case_generator(stores: list[str], params: dict[str, int], peer: str, opener: str) -> dict[str, Any]:
     ds = xr.open_zarr(stores[0]) if opener == "dask" else xr.open_zarr(stores[0], chunks=None)
-    cls = fz.BatchGenerator if peer == "fastzarr" else xbatcher.BatchGenerator
+    cls = fz.BatchGenerator if peer == "fastzarr" else importlib.import_module("xbatcher").BatchGenerator
     generator = cls(ds, **_generator_options(params))
     nbytes = 0
     for batch in generator:
@@ -73,20 +80,23 @@ def case_generator(stores: list[str], params: dict[str, int], peer: str, opener:
     return {"batches": len(generator), "bytes": nbytes}
 
 
-def case_loader(stores: list[str], params: dict[str, int], step_seconds: float) -> dict[str, Any]:
+def case_loader(
+    stores: list[str], params: dict[str, int], step_seconds: float, step: str = "numpy"
+) -> dict[str, Any]:
     loader = fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=BATCH, max_memory="64MB")
-    size = 0
-    if step_seconds:
-        size = _matmul_size(step_seconds)
-        a = np.random.default_rng(0).standard_normal((size, size))
-    samples = 0
+    train = _training_step(step, step_seconds, BATCH * p_sample_bytes(params)) if step_seconds else None
+    samples, steps, stepped = 0, 0, 0.0
     for batch in loader:
         samples += len(batch["var0000"])
-        if size:
-            a @ a
+        if train is not None:
+            began = time.perf_counter()
+            train(batch)
+            stepped += time.perf_counter() - began
+            steps += 1
     stats = loader.stats
     return {
         "samples": samples,
+        "step": stepped / max(1, steps),
         "chunks": stats.chunks,
         "windows": stats.windows,
         "waited": stats.waited_seconds,
@@ -117,6 +127,7 @@ def case_read_many(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
 
 def case_zarr_map_style(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
     """A map-style dataset as people write one: shuffled indices, ``arr[i]`` per sample."""
+    zarr = importlib.import_module("zarr")
     arrays = [{n: a for n, a in zarr.open_group(s, mode="r").arrays() if n.startswith("var")} for s in stores]
     order = np.random.default_rng(0).permutation(len(stores) * params["file_ids"] * params["steps"])
     samples = 0
@@ -135,6 +146,7 @@ def case_zarr_map_style(stores: list[str], params: dict[str, int]) -> dict[str, 
 def case_xbatcher_epoch(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
     """xbatcher over ``xr.open_zarr`` (dask) of each store: batches of all file_ids x 4 steps
     (xbatcher has no shuffling), converted to numpy as a training loop would."""
+    xbatcher = importlib.import_module("xbatcher")
     samples = 0
     for store in stores:
         ds = xr.open_zarr(store)
@@ -155,6 +167,44 @@ def _matmul_size(seconds: float) -> int:
         if time.perf_counter() - began >= seconds or size > 4096:
             return size
         size = int(size * 1.25)
+
+
+def _training_step(kind: str, seconds: float, batch_bytes: int) -> Callable[[dict[str, Any]], object]:
+    """A simulated training step of about ``seconds``: ``"numpy"``, a square float64 matmul on
+    the CPU; ``"gpu"``, the batch copied to a CUDA device and a square float32 torch matmul there,
+    waited for with ``torch.cuda.synchronize()`` (torch is imported only for this one)."""
+    if kind == "numpy":
+        size = _matmul_size(seconds)
+        a = np.random.default_rng(0).standard_normal((size, size))
+        return lambda batch: a @ a
+    if kind != "gpu":
+        raise ValueError(f"step must be one of {STEPS}, not {kind!r}")
+    torch = importlib.import_module("torch")
+    if not torch.cuda.is_available():
+        raise RuntimeError("--step gpu needs torch with a CUDA device; none is available")
+    device = torch.device("cuda")
+
+    def step(batch: dict[str, Any], weights: Any) -> None:
+        for values in batch.values():
+            torch.as_tensor(values).to(device)
+        weights @ weights
+        torch.cuda.synchronize()
+
+    # Sized by the median time of the whole step: the copy of a batch of ``batch_bytes`` and the matmul.
+    sample = {"x": np.ones(max(1, batch_bytes // 4), np.float32)}
+    size = 256
+    while True:
+        weights = torch.randn(size, size, device=device)
+        step(sample, weights)  # the first call of a size pays for cuBLAS' set-up
+        times = []
+        for _ in range(5):
+            began = time.perf_counter()
+            step(sample, weights)
+            times.append(time.perf_counter() - began)
+        if sorted(times)[2] >= seconds or size > 16384:
+            break
+        size = int(size * 1.1)  # a step at most ~1.33x the target (the matmul grows as size**3)
+    return lambda batch: step(batch, weights)
 
 
 CASES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -186,8 +236,10 @@ def child(spec: dict[str, Any]) -> None:
 def measure(case: str, stores: list[str], params: dict[str, int], repeat: int, **args: Any) -> dict[str, Any]:
     spec = {"case": case, "stores": stores, "params": params, "repeat": repeat, "args": args}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
     )
+    if out.returncode != 0:  # the child's own error, not just its exit status
+        raise SystemExit(f"{case} failed (exit {out.returncode}):\n{out.stderr.strip()[-3000:]}")
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -198,6 +250,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--step", choices=STEPS, default="numpy", help="the simulated training step")
+    parser.add_argument(
+        "--only-loader", action="store_true", help="fz.Loader and read_many only, no peers; prints only"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -207,16 +263,90 @@ def main() -> None:
     generator_params = GENERATOR_QUICK if args.quick else GENERATOR_FULL
     with tempfile.TemporaryDirectory(prefix="fastzarr-loaders-") as root:
         stores = [str(p) for p in make_batches(Path(root) / "epoch", **params)]
-        small = [str(p) for p in make_batches(Path(root) / "features", **generator_params)]
-        section = run_all(stores, params, small, generator_params, args.repeat)
+        if args.only_loader:
+            section = run_loader_only(stores, params, args.repeat, args.step)
+        else:
+            small = [str(p) for p in make_batches(Path(root) / "features", **generator_params)]
+            section = run_all(stores, params, small, generator_params, args.repeat, step=args.step)
     print(section)
-    if not args.quick:
+    if not args.quick and not args.only_loader:
         text = RESULTS.read_text() if RESULTS.exists() else "# fastzarr vs peers\n"
         RESULTS.write_text(replace_section(text, section, prefix=SECTION))
 
 
+def measure_epochs(stores: list[str], params: dict[str, int], repeat: int, step: str) -> dict[str, Any]:
+    """The shuffled Loader epoch, read_many of the same data, and one epoch with a training step
+    as long as one batch's read (by the epoch's best time)."""
+    epoch = measure("loader", stores, params, repeat, step_seconds=0.0)
+    floor = measure("read_many", stores, params, repeat)
+    per_batch = epoch["best"] / max(1, -(-epoch["samples"] // BATCH))
+    trained = measure("loader", stores, params, 1, step_seconds=per_batch, step=step)
+    return {"epoch": epoch, "floor": floor, "per_batch": per_batch, "trained": trained, "step": step}
+
+
+def epoch_findings(params: dict[str, int], r: dict[str, Any]) -> list[str]:
+    """The bullet points under the shuffled-epoch table."""
+    epoch, floor, trained, per_batch = r["epoch"], r["floor"], r["trained"], r["per_batch"]
+    batch_bytes = BATCH * p_sample_bytes(params)
+    bound = 3 * batch_bytes + 64e6 + 100e6
+    step = "of matmul" if r["step"] == "numpy" else "on the GPU: the batch copied to it and a torch matmul"
+    return [
+        f"- fz.Loader epoch / read_many: **{epoch['best'] / floor['best']:.2f}x** (target <= 1.25x); "
+        f"chunks decoded in the epoch: {epoch['chunks']} for {floor['chunks']} chunks of the data read once "
+        f"(less where repeated file_ids were dropped), in {epoch['windows']} windows.",
+        f"- With a simulated training step as long as one batch's read ({per_batch * 1e3:.1f} ms {step}; "
+        f"{trained['step'] * 1e3:.1f} ms measured per step), the consumer waited "
+        f"{trained['waited']:.3f} s of a {trained['epoch']:.3f} s epoch "
+        f"(**{100 * trained['waited'] / trained['epoch']:.1f} %**, target < 5 %).",
+        f"- Peak RSS of the Loader epoch: {epoch['rss'] / 1e6:,.0f} MB, "
+        f"{(epoch['rss'] - epoch['rss_before']) / 1e6:,.0f} MB above the interpreter and its imports "
+        f"({epoch['rss_before'] / 1e6:,.0f} MB); the bound (prefetch + 1) x batch + window + 100 MB is "
+        f"{bound / 1e6:,.0f} MB (batches of {batch_bytes / 1e6:.2f} MB, prefetch 2, windows within "
+        f"max_memory=64MB): **{'met' if epoch['rss'] - epoch['rss_before'] <= bound else 'not met'}**.",
+    ]
+
+
+def run_loader_only(stores: list[str], params: dict[str, int], repeat: int, step: str) -> str:
+    """``--only-loader``: the shuffled epoch's table (fastzarr's two rows) and its findings."""
+    r = measure_epochs(stores, params, repeat, step)
+    epoch, floor = r["epoch"], r["floor"]
+    rows = [["reader", "best s", "median s", "peak RSS MB", "vs fz.Loader"]]
+    for name, m in (
+        ("fz.Loader (shuffled, chunk-aware)", epoch),
+        ("read_many of everything once (floor)", floor),
+    ):
+        ratio = "—" if m is epoch else f"{m['best'] / epoch['best']:.2f}x"
+        rows.append([name, f"{m['best']:.3f}", f"{m['median']:.3f}", f"{m['rss'] / 1e6:,.0f}", ratio])
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    p = params
+    return "\n".join(
+        [
+            f"### A shuffled epoch, fastzarr only (`benches/loaders.py --only-loader --step {step}`)",
+            "",
+            f"Generated on {now}; best and median of {repeat} in a fresh process each.",
+            "",
+            *machine_description(),
+            "",
+            f"Data: `make_batches`, {p['batches']} stores x {p['variables']} float32 variables "
+            f"(file_id={p['file_ids']}, step={p['steps']}, lat={p['lat']}, lon={p['lon']}); samples = one "
+            f"(file_id, step); batches of {BATCH}; max_memory 64MB.",
+            "",
+            render_markdown(rows),
+            "",
+            *epoch_findings(params, r),
+            "",
+        ]
+    )
+
+
 def run_all(
-    stores: list[str], params: dict[str, int], small: list[str], small_params: dict[str, int], repeat: int
+    stores: list[str],
+    params: dict[str, int],
+    small: list[str],
+    small_params: dict[str, int],
+    repeat: int,
+    *,
+    step: str = "numpy",
 ) -> str:
     rows = [["case", "opener", "best s", "median s", "peak RSS MB", "fastzarr speedup"]]
     generator = {}
@@ -231,12 +361,10 @@ def run_all(
             rows.append(
                 [peer, opener, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", speedup]
             )
-    epoch = measure("loader", stores, params, repeat, step_seconds=0.0)
-    floor = measure("read_many", stores, params, repeat)
+    epochs_measured = measure_epochs(stores, params, repeat, step)
+    epoch, floor = epochs_measured["epoch"], epochs_measured["floor"]
     zarr_map = measure("zarr_map_style", stores, params, repeat)
     xb = measure("xbatcher_epoch", stores, params, repeat)
-    per_batch = epoch["best"] / max(1, -(-epoch["samples"] // BATCH))
-    trained = measure("loader", stores, params, 1, step_seconds=per_batch)
     with serve(Path(stores[0]).parent, HTTP_DELAY_S) as server:
         urls = [f"{server.base_url}/{Path(s).name}" for s in stores]
         http = {}
@@ -254,9 +382,6 @@ def run_all(
     ):
         ratio = "—" if r is epoch else f"{r['best'] / epoch['best']:.2f}x"
         epochs.append([name, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", ratio])
-    total_chunks = floor["chunks"]
-    batch_bytes = BATCH * p_sample_bytes(params)
-    bound = 3 * batch_bytes + 64e6 + 100e6
     http_rows = [["reader", "s", "samples/s", "requests", "fz.Loader speedup"]]
     ours_http = http["loader_http"]
     for name, r in (
@@ -291,17 +416,7 @@ def run_all(
         "",
         render_markdown(epochs),
         "",
-        f"- fz.Loader epoch / read_many: **{epoch['best'] / floor['best']:.2f}x** (target <= 1.25x); "
-        f"chunks decoded in the epoch: {epoch['chunks']} for {total_chunks} chunks of the data read once "
-        f"(less where repeated file_ids were dropped), in {epoch['windows']} windows.",
-        f"- With a simulated training step as long as one batch's read ({per_batch * 1e3:.1f} ms of matmul), "
-        f"the consumer waited {trained['waited']:.3f} s of a {trained['epoch']:.3f} s epoch "
-        f"(**{100 * trained['waited'] / trained['epoch']:.1f} %**, target < 5 %).",
-        f"- Peak RSS of the Loader epoch: {epoch['rss'] / 1e6:,.0f} MB, "
-        f"{(epoch['rss'] - epoch['rss_before']) / 1e6:,.0f} MB above the interpreter and its imports "
-        f"({epoch['rss_before'] / 1e6:,.0f} MB); the bound (prefetch + 1) x batch + window + 100 MB is "
-        f"{bound / 1e6:,.0f} MB (batches of {batch_bytes / 1e6:.2f} MB, prefetch 2, windows within "
-        f"max_memory=64MB): **{'met' if epoch['rss'] - epoch['rss_before'] <= bound else 'not met'}**.",
+        *epoch_findings(params, epochs_measured),
         "",
         f"### Over HTTP, {HTTP_DELAY_S * 1e3:.0f} ms per request (benches/latency.py's server), one epoch",
         "",

@@ -6,8 +6,8 @@ answers "503 slow down" at once to every request beyond ``--server-limit`` being
 and GCS do. Its capacity is therefore ``server_limit / delay`` answered requests a second. Each
 row reads every chunk of one store (``--chunks`` small objects) in a fresh process:
 
-- fastzarr as it comes: each host starts at 256 requests in flight, halves on refusals and grows
-  while the server keeps up;
+- fastzarr as it comes: each host starts at 256 requests in flight, falls on refusals to what the
+  server was answering, and grows while the server keeps up;
 - fastzarr with ``fz.set_io_concurrency(server_limit)``: the limit a user who knew the server's
   would set by hand (no refusal at all), the reference for the first row.
 
@@ -124,8 +124,8 @@ A loopback HTTP server waits {args.delay_ms:.0f} ms before answering each reques
 is {capacity:,.0f} answered requests a second. Each row opens one array, then reads all
 {args.chunks:,} of its chunks (one object each), timed and counted from the first chunk request
 on; every read equals the local one and no error surfaced (object_store
-retries the refused requests; fastzarr halves the host's limit on refusals and adds one per
-limit's worth of answers at the limit).
+retries the refused requests; each refusal brings fastzarr's limit for the host down to the other
+requests then out, and a limit's worth of answers at the limit adds one).
 
 {table}
 
