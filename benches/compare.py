@@ -136,8 +136,22 @@ POINT_DATASETS: dict[str, dict[str, dict[str, int]]] = {
     }
     for size, era5 in {"full": {"variables": 2, "steps": 48}, "quick": {"variables": 1, "steps": 8}}.items()
 }
+#: Datasets of the latency suite alone: a point's series at archive scale, 2 stores x 20 variables
+#: x 24 steps of one 1-degree field per chunk (960 chunks), where the number of requests decides.
+LATENCY_DATASETS: dict[str, dict[str, dict[str, int]]] = {
+    "full": {
+        "archive": {
+            "batches": 2, "variables": 20, "file_ids": 1, "steps": 24, "lat": 181, "lon": 360, "overlap": 0
+        }
+    },
+    "quick": {
+        "archive": {
+            "batches": 2, "variables": 4, "file_ids": 1, "steps": 6, "lat": 181, "lon": 360, "overlap": 0
+        }
+    },
+}  # fmt: skip
 #: Chunking other than make_batches' default (one file_id per chunk).
-DATASET_CHUNKS: dict[str, dict[str, int]] = {"era5": {"step": 1}}
+DATASET_CHUNKS: dict[str, dict[str, int]] = {"era5": {"step": 1}, "archive": {"step": 1}}
 
 DATASET_TITLES = {
     "batches": "Seed-like batch stores (full load)",
@@ -146,6 +160,7 @@ DATASET_TITLES = {
     "points/batches": "Points: seed-like batch stores",
     "points/small-vars": "Points: thousands of small variables",
     "points/era5": "Points: ERA5-like, one 721 x 1440 field per chunk",
+    "points/archive": "Points at archive scale: 2 stores x 20 variables x 24 steps, one 181 x 360 field per chunk",
     "cache": "Cache and writer (extract_points of 64 points from the batch stores; to_zarr of one store)",
 }
 
@@ -1155,7 +1170,7 @@ def only_cache(args: argparse.Namespace) -> int:
 def run_latency_suite(size: str, args: argparse.Namespace) -> str:
     """Serves ``DATA_DIR/size`` over loopback HTTP with ``--latency-ms`` per request, measures
     every case's selected peers, prints their tables and returns the RESULTS.md section."""
-    datasets = {**DATASETS[size], **POINT_DATASETS[size]}
+    datasets = {**DATASETS[size], **POINT_DATASETS[size], **LATENCY_DATASETS[size]}
     results: dict[str, list[Measurement]] = {}
     parts: list[str] = []
     notes: list[str] = []
@@ -1213,7 +1228,10 @@ def run_latency_suite(size: str, args: argparse.Namespace) -> str:
         "through it.",
         "- Each (case, peer) runs in a fresh subprocess: one warm-up load, then the timed loads; "
         "metadata opening is included and nothing is reused between loads (fresh opens, a fresh "
-        "tensorstore Context). The server's counters are reset before each timed load; "
+        "tensorstore Context, fastzarr's remembered blosc block tables forgotten), except in the "
+        'rows "again, block tables remembered": those keep the tables the warm-up load read '
+        "(as a second extraction in the same process does). The server's counters are reset "
+        "before each timed load; "
         '"requests" and "MB sent" are per load (a range when the loads differed).',
         "- Ratios are the peer's figure over the first row's (fastzarr): above 1 means fastzarr "
         "takes less time, moves fewer bytes or makes fewer requests. Every peer's arrays are checked "

@@ -355,8 +355,10 @@ def point_fastzarr_repeated(stores: list[StoreSpec]) -> Loaded:
 
 
 def point_fastzarr_array(stores: list[StoreSpec]) -> Loaded:
-    """``fz.open_array``: the lat/lon coordinates read whole, then ``arr[:, :, i, j]`` per variable."""
+    """``fz.open_array``: the lat/lon coordinates read whole, then ``arr[:, :, i, j]`` per variable
+    (as the first load of its process: no block table remembered)."""
     fz = importlib.import_module("fastzarr")
+    fz._core._forget_block_tables()
     names = _names(stores)
     parts: dict[str, list[npt.NDArray[Any]]] = {name: [] for name in names}
     for url, _ in stores:
@@ -451,6 +453,13 @@ LATENCY_CASES: dict[str, LatencyCase] = {
         },
     ),
     "era5": LatencyCase("One point's series from the ERA5-like store", "era5", None, dict(_POINT_PEERS)),
+    "archive": LatencyCase(
+        "One point's series at archive scale: 2 stores x 20 variables x 24 steps, a field per chunk",
+        "archive",
+        None,
+        # 960 chunks: xarray + dask (two chunk reads in flight on 2 cores) is left out, as below.
+        {k: v for k, v in _POINT_PEERS.items() if k not in {"fz-array", "xarray-dask"}},
+    ),
     "points": LatencyCase(
         "One point from every seed-like batch store",
         "batches",
@@ -570,10 +579,14 @@ LATENCY_TARGETS: dict[str, LatencyTarget] = {
         "era5", "tensorstore", 10.0, "bytes"
     ),
     "latency, ERA5-like point: >= 10x tensorstore": LatencyTarget("era5", "tensorstore", 10.0, "time"),
-    "latency, ERA5-like point: >= 5x tensorstore (remote at archive scale)": LatencyTarget(
-        "era5", "tensorstore", 5.0, "time"
+    "latency, point series at archive scale (960 chunks): >= 5x tensorstore": LatencyTarget(
+        "archive", "tensorstore", 5.0, "time"
     ),
+    "latency, ERA5-like point: >= 5x tensorstore": LatencyTarget("era5", "tensorstore", 5.0, "time"),
     # first / repeated >= 1 / 0.6: the repeat takes at most 60 % of the first read's time.
+    "latency, archive-scale series repeated, block tables remembered: <= 60 % of the first read": (
+        LatencyTarget("archive", "fastzarr", 1 / 0.6, "time", "fz-repeat")
+    ),
     "latency, ERA5-like point repeated, block tables remembered: <= 60 % of the first read": LatencyTarget(
         "era5", "fastzarr", 1 / 0.6, "time", "fz-repeat"
     ),

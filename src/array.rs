@@ -705,11 +705,6 @@ fn has_partial_shards(metadata: &Value) -> bool {
     })
 }
 
-/// The smallest block C-Blosc 1.21 picks for the array's blosc settings: the codec's
-/// `blocksize` when it forces one, else a lower bound by compression level (measured over
-/// every compressor and type size: zstd at level 1 makes 32 KiB blocks, at 3 128 KiB, lz4 at
-/// 3 64-512 KiB; a chunk smaller than the block is one block). Used only to guess, before any
-/// byte is read, whether a point read will want most of a chunk's blocks anyway.
 /// The blosc codec's configuration (v2 `compressor`, v3 `blosc` codec), if any.
 fn blosc_config(metadata: &Value) -> Option<&Value> {
     metadata
@@ -724,18 +719,32 @@ fn blosc_config(metadata: &Value) -> Option<&Value> {
         })
 }
 
+/// The smallest block C-Blosc 1.21 picks for the array's blosc settings: the codec's
+/// `blocksize` when it forces one, else the smallest automatic block for the compressor and
+/// level over every type size and shuffle (measured with numcodecs on a 1M-element buffer;
+/// a chunk smaller than the block is one block). Used only to guess, before any byte is read,
+/// whether a point read will want most of a chunk's blocks, or save enough to be worth a
+/// second round trip.
 fn smallest_blosc_block(metadata: &Value) -> usize {
+    /// KiB by level 0-9.
+    const ZSTD: [usize; 10] = [16, 32, 64, 128, 256, 256, 512, 512, 512, 1024];
+    const ZLIB_LZ4HC: [usize; 10] = [16, 64, 64, 128, 256, 256, 256, 256, 256, 256];
+    const LZ4_BLOSCLZ: [usize; 10] = [8, 64, 64, 64, 128, 128, 256, 256, 256, 256];
+    /// Any other compressor: the least of the above.
+    const OTHER: [usize; 10] = [8, 32, 64, 64, 128, 128, 256, 256, 256, 256];
     let config = blosc_config(metadata);
     let number = |key: &str| config.and_then(|c| c.get(key)).and_then(Value::as_u64);
-    match number("blocksize") {
-        Some(forced) if forced > 0 => usize::try_from(forced).unwrap_or(usize::MAX),
-        _ => match number("clevel").unwrap_or(0) {
-            0 => 8 * 1024,
-            1 | 2 => 32 * 1024,
-            3 | 4 => 64 * 1024,
-            _ => 128 * 1024,
-        },
+    if let Some(forced) = number("blocksize").filter(|&b| b > 0) {
+        return usize::try_from(forced).unwrap_or(usize::MAX);
     }
+    let table = match config.and_then(|c| c.get("cname")).and_then(Value::as_str) {
+        Some("zstd") => ZSTD,
+        Some("zlib" | "lz4hc") => ZLIB_LZ4HC,
+        Some("lz4" | "blosclz") => LZ4_BLOSCLZ,
+        _ => OTHER,
+    };
+    let level = usize::try_from(number("clevel").unwrap_or(0).min(9)).unwrap_or(0);
+    table[level] * 1024
 }
 
 /// Whether decoded chunks are the blosc output itself: C order, native byte order, no
@@ -1112,10 +1121,14 @@ mod tests {
     fn smallest_blosc_block_follows_level_and_forced_sizes() {
         let v2 = |compressor: Value| serde_json::json!({ "compressor": compressor });
         let blosc = |clevel: u64, blocksize: u64| serde_json::json!({"id": "blosc", "cname": "zstd", "clevel": clevel, "shuffle": 1, "blocksize": blocksize});
-        assert_eq!(smallest_blosc_block(&v2(blosc(3, 0))), 64 * 1024);
+        assert_eq!(smallest_blosc_block(&v2(blosc(3, 0))), 128 * 1024);
         assert_eq!(smallest_blosc_block(&v2(blosc(1, 0))), 32 * 1024);
-        assert_eq!(smallest_blosc_block(&v2(blosc(9, 0))), 128 * 1024);
+        assert_eq!(smallest_blosc_block(&v2(blosc(9, 0))), 1024 * 1024);
         assert_eq!(smallest_blosc_block(&v2(blosc(5, 16384))), 16384);
+        let lz4 = serde_json::json!({"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0});
+        assert_eq!(smallest_blosc_block(&v2(lz4)), 128 * 1024);
+        let other = serde_json::json!({"id": "blosc", "cname": "snappy", "clevel": 1, "shuffle": 1, "blocksize": 0});
+        assert_eq!(smallest_blosc_block(&v2(other)), 32 * 1024);
         let v3 = serde_json::json!({"codecs": [
             {"name": "bytes", "configuration": {"endian": "little"}},
             {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 0, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},

@@ -307,7 +307,7 @@ pub fn plan_reads(requests: &[ReadRequest<'_>]) -> ReadPlan {
         let chunk_bytes = job.array.chunk_shape().iter().product::<u64>() * itemsize;
         plan.chunks += 1;
         match crate::fetch::plan(job.array, &job.chunk, &job.parts) {
-            FetchPlan::Whole => {
+            FetchPlan::Whole | FetchPlan::WholeBlosc { .. } => {
                 plan.first_requests += 1;
                 plan.bytes_decoded += chunk_bytes;
                 plan.bytes_fetched += chunk_bytes;
@@ -652,14 +652,21 @@ impl From<CodecError> for ShardReadError {
 
 /// zarrs' partial decoder of one shard; its index and every byte range it reads are checked
 /// first when fastzarr knows the index's layout.
+/// The decoder and, where fastzarr knows the index's layout, its checked input (which counts
+/// the byte ranges read).
+type ShardDecoder = (
+    Arc<dyn ArrayPartialDecoderTraits>,
+    Option<Arc<CheckedShardInput>>,
+);
+
 fn shard_decoder(
     array: &ArrayHandle,
     chunk: &[u64],
     options: &CodecOptions,
-) -> std::result::Result<Arc<dyn ArrayPartialDecoderTraits>, zarrs::array::ArrayError> {
+) -> std::result::Result<ShardDecoder, zarrs::array::ArrayError> {
     let zarray = array.zarrs();
     let Some(layout) = array.shard_layout() else {
-        return zarray.partial_decoder_opt(chunk, options);
+        return Ok((zarray.partial_decoder_opt(chunk, options)?, None));
     };
     // The store's own key: zarrs' may be relative to a view of the store (`__`-prefixed names).
     let key = zarrs::storage::StoreKey::new(array.chunk_key(chunk))
@@ -677,13 +684,14 @@ fn shard_decoder(
         layout.clone(),
         shard_len,
     ));
-    Ok(zarray.codecs().partial_decoder(
-        input,
+    let decoder = zarray.codecs().partial_decoder(
+        input.clone(),
         &zarray.chunk_shape(chunk)?,
         zarray.data_type(),
         zarray.fill_value(),
         options,
-    )?)
+    )?;
+    Ok((decoder, Some(input)))
 }
 
 /// Reads each part of a shard through zarrs' sharding partial decoder: the shard index
@@ -695,14 +703,15 @@ fn decode_shard_parts(
 ) -> std::result::Result<(), ShardReadError> {
     let array = job.array;
     let itemsize = array.dtype().itemsize;
-    let decoder = shard_decoder(array, &job.chunk, context.options).map_err(|e| match e {
-        zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
-        other => ShardReadError::Other(
-            array
-                .store()
-                .storage_error(array.chunk_key(&job.chunk).as_str(), other),
-        ),
-    })?;
+    let (decoder, input) =
+        shard_decoder(array, &job.chunk, context.options).map_err(|e| match e {
+            zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
+            other => ShardReadError::Other(
+                array
+                    .store()
+                    .storage_error(array.chunk_key(&job.chunk).as_str(), other),
+            ),
+        })?;
     context.counters.fetched(started, Some(0), 0);
     let decode_started = Instant::now();
     let mut decoded_bytes = 0;
@@ -740,6 +749,10 @@ fn decode_shard_parts(
         };
         let target = &context.targets[*t];
         scatter(&decoded, part, context.output_of(target), target, itemsize);
+    }
+    if let Some(input) = input {
+        let (requests, bytes) = input.read_so_far();
+        context.counters.read_more(requests, bytes);
     }
     context
         .counters

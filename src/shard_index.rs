@@ -8,6 +8,7 @@
 //! index is a corrupt chunk.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -241,6 +242,9 @@ pub struct CheckedShardInput {
     layout: ShardLayout,
     /// The shard's size, when it costs nothing to know (a local file).
     shard_len: Option<u64>,
+    /// Byte ranges read and bytes they held, for the read's statistics.
+    ranges_read: AtomicU64,
+    bytes_read: AtomicU64,
 }
 
 impl CheckedShardInput {
@@ -253,7 +257,17 @@ impl CheckedShardInput {
             input,
             layout,
             shard_len,
+            ranges_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
         }
+    }
+
+    /// The byte ranges read so far (each one request to a remote store) and their bytes.
+    pub fn read_so_far(&self) -> (u64, u64) {
+        (
+            self.ranges_read.load(Ordering::Relaxed),
+            self.bytes_read.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -277,12 +291,16 @@ impl BytesPartialDecoderTraits for CheckedShardInput {
                 .check_range(range, self.shard_len)
                 .map_err(CodecError::Other)?;
         }
+        self.ranges_read
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let Some(parts) = self
             .input
             .partial_decode_many(Box::new(ranges.clone().into_iter()), options)?
         else {
             return Ok(None);
         };
+        let bytes: usize = parts.iter().map(|p| p.len()).sum();
+        self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
         if let ([range], [index]) = (ranges.as_slice(), parts.as_slice()) {
             if *range == self.layout.index_range() {
                 self.layout

@@ -81,6 +81,12 @@ impl ReadCounters {
         }
     }
 
+    /// Requests and bytes read after a chunk's fetch was counted (a shard read part by part).
+    pub fn read_more(&self, requests: u64, bytes: u64) {
+        add(&self.requests, requests);
+        add(&self.bytes_read, bytes);
+    }
+
     pub fn decoded(&self, started: Instant, bytes: u64, partial: bool) {
         add(&self.decode_ns, nanos_since(started));
         add(&self.bytes_decoded, bytes);

@@ -241,8 +241,13 @@ impl Store {
 
     /// Reads a whole key without blocking a thread (local files are read in place).
     pub async fn get_async(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_tagged_async(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    /// Reads a whole key and its `ETag` (remote stores whose server sends one).
+    pub async fn get_tagged_async(&self, key: &str) -> Result<Option<(Bytes, Option<String>)>> {
         let Backend::Object(store) = &self.backend else {
-            return self.get(key);
+            return Ok(self.get(key)?.map(|bytes| (bytes, None)));
         };
         let location = ObjectPath::from(key);
         self.request(key, || async {
@@ -251,13 +256,14 @@ impl Store {
                 .await
                 .map_err(Failed::Request)?;
             let expected = result.meta.size;
-            let retried = result.meta.e_tag.is_some();
+            let e_tag = result.meta.e_tag.clone();
+            let retried = e_tag.is_some();
             let bytes = result
                 .bytes()
                 .await
                 .map_err(|error| Failed::Body { error, retried })?;
             check_length(bytes.len() as u64, expected)?;
-            Ok(bytes)
+            Ok((bytes, e_tag))
         })
         .await
     }

@@ -446,6 +446,23 @@ def test_distributed_client(v2: list[str], tmp_path: Path, client: Any) -> None:
     xr.testing.assert_identical(got, expected(conflicting_paths, points))
 
 
+def test_distributed_client_shares_one_store_among_the_workers(v2: list[str], client: Any) -> None:
+    """One source and two workers: each worker reads a share of the store's variables (its chunks),
+    and the result is the single-pass one, variables in the same order."""
+    from distributed import get_task_stream  # noqa: PLC0415
+
+    points = {"lat": [10.0, -90.0], "lon": [0.0, 200.0]}
+    with get_task_stream(client) as stream:
+        got, report = extract_quiet(v2[0], points=points, client=client, return_report=True)
+    local, local_report = extract_quiet(v2[0], points=points, return_report=True)
+    xr.testing.assert_identical(got, local)
+    assert list(got.data_vars) == list(local.data_vars)
+    assert report.chunks == local_report.chunks
+    tasks = [t for t in stream.data if "read_source_task" in t["key"]]
+    assert len(tasks) == 2
+    assert len({t["worker"] for t in tasks}) >= 1
+
+
 def test_dataarray_points_keep_their_coords(v2: list[str]) -> None:
     station = {"station": ["a", "b"]}
     points = {

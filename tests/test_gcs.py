@@ -77,14 +77,15 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     big = root / "big.zarr"
     arr = zarr.create_array(
         store=str(big),
-        shape=(2, 128, 256),
-        chunks=(1, 128, 256),
+        shape=(2, 256, 512),
+        chunks=(1, 256, 512),
         dtype="float32",
         compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=8192),
         zarr_format=2,
         fill_value=0.0,
     )
-    arr[:] = rng.standard_normal((2, 128, 256)).astype("float32")
+    # 512 kB chunks: a point's block saves enough of one to be worth reading in part.
+    arr[:] = rng.standard_normal((2, 256, 512)).astype("float32")
     sharded = root / "sharded.zarr"
     shards = zarr.create_array(
         store=str(sharded),

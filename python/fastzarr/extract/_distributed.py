@@ -1,5 +1,10 @@
-"""Extraction on a dask.distributed cluster: one task per source, which opens, reads and decodes
-it on a worker, the results gathered here.
+"""Extraction on a dask.distributed cluster: tasks that each open one source, read and decode a
+share of its variables on a worker, the results gathered here.
+
+With fewer sources than workers, a source's variables are split into contiguous shares so that
+every worker reads some of its chunks: a single store of thousands of variables (a batch store
+of an archive) is read by the whole cluster, not by one worker. The shares of a source are merged
+back in the order of its variables.
 
 Kept apart because what crosses to the workers must be picklable by reference (a module-level
 task function, the `Job`, the `Done` it returns), and ``distributed`` is imported only when a
@@ -9,8 +14,11 @@ client is given.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import time
 from typing import Any
+
+import xarray as xr
 
 from fastzarr import _core
 from fastzarr.extract._assembly import Done, read_decoded
@@ -28,11 +36,52 @@ def _read_source_task(source: str, job: Job, remaining: float | None) -> Done:
     return read_decoded([opened], job, progress=False, deadline=deadline)
 
 
+def _workers(client: Any) -> int:
+    """The cluster's workers now (at least 1)."""
+    try:
+        return max(1, len(client.scheduler_info().get("workers", {})))
+    except Exception:  # a client without scheduler information: one task per source
+        return 1
+
+
+def _shares(names: list[str], count: int) -> list[list[str]]:
+    """``names`` in ``count`` contiguous shares of nearly equal length (fewer if there are fewer
+    names), in order."""
+    count = max(1, min(count, len(names)))
+    size, extra = divmod(len(names), count)
+    out, start = [], 0
+    for k in range(count):
+        stop = start + size + (k < extra)
+        out.append(names[start:stop])
+        start = stop
+    return out
+
+
+def _merge(parts: list[xr.Dataset]) -> xr.Dataset:
+    """The shares of one source's selection as one dataset, variables in the shares' order."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = xr.merge(parts, compat="identical", join="exact", combine_attrs="override")
+    order = [n for p in parts for n in p.data_vars]
+    return merged[order]
+
+
 def read_distributed(client: Any, opened: list[Opened], job: Job, deadline: float | None) -> Done:
-    """Reads each source in its own task on the cluster and gathers the decoded selections."""
+    """Reads the sources' variables in tasks on the cluster (each source split into as many shares
+    of its variables as there are workers per source) and gathers the decoded selections."""
     start = time.perf_counter()
     remaining = None if deadline is None else max(deadline - start, 0.0)
-    futures = [client.submit(_read_source_task, o.name, job, remaining, pure=False) for o in opened]
+    per_source = -(-_workers(client) // max(len(opened), 1))
+    tasks = [
+        (i, dataclasses.replace(job, names=share))
+        for i, o in enumerate(opened)
+        # A source holding none of the variables still answers (with `missing="fill"`).
+        for share in _shares([n for n in job.names if n in o.stored] or job.names, per_source)
+    ]
+    futures = [
+        client.submit(_read_source_task, opened[i].name, share_job, remaining, pure=False)
+        for i, share_job in tasks
+    ]
     try:
         if remaining is not None:
             from distributed import wait  # noqa: PLC0415
@@ -48,4 +97,8 @@ def read_distributed(client: Any, opened: list[Opened], job: Job, deadline: floa
         for key, value in d.totals.items():
             totals[key] = totals.get(key, 0) + value
     plan = max((d.plan_seconds for d in done), default=0.0)
-    return Done([d.parts[0] for d in done], totals, sum(d.batches for d in done), plan, decoded=True)
+    by_source: list[list[xr.Dataset]] = [[] for _ in opened]
+    for (i, _), d in zip(tasks, done, strict=True):
+        by_source[i].append(d.parts[0])
+    parts = [_merge(p) for p in by_source]
+    return Done(parts, totals, sum(d.batches for d in done), plan, decoded=True)
