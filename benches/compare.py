@@ -160,7 +160,7 @@ DATASET_TITLES = {
     "points/batches": "Points: seed-like batch stores",
     "points/small-vars": "Points: thousands of small variables",
     "points/era5": "Points: ERA5-like, one 721 x 1440 field per chunk",
-    "points/archive": "Points at archive scale: 2 stores x 20 variables x 24 steps, one 181 x 360 field per chunk",
+    "points/archive": "Points at archive scale: 2 stores x 20 variables x 24 steps, 181 x 360 chunks",
     "cache": "Cache and writer (extract_points of 64 points from the batch stores; to_zarr of one store)",
 }
 
