@@ -1260,9 +1260,11 @@ def run_latency_suite(size: str, args: argparse.Namespace) -> str:
 
 
 def write_latency_section(section: str) -> None:
-    """Puts the latency section into RESULTS.md, replacing the previous one (or appending)."""
+    """Puts the latency section into RESULTS.md, replacing the previous one at the same latency
+    (or appending: each latency has its own section)."""
     text = RESULTS_PATH.read_text() if RESULTS_PATH.exists() else "# fastzarr vs peers\n"
-    RESULTS_PATH.write_text(latency.replace_section(text, section))
+    heading = section.split("\n", 1)[0]
+    RESULTS_PATH.write_text(latency.replace_section(text, section, prefix=heading))
     print(f"\nupdated the latency section of {RESULTS_PATH}")
 
 
