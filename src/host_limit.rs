@@ -2,13 +2,12 @@
 //!
 //! A point's series from an archive is thousands of small requests, and the number that can
 //! be in flight at once, not bandwidth, sets the time of a run at 20-100 ms per request. So a
-//! host starts with many ([`START`]) and, while it keeps up, gets more: until it first pushes
-//! back, one more per request answered with the limit reached (the limit doubles each round
-//! trip), after that one more per limit's worth of answers (one per round trip). A refusal
-//! ("slow down", HTTP 429 or 503) brings the limit down to the other requests then out, so a
-//! burst of refusals settles it near what the host serves at once; a timeout halves it, at
-//! most once per typical request duration. `set_io_concurrency` stays the cap of every host's
-//! limit and of all requests together.
+//! host starts with many ([`START`]) and, while it keeps up, gets one more each time a whole
+//! limit's worth of requests completed with the limit reached (one more per round trip). A
+//! refusal ("slow down", HTTP 429 or 503) brings the limit down to the other requests then
+//! out, so a burst of refusals settles it near what the host serves at once; a timeout halves
+//! it, at most once per typical request duration. `set_io_concurrency` stays the cap of every
+//! host's limit and of all requests together.
 //!
 //! One [`HostLimit`] per host (scheme, host and port; for S3-like URLs the bucket), kept with
 //! the I/O runtime so that a forked child starts afresh with its own.
@@ -143,14 +142,7 @@ impl HostLimit {
         }
         if at_limit && took.is_some() {
             state.completed_at_limit += 1;
-            // Until the host first pushes back, one more per answer at the limit (the limit
-            // doubles each round trip, as TCP's slow start); after, one more per round trip.
-            let step = if state.slow_downs == 0 {
-                1
-            } else {
-                state.limit
-            };
-            if state.completed_at_limit >= step {
+            if state.completed_at_limit >= state.limit {
                 state.completed_at_limit = 0;
                 state.limit += 1;
                 self.freed.notify_one();
@@ -224,28 +216,6 @@ mod tests {
         // The cap bounds it.
         block_on(async { drop(host.acquire(2).await) });
         assert_eq!(host.limit(), 2);
-    }
-
-    #[test]
-    fn grows_one_per_answer_until_the_host_pushes_back_then_one_per_round_trip() {
-        let host = HostLimit::new(1024);
-        block_on(async {
-            let mut slots: Vec<_> =
-                futures::future::join_all((0..START).map(|_| host.acquire(1024))).await;
-            for _ in 0..10 {
-                drop(slots.pop()); // answered at the limit: room for two
-                slots.push(host.acquire(1024).await);
-                slots.push(host.acquire(1024).await);
-            }
-            assert_eq!(host.limit(), START + 10);
-            slots.pop().unwrap().refused();
-            let limit = host.limit();
-            for _ in 0..10 {
-                drop(slots.pop());
-                slots.push(host.acquire(1024).await);
-            }
-            assert_eq!(host.limit(), limit); // now one per limit's worth of answers
-        });
     }
 
     #[test]
