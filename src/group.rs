@@ -9,7 +9,7 @@ use zarrs::metadata::ArrayMetadata;
 
 use crate::array::ArrayHandle;
 use crate::errors::{Error, Result};
-use crate::metadata::{read_node, GroupNode, Node};
+use crate::metadata::{read_member_node, read_node, GroupNode, Node};
 use crate::store::{join, StorageOptions, Store};
 
 /// What a group holds; shared, so that a member can be opened on another thread.
@@ -72,7 +72,7 @@ impl GroupState {
         let node = match (&self.node.consolidated, name.split_once('/')) {
             (Some(entries), _) => entries.get(&name).cloned().ok_or_else(not_found)?,
             (None, None) => self.members.get(&name).cloned().ok_or_else(not_found)?,
-            (None, Some(_)) => read_node(&self.store, &join(&self.path, &name))?,
+            (None, Some(_)) => read_member_node(&self.store, &join(&self.path, &name))?,
         };
         let path = join(&self.path, &name);
         Ok(match node {
@@ -278,7 +278,7 @@ fn list_members(store: &Store, path: &str) -> Result<BTreeMap<String, Node>> {
         Ok(names
             .into_par_iter()
             .map(|name| {
-                let node = read_node(store, &join(path, &name));
+                let node = read_member_node(store, &join(path, &name));
                 (name, node)
             })
             .collect())

@@ -117,15 +117,24 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn node(&self, path: &str) -> Result<Node> {
-        // Remotely, both formats' documents are asked for in one round trip: a v2 store then
-        // opens in one round instead of two, for four small requests more to a v3 one.
-        let keys = ["zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"]
-            .map(|name| join(path, name));
-        self.prefetch(&keys)?;
+    /// The node at `path`. `opened`: the node a caller opens, whose format is not known yet:
+    /// remotely, both formats' documents are then asked for in one round trip (a v2 store opens
+    /// in one round instead of two, for four small requests more to a v3 one). A group's
+    /// members are read v3 first, as their format is their group's.
+    fn node(&self, path: &str, opened: bool) -> Result<Node> {
+        if opened {
+            let keys = ["zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"]
+                .map(|name| join(path, name));
+            self.prefetch(&keys)?;
+        }
         let v3_key = join(path, "zarr.json");
         if let Some(value) = self.json(&v3_key)? {
             return self.v3_node(&v3_key, value, true);
+        }
+        if !opened {
+            let v2_keys =
+                [".zarray", ".zgroup", ".zattrs", ".zmetadata"].map(|name| join(path, name));
+            self.prefetch(&v2_keys)?;
         }
         let v2_array_key = join(path, ".zarray");
         if let Some(value) = self.json(&v2_array_key)? {
@@ -445,13 +454,22 @@ pub fn checked_member_path(path: &str) -> Option<String> {
     valid.then(|| trimmed.to_string())
 }
 
-/// Reads the metadata of the node at `path` ("" is the store root).
+/// Reads the metadata of the node at `path` ("" is the store root), opened by a caller.
 pub fn read_node(store: &Store, path: &str) -> Result<Node> {
     Reader {
         store,
         fetched: RefCell::new(BTreeMap::new()),
     }
-    .node(path)
+    .node(path, true)
+}
+
+/// Reads the metadata of the member at `path` of a group read before (see `Reader::node`).
+pub fn read_member_node(store: &Store, path: &str) -> Result<Node> {
+    Reader {
+        store,
+        fetched: RefCell::new(BTreeMap::new()),
+    }
+    .node(path, false)
 }
 
 #[cfg(test)]

@@ -541,24 +541,24 @@ def test_http_reads_equal_local(local: dict[str, Path], web: dict[str, Any]) -> 
 
 
 def test_remote_opens_overlap_their_requests(local: dict[str, Path], web: dict[str, Any]) -> None:
-    """Over object storage every wait is a round trip: a v2 group's possible documents are asked
-    for at once, the dimension coordinates are read in one pass, and extract_points opens all
-    its sources at once and reads the other sources' coordinates in one pass."""
+    """Over object storage every wait is a round trip: an opened node's possible documents, v3
+    and v2, are asked for at once, the dimension coordinates are read in one pass, and
+    extract_points opens all its sources at once and reads the other sources' coordinates in
+    one pass."""
     state: _State = web["state"]
     state.delay = 0.2  # every request takes a while, so overlapping ones are seen overlapping
     names = [local["batch0"].name, local["batch1"].name]
-    documents = [f"/{n}/{d}" for n in names for d in (".zarray", ".zgroup", ".zattrs", ".zmetadata")]
+    kinds = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+    documents = [f"/{n}/{d}" for n in names for d in kinds]
     state.reset()
     ds = fz.open_zarr(f"{web['base']}/{names[0]}", chunks=None)
-    assert state.in_flight_together(documents[:4])
+    assert state.in_flight_together(documents[:5])
     coords = [f"/{names[0]}/{d}/0" for d in ds.dims]
     assert state.in_flight_together(coords)
     state.reset()
     urls = [f"{web['base']}/{n}" for n in names]
     got = fz.extract_points(urls, points={"lat": 10.0, "lon": 20.0}, duplicates="keep")
-    assert state.in_flight_together([f"/{n}/zarr.json" for n in names])  # both sources at once
-    assert state.in_flight_together(documents[:4])
-    assert state.in_flight_together(documents[4:])
+    assert state.in_flight_together(documents)  # both sources, both formats, at once
     assert state.in_flight_together([f"/{names[1]}/{d}/0" for d in ds.dims])
     expected = fz.extract_points(
         [local["batch0"], local["batch1"]], points={"lat": 10.0, "lon": 20.0}, duplicates="keep"
