@@ -232,11 +232,7 @@ fn parse_head(
         Ok(header) if header.blocksize > 0 && header.typesize > 0 => header,
         _ => return None,
     };
-    let table_end = if header.memcpyed() {
-        HEADER_LEN
-    } else {
-        HEADER_LEN + 4 * header.nblocks()
-    };
+    let table_end = table_end(&header);
     (table_end <= size).then_some(Head {
         bytes,
         size,
@@ -255,11 +251,7 @@ fn remember_table(store: &Store, key: &str, bytes: &[u8], chunk_bytes: usize, e_
     let Ok(header) = BloscHeader::parse(bytes, chunk_bytes) else {
         return;
     };
-    let table_end = if header.memcpyed() {
-        HEADER_LEN
-    } else {
-        HEADER_LEN + 4 * header.nblocks()
-    };
+    let table_end = table_end(&header);
     if header.nblocks() < 2 || table_end > bytes.len() {
         return; // one block: nothing to read in part
     }
@@ -272,6 +264,30 @@ fn remember_table(store: &Store, key: &str, bytes: &[u8], chunk_bytes: usize, e_
             e_tag,
         },
     );
+}
+
+/// Where a chunk's block table ends: right after the header for a chunk stored uncompressed.
+fn table_end(header: &BloscHeader) -> usize {
+    if header.memcpyed() {
+        HEADER_LEN
+    } else {
+        HEADER_LEN + 4 * header.nblocks()
+    }
+}
+
+/// The remembered header and table of the chunk `key`, if any (remote stores serving ranges).
+fn recalled_head(store: &Store, key: &str, chunk_bytes: usize) -> Option<Head> {
+    if !store.is_remote() || store.ranges_unsupported() {
+        return None;
+    }
+    let known = block_tables::recall(store.url(), key)?;
+    let size = usize::try_from(known.size).ok()?;
+    parse_head(
+        known.head.clone(),
+        size,
+        chunk_bytes,
+        Some(known.e_tag.clone()),
+    )
 }
 
 /// A strong `ETag`, the only kind `If-Match` compares.
@@ -423,12 +439,7 @@ pub fn remembered_spans(
     chunk_bytes: usize,
     ranges: &[(usize, usize)],
 ) -> Option<(Vec<(u64, u64)>, u64)> {
-    if !store.is_remote() || store.ranges_unsupported() {
-        return None;
-    }
-    let known = block_tables::recall(store.url(), key)?;
-    let size = usize::try_from(known.size).ok()?;
-    let head = parse_head(known.head.clone(), size, chunk_bytes, None)?;
+    let head = recalled_head(store, key, chunk_bytes)?;
     let blocks = crate::blosc::ranges::blocks_touched(ranges, head.header.blocksize);
     let decoded = (blocks.len() * head.header.blocksize).min(chunk_bytes) as u64;
     Some((block_spans(&head, ranges)?, decoded))
@@ -449,24 +460,12 @@ async fn fetch_blosc_blocks(
 ) -> Result<FetchOutcome> {
     let remembering = store.is_remote() && !store.ranges_unsupported();
     let mut spent = Cost::default();
-    if remembering {
-        if let Some(known) = block_tables::recall(store.url(), key) {
-            let head = usize::try_from(known.size).ok().and_then(|size| {
-                parse_head(
-                    known.head.clone(),
-                    size,
-                    chunk_bytes,
-                    Some(known.e_tag.clone()),
-                )
-            });
-            if let Some(head) = head {
-                match fetch_blocks(store, key, head, Cost::default(), ranges).await? {
-                    Blocks::Done(outcome) => return Ok(outcome),
-                    Blocks::Changed(cost) => spent = cost,
-                }
-            }
-            block_tables::forget(store.url(), key);
+    if let Some(head) = recalled_head(store, key, chunk_bytes) {
+        match fetch_blocks(store, key, head, Cost::default(), ranges).await? {
+            Blocks::Done(outcome) => return Ok(outcome),
+            Blocks::Changed(cost) => spent = cost,
         }
+        block_tables::forget(store.url(), key);
     }
     let (head, cost) = match fetch_head(store, key, chunk_bytes).await? {
         FirstRead::Done(outcome) => return Ok(spent.plus(outcome)),
