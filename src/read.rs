@@ -659,9 +659,59 @@ type ShardDecoder = (
     Option<Arc<CheckedShardInput>>,
 );
 
+/// The index entries (C order of the inner chunk grid) of the inner chunks under `parts` of
+/// the shard of `shard_shape`; empty when there are too many to list.
+fn inner_chunks_under(
+    shard_shape: &[u64],
+    inner_shape: &[u64],
+    parts: &[(usize, ChunkPart)],
+) -> Vec<u64> {
+    const MAX: usize = 65_536;
+    if inner_shape.len() != shard_shape.len() || inner_shape.contains(&0) {
+        return Vec::new();
+    }
+    let grid: Vec<u64> = shard_shape
+        .iter()
+        .zip(inner_shape)
+        .map(|(&s, &n)| s.div_ceil(n))
+        .collect();
+    let mut wanted = Vec::new();
+    for (_, part) in parts {
+        // Each axis's first and last inner chunk under the part.
+        let axes: Option<Vec<(u64, u64)>> = part
+            .region_start
+            .iter()
+            .zip(&part.region_shape)
+            .zip(inner_shape)
+            .map(|((&start, &len), &n)| (len > 0).then(|| (start / n, (start + len - 1) / n)))
+            .collect();
+        let Some(axes) = axes else { continue };
+        let mut at: Vec<u64> = axes.iter().map(|a| a.0).collect();
+        'boxes: loop {
+            wanted.push(at.iter().zip(&grid).fold(0u64, |acc, (&i, &g)| acc * g + i));
+            if wanted.len() > MAX {
+                return Vec::new();
+            }
+            // The next inner chunk of the box, last axis fastest.
+            for axis in (0..at.len()).rev() {
+                if at[axis] < axes[axis].1 {
+                    at[axis] += 1;
+                    continue 'boxes;
+                }
+                at[axis] = axes[axis].0;
+            }
+            break;
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted
+}
+
 fn shard_decoder(
     array: &ArrayHandle,
     chunk: &[u64],
+    parts: &[(usize, ChunkPart)],
     options: &CodecOptions,
 ) -> std::result::Result<ShardDecoder, zarrs::array::ArrayError> {
     let zarray = array.zarrs();
@@ -679,10 +729,16 @@ fn shard_decoder(
     } else {
         storage.size_key(&key)?
     };
+    let shard_shape: Vec<u64> = zarray.chunk_shape(chunk)?.iter().map(|n| n.get()).collect();
+    let wanted = array
+        .inner_chunk_shape()
+        .map(|inner| inner_chunks_under(&shard_shape, &inner, parts))
+        .unwrap_or_default();
     let input = Arc::new(CheckedShardInput::new(
         Arc::new(StoragePartialDecoder::new(storage, key)),
         layout.clone(),
         shard_len,
+        wanted,
     ));
     let decoder = zarray.codecs().partial_decoder(
         input.clone(),
@@ -704,7 +760,7 @@ fn decode_shard_parts(
     let array = job.array;
     let itemsize = array.dtype().itemsize;
     let (decoder, input) =
-        shard_decoder(array, &job.chunk, context.options).map_err(|e| match e {
+        shard_decoder(array, &job.chunk, &job.parts, context.options).map_err(|e| match e {
             zarrs::array::ArrayError::CodecError(e) => ShardReadError::Codec(e),
             other => ShardReadError::Other(
                 array
@@ -1257,4 +1313,40 @@ fn decode_partially(
             options,
         )?
         .partial_decode_into(&region, target, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inner_chunks_under;
+    use crate::plan::ChunkPart;
+
+    fn part(start: &[u64], shape: &[u64]) -> (usize, ChunkPart) {
+        (
+            0,
+            ChunkPart {
+                chunk: start.iter().map(|_| 0).collect(),
+                region_start: start.iter().copied().collect(),
+                region_shape: shape.iter().copied().collect(),
+                placements: smallvec::SmallVec::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn inner_chunks_under_boxes_in_index_order() {
+        // A 4 x 6 grid of 16 x 16 inner chunks.
+        let wanted = inner_chunks_under(&[64, 96], &[16, 16], &[part(&[0, 0], &[32, 48])]);
+        assert_eq!(wanted, vec![0, 1, 2, 6, 7, 8]);
+        // Two boxes sharing a chunk; an empty one adds nothing; a partial last chunk counts.
+        let parts = [
+            part(&[40, 90], &[1, 6]),
+            part(&[40, 80], &[20, 2]),
+            part(&[3, 3], &[0, 5]),
+        ];
+        assert_eq!(
+            inner_chunks_under(&[64, 96], &[16, 16], &parts),
+            vec![17, 23]
+        );
+        assert!(inner_chunks_under(&[64], &[16, 16], &parts).is_empty());
+    }
 }

@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
 
 use serde_json::Value;
 use zarrs::array::{ArrayBytesRaw, BytesPartialDecoderTraits, CodecError, CodecOptions};
@@ -150,16 +152,7 @@ impl ShardLayout {
             (Some(len), false) => (self.index_bytes, len),
             (None, _) => (0, u64::MAX),
         };
-        let number = |bytes: &[u8]| {
-            let bytes: [u8; 8] = bytes.try_into().expect("8-byte slice");
-            if self.little_endian {
-                u64::from_le_bytes(bytes)
-            } else {
-                u64::from_be_bytes(bytes)
-            }
-        };
-        for (i, entry) in index.chunks_exact(ENTRY_BYTES as usize).enumerate() {
-            let (offset, length) = (number(&entry[..8]), number(&entry[8..]));
+        for (i, (offset, length)) in self.entries_of(index).enumerate() {
             if offset == MISSING && length == MISSING {
                 continue;
             }
@@ -178,6 +171,23 @@ impl ShardLayout {
             }
         }
         Ok(())
+    }
+
+    /// The `(offset, length)` of every inner chunk in an encoded `index`, in index order.
+    fn entries_of<'a>(&self, index: &'a [u8]) -> impl Iterator<Item = (u64, u64)> + 'a {
+        let little = self.little_endian;
+        let number = move |bytes: &[u8]| {
+            let bytes: [u8; 8] = bytes.try_into().expect("8-byte slice");
+            if little {
+                u64::from_le_bytes(bytes)
+            } else {
+                u64::from_be_bytes(bytes)
+            }
+        };
+        index
+            .chunks_exact(ENTRY_BYTES as usize)
+            .take(usize::try_from(self.entries).unwrap_or(usize::MAX))
+            .map(move |entry| (number(&entry[..8]), number(&entry[8..])))
     }
 
     /// Checks a byte range zarrs asks of a shard of `shard_len` bytes (when known): no
@@ -245,13 +255,46 @@ pub struct CheckedShardInput {
     /// Byte ranges read and bytes they held, for the read's statistics.
     ranges_read: AtomicU64,
     bytes_read: AtomicU64,
+    /// The index entries of the inner chunks the read will ask for, when known: once the index
+    /// is read, their bytes are fetched at once, neighbours coalesced (see [`COALESCE_GAP`]).
+    wanted: Vec<u64>,
+    /// Spans of the shard fetched ahead: `(start, bytes)`.
+    fetched: Mutex<Vec<(u64, Bytes)>>,
+}
+
+/// Inner chunks of a shard closer than this are fetched by one request (zarr-python's
+/// `sharding_coalesce_max_gap_bytes` plays the same part); a remote partial read of a blosc
+/// chunk is taken for a saving of the same size.
+pub const COALESCE_GAP: u64 = 256 * 1024;
+/// The most bytes one coalesced request of a shard asks for.
+const COALESCE_MAX: u64 = 64 << 20;
+
+/// `ranges` (`(start, end)`, sorted by start) merged where the gap between two is at most
+/// `COALESCE_GAP` and the merged one stays within `COALESCE_MAX`.
+fn coalesce(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for &(start, end) in ranges {
+        match merged.last_mut() {
+            Some(last)
+                if start <= last.1.saturating_add(COALESCE_GAP)
+                    && end.max(last.1) - last.0 <= COALESCE_MAX =>
+            {
+                last.1 = last.1.max(end);
+            }
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
 }
 
 impl CheckedShardInput {
+    /// `wanted`: the index entries (C order of the inner chunk grid) of the inner chunks the
+    /// read will ask for, to fetch them together; empty to fetch each when asked.
     pub fn new(
         input: Arc<dyn BytesPartialDecoderTraits>,
         layout: ShardLayout,
         shard_len: Option<u64>,
+        wanted: Vec<u64>,
     ) -> Self {
         Self {
             input,
@@ -259,7 +302,65 @@ impl CheckedShardInput {
             shard_len,
             ranges_read: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            wanted,
+            fetched: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Fetches the wanted inner chunks of a checked `index` at once, coalesced, when that
+    /// takes fewer requests than one each.
+    fn fetch_wanted(&self, index: &[u8], options: &CodecOptions) -> Result<(), CodecError> {
+        if self.wanted.len() < 2 {
+            return Ok(());
+        }
+        let entries: Vec<(u64, u64)> = self.layout.entries_of(index).collect();
+        let mut spans: Vec<(u64, u64)> = self
+            .wanted
+            .iter()
+            .filter_map(|&i| entries.get(usize::try_from(i).ok()?).copied())
+            .filter(|&(offset, length)| !(offset == MISSING && length == MISSING))
+            .map(|(offset, length)| (offset, offset + length))
+            .collect();
+        spans.sort_unstable();
+        spans.dedup();
+        let merged = coalesce(&spans);
+        if merged.len() >= spans.len() {
+            return Ok(()); // nothing to gain: each is asked for when zarrs wants it
+        }
+        let ranges = merged
+            .iter()
+            .map(|&(start, end)| ByteRange::FromStart(start, Some(end - start)));
+        let Some(parts) = self.input.partial_decode_many(Box::new(ranges), options)? else {
+            return Ok(());
+        };
+        self.ranges_read
+            .fetch_add(merged.len() as u64, Ordering::Relaxed);
+        let mut fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+        for (&(start, end), part) in merged.iter().zip(parts) {
+            if part.len() as u64 != end - start {
+                return Err(CodecError::Other(format!(
+                    "bytes {start}..{end} of the shard came back as {} bytes",
+                    part.len()
+                )));
+            }
+            self.bytes_read
+                .fetch_add(part.len() as u64, Ordering::Relaxed);
+            fetched.push((start, Bytes::from(part.into_owned())));
+        }
+        Ok(())
+    }
+
+    /// `range` from the spans fetched ahead, if one holds all of it.
+    fn prefetched(&self, range: &ByteRange) -> Option<Vec<u8>> {
+        let ByteRange::FromStart(offset, Some(length)) = *range else {
+            return None;
+        };
+        let fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+        fetched.iter().find_map(|(start, bytes)| {
+            let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
+            let to = from.checked_add(usize::try_from(length).ok()?)?;
+            bytes.get(from..to).map(<[u8]>::to_vec)
+        })
     }
 
     /// The byte ranges read so far (each one request to a remote store) and their bytes.
@@ -291,6 +392,10 @@ impl BytesPartialDecoderTraits for CheckedShardInput {
                 .check_range(range, self.shard_len)
                 .map_err(CodecError::Other)?;
         }
+        let ahead: Option<Vec<Vec<u8>>> = ranges.iter().map(|r| self.prefetched(r)).collect();
+        if let Some(parts) = ahead {
+            return Ok(Some(parts.into_iter().map(Cow::Owned).collect()));
+        }
         self.ranges_read
             .fetch_add(ranges.len() as u64, Ordering::Relaxed);
         let Some(parts) = self
@@ -306,6 +411,7 @@ impl BytesPartialDecoderTraits for CheckedShardInput {
                 self.layout
                     .check_index(index, self.shard_len)
                     .map_err(CodecError::Other)?;
+                self.fetch_wanted(index, options)?;
             }
         }
         Ok(Some(
@@ -324,6 +430,25 @@ impl BytesPartialDecoderTraits for CheckedShardInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalesce_merges_within_the_gap_and_the_size() {
+        let gap = COALESCE_GAP;
+        assert_eq!(
+            coalesce(&[(0, 10), (10, 20), (20 + gap, 40 + gap)]),
+            vec![(0, 40 + gap)]
+        );
+        assert_eq!(
+            coalesce(&[(0, 10), (11 + gap, 20 + gap)]),
+            vec![(0, 10), (11 + gap, 20 + gap)]
+        );
+        let big = COALESCE_MAX - 5;
+        assert_eq!(
+            coalesce(&[(0, big), (big, big + 10)]),
+            vec![(0, big), (big, big + 10)]
+        );
+        assert!(coalesce(&[]).is_empty());
+    }
 
     fn layout(at_end: bool) -> ShardLayout {
         let metadata = serde_json::json!({"codecs": [{"name": "sharding_indexed", "configuration": {

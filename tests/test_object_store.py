@@ -672,6 +672,29 @@ def test_sharded_point_reads_only_the_inner_chunks_needed(
     np.testing.assert_array_equal(pts, expected[:, [0, 127], [5, 100]])
 
 
+def test_sharded_box_reads_coalesce_neighbouring_inner_chunks(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """A box over 6 inner chunks of a shard read in place: the shard index, then the 6 inner
+    chunks' bytes in one coalesced request (they lie within 256 KiB of each other), not 6."""
+    state: _State = web["state"]
+    arr = fz.open_array(f"{web['base']}/sharded.zarr")
+    expected = zarr.open_array(str(local["sharded"]), mode="r")[...]
+    state.reset()
+    [got], stats = fz.read_many([(arr, (0, slice(0, 32), slice(0, 48)))], return_stats=True)
+    np.testing.assert_array_equal(got, expected[0, :32, :48])
+    assert state.requests == stats.requests == 2
+    assert stats.bytes_read == state.bytes_sent
+    # Two boxes far apart in one shard: still one request each at most, and right values.
+    state.reset()
+    [a, b] = fz.read_many(
+        [(arr, (0, slice(0, 16), slice(0, 16))), (arr, (0, slice(112, 128), slice(112, 128)))]
+    )
+    np.testing.assert_array_equal(a, expected[0, :16, :16])
+    np.testing.assert_array_equal(b, expected[0, 112:, 112:])
+    assert state.requests <= 3
+
+
 def test_read_plans_match_what_the_server_then_serves(local: dict[str, Path], web: dict[str, Any]) -> None:
     """A plan made from metadata alone counts the chunks a read touches exactly, and no fewer
     requests and bytes than the server then counts (exactly, where no header is needed to know)."""
