@@ -1241,7 +1241,7 @@ def run_latency_suite(size: str, args: argparse.Namespace) -> str:
         "which has as many threads as cores (2 here): that, not the network, bounds its requests "
         "in flight.",
         "- The server counts a request until its handler returns, just after the last byte is "
-        "handed to the socket: a reader that keeps 64 in flight can show one or two more.",
+        "handed to the socket: a reader that keeps N in flight can show one or two more than N.",
         '- "other procs CPU" leaves out the server\'s own CPU time. The server shares the cores '
         "with the peer it serves, so on 2 cores its per-request CPU is part of every row.",
         "",
