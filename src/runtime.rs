@@ -257,12 +257,13 @@ pub fn host_limit(host: &str) -> Result<Arc<HostLimit>> {
     let owned = guard
         .as_mut()
         .ok_or_else(|| Error::Panic("the I/O runtime is gone".into()))?;
-    let cap = io_concurrency();
-    Ok(owned
-        .hosts
-        .entry(host.to_string())
-        .or_insert_with(|| Arc::new(HostLimit::new(cap)))
-        .clone())
+    // Asked once per HTTP request: the host's name is copied only the first time.
+    if let Some(limit) = owned.hosts.get(host) {
+        return Ok(limit.clone());
+    }
+    let limit = Arc::new(HostLimit::new(io_concurrency()));
+    owned.hosts.insert(host.to_string(), limit.clone());
+    Ok(limit)
 }
 
 /// Sets the bound on requests in flight; requests started afterwards obey it.
