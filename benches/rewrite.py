@@ -199,7 +199,7 @@ def main() -> None:
             f"{shape['lat']} x {shape['lon']} float32 ({decoded / 1e6:.0f} MB decoded, "
             f"{stored_bytes(src) / 1e6:.0f} MB stored), one chunk per (file_id, step) field, "
             f"{CODEC}; written as v3 {CODEC}. Machine: {os.cpu_count()} cores, 23.5 GiB, shared and "
-            f"contended (other sessions' builds and tests beside it); fastzarr threads: "
+            f"contended (other builds and tests ran beside it); fastzarr threads: "
             f"{fz.get_num_threads()}. Best of {args.repeat} fresh processes, peers taking turns; every "
             "output checked with `xr.testing.assert_identical` against the source. fastzarr also fsyncs "
             "every file and re-reads every chunk's checksum before renaming; the peers do neither. "
