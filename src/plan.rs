@@ -274,6 +274,17 @@ fn bound_axis(index: &AxisIndex, len: u64, dim: usize) -> Result<AxisSelection> 
 pub struct PointSet {
     pub axes: Vec<usize>,
     pub coords: Vec<Vec<u64>>,
+    /// Where the points go along the output's point axis when other requests share that output
+    /// (`None`: point `p` at `p`, the axis as long as the points).
+    pub rows: Option<PointRows>,
+}
+
+/// The rows of a point axis that a request fills in an output shared with other requests: point
+/// `p` goes to row `row[p]` of an axis of `extent` rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointRows {
+    pub row: Vec<u64>,
+    pub extent: u64,
 }
 
 impl PointSet {
@@ -309,11 +320,56 @@ impl PointSet {
         Ok(Self {
             axes,
             coords: bounded,
+            rows: None,
         })
+    }
+
+    /// The points placed at `rows` of a point axis of `extent` rows: one row per point, each
+    /// in bounds and none twice (two points writing one row would race).
+    pub fn with_rows(mut self, rows: &[i64], extent: u64) -> Result<Self> {
+        if rows.len() != self.len() {
+            return Err(Error::InvalidArgument(format!(
+                "one output row per point: {} points and {} rows",
+                self.len(),
+                rows.len()
+            )));
+        }
+        let mut row = Vec::with_capacity(rows.len());
+        for &r in rows {
+            let r = u64::try_from(r)
+                .ok()
+                .filter(|&r| r < extent)
+                .ok_or_else(|| {
+                    Error::OutOfBounds(format!("output row {r} is not in 0..{extent}"))
+                })?;
+            row.push(r);
+        }
+        let mut sorted = row.clone();
+        sorted.sort_unstable();
+        if let Some(twice) = sorted
+            .windows(2)
+            .find_map(|w| (w[0] == w[1]).then_some(w[0]))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "output row {twice} is given to two points"
+            )));
+        }
+        self.rows = Some(PointRows { row, extent });
+        Ok(self)
     }
 
     pub fn len(&self) -> usize {
         self.coords[0].len()
+    }
+
+    /// The length of the output's point axis.
+    pub fn extent(&self) -> u64 {
+        self.rows.as_ref().map_or(self.len() as u64, |r| r.extent)
+    }
+
+    /// The row of the output's point axis where point `p` goes.
+    pub fn row(&self, p: usize) -> u64 {
+        self.rows.as_ref().map_or(p as u64, |r| r.row[p])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -352,7 +408,7 @@ impl PointSet {
         }
         let shape: Vec<u64> = output_axes
             .iter()
-            .map(|a| a.map_or(self.len() as u64, |d| selection.axes[d].count()))
+            .map(|a| a.map_or(self.extent(), |d| selection.axes[d].count()))
             .collect();
         let mut output_strides = vec![1u64; shape.len()];
         for k in (0..shape.len().saturating_sub(1)).rev() {
@@ -779,6 +835,14 @@ mod tests {
         assert!(PointSet::new(vec![2, 2], vec![vec![0], vec![0]], &shape).is_err());
         assert!(PointSet::new(vec![2, 3], vec![vec![0, 1], vec![0]], &shape).is_err());
         assert!(PointSet::new(vec![2], vec![vec![10]], &shape).is_err());
+        // Placed at rows of a longer shared point axis: its length sets the strides.
+        let placed = points.clone().with_rows(&[4, 0, 2], 5).unwrap();
+        assert_eq!(placed.layout(&sel).0, vec![6, 5]);
+        assert_eq!((placed.row(0), placed.row(2), placed.extent()), (4, 2, 5));
+        assert!(points.clone().with_rows(&[0, 0, 1], 5).is_err());
+        assert!(points.clone().with_rows(&[0, 5, 1], 5).is_err());
+        assert!(points.clone().with_rows(&[0, -1, 1], 5).is_err());
+        assert!(points.with_rows(&[0, 1], 5).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::array::ArrayHandle;
 use crate::blosc::ranges::{decode_into, decode_ranges, region_byte_ranges, BlockReader};
 use crate::errors::{Error, Result};
 use crate::fetch::{fetch, FetchOutcome, FetchPlan, Fetched};
-use crate::plan::{chunk_parts, ChunkPart, PointSet, Selection};
+use crate::plan::{chunk_parts, ChunkPart, Placement, PointSet, Selection};
 use crate::runtime::Cancel;
 use crate::shard_index::{CheckedShardInput, ShardLayout};
 use crate::stats::{ReadCounters, ReadStats};
@@ -48,6 +48,12 @@ impl OutputBuffer {
     #[allow(unsafe_code)]
     pub unsafe fn new(ptr: *mut u8, len: usize) -> Self {
         Self { ptr, len }
+    }
+
+    /// The addresses the buffer spans: where it starts, and one past its end.
+    pub fn span(&self) -> (usize, usize) {
+        let start = self.ptr as usize;
+        (start, start + self.len)
     }
 
     /// No buffer: for a request that is planned, not read (see [`plan_reads`]).
@@ -257,7 +263,7 @@ fn point_parts(
             parts.targets.push(Target {
                 request: request_index,
                 strides: Arc::clone(&strides),
-                base: p as u64 * point_stride,
+                base: points.row(p) * point_stride,
                 full_shape: None,
             });
             for (part, job) in &moved {
@@ -1056,6 +1062,24 @@ fn decode_span(
         .collect();
     let itemsize = job.array.dtype().itemsize;
     let mut region = vec![0u8; shape.iter().product::<u64>() as usize * itemsize];
+    let whole = start.iter().all(|&s| s == 0)
+        && job
+            .array
+            .zarrs()
+            .chunk_shape(&job.chunk)
+            .is_ok_and(|chunk| shape.iter().zip(&chunk).all(|(&n, c)| n == c.get()));
+    if let (true, true, Some(encoded)) = (job.array.plain_blosc(), whole, encoded) {
+        // A whole plain-blosc chunk: blosc's own decoder, straight into the span, as a whole
+        // chunk read decodes it into its output.
+        let started = Instant::now();
+        decode_into(encoded, &mut region).map_err(CodecError::Other)?;
+        counters.decoded(started, region.len() as u64, false);
+        return Ok(Span {
+            bytes: region,
+            start,
+            shape,
+        });
+    }
     {
         let cells = UnsafeCellSlice::new(region.as_mut_slice());
         let whole = ArraySubset::new_with_shape(shape.clone());
@@ -1109,19 +1133,75 @@ fn scatter(
     target: &Target,
     itemsize: usize,
 ) {
+    let region_strides = strides(region.shape);
+    let run = contiguous_tail(part, &target.strides, &region_strides);
+    // Where the run starts, relative to the bases the axes above it reach.
+    let (mut out_start, mut region_start) = (0, 0);
+    for (axis, placement) in part.placements.iter().enumerate().skip(run.first_axis) {
+        if let Placement::Run {
+            out_start: first,
+            step,
+            ..
+        } = placement
+        {
+            let anchor = if *step > 0 {
+                0
+            } else {
+                part.region_shape[axis] - 1
+            };
+            out_start += first * target.strides[axis];
+            region_start += (anchor + region.offset[axis]) * region_strides[axis];
+        }
+    }
     let placement = Scatter {
         region,
         part,
         output,
         out_strides: &target.strides,
-        region_strides: strides(region.shape),
+        region_strides,
         itemsize,
+        run_axis: run.first_axis,
+        run_bytes: run.elements as usize * itemsize,
+        run_starts: (out_start, region_start),
     };
     placement.axis(0, target.base, 0);
 }
 
+/// The trailing axes of a part that are one contiguous run of elements in both the output
+/// and the decoded region.
+struct Run {
+    first_axis: usize,
+    elements: u64,
+}
+
+/// The trailing axes of `part` whose elements follow on in both the output and the decoded
+/// region (unit steps, strides equal to the run below): a point's whole field is then one
+/// copy, not one per element.
+fn contiguous_tail(part: &ChunkPart, out_strides: &[u64], region_strides: &[u64]) -> Run {
+    let mut run = Run {
+        first_axis: part.placements.len(),
+        elements: 1,
+    };
+    while run.first_axis > 0 && run.elements > 0 {
+        let axis = run.first_axis - 1;
+        let len = match &part.placements[axis] {
+            Placement::Run { len, .. } if *len <= 1 => *len,
+            Placement::Run { len, step: 1, .. }
+                if out_strides[axis] == run.elements && region_strides[axis] == run.elements =>
+            {
+                *len
+            }
+            _ => break,
+        };
+        run.elements *= len;
+        run.first_axis = axis;
+    }
+    run
+}
+
 /// One part's elements being placed, axis after axis (no per-part allocation but the
-/// region's strides: a point read places a million parts of a few elements each).
+/// region's strides: a point read places a million parts of a few elements each), down to
+/// `run_axis`, from where they are one contiguous run of `run_bytes`.
 struct Scatter<'a, 'r> {
     region: &'a DecodedRegion<'r>,
     part: &'a ChunkPart,
@@ -1129,22 +1209,26 @@ struct Scatter<'a, 'r> {
     out_strides: &'a [u64],
     region_strides: Vec<u64>,
     itemsize: usize,
+    run_axis: usize,
+    run_bytes: usize,
+    /// The run's first output and region elements, relative to the bases reaching `run_axis`.
+    run_starts: (u64, u64),
 }
 
 impl Scatter<'_, '_> {
     /// Places every element below `axis`, from output element `out_base` and region
     /// element `region_base`.
     fn axis(&self, axis: usize, out_base: u64, region_base: u64) {
-        let itemsize = self.itemsize;
-        if axis == self.part.placements.len() {
-            let from = region_base as usize * itemsize;
-            let to = out_base as usize * itemsize;
-            // SAFETY: `to` is inside the output (positions come from the selection's
-            // shape), and no other chunk part writes this element: parts of one request
-            // place disjoint elements, and each output belongs to one request.
+        if axis == self.run_axis {
+            let from = (region_base + self.run_starts.1) as usize * self.itemsize;
+            let to = (out_base + self.run_starts.0) as usize * self.itemsize;
+            // SAFETY: `to..to + run_bytes` is inside the output (positions come from the
+            // selection's shape), and no other chunk part writes these elements: parts of one
+            // request place disjoint elements, and each output belongs to one request (or to
+            // requests given disjoint rows of it, checked when they were made).
             #[allow(unsafe_code)]
-            let element = unsafe { self.output.index_mut(to..to + itemsize) };
-            element.copy_from_slice(&self.region.bytes[from..from + itemsize]);
+            let elements = unsafe { self.output.index_mut(to..to + self.run_bytes) };
+            elements.copy_from_slice(&self.region.bytes[from..from + self.run_bytes]);
             return;
         }
         let offset = self.region.offset[axis];

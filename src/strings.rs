@@ -142,7 +142,7 @@ fn placements(
             for p in 0..points.len() {
                 add(
                     &points.selection_of(selection, p),
-                    p as u64 * point_stride,
+                    points.row(p) * point_stride,
                     &strides,
                 );
             }

@@ -216,6 +216,93 @@ def test_out_shape_checked_against_selection(small: tuple[fz.Array, np.ndarray])
 # --- threads -------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def two_stores(tmp_path: Path) -> list[tuple[fz.Array, np.ndarray]]:
+    """One array's shape in two stores, chunked and compressed differently (blosc zstd, and
+    sharded v3), with zarr-python's reads of them."""
+    out = []
+    for k, options in enumerate(
+        [
+            {"chunks": (2, 3, 2), "zarr_format": 2, "compressors": numcodecs.Blosc(cname="zstd", shuffle=1)},
+            {"chunks": (1, 2, 4), "zarr_format": 3, "shards": (2, 6, 4)},
+        ]
+    ):
+        path = write_array(tmp_path / f"p{k}.zarr", sample_data((5, 6, 4), "f4", seed=k), **options)
+        out.append((fz.open_array(path), zarr_read(path)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("axes", "key"),
+    [((0, 1), (slice(None), slice(None), slice(None))), ((1, 2), (slice(1, 5), slice(None), slice(None)))],
+    ids=["point-axis-first", "point-axis-second"],
+)
+def test_points_into_one_shared_output(
+    two_stores: list[tuple[fz.Array, np.ndarray]], axes: tuple[int, int], key: Any
+) -> None:
+    """Points of two stores read into one output at shuffled rows: each row holds zarr-python's
+    values of its point, whichever store it came from, and every chunk is read once."""
+    rng = np.random.default_rng(4)
+    count = 20
+    store = rng.integers(0, 2, count)
+    coords = [rng.integers(0, two_stores[0][1].shape[axis], count) for axis in axes]
+    rows = rng.permutation(count)
+    expected = []
+    for p in range(count):
+        full = two_stores[int(store[p])][1][key]
+        index: list[Any] = [slice(None)] * 3
+        for axis, c in zip(axes, coords, strict=True):
+            index[axis] = int(c[p]) - (key[axis].start or 0)
+        expected.append(full[tuple(index)])
+    # The point axis sits where the first point axis was.
+    shape = list(expected[0].shape)
+    position = sum(1 for d in range(axes[0]) if d not in axes)
+    shape.insert(position, count)
+    out = np.full(shape, np.nan, dtype="f4")
+    requests = []
+    for k, (arr, _) in enumerate(two_stores):
+        mine = np.flatnonzero(store == k)
+        points = {axis: c[mine] for axis, c in zip(axes, coords, strict=True)}
+        requests.append((arr, key, points, out, rows[mine]))
+    stats = fz._core._read_points_into(requests)
+    for p in range(count):
+        assert_same(np.take(out, rows[p], axis=position), expected[p])
+    assert stats.bytes_out == out.nbytes
+
+
+def test_points_into_refuses_outputs_that_could_race(two_stores: list[tuple[fz.Array, np.ndarray]]) -> None:
+    arr, _ = two_stores[0]
+    out = np.zeros((4, 6, 4), dtype="f4")
+    points = {0: np.array([0, 1, 2, 3])}
+    read = fz._core._read_points_into
+    cases: list[tuple[list[Any], type[Exception], str]] = [
+        ([(arr, ..., points, out, [0, 1, 1, 2])], ValueError, "given to two points"),
+        ([(arr, ..., points, out, [0, 1])], ValueError, "4 points and 2 rows"),
+        (
+            [(arr, ..., {0: np.array([0, 1])}, out, [0, 1]), (arr, ..., {0: np.array([2, 3])}, out, [1, 2])],
+            ValueError,
+            "output row 1 is given to two points",
+        ),
+        ([(arr, ..., points, out, [0, 1, 2, 4])], fz.SelectionError, "not in 0..4"),
+        (
+            [(arr, ..., {0: np.array([0])}, out, [0]), (arr, ..., {0: np.array([1])}, out[1:], [0])],
+            ValueError,
+            "overlapping outputs",
+        ),
+        ([(arr, ..., points, out.astype("f8"), [0, 1, 2, 3])], ValueError, "dtype"),
+        (
+            [(arr, ..., points, np.zeros((4, 4, 6), "f4").transpose(0, 2, 1), [0, 1, 2, 3])],
+            ValueError,
+            "contiguous",
+        ),
+        ([(arr, ..., points, out)], TypeError, "out, rows"),
+    ]
+    for requests, error, message in cases:
+        with pytest.raises(error, match=message):
+            read(requests)
+    assert not out.any()
+
+
 def test_set_get_num_threads(fresh_threads: None) -> None:
     assert fz.get_num_threads() >= 1
     fz.set_num_threads(1)

@@ -34,6 +34,7 @@ __all__ = [
     "_exchange",
     "_forget_block_tables",
     "_plan_reads",
+    "_read_points_into",
     "_remember_block_tables",
     "_reopen_array",
     "_reopen_group",
@@ -257,6 +258,15 @@ def read_many(
     max_memory: int | float | str | None = None,
 ) -> tuple[list[npt.NDArray[Any]], ReadStats]: ...
 def _plan_reads(requests: Sequence[tuple[Any, ...]]) -> dict[str, int]: ...
+def _read_points_into(
+    requests: Sequence[tuple[Array, Any, Mapping[int, Any], npt.NDArray[Any], Any]],
+    *,
+    timeout: float | None = None,
+    max_memory: int | float | str | None = None,
+) -> ReadStats:
+    """Points read straight into the callers' outputs: ``(array, selection, points, out, rows)``,
+    point ``p`` to row ``rows[p]`` of ``out``'s point axis; requests may share an ``out``."""
+
 def _block_tables(url: str) -> bytes: ...
 def _remember_block_tables(url: str, tables: bytes) -> int: ...
 def _forget_block_tables() -> int: ...

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use numpy::PyUntypedArrayMethods;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -318,6 +319,203 @@ fn read_many_unguarded<'py>(
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     Ok(PyTuple::new(py, [results, Bound::new(py, stats)?.into_any()])?.into_any())
+}
+
+/// One request of `_read_points_into`: `(array, selection, points, out, rows)`.
+struct IntoRequest<'py> {
+    array: PyRef<'py, PyArray>,
+    key: Bound<'py, PyAny>,
+    points: Bound<'py, PyDict>,
+    out: Bound<'py, PyAny>,
+    rows: Bound<'py, PyAny>,
+}
+
+fn into_request<'py>(item: &Bound<'py, PyAny>) -> Result<IntoRequest<'py>> {
+    let shape_error = || type_error("each request is (array, selection, points, out, rows)");
+    let tuple = item.cast::<PyTuple>().map_err(|_| shape_error())?;
+    if tuple.len() != 5 {
+        return Err(shape_error());
+    }
+    Ok(IntoRequest {
+        array: tuple
+            .get_item(0)?
+            .extract::<PyRef<'py, PyArray>>()
+            .map_err(|_| type_error("the first item of a request must be a fastzarr.Array"))?,
+        key: tuple.get_item(1)?,
+        points: tuple
+            .get_item(2)?
+            .cast_into::<PyDict>()
+            .map_err(|_| type_error("the points of a request are a dict {axis: indices}"))?,
+        out: tuple.get_item(3)?,
+        rows: tuple.get_item(4)?,
+    })
+}
+
+/// The output position of the point axis: after the kept axes before the first point axis.
+fn point_axis_position(points: &PointSet, selection: &Selection) -> usize {
+    let first = *points.axes.iter().min().expect("at least one point axis");
+    (0..first)
+        .filter(|&d| selection.axes[d].keep && !points.axes.contains(&d))
+        .count()
+}
+
+/// Parses one request of `_read_points_into`: its points placed at `rows` of the point axis of
+/// `out`, which must have the dtype and the shape (but for that axis) of the points' result.
+fn prepare_into(py: Python<'_>, index: usize, request: &IntoRequest<'_>) -> Result<Prepared> {
+    let (handle, selection, points) = parse_request(
+        py,
+        index,
+        &request.array,
+        &request.key,
+        Some(&request.points),
+    )?;
+    let points = points.expect("points were given");
+    let about = |err: Error| about_request(py, err, index, &handle);
+    if handle.dtype().variable().is_some() {
+        return Err(about(Error::InvalidArgument(
+            "variable-length elements cannot be read into an output".into(),
+        )));
+    }
+    let out_shape: Vec<u64> = request
+        .out
+        .cast::<numpy::PyUntypedArray>()
+        .map_err(|_| about(Error::InvalidOutput("out must be a numpy array".into())))?
+        .shape()
+        .iter()
+        .map(|&n| n as u64)
+        .collect();
+    let axis = point_axis_position(&points, &selection);
+    let extent = *out_shape.get(axis).ok_or_else(|| {
+        about(Error::InvalidOutput(format!(
+            "out has {} dimensions, the points' result more",
+            out_shape.len()
+        )))
+    })?;
+    let parsed = selection::parse_outer(&PyTuple::new(py, [&request.rows])?.into_any())
+        .map_err(about)?
+        .pop();
+    let Some(AxisIndex::Array(rows)) = parsed else {
+        return Err(about(Error::InvalidSelection(
+            "rows must be an integer array".into(),
+        )));
+    };
+    let points = points.with_rows(&rows, extent).map_err(about)?;
+    let shape = points.layout(&selection).0;
+    let output = output::writable_buffer(&request.out, handle.dtype(), &shape).map_err(about)?;
+    Ok(Prepared {
+        handle,
+        selection,
+        points: Some(points),
+        output,
+    })
+}
+
+/// Requests whose outputs overlap must share one output (same memory, same shape) and fill
+/// different rows of it: otherwise two decode threads could write the same bytes.
+fn check_disjoint(prepared: &[Prepared]) -> Result<()> {
+    let mut by_span: Vec<(usize, usize, usize)> = prepared
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let (start, end) = p.output.span();
+            (start, end, k)
+        })
+        .filter(|(start, end, _)| start < end)
+        .collect();
+    by_span.sort_unstable();
+    let mut k = 0;
+    while k < by_span.len() {
+        // One run of requests whose outputs overlap one another.
+        let mut end = by_span[k].1;
+        let mut run = k + 1;
+        while run < by_span.len() && by_span[run].0 < end {
+            end = end.max(by_span[run].1);
+            run += 1;
+        }
+        let members = &by_span[k..run];
+        let first = &prepared[members[0].2];
+        let layout = |p: &Prepared| {
+            p.points
+                .as_ref()
+                .map(|points| points.layout(&p.selection).0)
+        };
+        let mut rows: Vec<u64> = Vec::new();
+        for &(start, stop, index) in members {
+            let p = &prepared[index];
+            if (start, stop) != first.output.span() || layout(p) != layout(first) {
+                return Err(Error::InvalidOutput(format!(
+                    "requests {} and {index} write to overlapping outputs that are not one output",
+                    members[0].2
+                )));
+            }
+            if let Some(points) = &p.points {
+                rows.extend(points.rows.iter().flat_map(|r| r.row.iter().copied()));
+            }
+        }
+        rows.sort_unstable();
+        if let Some(twice) = rows.windows(2).find_map(|w| (w[0] == w[1]).then_some(w[0])) {
+            return Err(Error::InvalidArgument(format!(
+                "output row {twice} is given to two points of requests sharing one output"
+            )));
+        }
+        k = run;
+    }
+    Ok(())
+}
+
+/// Reads points into outputs the caller allocated, in ONE parallel pass over all their chunks:
+/// each request is `(array, selection, points, out, rows)`, point `p` going to row `rows[p]` of
+/// `out`'s point axis. Requests may share one `out` (the samples of several stores, say) when
+/// their rows differ. Returns what the pass did; `timeout` and `max_memory` as in `read_many`
+/// (the outputs are the caller's, so only the decoding counts against `max_memory`).
+#[pyfunction]
+#[pyo3(signature = (requests, *, timeout = None, max_memory = None))]
+pub fn _read_points_into<'py>(
+    py: Python<'py>,
+    requests: Vec<Bound<'py, PyAny>>,
+    timeout: Option<f64>,
+    max_memory: Option<&Bound<'py, PyAny>>,
+) -> Result<PyReadStats> {
+    crate::py::guard::catch(|| {
+        let max_memory = crate::py::max_memory(max_memory)?;
+        let items: Vec<IntoRequest<'py>> =
+            requests.iter().map(into_request).collect::<Result<_>>()?;
+        let prepared: Vec<Prepared> = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| prepare_into(py, index, item))
+            .collect::<Result<_>>()?;
+        check_disjoint(&prepared)?;
+        let mut footprint = crate::limits::Footprint::new(crate::runtime::num_threads()?);
+        for p in &prepared {
+            crate::py::add_to_footprint(&mut footprint, &p.handle, &p.selection, 0);
+        }
+        footprint.check(max_memory)?;
+        let bytes_out = prepared
+            .iter()
+            .map(|p| {
+                let points = p.points.as_ref().map_or(0, PointSet::len) as u64;
+                let per_point: u64 = p
+                    .points
+                    .as_ref()
+                    .map(|points| points.layout(&p.selection).0)
+                    .map_or(0, |shape| shape.iter().product::<u64>() / points_extent(p));
+                points * per_point * p.handle.dtype().itemsize as u64
+            })
+            .sum();
+        let started = Instant::now();
+        let stats = detach_cancellable(py, timeout, |cancel| read_prepared(prepared, cancel))?;
+        Ok(PyReadStats {
+            stats,
+            bytes_out,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+/// The length of a prepared request's point axis (at least 1, to divide by).
+fn points_extent(p: &Prepared) -> u64 {
+    p.points.as_ref().map_or(1, PointSet::extent).max(1)
 }
 
 /// Sets the number of threads fastzarr decodes with (default: `FASTZARR_NUM_THREADS` or all cores).
