@@ -3,8 +3,9 @@
 ``read_many`` of the same data (the floor: every chunk decoded once, nothing else).
 
 Every case runs in a fresh subprocess (peak RSS is its ``VmHWM``), page cache warm (a warm-up
-pass first), best of ``--repeat``. The section "Training loaders" of RESULTS.md is replaced in
-place.
+pass first), best of ``--repeat``. An epoch is timed once its reader is set up (stores opened,
+the Loader or generators constructed: once per training run), and the set-up is reported
+apart. The section "Training loaders" of RESULTS.md is replaced in place.
 
     .venv/bin/python benches/loaders.py            # full run, updates benches/RESULTS.md
     .venv/bin/python benches/loaders.py --quick    # small data, prints only
@@ -80,34 +81,48 @@ def case_generator(stores: list[str], params: dict[str, int], peer: str, opener:
     return {"batches": len(generator), "bytes": nbytes}
 
 
+def _epoch(began: float, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the seconds of the epoch, which began at ``began``."""
+    now = time.perf_counter()
+    return {**result, "seconds": now - began}
+
+
 def case_loader(
     stores: list[str], params: dict[str, int], step_seconds: float, step: str = "numpy"
 ) -> dict[str, Any]:
+    opened = time.perf_counter()
     loader = fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=BATCH, max_memory="64MB")
     train = _training_step(step, step_seconds, BATCH * p_sample_bytes(params)) if step_seconds else None
+    began = time.perf_counter()
     samples, steps, stepped = 0, 0, 0.0
     for batch in loader:
         samples += len(batch["var0000"])
         if train is not None:
-            began = time.perf_counter()
+            began_step = time.perf_counter()
             train(batch)
-            stepped += time.perf_counter() - began
+            stepped += time.perf_counter() - began_step
             steps += 1
     stats = loader.stats
-    return {
-        "samples": samples,
-        "step": stepped / max(1, steps),
-        "chunks": stats.chunks,
-        "windows": stats.windows,
-        "waited": stats.waited_seconds,
-        "epoch": stats.seconds,
-    }
+    return _epoch(
+        began,
+        {
+            "samples": samples,
+            "step": stepped / max(1, steps),
+            "chunks": stats.chunks,
+            "windows": stats.windows,
+            "waited": stats.waited_seconds,
+            "epoch": stats.seconds,
+            "setup": began - opened if train is None else 0.0,
+        },
+    )
 
 
 def case_loader_http(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
     """A shuffled epoch from the stores served over HTTP (``stores`` are their URLs)."""
+    opened = time.perf_counter()
     loader = fz.Loader(stores, sample_dims=("file_id", "step"), batch_size=BATCH, max_memory="64MB")
-    return {"samples": sum(len(batch["var0000"]) for batch in loader)}
+    began = time.perf_counter()
+    return _epoch(began, {"samples": sum(len(batch["var0000"]) for batch in loader), "setup": began - opened})
 
 
 def case_xbatcher_http(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
@@ -117,19 +132,25 @@ def case_xbatcher_http(stores: list[str], params: dict[str, int]) -> dict[str, A
 
 
 def case_read_many(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
+    opened = time.perf_counter()
     requests = []
     for store in stores:
         group = fz.open_group(store)
         requests += [(group[n], ...) for n in group.array_keys() if n.startswith("var")]
+    began = time.perf_counter()
     arrays, stats = fz.read_many(requests, return_stats=True)
-    return {"chunks": stats.chunks, "bytes": sum(a.nbytes for a in arrays)}
+    return _epoch(
+        began, {"chunks": stats.chunks, "bytes": sum(a.nbytes for a in arrays), "setup": began - opened}
+    )
 
 
 def case_zarr_map_style(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
     """A map-style dataset as people write one: shuffled indices, ``arr[i]`` per sample."""
+    opened = time.perf_counter()
     zarr = importlib.import_module("zarr")
     arrays = [{n: a for n, a in zarr.open_group(s, mode="r").arrays() if n.startswith("var")} for s in stores]
     order = np.random.default_rng(0).permutation(len(stores) * params["file_ids"] * params["steps"])
+    began = time.perf_counter()
     samples = 0
     batch: list[dict[str, np.ndarray]] = []
     for k in order:
@@ -140,21 +161,22 @@ def case_zarr_map_style(stores: list[str], params: dict[str, int]) -> dict[str, 
             {n: np.stack([b[n] for b in batch]) for n in batch[0]}
             samples += len(batch)
             batch = []
-    return {"samples": samples + len(batch)}
+    return _epoch(began, {"samples": samples + len(batch), "setup": began - opened})
 
 
 def case_xbatcher_epoch(stores: list[str], params: dict[str, int]) -> dict[str, Any]:
     """xbatcher over ``xr.open_zarr`` (dask) of each store: batches of all file_ids x 4 steps
     (xbatcher has no shuffling), converted to numpy as a training loop would."""
+    opened = time.perf_counter()
     xbatcher = importlib.import_module("xbatcher")
+    generators = [xbatcher.BatchGenerator(xr.open_zarr(s), **_generator_options(params)) for s in stores]
+    began = time.perf_counter()
     samples = 0
-    for store in stores:
-        ds = xr.open_zarr(store)
-        generator = xbatcher.BatchGenerator(ds, **_generator_options(params))
+    for generator in generators:
         for batch in generator:
             arrays = {n: v.values for n, v in batch.data_vars.items()}
             samples += arrays["var0000"].shape[0] * arrays["var0000"].shape[1]
-    return {"samples": samples}
+    return _epoch(began, {"samples": samples, "setup": began - opened})
 
 
 def _matmul_size(seconds: float) -> int:
@@ -224,12 +246,20 @@ def child(spec: dict[str, Any]) -> None:
     args = spec.get("args", {})
     before = current_rss_bytes()  # the interpreter and its imports
     run(spec["stores"], spec["params"], **args)  # warm-up (and page cache)
-    times, result = [], {}
+    times, setups, result = [], [], {}
     for _ in range(spec["repeat"]):
         began = time.perf_counter()
         result = run(spec["stores"], spec["params"], **args)
-        times.append(time.perf_counter() - began)
-    result.update(best=min(times), median=float(np.median(times)), rss=peak_rss_bytes(), rss_before=before)
+        # An epoch case times its epoch alone, once its reader is set up (opened, constructed).
+        times.append(result.get("seconds", time.perf_counter() - began))
+        setups.append(result.get("setup", 0.0))
+    result.update(
+        best=min(times),
+        median=float(np.median(times)),
+        setup=float(np.median(setups)),
+        rss=peak_rss_bytes(),
+        rss_before=before,
+    )
     print(json.dumps(result))
 
 
@@ -306,17 +336,32 @@ def epoch_findings(params: dict[str, int], r: dict[str, Any]) -> list[str]:
     ]
 
 
+#: The epoch tables: each reader's epoch once it is set up, and its set-up apart.
+EPOCH_HEADER = ["reader", "epoch best s", "epoch median s", "set-up s", "peak RSS MB", "vs fz.Loader"]
+
+
+def epoch_row(name: str, r: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    ratio = "—" if r is ours else f"{r['best'] / ours['best']:.2f}x"
+    return [
+        name,
+        f"{r['best']:.3f}",
+        f"{r['median']:.3f}",
+        f"{r['setup']:.3f}",
+        f"{r['rss'] / 1e6:,.0f}",
+        ratio,
+    ]
+
+
 def run_loader_only(stores: list[str], params: dict[str, int], repeat: int, step: str) -> str:
     """``--only-loader``: the shuffled epoch's table (fastzarr's two rows) and its findings."""
     r = measure_epochs(stores, params, repeat, step)
     epoch, floor = r["epoch"], r["floor"]
-    rows = [["reader", "best s", "median s", "peak RSS MB", "vs fz.Loader"]]
+    rows = [EPOCH_HEADER]
     for name, m in (
         ("fz.Loader (shuffled, chunk-aware)", epoch),
         ("read_many of everything once (floor)", floor),
     ):
-        ratio = "—" if m is epoch else f"{m['best'] / epoch['best']:.2f}x"
-        rows.append([name, f"{m['best']:.3f}", f"{m['median']:.3f}", f"{m['rss'] / 1e6:,.0f}", ratio])
+        rows.append(epoch_row(name, m, epoch))
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     p = params
     return "\n".join(
@@ -373,16 +418,15 @@ def run_all(
             server.counters.snapshot(reset=True)
             http[name] = measure(name, urls, params, 1)
             http[name]["requests"] = server.counters.snapshot(reset=True)["requests"] // 2
-    epochs = [["reader", "best s", "median s", "peak RSS MB", "vs fz.Loader"]]
+    epochs = [EPOCH_HEADER]
     for name, r in (
         ("fz.Loader (shuffled, chunk-aware)", epoch),
         ("read_many of everything once (floor)", floor),
         ("zarr-python, arr[i] per sample, shuffled", zarr_map),
         ("xarray + dask + xbatcher (storage order)", xb),
     ):
-        ratio = "—" if r is epoch else f"{r['best'] / epoch['best']:.2f}x"
-        epochs.append([name, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", ratio])
-    http_rows = [["reader", "s", "samples/s", "requests", "fz.Loader speedup"]]
+        epochs.append(epoch_row(name, r, epoch))
+    http_rows = [["reader", "epoch s", "set-up s", "samples/s", "requests", "fz.Loader speedup"]]
     ours_http = http["loader_http"]
     for name, r in (
         ("fz.Loader (shuffled, chunk-aware)", ours_http),
@@ -390,7 +434,14 @@ def run_all(
     ):
         speed = "—" if r is ours_http else f"{r['best'] / ours_http['best']:.1f}x"
         http_rows.append(
-            [name, f"{r['best']:.2f}", f"{r['samples'] / r['best']:,.0f}", f"{r['requests']:,}", speed]
+            [
+                name,
+                f"{r['best']:.2f}",
+                f"{r['setup']:.2f}",
+                f"{r['samples'] / r['best']:,.0f}",
+                f"{r['requests']:,}",
+                speed,
+            ]
         )
     sp = small_params
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -79,13 +79,14 @@ def test_every_sample_once_with_xarrays_values(
 
 
 def test_chunk_aware_shuffle_decodes_each_chunk_once(stores: list[str], reference: xr.Dataset) -> None:
-    # Windows of 3 chunk groups (of 1 file_id x 3 steps), the first of 1: 8 windows for 20 groups.
+    # Windows of 3 chunk groups (of 1 file_id x 3 steps), the first of 2 (a batch of 5 needs two
+    # groups), the next of at most twice as many: 7 windows for 20 groups.
     group = 3 * 8 * 12 * 4 * 4  # steps x lat x lon x 4 bytes x 4 variables
     chunks_in_flight = 2 * fz.get_num_threads() * 3 * 8 * 12 * 4
     run = loader(stores, coords=False, max_memory=2 * 3 * group + chunks_in_flight)
     batches = list(run)
     chunks_per_variable = reference.sizes["file_id"] * (STEPS // CHUNKS["step"])
-    assert run.stats.windows == 8
+    assert run.stats.windows == 7
     assert run.stats.chunks == 4 * chunks_per_variable
     assert run.stats.samples == sum(len(b["var0000"]) for b in batches) == 60
     assert run.stats.batches == len(batches) == len(run) == 12
@@ -375,3 +376,52 @@ def test_batches_are_cf_decoded_as_xarray_decodes_them(tmp_path: Any) -> None:
         np.testing.assert_array_equal(batch[name], expected[name].values)
     assert np.isnan(batch["filled"][0, 0, 0])
     assert np.isnan(batch["packed"][0, 0, 0])
+
+
+@pytest.mark.parametrize("shuffle", [True, False, "full"])
+def test_sources_stored_differently_and_samples_not_first(tmp_path: Any, shuffle: Any) -> None:
+    """Two stores whose variable differs in dtype and scaling, and a variable whose sample
+    dimension is not its first: every sample equal to xarray's decoding of its own store, in one
+    dtype in every batch. (Shuffled or in order, samples are decoded straight into serving
+    order; ``"full"`` reads chunk groups and copies samples out of them.)"""
+    rng = np.random.default_rng(11)
+    paths, expected = [], {}
+    for k, (dtype, attrs) in enumerate(
+        [("i2", {"scale_factor": 0.5, "add_offset": 1.0}), ("f4", {"units": "K"})]
+    ):
+        values = rng.integers(-100, 100, size=(5, 3, 4)).astype(dtype)
+        ds = xr.Dataset(
+            {
+                "packed": (("sample", "y", "x"), values, attrs),
+                "across": (("y", "sample", "x"), values.transpose(1, 0, 2).astype("f8")),
+            },
+            coords={"sample": np.arange(5) + 10 * k},
+        )
+        path = str(tmp_path / f"s{k}.zarr")
+        ds.to_zarr(path, zarr_format=3, consolidated=False, encoding={"packed": {"chunks": (2, 3, 4)}})
+        paths.append(path)
+        loaded = xr.open_zarr(path, consolidated=False).load()
+        for i, label in enumerate(loaded.sample.values):
+            expected[int(label)] = {n: loaded[n].isel(sample=i).values for n in ("packed", "across")}
+    # Batches of 8 of the 2 x 5 samples: the first window holds both stores.
+    run = fz.Loader(
+        paths,
+        sample_dims=("sample",),
+        batch_size=8,
+        coords=True,
+        concat_dim="sample",
+        seed=3,
+        shuffle=shuffle,
+    )
+    seen = []
+    for batch in run:
+        # Each store's values as xarray decodes them, in one dtype that holds both.
+        assert batch["packed"].dtype == np.result_type(*(e["packed"].dtype for e in expected.values()))
+        assert batch["across"].shape[1:] == (3, 4)
+        for name in ("packed", "across"):
+            assert batch[name].flags.c_contiguous
+        for i, label in enumerate(batch["sample"]):
+            seen.append(int(label))
+            for name in ("packed", "across"):
+                np.testing.assert_array_equal(batch[name][i], expected[int(label)][name])
+    assert sorted(seen) == sorted(expected)

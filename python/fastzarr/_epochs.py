@@ -105,9 +105,13 @@ class SampleSpace:
         return out
 
 
-def epoch_windows(space: SampleSpace, *, shuffle: Shuffle, seed: int, epoch: int, window: int) -> list[Ids]:
-    """The epoch's samples in serving order, cut into windows of ``window`` chunk groups (the
-    first of one group, so that reading ahead starts at once).
+def epoch_windows(
+    space: SampleSpace, *, shuffle: Shuffle, seed: int, epoch: int, window: int, first: int = 1
+) -> list[Ids]:
+    """The epoch's samples in serving order, cut into windows of up to ``window`` chunk groups.
+    The first window has ``first`` groups (enough for one batch, so that the consumer waits for
+    little before its first one) and each next one twice as many as the one before until they
+    reach ``window``: each is read while the batches of the ones before it are served.
 
     ``shuffle=False``: storage order. ``True``: groups in a shuffled order, samples mixed within
     each window (every group is read by exactly one window). ``"full"``: one uniform permutation,
@@ -122,8 +126,12 @@ def epoch_windows(space: SampleSpace, *, shuffle: Shuffle, seed: int, epoch: int
         return [rng.permutation(len(space)).astype(np.int64)]
     else:
         raise ValueError(f"shuffle must be True, False or 'full', not {shuffle!r}")
-    # The first window is one group: the caller waits for it alone, the rest are read ahead.
-    starts = [0, *range(1, len(order), window)] if window > 1 else list(range(len(order)))
+    starts = []
+    start, size = 0, max(1, min(first, window))
+    while start < len(order):
+        starts.append(start)
+        start += size
+        size = min(2 * size, window)
     windows = []
     for start, stop in itertools.pairwise([*starts, len(order)]):
         ids = np.concatenate(order[start:stop])

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import xarray as xr
 
 import fastzarr as fz
+from fastzarr import _core
 from fastzarr._compat import xarray as compat_xr
 from fastzarr.errors import DuplicateError, DuplicateWarning
 from fastzarr.loading import load_counting
@@ -104,6 +105,12 @@ class GroupReader:
         self.names = names
         self.timeout = timeout
         self.max_memory = max_memory
+        # Each variable's dtype in every batch: the one that holds it decoded from every source
+        # (sources may store it differently), whichever sources a window draws on.
+        self.dtypes = {
+            name: np.result_type(*(part.ds[name].dtype for part in sources if name in part.ds.variables))
+            for name in names
+        }
 
     def read(
         self, boxes: Mapping[int, Box]
@@ -116,6 +123,83 @@ class GroupReader:
             if g not in out:
                 out[g] = self._read_through_xarray(*box, totals)
         return out, totals
+
+    @property
+    def reads_in_order(self) -> bool:
+        """Whether samples can be decoded straight into the order they are served in: every source
+        a store fastzarr opened, every variable of fixed-size elements."""
+        return all(
+            name in part.arrays and part.arrays[name].dtype.kind not in "OT"
+            for part in self.sources
+            for name in self.names
+        )
+
+    def read_in_order(
+        self, source: npt.NDArray[np.int64], index: npt.NDArray[np.int64]
+    ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
+        """Samples in the order given (sample ``k``: source ``source[k]``, indices ``index[k]``
+        along the sample dimensions, rows dropped as duplicates skipped), per variable one array
+        with the samples first. One pass decodes every chunk they touch once, each sample straight
+        into its row, so that a batch is a slice of it; CF decoding as in :meth:`read`."""
+        positions = np.empty_like(index)
+        members = {int(s): np.flatnonzero(source == s) for s in np.unique(source)}
+        for s, mine in members.items():
+            kept = self.sources[s].kept
+            for k, d in enumerate(self.sample_dims):
+                positions[mine, k] = kept[d][index[mine, k]] if d in kept else index[mine, k]
+        requests: list[tuple[Any, ...]] = []
+        planned = {name: self._outputs(name, members, positions, requests) for name in self.names}
+        stats = _core._read_points_into(requests, timeout=self.timeout, max_memory=self.max_memory)
+        totals: dict[str, float] = {}
+        _add(totals, stats.as_dict())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=xr.SerializationWarning)
+            values = {name: self._assemble(name, outputs, len(source)) for name, outputs in planned.items()}
+        return values, totals
+
+    def _outputs(
+        self,
+        name: str,
+        members: Mapping[int, npt.NDArray[np.int64]],
+        positions: npt.NDArray[np.int64],
+        requests: list[tuple[Any, ...]],
+    ) -> list[_RawOutput]:
+        """The outputs of one variable's samples (``members[s]``: the rows of source ``s``'s),
+        and their requests added to ``requests``. Sources that store and describe the variable
+        alike share one output of every row; others (another dtype, other CF attributes) each get
+        their own, decoded apart and then put together."""
+        count = sum(len(rows) for rows in members.values())
+        classes: dict[tuple[str, str], list[int]] = {}
+        for s in members:
+            stored = self.sources[s].stored[name]
+            classes.setdefault((stored.dtype.str, repr(sorted(stored.attrs.items()))), []).append(s)
+        outputs = []
+        for alike in classes.values():
+            stored = self.sources[alike[0]].stored[name]
+            axes = {stored.dims.index(d): k for k, d in enumerate(self.sample_dims) if d in stored.dims}
+            shared = len(classes) == 1
+            rows = np.sort(np.concatenate([members[s] for s in alike]))
+            place = np.empty(count, dtype=np.int64)  # window row -> row of this output
+            place[rows] = np.arange(len(rows))
+            raw = np.empty(
+                _points_shape(stored, self.sample_dims, count if shared else len(rows)), stored.dtype
+            )
+            for s in alike:
+                points = {axis: positions[members[s], k] for axis, k in axes.items()}
+                target = members[s] if shared else place[members[s]]
+                requests.append((self.sources[s].arrays[name], ..., points, raw, target))
+            outputs.append(_RawOutput(raw, None if shared else rows, stored))
+        return outputs
+
+    def _assemble(self, name: str, outputs: list[_RawOutput], count: int) -> npt.NDArray[Any]:
+        """One variable's ``count`` samples, decoded, in the dtype of every batch."""
+        decoded = [(_decoded(name, output, self.sample_dims), output.rows) for output in outputs]
+        if len(decoded) == 1:
+            return decoded[0][0].astype(self.dtypes[name], copy=False)
+        whole = np.empty((count, *decoded[0][0].shape[1:]), self.dtypes[name])
+        for values, rows in decoded:
+            whole[rows] = values
+        return whole
 
     def _positions(self, source: int, ranges: list[npt.NDArray[np.int64]]) -> dict[Hashable, Any]:
         """A box as positions in the source (rows dropped as duplicates skipped), slices where
@@ -205,6 +289,39 @@ def _decodes_as_is(stored: StoredVariable) -> bool:
         return True
     fill = attrs["_FillValue"]
     return stored.dtype.kind == "f" and isinstance(fill, float | np.floating) and bool(np.isnan(fill))
+
+
+def _points_shape(stored: StoredVariable, sample_dims: Sequence[Hashable], count: int) -> tuple[int, ...]:
+    """The shape of ``count`` points of a variable read on its sample dimensions: one axis of
+    points where its first sample dimension is, its other dimensions whole."""
+    first = min(stored.dims.index(d) for d in sample_dims if d in stored.dims)
+    return tuple(
+        count if k == first else n
+        for k, (d, n) in enumerate(zip(stored.dims, stored.shape, strict=True))
+        if k == first or d not in sample_dims
+    )
+
+
+@dataclass
+class _RawOutput:
+    """One output of :meth:`GroupReader.read_in_order`: the stored values of the samples at
+    ``rows`` of the window (all of them when None), as ``stored`` describes them."""
+
+    values: npt.NDArray[Any]
+    rows: npt.NDArray[np.int64] | None
+    stored: StoredVariable
+
+
+def _decoded(name: str, raw: _RawOutput, sample_dims: Sequence[Hashable]) -> npt.NDArray[Any]:
+    """An output's values, samples first, CF-decoded as xarray decodes the variable."""
+    stored = raw.stored
+    first = min(stored.dims.index(d) for d in sample_dims if d in stored.dims)
+    rest = [d for d in stored.dims if d not in sample_dims]
+    values = np.moveaxis(raw.values, sum(1 for d in stored.dims[:first] if d not in sample_dims), 0)
+    if _decodes_as_is(stored):
+        return values
+    variable = xr.Variable((_SAMPLE, *rest), values, stored.attrs, stored.encoding)
+    return np.asarray(compat_xr.decode_variable(name, variable).values)
 
 
 def _samples_first(

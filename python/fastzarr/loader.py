@@ -68,12 +68,18 @@ class LoaderStats:
 @dataclass
 class _Window:
     """A window's samples, read: each chunk group's values (rows in C order over its box), and
-    per sample (in serving order) its group, its row there and its patch."""
+    per sample (in serving order) its group, its row there and its patch. Or, read in serving
+    order (``ordered``), every sampled variable's values with one row per sample, so that a
+    batch is a slice of them."""
 
     values: dict[int, dict[str, npt.NDArray[Any]]]
     group: npt.NDArray[np.int64]
     row: npt.NDArray[np.int64]
     patch: npt.NDArray[np.int64]
+    ordered: dict[str, npt.NDArray[Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.group)
 
 
 def _cached_sources(
@@ -210,6 +216,9 @@ class Loader:
         room = budget - 2 * fz.get_num_threads() * self._largest_chunk_bytes()
         self._window = max(1, room // held // group_bytes)
         self._kept_groups: OrderedDict[int, dict[str, npt.NDArray[Any]]] = OrderedDict()
+        # Without patches or a uniform permutation's group cache, a window is decoded straight
+        # into serving order: no sample is copied after it is decoded.
+        self._in_order = not self._patches and shuffle != "full" and self._reader.reads_in_order
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -280,8 +289,15 @@ class Loader:
         return total // self.batch_size if self.drop_last else -(-total // self.batch_size)
 
     def _windows(self) -> list[Ids]:
+        # The first window holds a batch: the consumer waits for its read alone.
+        per_group = max(1, len(self._space) // max(1, self._space.group_offsets()[-1]))
         shuffled = epoch_windows(
-            self._space, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, window=self._window
+            self._space,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            window=self._window,
+            first=-(-self.batch_size // per_group),
         )
         if self.shuffle == "full":  # read per batch, through no window order
             shuffled = [
@@ -321,7 +337,7 @@ class Loader:
             start = skip
             skip = 0
             pending.append((window, start))
-            have += len(window.group) - start
+            have += len(window) - start
             while have >= self.batch_size:
                 yield self._emit(self._take(pending, self.batch_size))
                 have -= self.batch_size
@@ -360,6 +376,12 @@ class Loader:
 
     def _read(self, ids: Ids) -> _Window:
         """One window: every chunk group its samples lie in, all read in one fastzarr pass."""
+        if self._in_order:
+            source, index, patch = self._space.locate(ids)
+            ordered, totals = self._reader.read_in_order(source, index)
+            self._count(totals)
+            self.stats.windows += 1
+            return _Window({}, source, index, patch, ordered)
         group, row = self._space.group_of(ids)
         _, _, patch = self._space.locate(ids)
         values = self._read_groups(sorted(set(group.tolist())))
@@ -368,10 +390,13 @@ class Loader:
 
     def _read_new_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
         values, totals = self._reader.read({g: self._space.group_box(g) for g in groups})
+        self._count(totals)
+        return values
+
+    def _count(self, totals: Mapping[str, float]) -> None:
         self.stats.chunks += int(totals.get("chunks", 0))
         self.stats.bytes_read += int(totals.get("bytes_read", 0))
         self.stats.bytes_decoded += int(totals.get("bytes_decoded", 0))
-        return values
 
     def _read_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
         """Each group's values of every sampled variable, sample dimensions flattened first.
@@ -395,10 +420,10 @@ class Loader:
         pieces: list[Batch] = []
         while count:
             window, start = pending[0]
-            stop = min(start + count, len(window.group))
+            stop = min(start + count, len(window))
             pieces.append(self._gather(window, start, stop))
             count -= stop - start
-            if stop == len(window.group):
+            if stop == len(window):
                 pending.pop(0)  # served: its memory goes
             else:
                 pending[0] = (window, stop)
@@ -407,10 +432,14 @@ class Loader:
         return {name: np.concatenate([p[name] for p in pieces]) for name in self._names}
 
     def _gather(self, window: _Window, start: int, stop: int) -> Batch:
-        """Samples ``start:stop`` of the window, each copied once into its batch."""
+        """Samples ``start:stop`` of the window: slices of a window read in serving order, else
+        each sample copied once into its batch."""
         group, row, patch = window.group[start:stop], window.row[start:stop], window.patch[start:stop]
         batch: Batch = {}
         for name in self._names:
+            if window.ordered is not None and name not in self._fixed:
+                batch[name] = np.ascontiguousarray(window.ordered[name][start:stop])
+                continue
             dims = self._other_dims[name]
             cuts = (
                 [tuple(p.get(d, slice(None)) for d in dims) for p in self._patches]
@@ -423,7 +452,8 @@ class Loader:
                 sources = [window.values[int(g)][name][int(r)] for g, r in zip(group, row, strict=True)]
             if cuts is not None:
                 sources = [values[cuts[int(p)]] for values, p in zip(sources, patch, strict=True)]
-            out = np.empty((stop - start, *sources[0].shape), dtype=sources[0].dtype)
+            dtype = self._reader.dtypes.get(name, sources[0].dtype)
+            out = np.empty((stop - start, *sources[0].shape), dtype=dtype)
             for k, values in enumerate(sources):
                 out[k] = values
             batch[name] = out
