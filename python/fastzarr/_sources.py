@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from fastzarr.errors import DuplicateError, DuplicateWarning
 from fastzarr.loading import load_counting
 from fastzarr.xarray_backend import FastzarrStore, StoredVariable
 
-__all__ = ["GroupReader", "Source", "open_sources"]
+__all__ = ["GroupReader", "Source", "Target", "open_sources"]
 
 #: A group: its source and its indices along every sample dimension.
 Box = tuple[int, list[npt.NDArray[np.int64]]]
@@ -134,13 +135,26 @@ class GroupReader:
             for name in self.names
         )
 
+    def allocate(self, count: int) -> dict[str, npt.NDArray[Any]]:
+        """Arrays for ``count`` samples of every variable, as a batch holds them: samples first,
+        in the dtype of every batch."""
+        out = {}
+        for name in self.names:
+            stored = self.sources[0].stored[name]
+            rest = [n for d, n in zip(stored.dims, stored.shape, strict=True) if d not in self.sample_dims]
+            out[name] = np.empty((count, *rest), self.dtypes[name])
+        return out
+
     def read_in_order(
-        self, source: npt.NDArray[np.int64], index: npt.NDArray[np.int64]
-    ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
-        """Samples in the order given (sample ``k``: source ``source[k]``, indices ``index[k]``
-        along the sample dimensions, rows dropped as duplicates skipped), per variable one array
-        with the samples first. One pass decodes every chunk they touch once, each sample straight
-        into its row, so that a batch is a slice of it; CF decoding as in :meth:`read`."""
+        self, source: npt.NDArray[np.int64], index: npt.NDArray[np.int64], targets: Sequence[Target]
+    ) -> dict[str, float]:
+        """Reads samples (sample ``k``: source ``source[k]``, indices ``index[k]`` along the sample
+        dimensions, rows dropped as duplicates skipped) into ``targets``' arrays (as
+        :meth:`allocate` makes them), in one pass that decodes every chunk they touch once.
+
+        A variable stored alike in every source and decoded as it is stored is decoded straight
+        into the targets' rows; others are read into one array, CF-decoded as xarray decodes
+        them, then copied there. Returns what the read did (``ReadStats`` fields)."""
         positions = np.empty_like(index)
         members = {int(s): np.flatnonzero(source == s) for s in np.unique(source)}
         for s, mine in members.items():
@@ -148,14 +162,49 @@ class GroupReader:
             for k, d in enumerate(self.sample_dims):
                 positions[mine, k] = kept[d][index[mine, k]] if d in kept else index[mine, k]
         requests: list[tuple[Any, ...]] = []
-        planned = {name: self._outputs(name, members, positions, requests) for name in self.names}
+        staged = {}
+        for name in self.names:
+            if name not in self._direct:
+                staged[name] = self._outputs(name, members, positions, requests)
+                continue
+            axes = self._direct[name]
+            for target in targets:
+                for s, mine in members.items():
+                    wanted = mine[(mine >= target.start) & (mine < target.stop)]
+                    if len(wanted):
+                        points = {axis: positions[wanted, k] for axis, k in axes.items()}
+                        rows = target.row + wanted - target.start
+                        requests.append(
+                            (self.sources[s].arrays[name], ..., points, target.arrays[name], rows)
+                        )
         stats = _core._read_points_into(requests, timeout=self.timeout, max_memory=self.max_memory)
         totals: dict[str, float] = {}
         _add(totals, stats.as_dict())
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=xr.SerializationWarning)
-            values = {name: self._assemble(name, outputs, len(source)) for name, outputs in planned.items()}
-        return values, totals
+            for name, outputs in staged.items():
+                values = self._assemble(name, outputs, len(source))
+                for target in targets:
+                    end = target.row + target.stop - target.start
+                    target.arrays[name][target.row : end] = values[target.start : target.stop]
+        return totals
+
+    @cached_property
+    def _direct(self) -> dict[str, dict[int, int]]:
+        """The variables decoded straight into batches, each with its point axes (array axis ->
+        sample dimension number): stored alike in every source, decoded as stored, and with a
+        sample dimension first (the points' axis is then the batch axis)."""
+        out = {}
+        for name in self.names:
+            described = [part.stored[name] for part in self.sources]
+            first = described[0]
+            alike = all(_decoding_key(d) == _decoding_key(first) and d.dims == first.dims for d in described)
+            as_stored = _decodes_as_is(first) and self.dtypes[name] == first.dtype
+            if alike and as_stored and first.dims[0] in self.sample_dims:
+                out[name] = {
+                    first.dims.index(d): k for k, d in enumerate(self.sample_dims) if d in first.dims
+                }
+        return out
 
     def _outputs(
         self,
@@ -172,7 +221,7 @@ class GroupReader:
         classes: dict[tuple[str, str], list[int]] = {}
         for s in members:
             stored = self.sources[s].stored[name]
-            classes.setdefault((stored.dtype.str, repr(sorted(stored.attrs.items()))), []).append(s)
+            classes.setdefault(_decoding_key(stored), []).append(s)
         outputs = []
         for alike in classes.values():
             stored = self.sources[alike[0]].stored[name]
@@ -300,6 +349,21 @@ def _points_shape(stored: StoredVariable, sample_dims: Sequence[Hashable], count
         for k, (d, n) in enumerate(zip(stored.dims, stored.shape, strict=True))
         if k == first or d not in sample_dims
     )
+
+
+def _decoding_key(stored: StoredVariable) -> tuple[str, str]:
+    """What CF decoding depends on, comparable (a NaN fill value equal to another NaN)."""
+    return stored.dtype.str, repr(sorted(stored.attrs.items(), key=lambda item: str(item[0])))
+
+
+@dataclass
+class Target:
+    """Where samples ``start:stop`` of a read go: rows ``row`` onwards of ``arrays``."""
+
+    start: int
+    stop: int
+    arrays: dict[str, npt.NDArray[Any]]
+    row: int
 
 
 @dataclass

@@ -2,9 +2,10 @@
 processes.
 
 Samples are grouped by the chunk they lie in; an epoch visits the groups in a shuffled order, a
-window of groups at a time (as many as ``max_memory`` allows), reads each window in one fastzarr
-pass (every chunk decoded once per epoch), mixes the window's samples and hands them out in
-batches while the next window is read in the background.
+window of groups at a time (as many as ``max_memory`` allows), mixes each window's samples and
+reads the window in one fastzarr pass (every chunk decoded once per epoch) while the batches of
+the one before are served. Each sample is decoded straight into its row of its batch's arrays, so
+nothing is copied after decoding and a batch owns its memory.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,13 +29,15 @@ import fastzarr as fz
 from fastzarr._epochs import Ids, SampleSpace, Shuffle, epoch_windows, rank_share
 from fastzarr._patches import patch_selectors
 from fastzarr._sizes import parse_size
-from fastzarr._sources import GroupReader, Source, open_sources
+from fastzarr._sources import GroupReader, Source, Target, open_sources
 from fastzarr.cache import Cache
 from fastzarr.report import format_size
 
 __all__ = ["Loader", "LoaderStats"]
 
 Batch = dict[str, npt.NDArray[Any]]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 #: Memory for the windows held at once (the one served and the one read ahead) by default.
 _DEFAULT_BUDGET = 512 * 2**20
 
@@ -68,15 +71,12 @@ class LoaderStats:
 @dataclass
 class _Window:
     """A window's samples, read: each chunk group's values (rows in C order over its box), and
-    per sample (in serving order) its group, its row there and its patch. Or, read in serving
-    order (``ordered``), every sampled variable's values with one row per sample, so that a
-    batch is a slice of them."""
+    per sample (in serving order) its group, its row there and its patch."""
 
     values: dict[int, dict[str, npt.NDArray[Any]]]
     group: npt.NDArray[np.int64]
     row: npt.NDArray[np.int64]
     patch: npt.NDArray[np.int64]
-    ordered: dict[str, npt.NDArray[Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.group)
@@ -216,8 +216,8 @@ class Loader:
         room = budget - 2 * fz.get_num_threads() * self._largest_chunk_bytes()
         self._window = max(1, room // held // group_bytes)
         self._kept_groups: OrderedDict[int, dict[str, npt.NDArray[Any]]] = OrderedDict()
-        # Without patches or a uniform permutation's group cache, a window is decoded straight
-        # into serving order: no sample is copied after it is decoded.
+        # Without patches or a uniform permutation's group cache, a window's samples are decoded
+        # straight into their batches: no sample is copied after it is decoded.
         self._in_order = not self._patches and shuffle != "full" and self._reader.reads_in_order
 
     # --- set-up ---------------------------------------------------------------------------
@@ -331,9 +331,12 @@ class Loader:
         # Windows wholly before the resume point are not read at all.
         while windows and skip >= len(windows[0]):
             skip -= len(windows.pop(0))
+        if self._in_order:
+            yield from self._serve_in_order(windows, skip)
+            return
         pending: list[tuple[_Window, int]] = []  # windows being served, and where in each
         have = 0
-        for window in self._read_windows(windows):
+        for window in self._read_windows(windows, self._read):
             start = skip
             skip = 0
             pending.append((window, start))
@@ -350,38 +353,62 @@ class Loader:
         self.stats.seconds = time.perf_counter() - self.stats._started
         return self.transform(batch) if self.transform is not None else batch
 
-    def _read_windows(self, windows: list[Ids]) -> Iterator[_Window]:
+    def _serve_in_order(self, windows: list[Ids], skip: int) -> Iterator[Any]:
+        """The batches of ``windows`` (their first ``skip`` samples left out), each in arrays of
+        its own: a window's read decodes its samples straight into the batches they belong to,
+        and hands over the batches it completed."""
+        size = self.batch_size
+        bounds = np.cumsum([0, *(len(w) for w in windows)]).tolist()
+        total = bounds[-1]
+        last = skip + (total - skip) // size * size if self.drop_last else total
+        filling: dict[int, Batch] = {}  # batches under way, by number
+
+        def read(k: int) -> list[Batch]:
+            lo, hi = max(bounds[k], skip), min(bounds[k + 1], last)
+            targets = []
+            for j in range((lo - skip) // size, -(-(hi - skip) // size)) if lo < hi else ():
+                start, stop = skip + j * size, min(skip + (j + 1) * size, last)
+                if j not in filling:
+                    filling[j] = self._reader.allocate(stop - start)
+                first, end = max(lo, start), min(hi, stop)
+                targets.append(Target(first - bounds[k], end - bounds[k], filling[j], first - start))
+            source, index, _ = self._space.locate(windows[k])
+            self._count(self._reader.read_in_order(source, index, targets))
+            self.stats.windows += 1
+            done = [j for j in sorted(filling) if min(skip + (j + 1) * size, last) <= bounds[k + 1]]
+            return [filling.pop(j) for j in done]
+
+        for batches in self._read_windows(range(len(windows)), read):
+            for batch in batches:
+                count = len(next(iter(batch.values()))) if batch else 0
+                for name, values in self._fixed.items():
+                    batch[name] = np.repeat(values[np.newaxis], count, axis=0)
+                yield self._emit({name: batch[name] for name in self._names})
+
+    def _read_windows(self, windows: Iterable[_T], read: Callable[[_T], _R]) -> Iterator[_R]:
         """Each window read, the next one in the background while the caller works."""
         if not self.prefetch:
             for ids in windows:
                 began = time.perf_counter()
-                window = self._read(ids)
+                window = read(ids)
                 self.stats.waited_seconds += time.perf_counter() - began
                 yield window
             return
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-loader")
         try:
             upcoming = iter(windows)
-            ahead: list[Future[_Window]] = [
-                pool.submit(self._read, ids) for ids in itertools.islice(upcoming, 1)
-            ]
+            ahead: list[Future[_R]] = [pool.submit(read, ids) for ids in itertools.islice(upcoming, 1)]
             while ahead:
                 began = time.perf_counter()
                 window = ahead.pop().result()
                 self.stats.waited_seconds += time.perf_counter() - began
-                ahead = [pool.submit(self._read, ids) for ids in itertools.islice(upcoming, 1)]
+                ahead = [pool.submit(read, ids) for ids in itertools.islice(upcoming, 1)]
                 yield window
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _read(self, ids: Ids) -> _Window:
         """One window: every chunk group its samples lie in, all read in one fastzarr pass."""
-        if self._in_order:
-            source, index, patch = self._space.locate(ids)
-            ordered, totals = self._reader.read_in_order(source, index)
-            self._count(totals)
-            self.stats.windows += 1
-            return _Window({}, source, index, patch, ordered)
         group, row = self._space.group_of(ids)
         _, _, patch = self._space.locate(ids)
         values = self._read_groups(sorted(set(group.tolist())))
@@ -432,14 +459,10 @@ class Loader:
         return {name: np.concatenate([p[name] for p in pieces]) for name in self._names}
 
     def _gather(self, window: _Window, start: int, stop: int) -> Batch:
-        """Samples ``start:stop`` of the window: slices of a window read in serving order, else
-        each sample copied once into its batch."""
+        """Samples ``start:stop`` of the window, each copied once into its batch."""
         group, row, patch = window.group[start:stop], window.row[start:stop], window.patch[start:stop]
         batch: Batch = {}
         for name in self._names:
-            if window.ordered is not None and name not in self._fixed:
-                batch[name] = np.ascontiguousarray(window.ordered[name][start:stop])
-                continue
             dims = self._other_dims[name]
             cuts = (
                 [tuple(p.get(d, slice(None)) for d in dims) for p in self._patches]
