@@ -425,3 +425,16 @@ def test_sources_stored_differently_and_samples_not_first(tmp_path: Any, shuffle
             for name in ("packed", "across"):
                 np.testing.assert_array_equal(batch[name][i], expected[int(label)][name])
     assert sorted(seen) == sorted(expected)
+
+
+@pytest.mark.parametrize("shuffle", [True, "full"])
+def test_variables_without_sample_dims_alone(tmp_path: Any, shuffle: Any) -> None:
+    """Only a variable that no sample dimension runs along: each batch repeats it once per sample."""
+    ds = xr.Dataset({"static": (("y",), np.arange(3.0)), "x": (("sample", "y"), np.ones((5, 3)))})
+    path = str(tmp_path / "s.zarr")
+    ds.to_zarr(path, zarr_format=3, consolidated=False)
+    run = fz.Loader(path, sample_dims=("sample",), batch_size=2, variables=["static"], shuffle=shuffle)
+    batches = [b["static"] for b in run]
+    assert [len(b) for b in batches] == [2, 2, 1]
+    for batch in batches:
+        np.testing.assert_array_equal(batch, np.broadcast_to(ds.static.values, batch.shape))

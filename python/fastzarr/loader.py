@@ -363,11 +363,15 @@ class Loader:
         last = skip + (total - skip) // size * size if self.drop_last else total
         filling: dict[int, Batch] = {}  # batches under way, by number
 
-        def read(k: int) -> list[Batch]:
+        def samples(j: int) -> tuple[int, int]:
+            """Where batch ``j`` starts and stops among the windows' samples."""
+            return skip + j * size, min(skip + (j + 1) * size, last)
+
+        def read(k: int) -> list[tuple[int, Batch]]:
             lo, hi = max(bounds[k], skip), min(bounds[k + 1], last)
             targets = []
             for j in range((lo - skip) // size, -(-(hi - skip) // size)) if lo < hi else ():
-                start, stop = skip + j * size, min(skip + (j + 1) * size, last)
+                start, stop = samples(j)
                 if j not in filling:
                     filling[j] = self._reader.allocate(stop - start)
                 first, end = max(lo, start), min(hi, stop)
@@ -375,12 +379,11 @@ class Loader:
             source, index, _ = self._space.locate(windows[k])
             self._count(self._reader.read_in_order(source, index, targets))
             self.stats.windows += 1
-            done = [j for j in sorted(filling) if min(skip + (j + 1) * size, last) <= bounds[k + 1]]
-            return [filling.pop(j) for j in done]
+            done = [j for j in sorted(filling) if samples(j)[1] <= bounds[k + 1]]
+            return [(samples(j)[1] - samples(j)[0], filling.pop(j)) for j in done]
 
         for batches in self._read_windows(range(len(windows)), read):
-            for batch in batches:
-                count = len(next(iter(batch.values()))) if batch else 0
+            for count, batch in batches:
                 for name, values in self._fixed.items():
                     batch[name] = np.repeat(values[np.newaxis], count, axis=0)
                 yield self._emit({name: batch[name] for name in self._names})
