@@ -161,6 +161,13 @@ class GroupReader:
             kept = self.sources[s].kept
             for k, d in enumerate(self.sample_dims):
                 positions[mine, k] = kept[d][index[mine, k]] if d in kept else index[mine, k]
+        # Each target's samples from each source, and the rows they go to there.
+        pieces = [
+            (target, s, wanted, target.row + wanted - target.start)
+            for target in targets
+            for s, mine in members.items()
+            if len(wanted := mine[(mine >= target.start) & (mine < target.stop)])
+        ]
         requests: list[tuple[Any, ...]] = []
         staged = {}
         for name in self.names:
@@ -168,15 +175,9 @@ class GroupReader:
                 staged[name] = self._outputs(name, members, positions, requests)
                 continue
             axes = self._direct[name]
-            for target in targets:
-                for s, mine in members.items():
-                    wanted = mine[(mine >= target.start) & (mine < target.stop)]
-                    if len(wanted):
-                        points = {axis: positions[wanted, k] for axis, k in axes.items()}
-                        rows = target.row + wanted - target.start
-                        requests.append(
-                            (self.sources[s].arrays[name], ..., points, target.arrays[name], rows)
-                        )
+            for target, s, wanted, rows in pieces:
+                points = {axis: positions[wanted, k] for axis, k in axes.items()}
+                requests.append((self.sources[s].arrays[name], ..., points, target.arrays[name], rows))
         stats = _core._read_points_into(requests, timeout=self.timeout, max_memory=self.max_memory)
         totals: dict[str, float] = {}
         _add(totals, stats.as_dict())
@@ -286,12 +287,7 @@ class GroupReader:
                 # Decoded group by group, variable by variable: stacking them first would copy.
                 stored = self.sources[boxes[g][0]].stored[name]
                 values = _samples_first(array, dims, self.sample_dims, box)
-                if _decodes_as_is(stored):
-                    out[g][name] = values
-                    continue
-                rest = [d for d in dims if d not in self.sample_dims]
-                raw = xr.Variable((_SAMPLE, *rest), values, stored.attrs, stored.encoding)
-                out[g][name] = np.asarray(compat_xr.decode_variable(name, raw).values)
+                out[g][name] = _cf_decoded(name, values, stored, self.sample_dims)
         return out
 
     def _read_through_xarray(
@@ -380,10 +376,18 @@ def _decoded(name: str, raw: _RawOutput, sample_dims: Sequence[Hashable]) -> npt
     """An output's values, samples first, CF-decoded as xarray decodes the variable."""
     stored = raw.stored
     first = min(stored.dims.index(d) for d in sample_dims if d in stored.dims)
-    rest = [d for d in stored.dims if d not in sample_dims]
     values = np.moveaxis(raw.values, sum(1 for d in stored.dims[:first] if d not in sample_dims), 0)
+    return _cf_decoded(name, values, stored, sample_dims)
+
+
+def _cf_decoded(
+    name: str, values: npt.NDArray[Any], stored: StoredVariable, sample_dims: Sequence[Hashable]
+) -> npt.NDArray[Any]:
+    """``values`` of a variable (samples first, its other dimensions after), CF-decoded as xarray
+    decodes it; as they are where decoding would return them unchanged."""
     if _decodes_as_is(stored):
         return values
+    rest = [d for d in stored.dims if d not in sample_dims]
     variable = xr.Variable((_SAMPLE, *rest), values, stored.attrs, stored.encoding)
     return np.asarray(compat_xr.decode_variable(name, variable).values)
 
