@@ -279,6 +279,14 @@ pub struct PointSet {
     pub rows: Option<PointRows>,
 }
 
+/// The smallest value that `values` holds more than once.
+pub fn first_repeated(mut values: Vec<u64>) -> Option<u64> {
+    values.sort_unstable();
+    values
+        .windows(2)
+        .find_map(|w| (w[0] == w[1]).then_some(w[0]))
+}
+
 /// The rows of a point axis that a request fills in an output shared with other requests: point
 /// `p` goes to row `row[p]` of an axis of `extent` rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,12 +352,7 @@ impl PointSet {
                 })?;
             row.push(r);
         }
-        let mut sorted = row.clone();
-        sorted.sort_unstable();
-        if let Some(twice) = sorted
-            .windows(2)
-            .find_map(|w| (w[0] == w[1]).then_some(w[0]))
-        {
+        if let Some(twice) = first_repeated(row.clone()) {
             return Err(Error::InvalidArgument(format!(
                 "output row {twice} is given to two points"
             )));

@@ -1134,25 +1134,7 @@ fn scatter(
     itemsize: usize,
 ) {
     let region_strides = strides(region.shape);
-    let run = contiguous_tail(part, &target.strides, &region_strides);
-    // Where the run starts, relative to the bases the axes above it reach.
-    let (mut out_start, mut region_start) = (0, 0);
-    for (axis, placement) in part.placements.iter().enumerate().skip(run.first_axis) {
-        if let Placement::Run {
-            out_start: first,
-            step,
-            ..
-        } = placement
-        {
-            let anchor = if *step > 0 {
-                0
-            } else {
-                part.region_shape[axis] - 1
-            };
-            out_start += first * target.strides[axis];
-            region_start += (anchor + region.offset[axis]) * region_strides[axis];
-        }
-    }
+    let run = contiguous_tail(part, &target.strides, &region_strides, region.offset);
     let placement = Scatter {
         region,
         part,
@@ -1162,37 +1144,59 @@ fn scatter(
         itemsize,
         run_axis: run.first_axis,
         run_bytes: run.elements as usize * itemsize,
-        run_starts: (out_start, region_start),
+        run_starts: (run.out_start, run.region_start),
     };
     placement.axis(0, target.base, 0);
 }
 
 /// The trailing axes of a part that are one contiguous run of elements in both the output
-/// and the decoded region.
+/// and the decoded region, and where the run starts.
 struct Run {
     first_axis: usize,
     elements: u64,
+    /// The run's first output and region elements, relative to the bases the axes above reach.
+    out_start: u64,
+    region_start: u64,
 }
 
 /// The trailing axes of `part` whose elements follow on in both the output and the decoded
 /// region (unit steps, strides equal to the run below): a point's whole field is then one
 /// copy, not one per element.
-fn contiguous_tail(part: &ChunkPart, out_strides: &[u64], region_strides: &[u64]) -> Run {
+fn contiguous_tail(
+    part: &ChunkPart,
+    out_strides: &[u64],
+    region_strides: &[u64],
+    region_offset: &[u64],
+) -> Run {
     let mut run = Run {
         first_axis: part.placements.len(),
         elements: 1,
+        out_start: 0,
+        region_start: 0,
     };
     while run.first_axis > 0 && run.elements > 0 {
         let axis = run.first_axis - 1;
-        let len = match &part.placements[axis] {
-            Placement::Run { len, .. } if *len <= 1 => *len,
-            Placement::Run { len, step: 1, .. }
-                if out_strides[axis] == run.elements && region_strides[axis] == run.elements =>
-            {
-                *len
-            }
-            _ => break,
+        let Placement::Run {
+            out_start,
+            len,
+            step,
+        } = &part.placements[axis]
+        else {
+            break;
         };
+        let follows_on =
+            *step == 1 && out_strides[axis] == run.elements && region_strides[axis] == run.elements;
+        if *len > 1 && !follows_on {
+            break;
+        }
+        // The first element: a progression's anchor is its region's last index when it steps back.
+        let anchor = if *step > 0 {
+            0
+        } else {
+            part.region_shape[axis] - 1
+        };
+        run.out_start += out_start * out_strides[axis];
+        run.region_start += (anchor + region_offset[axis]) * region_strides[axis];
         run.elements *= len;
         run.first_axis = axis;
     }

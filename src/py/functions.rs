@@ -9,7 +9,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::array::ArrayHandle;
 use crate::errors::{Error, Result};
-use crate::plan::{AxisIndex, PointSet, Selection};
+use crate::plan::{first_repeated, AxisIndex, PointSet, Selection};
 use crate::py::array::PyArray;
 use crate::py::stats::PyReadStats;
 use crate::py::strings::StringRequest;
@@ -452,8 +452,9 @@ fn check_disjoint(prepared: &[Prepared]) -> Result<()> {
                 rows.extend(points.rows.iter().flat_map(|r| r.row.iter().copied()));
             }
         }
-        rows.sort_unstable();
-        if let Some(twice) = rows.windows(2).find_map(|w| (w[0] == w[1]).then_some(w[0])) {
+        // One request's rows were checked when it was made; several sharing an output, here.
+        let shared = members.len() > 1;
+        if let Some(twice) = first_repeated(rows).filter(|_| shared) {
             return Err(Error::InvalidArgument(format!(
                 "output row {twice} is given to two points of requests sharing one output"
             )));
@@ -491,18 +492,7 @@ pub fn _read_points_into<'py>(
             crate::py::add_to_footprint(&mut footprint, &p.handle, &p.selection, 0);
         }
         footprint.check(max_memory)?;
-        let bytes_out = prepared
-            .iter()
-            .map(|p| {
-                let points = p.points.as_ref().map_or(0, PointSet::len) as u64;
-                let per_point: u64 = p
-                    .points
-                    .as_ref()
-                    .map(|points| points.layout(&p.selection).0)
-                    .map_or(0, |shape| shape.iter().product::<u64>() / points_extent(p));
-                points * per_point * p.handle.dtype().itemsize as u64
-            })
-            .sum();
+        let bytes_out = prepared.iter().map(bytes_written).sum();
         let started = Instant::now();
         let stats = detach_cancellable(py, timeout, |cancel| read_prepared(prepared, cancel))?;
         Ok(PyReadStats {
@@ -513,9 +503,11 @@ pub fn _read_points_into<'py>(
     })
 }
 
-/// The length of a prepared request's point axis (at least 1, to divide by).
-fn points_extent(p: &Prepared) -> u64 {
-    p.points.as_ref().map_or(1, PointSet::extent).max(1)
+/// The bytes a prepared request of points writes into its output: its rows of it.
+fn bytes_written(p: &Prepared) -> u64 {
+    let Some(points) = &p.points else { return 0 };
+    let output: u64 = points.layout(&p.selection).0.iter().product();
+    output / points.extent().max(1) * points.len() as u64 * p.handle.dtype().itemsize as u64
 }
 
 /// Sets the number of threads fastzarr decodes with (default: `FASTZARR_NUM_THREADS` or all cores).
