@@ -6,11 +6,12 @@ import contextlib
 import functools
 import http.server
 import logging
+import re
 import signal
 import socket
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,19 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def assert_not_found_without_secret(urls: Sequence[str], options: dict[str, Any], secret: str) -> None:
+    """Each of ``urls`` (a missing bucket, a missing store) opened as an array raises
+    ``StoreNotFoundError`` and as a group ``FileNotFoundError``, naming the URL but not ``secret``."""
+    for url in urls:
+        with pytest.raises(fz.StoreNotFoundError) as info:
+            fz.open_array(url, storage_options=options)
+        assert url in str(info.value)
+        assert secret not in str(info.value)
+        with pytest.raises(FileNotFoundError, match=re.escape(url)) as group_info:
+            fz.open_group(url, storage_options=options)
+        assert secret not in str(group_info.value)
 
 
 def write_blosc_array(path: Path, data: np.ndarray, *, blocksize: int) -> str:

