@@ -212,11 +212,16 @@ def test_lying_blosc_headers(tmp_path: Path, zarr_format: int, lie: str) -> None
         reference = None
     arr = fz.open_array(path)
     points = [(1, y, x) for y, x in ((0, 0), (10, 10), (63, 255), (31, 128))]
+    rows = {0: np.ones(64, dtype=int), 1: np.arange(64)}
     reads: list[tuple[Callable[[], Any], Callable[[np.ndarray], Any]]] = [
         (lambda: arr[1], lambda ref: ref),
         (lambda: arr[1, 10, 10], lambda ref: ref[10, 10]),
         (lambda: arr[1, 5:9, 100:200], lambda ref: ref[5:9, 100:200]),
         (lambda: fz.read_many([(arr, p) for p in points]), lambda ref: [ref[p[1:]] for p in points]),
+        # Every row of the chunk as a point: more parts than are read block by block, so the
+        # chunk is decoded whole once and the rows placed from it.
+        (lambda: fz.read_many([(arr, ..., rows)])[0], lambda ref: ref),
+        (lambda: _read_into(arr, rows), lambda ref: ref[::-1]),
     ]
     refusals = []
     for read, expect in reads:
@@ -232,6 +237,14 @@ def test_lying_blosc_headers(tmp_path: Path, zarr_format: int, lie: str) -> None
     if lie in {"nbytes-too-big", "blocksize-zero", "cbytes-too-big", "offset-past-end", "version-unknown"}:
         with pytest.raises(fz.CorruptChunkError, match=key):
             arr[1]
+
+
+def _read_into(arr: fz.Array, points: dict[int, np.ndarray]) -> np.ndarray:
+    """``points`` read into an output of their own, in reverse order."""
+    count = len(points[0])
+    out = np.zeros((count, *arr.shape[2:]), dtype=arr.dtype)
+    fz._core._read_points_into([(arr, ..., points, out, np.arange(count)[::-1])])
+    return out
 
 
 # --- metadata ----------------------------------------------------------------------------------
