@@ -3,11 +3,15 @@ shuffled chunk-aware, reproducible orders, disjoint even rank shares, patches, r
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 import sys
+import threading
 import time
 import types
 import warnings
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -164,6 +168,142 @@ def test_resumes_mid_epoch_exactly(stores: list[str]) -> None:
     rest = list(resumed)
     assert samples(taken + rest) == samples(whole)
     np.testing.assert_array_equal(rest[-1]["var0002"], whole[-1]["var0002"])
+
+
+def _count_reads(run: fz.Loader, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the loader's window reads as they happen (on its read thread), whichever path."""
+    calls: list[int] = []
+    for owner, name in ((run._reader, "read_in_order"), (run._groups, "read")):
+        original = getattr(owner, name)
+
+        def counted(*args: Any, _original: Any = original) -> Any:
+            calls.append(1)
+            return _original(*args)
+
+        monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+def _wait_for(calls: list[int], count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(calls) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"shuffle": False}, {"shuffle": "full"}, {"input_dims": {"lat": 4, "lon": 6}}],
+    ids=["chunk-aware", "storage-order", "full", "patches"],
+)
+def test_the_next_epoch_is_read_ahead_and_served_as_if_it_were_not(
+    stores: list[str], options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once an epoch's reads are done, the next epoch's first windows are read in the background
+    (set_epoch(e + 1) expected after a set_epoch, the same epoch otherwise). The epoch then
+    served, and one that was not expected, are the ones a fresh Loader serves: same samples,
+    same values, same chunks read."""
+
+    def fresh(epoch: int, resume: int = 0) -> tuple[list[dict[str, np.ndarray]], fz.LoaderStats]:
+        run = loader(stores, seed=3, **options)
+        run.set_epoch(epoch)
+        if resume:
+            run.load_state_dict({"epoch": epoch, "seed": 3, "batches": resume})
+        return list(run), run.stats
+
+    def check(ours: list[dict[str, np.ndarray]], stats: fz.LoaderStats, epoch: int, resume: int = 0) -> None:
+        theirs, their_stats = fresh(epoch, resume)
+        assert samples(ours) == samples(theirs)
+        for mine, other in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(mine["var0001"], other["var0001"])
+        assert (stats.windows, stats.samples) == (their_stats.windows, their_stats.samples)
+        if options.get("shuffle") == "full":  # its chunks kept from the epochs before are not read
+            assert stats.chunks <= their_stats.chunks
+        else:
+            assert stats.chunks == their_stats.chunks
+
+    run = loader(stores, seed=3, **options)
+    calls = _count_reads(run, monkeypatch)
+    run.set_epoch(0)
+    check(list(run), run.stats, 0)
+    in_epoch = run.stats.windows
+    _wait_for(calls, in_epoch + 1)
+    assert len(calls) > in_epoch  # the next epoch's first window, read before it was asked for
+    run.set_epoch(1)  # as expected
+    check(list(run), run.stats, 1)
+    run.set_epoch(4)  # not as expected: what was read ahead for epoch 2 is dropped
+    check(list(run), run.stats, 4)
+    # No set_epoch: the same order again (read ahead as such), then a resume mid-epoch.
+    check(list(run), run.stats, 4)
+    run.load_state_dict({"epoch": 4, "seed": 3, "batches": 2})
+    check(list(run), run.stats, 4, resume=2)
+
+
+def test_leaving_an_epoch_early_reads_nothing_more(
+    stores: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An epoch left mid-way (a break) cancels the reads queued ahead; the next iteration serves
+    a whole epoch, as a fresh Loader does."""
+    budget = 2 * 3 * 8 * 12 * 4 * 4 + 2 * fz.get_num_threads() * 3 * 8 * 12 * 4  # a group a window
+    run = loader(stores, max_memory=budget, batch_size=3)
+    calls = _count_reads(run, monkeypatch)
+    for k, _ in enumerate(run):
+        if k == 2:
+            break
+    time.sleep(0.2)
+    assert len(calls) <= 4  # of 20 windows: served, and one read ahead of the one served
+    again = list(run)
+    assert samples(again) == samples(list(loader(stores, max_memory=budget, batch_size=3)))
+    assert run.stats.windows == 20
+
+
+def test_close_and_dropping_stop_the_reads_ahead(stores: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() (or leaving a ``with`` block) drops the next epoch's queued reads and waits for the
+    one under way; the Loader can be iterated again. A dropped Loader is collected at once (its
+    reads hold no reference to it) and stops its thread."""
+    budget = 2 * 3 * 8 * 12 * 4 * 4 + 2 * fz.get_num_threads() * 3 * 8 * 12 * 4  # a group a window
+    with loader(stores, max_memory=budget, batch_size=3) as run:
+        calls = _count_reads(run, monkeypatch)
+        first = samples(list(run))
+    done = len(calls)
+    time.sleep(0.2)
+    assert len(calls) == done <= 20 + 2  # the epoch, and at most two windows ahead
+    assert samples(list(run)) == first
+    run.close()
+    threads = {t for t in threading.enumerate() if t.name.startswith("fastzarr-loader")}
+    dropped = loader(stores, max_memory=budget, batch_size=3)
+    list(dropped)
+    gone = weakref.ref(dropped)
+    del dropped
+    assert gone() is None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if {t for t in threading.enumerate() if t.name.startswith("fastzarr-loader")} <= threads:
+            break
+        time.sleep(0.01)
+    assert {t for t in threading.enumerate() if t.name.startswith("fastzarr-loader")} <= threads
+
+
+def test_a_forked_child_serves_its_own_epochs(stores: list[str]) -> None:
+    """A child forked after the parent read an epoch ahead starts its own read thread and serves
+    the epoch as the parent would (the parent's queued reads are not its own)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    run = loader(stores, seed=9)
+    expected = samples(list(run))  # and the same order read ahead in the background
+    context = multiprocessing.get_context("fork")
+    queue = context.SimpleQueue()
+
+    def serve() -> None:
+        queue.put(samples(list(run)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # fastzarr's warning of a fork mid-read
+        child = context.Process(target=serve)
+        child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert queue.get() == expected
+    assert samples(list(run)) == expected
 
 
 def test_duplicates_as_extract_points(stores: list[str]) -> None:

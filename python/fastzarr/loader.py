@@ -6,6 +6,10 @@ window of groups at a time (as many as ``max_memory`` allows), mixes each window
 reads the window in one fastzarr pass (every chunk decoded once per epoch) while the batches of
 the one before are served. Each sample is decoded straight into its row of its batch's arrays, so
 nothing is copied after decoding and a batch owns its memory.
+
+Reads run ahead on one background thread, as far as the windows' memory allows, and across the
+end of an epoch: once an epoch's last window is under way, the first windows of the epoch the
+next iteration is expected to ask for are read, so its first batches need not wait.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,8 +40,8 @@ from fastzarr.report import format_size
 __all__ = ["Loader", "LoaderStats"]
 
 Batch = dict[str, npt.NDArray[Any]]
-_T = TypeVar("_T")
-_R = TypeVar("_R")
+#: Chunk groups' values: by group, each sampled variable's, sample dimensions flattened first.
+_Groups = dict[int, dict[str, npt.NDArray[Any]]]
 #: Memory for the windows held at once (the one served and the one read ahead) by default.
 _DEFAULT_BUDGET = 512 * 2**20
 
@@ -73,13 +77,107 @@ class _Window:
     """A window's samples, read: each chunk group's values (rows in C order over its box), and
     per sample (in serving order) its group, its row there and its patch."""
 
-    values: dict[int, dict[str, npt.NDArray[Any]]]
+    values: _Groups
     group: npt.NDArray[np.int64]
     row: npt.NDArray[np.int64]
     patch: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.group)
+
+
+#: An epoch's order is set by: its number, the seed, this reader's rank and world size (a torch
+#: worker's share counted in), the batches skipped on resuming, and the process that reads it.
+_EpochKey = tuple[int, int, int, int, int, int]
+#: A window's read: what it yields to the epoch's server, and what the read did (ReadStats fields).
+_ReadResult = tuple[Any, Mapping[str, float]]
+
+
+@dataclass
+class _EpochReads:
+    """One epoch's windows and the reads of them submitted so far (in order, from the first)."""
+
+    key: _EpochKey
+    windows: list[Ids]
+    skip: int  # samples of the first window already served before a resume
+    read: Callable[[int], _ReadResult]
+    submitted: list[Future[_ReadResult]] = field(default_factory=list)
+    taken: int = 0  # windows handed to the epoch's server
+    released: int = 0  # samples (counted from the first window's start) the loader holds no more
+
+    def __post_init__(self) -> None:
+        self.bounds: list[int] = [0, *itertools.accumulate(len(w) for w in self.windows)]
+        self.released = self.skip
+
+    def held(self) -> int:
+        """Samples of this epoch the loader holds: being served, read, or being read."""
+        return max(0, self.bounds[len(self.submitted)] - self.released)
+
+    def cancel(self) -> None:
+        """Drops the reads not started; one under way finishes and is forgotten."""
+        if self.key[-1] == os.getpid():  # a forked child must not touch its parent's futures
+            for read in self.submitted:
+                read.cancel()
+
+
+class _ReadThread:
+    """The loader's one background read thread, started on first use. A forked child has none of
+    its parent's threads: it starts its own."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def submit(self, read: Callable[[int], _ReadResult], window: int) -> Future[_ReadResult]:
+        if self._pool is None or self._pid != os.getpid():
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-loader")
+            self._pid = os.getpid()
+        return self._pool.submit(read, window)
+
+    def close(self, *, wait: bool = True) -> None:
+        """Cancels the reads queued and ends the thread, once the read under way (waited for
+        with ``wait``) is done. A later submit starts a new thread."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __del__(self) -> None:
+        self.close(wait=False)
+
+
+class _GroupReads:
+    """Windows read as whole chunk groups (with patches, a uniform permutation, or sources read
+    through xarray): every group a window's samples lie in, in one fastzarr pass. ``keep`` groups
+    (for a uniform permutation, whose batches come back to groups read before) are kept, the
+    least recently used dropped first: a window reads only the groups not kept. Reads hold no
+    reference to the Loader, so that one dropped is collected (and its reads ahead cancelled)."""
+
+    def __init__(self, reader: GroupReader, space: SampleSpace, keep: int) -> None:
+        self._reader = reader
+        self._space = space
+        self._keep = keep
+        self._kept: OrderedDict[int, dict[str, npt.NDArray[Any]]] = OrderedDict()
+
+    def read(self, ids: Ids) -> _ReadResult:
+        group, row = self._space.group_of(ids)
+        _, _, patch = self._space.locate(ids)
+        values, totals = self._read_groups(sorted(set(group.tolist())))
+        return _Window(values, group, row, patch), totals
+
+    def _read_groups(self, groups: list[int]) -> tuple[_Groups, dict[str, float]]:
+        boxes = {g: self._space.group_box(g) for g in groups}
+        if not self._keep:
+            return self._reader.read(boxes)
+        kept = self._kept
+        missing = {g: box for g, box in boxes.items() if g not in kept}
+        fresh, totals = self._reader.read(missing) if missing else ({}, {})
+        out = {}
+        for g in groups:
+            out[g] = kept.pop(g) if g in kept else fresh[g]
+            kept[g] = out[g]  # most recently used last
+        while len(kept) > self._keep:
+            kept.popitem(last=False)
+        return out, totals
 
 
 def _cached_sources(
@@ -215,7 +313,12 @@ class Loader:
         # decode scratch): they come off the budget.
         room = budget - 2 * fz.get_num_threads() * self._largest_chunk_bytes()
         self._window = max(1, room // held // group_bytes)
-        self._kept_groups: OrderedDict[int, dict[str, npt.NDArray[Any]]] = OrderedDict()
+        # The samples the windows held at once may hold: the one served and those read ahead.
+        self._held_samples = held * self._window * math.prod(self._space.chunks) * self._space.patches
+        self._reads = _ReadThread()
+        self._ahead: _EpochReads | None = None  # the next epoch's reads, begun at this one's end
+        self._epoch_set = False  # set_epoch called since the last iteration began
+        self._groups = _GroupReads(self._reader, self._space, self._window if shuffle == "full" else 0)
         # Without patches or a uniform permutation's group cache, a window's samples are decoded
         # straight into their batches: no sample is copied after it is decoded.
         self._in_order = not self._patches and shuffle != "full" and self._reader.reads_in_order
@@ -282,20 +385,46 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Sets the epoch whose order the next iteration follows (as ``DistributedSampler``)."""
         self.epoch = epoch
+        self._epoch_set = True
+
+    def close(self) -> None:
+        """Stops reading ahead: reads queued for the next epoch are dropped and the one under way
+        is waited for. Iterating again starts reading again. A Loader that is dropped stops on
+        its own (without waiting)."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+        self._reads.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
-        total = sum(len(w) for w in self._windows())
+        total = sum(len(w) for w in self._windows(self.epoch))
         return total // self.batch_size if self.drop_last else -(-total // self.batch_size)
 
-    def _windows(self) -> list[Ids]:
+    def _share(self) -> tuple[int, int]:
+        """This reader's rank and world size. In a torch DataLoader worker process, each worker
+        takes its own share of this rank's."""
+        rank, world_size = self.rank, self.world_size
+        torch_data = sys.modules.get("torch.utils.data")
+        info = torch_data.get_worker_info() if torch_data is not None else None
+        if info is not None and info.num_workers > 1:
+            rank, world_size = rank * info.num_workers + info.id, world_size * info.num_workers
+        return rank, world_size
+
+    def _windows(self, epoch: int) -> list[Ids]:
         # The first window holds a batch: the consumer waits for its read alone.
         per_group = max(1, len(self._space) // max(1, self._space.group_offsets()[-1]))
         shuffled = epoch_windows(
             self._space,
             shuffle=self.shuffle,
             seed=self.seed,
-            epoch=self.epoch,
+            epoch=epoch,
             window=self._window,
             first=-(-self.batch_size // per_group),
         )
@@ -303,12 +432,7 @@ class Loader:
             shuffled = [
                 w[i : i + self.batch_size] for w in shuffled for i in range(0, len(w), self.batch_size)
             ]
-        rank, world_size = self.rank, self.world_size
-        # In a torch DataLoader worker process, each worker takes its own share of this rank's.
-        torch_data = sys.modules.get("torch.utils.data")
-        info = torch_data.get_worker_info() if torch_data is not None else None
-        if info is not None and info.num_workers > 1:
-            rank, world_size = rank * info.num_workers + info.id, world_size * info.num_workers
+        rank, world_size = self._share()
         return rank_share(shuffled, rank=rank, world_size=world_size, drop_last=self.drop_last)
 
     def state_dict(self) -> dict[str, int]:
@@ -322,25 +446,49 @@ class Loader:
         self.seed = int(state["seed"])
         self._resume_batches = int(state["batches"])
 
-    def __iter__(self) -> Iterator[Any]:
-        windows = self._windows()
-        skip = self._resume_batches * self.batch_size
-        self._resume_batches = 0
-        self.stats = LoaderStats(epoch=self.epoch, batches=skip // self.batch_size)
-        self.stats._started = time.perf_counter()
+    def _key(self, epoch: int, resume: int) -> _EpochKey:
+        return (epoch, self.seed, *self._share(), resume, os.getpid())
+
+    def _plan(self, epoch: int, resume: int) -> _EpochReads:
+        """Epoch ``epoch``'s windows (after its first ``resume`` batches) and how to read each."""
+        windows = self._windows(epoch)
+        skip = resume * self.batch_size
         # Windows wholly before the resume point are not read at all.
         while windows and skip >= len(windows[0]):
             skip -= len(windows.pop(0))
         if self._in_order:
-            yield from self._serve_in_order(windows, skip)
+            read = self._in_order_reads(windows, skip)
+        else:
+            groups = self._groups
+
+            def read(k: int) -> _ReadResult:
+                return groups.read(windows[k])
+
+        return _EpochReads(self._key(epoch, resume), windows, skip, read)
+
+    def __iter__(self) -> Iterator[Any]:
+        resume, self._resume_batches = self._resume_batches, 0
+        key = self._key(self.epoch, resume)
+        planned, self._ahead = self._ahead, None
+        if planned is not None and planned.key != key:
+            planned.cancel()
+            planned = None
+        epoch = planned or self._plan(self.epoch, resume)
+        # The next iteration is expected to follow set_epoch(epoch + 1) if this one followed a
+        # set_epoch, or else to repeat this epoch's order (as DistributedSampler does).
+        following = self.epoch + 1 if self._epoch_set else self.epoch
+        self._epoch_set = False
+        self.stats = LoaderStats(epoch=self.epoch, batches=resume)
+        self.stats._started = time.perf_counter()
+        if self._in_order:
+            yield from self._serve_in_order(epoch, following)
             return
         pending: list[tuple[_Window, int]] = []  # windows being served, and where in each
-        have = 0
-        for window in self._read_windows(windows, self._read):
-            start = skip
+        have, skip = 0, epoch.skip
+        for window in self._read_windows(epoch, following):
+            pending.append((window, skip))
+            have += len(window) - skip
             skip = 0
-            pending.append((window, start))
-            have += len(window) - start
             while have >= self.batch_size:
                 yield self._emit(self._take(pending, self.batch_size))
                 have -= self.batch_size
@@ -353,97 +501,111 @@ class Loader:
         self.stats.seconds = time.perf_counter() - self.stats._started
         return self.transform(batch) if self.transform is not None else batch
 
-    def _serve_in_order(self, windows: list[Ids], skip: int) -> Iterator[Any]:
-        """The batches of ``windows`` (their first ``skip`` samples left out), each in arrays of
-        its own: a window's read decodes its samples straight into the batches they belong to,
-        and hands over the batches it completed."""
+    def _in_order_reads(self, windows: list[Ids], skip: int) -> Callable[[int], _ReadResult]:
+        """How to read window ``k`` of ``windows`` (their first ``skip`` samples left out): its
+        samples decoded straight into the batches they belong to, each batch in arrays of its
+        own; a read yields the batches it completed, with their sizes."""
         size = self.batch_size
         bounds = np.cumsum([0, *(len(w) for w in windows)]).tolist()
         total = bounds[-1]
         last = skip + (total - skip) // size * size if self.drop_last else total
-        filling: dict[int, Batch] = {}  # batches under way, by number
+        filling: dict[int, Batch] = {}  # batches under way, by number (touched by the reads only)
+        reader, space = self._reader, self._space  # not self: reads ahead must not keep it alive
 
         def samples(j: int) -> tuple[int, int]:
             """Where batch ``j`` starts and stops among the windows' samples."""
             return skip + j * size, min(skip + (j + 1) * size, last)
 
-        def read(k: int) -> list[tuple[int, Batch]]:
+        def read(k: int) -> _ReadResult:
             lo, hi = max(bounds[k], skip), min(bounds[k + 1], last)
             targets = []
             for j in range((lo - skip) // size, -(-(hi - skip) // size)) if lo < hi else ():
                 start, stop = samples(j)
                 if j not in filling:
-                    filling[j] = self._reader.allocate(stop - start)
+                    filling[j] = reader.allocate(stop - start)
                 first, end = max(lo, start), min(hi, stop)
                 targets.append(Target(first - bounds[k], end - bounds[k], filling[j], first - start))
-            source, index, _ = self._space.locate(windows[k])
-            self._count(self._reader.read_in_order(source, index, targets))
-            self.stats.windows += 1
+            source, index, _ = space.locate(windows[k])
+            totals = reader.read_in_order(source, index, targets)
             done = [j for j in sorted(filling) if samples(j)[1] <= bounds[k + 1]]
-            return [(samples(j)[1] - samples(j)[0], filling.pop(j)) for j in done]
+            return [(samples(j)[1] - samples(j)[0], filling.pop(j)) for j in done], totals
 
-        for batches in self._read_windows(range(len(windows)), read):
+        return read
+
+    def _serve_in_order(self, epoch: _EpochReads, following: int) -> Iterator[Any]:
+        """The epoch's batches, as its windows' reads complete them. A batch handed out is the
+        caller's: its samples no longer count against the windows' memory."""
+        for batches in self._read_windows(epoch, following):
             for count, batch in batches:
                 for name, values in self._fixed.items():
                     batch[name] = np.repeat(values[np.newaxis], count, axis=0)
                 yield self._emit({name: batch[name] for name in self._names})
+                epoch.released += count
+                if self.prefetch:
+                    self._submit_ahead(epoch, following)
 
-    def _read_windows(self, windows: Iterable[_T], read: Callable[[_T], _R]) -> Iterator[_R]:
-        """Each window read, the next one in the background while the caller works."""
-        if not self.prefetch:
-            for ids in windows:
-                began = time.perf_counter()
-                window = read(ids)
-                self.stats.waited_seconds += time.perf_counter() - began
-                yield window
-            return
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-loader")
+    def _read_windows(self, epoch: _EpochReads, following: int) -> Iterator[Any]:
+        """Each window of ``epoch``, read; with ``prefetch``, the windows after it are read on the
+        loader's thread while the caller works, as many as the windows' memory holds, and once
+        the last is under way, the first windows of epoch ``following`` (as the next iteration
+        is expected to ask for)."""
+        finished = False
         try:
-            upcoming = iter(windows)
-            ahead: list[Future[_R]] = [pool.submit(read, ids) for ids in itertools.islice(upcoming, 1)]
-            while ahead:
+            for k in range(len(epoch.windows)):
                 began = time.perf_counter()
-                window = ahead.pop().result()
+                if not self._in_order:  # a window's groups are held until it is served
+                    epoch.released = max(epoch.released, epoch.bounds[k])
+                if self.prefetch:
+                    self._submit_ahead(epoch, following)
+                    value, totals = epoch.submitted[k].result()
+                else:
+                    value, totals = epoch.read(k)
+                epoch.taken = k + 1
                 self.stats.waited_seconds += time.perf_counter() - began
-                ahead = [pool.submit(read, ids) for ids in itertools.islice(upcoming, 1)]
-                yield window
+                self.stats.windows += 1
+                self._count(totals)
+                yield value
+            if self.prefetch:  # the epoch served: its memory is free for the next one's reads
+                epoch.released = epoch.bounds[-1]
+                self._submit_ahead(epoch, following)
+            finished = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not finished:  # left mid-epoch: what comes next is unknown, so nothing is read
+                epoch.cancel()
+                if self._ahead is not None:
+                    self._ahead.cancel()
+                    self._ahead = None
 
-    def _read(self, ids: Ids) -> _Window:
-        """One window: every chunk group its samples lie in, all read in one fastzarr pass."""
-        group, row = self._space.group_of(ids)
-        _, _, patch = self._space.locate(ids)
-        values = self._read_groups(sorted(set(group.tolist())))
-        self.stats.windows += 1
-        return _Window(values, group, row, patch)
-
-    def _read_new_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
-        values, totals = self._reader.read({g: self._space.group_box(g) for g in groups})
-        self._count(totals)
-        return values
+    def _submit_ahead(self, epoch: _EpochReads, following: int) -> None:
+        """Submits reads, in order, while the samples the loader holds (being served, read, or
+        being read) fit in the windows' memory: the rest of ``epoch``'s windows, then epoch
+        ``following``'s. The window the server is about to take is always submitted. A uniform
+        permutation's windows (a batch each, whose groups may all differ) are read one ahead."""
+        held = epoch.held()
+        ahead = len(epoch.submitted) - epoch.taken
+        plan = epoch
+        while True:
+            if len(plan.submitted) == len(plan.windows):
+                if plan is not epoch:
+                    return
+                if self._ahead is None:
+                    self._ahead = self._plan(following, 0)
+                plan = self._ahead
+                held += plan.held()
+                ahead += len(plan.submitted)
+                continue
+            size = len(plan.windows[len(plan.submitted)])
+            over = ahead >= 2 if self.shuffle == "full" else held + size > self._held_samples
+            if over and not (plan is epoch and len(plan.submitted) == plan.taken):
+                return
+            plan.submitted.append(self._reads.submit(plan.read, len(plan.submitted)))
+            held += size
+            ahead += 1
 
     def _count(self, totals: Mapping[str, float]) -> None:
         self.stats.chunks += int(totals.get("chunks", 0))
         self.stats.bytes_read += int(totals.get("bytes_read", 0))
         self.stats.bytes_decoded += int(totals.get("bytes_decoded", 0))
-
-    def _read_groups(self, groups: list[int]) -> dict[int, dict[str, npt.NDArray[Any]]]:
-        """Each group's values of every sampled variable, sample dimensions flattened first.
-        With ``shuffle="full"`` groups are kept, the least recently used dropped first, while
-        they fit the windows' memory: a batch reads only the groups not kept."""
-        if self.shuffle != "full":
-            return self._read_new_groups(groups)
-        kept = self._kept_groups
-        missing = [g for g in groups if g not in kept]
-        fresh = self._read_new_groups(missing) if missing else {}
-        out = {}
-        for g in groups:
-            out[g] = kept.pop(g) if g in kept else fresh[g]
-            kept[g] = out[g]  # most recently used last
-        while len(kept) > self._window:
-            kept.popitem(last=False)
-        return out
 
     def _take(self, pending: list[tuple[_Window, int]], count: int) -> Batch:
         """The next ``count`` samples of the windows being served, as one batch."""
