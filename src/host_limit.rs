@@ -33,6 +33,16 @@ struct State {
     /// A moving average of request durations (seconds).
     duration: f64,
     slow_downs: u64,
+    /// Requests answered, and the seconds they took to their answers' heads, all told.
+    answers: Answers,
+}
+
+/// Requests a host answered and how long they took, counted since the process began (or forked):
+/// two counts taken around some work tell the latency that work met.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Answers {
+    pub count: u64,
+    pub seconds: f64,
 }
 
 /// The adaptive in-flight limit of one host.
@@ -60,6 +70,7 @@ impl HostLimit {
                 last_decrease: None,
                 duration: FIRST_DURATION.as_secs_f64(),
                 slow_downs: 0,
+                answers: Answers::default(),
             }),
             freed: tokio::sync::Notify::new(),
         }
@@ -132,6 +143,11 @@ impl HostLimit {
         self.state().slow_downs
     }
 
+    /// The requests the host answered so far, and their seconds to an answer.
+    pub fn answers(&self) -> Answers {
+        self.state().answers
+    }
+
     fn release(&self, took: Option<Duration>) {
         let mut state = self.state();
         let at_limit = state.in_flight >= state.limit;
@@ -139,6 +155,8 @@ impl HostLimit {
         // A refusal comes back at once: only answers tell how long a request takes.
         if let Some(took) = took {
             state.duration = 0.9 * state.duration + 0.1 * took.as_secs_f64();
+            state.answers.count += 1;
+            state.answers.seconds += took.as_secs_f64();
         }
         if at_limit && took.is_some() {
             state.completed_at_limit += 1;
@@ -234,6 +252,24 @@ mod tests {
         // However many are out, never below the floor.
         block_on(async { host.acquire(1024).await.refused() });
         assert_eq!(host.limit(), FLOOR);
+        // Only the 12 answered count as answers (a refusal tells nothing of the latency).
+        assert_eq!(host.answers().count, 12);
+    }
+
+    #[test]
+    fn answers_count_the_time_to_each_answer() {
+        let host = HostLimit::new(64);
+        block_on(async {
+            let slot = host.acquire(64).await;
+            std::thread::sleep(Duration::from_millis(20));
+            drop(slot);
+            let slot = host.acquire(64).await;
+            std::thread::sleep(Duration::from_millis(20));
+            slot.timed_out();
+        });
+        let answers = host.answers();
+        assert_eq!(answers.count, 1);
+        assert!((0.02..1.0).contains(&answers.seconds), "{answers:?}");
     }
 
     #[test]

@@ -53,7 +53,7 @@ mod _core {
     };
     #[pymodule_export]
     use crate::py::functions::{
-        _block_tables, _forget_block_tables, _plan_reads, _read_points_into,
+        _block_tables, _forget_block_tables, _host_answers, _plan_reads, _read_points_into,
         _remember_block_tables, get_io_concurrency, get_num_threads, get_partial_decoding,
         read_many, set_io_concurrency, set_num_threads, set_partial_decoding,
     };

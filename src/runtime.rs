@@ -266,6 +266,23 @@ pub fn host_limit(host: &str) -> Result<Arc<HostLimit>> {
     Ok(limit)
 }
 
+/// Each host this process has sent requests to, with what it answered (see
+/// [`HostLimit::answers`]).
+pub fn host_answers() -> Vec<(String, crate::host_limit::Answers)> {
+    let guard = TOKIO.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(owned) = guard
+        .as_ref()
+        .filter(|owned| owned.pid == std::process::id())
+    else {
+        return Vec::new();
+    };
+    owned
+        .hosts
+        .iter()
+        .map(|(host, limit)| (host.clone(), limit.answers()))
+        .collect()
+}
+
 /// Sets the bound on requests in flight; requests started afterwards obey it.
 pub fn set_io_concurrency(n: usize) -> Result<()> {
     if n == 0 {

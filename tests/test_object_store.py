@@ -841,6 +841,28 @@ def test_a_throttling_server_gets_fewer_requests_at_once_and_no_error_surfaces(
     assert state.refused < 60, state.refused
 
 
+def test_a_dry_run_measures_the_latency_its_metadata_requests_met(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """The dry run times the HTTP requests that open the metadata and find the points: at 50 ms a
+    request, the latency it measured is at least that, and its estimate uses it. Local sources
+    make no HTTP request: nothing is measured."""
+    state: _State = web["state"]
+    state.delay = 0.05
+    points = {"lat": [10.0, -30.0], "lon": [45.0, 200.0]}
+    url = f"{web['base']}/{local['batch0'].name}"
+    plan = fz.extract_points(url, points=points, dry_run=True)
+    assert isinstance(plan, fz.ExtractionPlan)
+    assert plan.latency_requests == state.requests > 0
+    assert plan.latency is not None
+    assert 0.05 <= plan.latency < 1.0
+    assert plan.seconds() == plan.seconds(latency=plan.latency) > plan.seconds(latency=0.0)
+    assert f"{plan.latency * 1000:,.1f} ms a request, measured" in str(plan)
+    nearby = fz.extract_points(local["batch0"], points=points, dry_run=True)
+    assert (nearby.latency, nearby.latency_requests) == (None, 0)
+    assert (nearby.chunks, nearby.bytes_out) == (plan.chunks, plan.bytes_out)
+
+
 def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:
     state: _State = web["state"]
     state.reset("flaky")

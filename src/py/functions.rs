@@ -573,3 +573,13 @@ pub fn _forget_block_tables() -> usize {
     crate::block_tables::clear();
     count
 }
+
+/// Each host (scheme, host and port; for S3-like URLs the bucket) this process sent HTTP
+/// requests to: the requests it answered and their seconds to an answer's head, all told.
+#[pyfunction]
+pub fn _host_answers() -> std::collections::HashMap<String, (u64, f64)> {
+    crate::runtime::host_answers()
+        .into_iter()
+        .map(|(host, answers)| (host, (answers.count, answers.seconds)))
+        .collect()
+}

@@ -55,6 +55,11 @@ class ExtractionPlan:
     bytes_out: int
     #: seconds spent opening the sources' metadata for this plan
     metadata_seconds: float
+    #: the seconds a request took to be answered, on average over the HTTP requests that opening
+    #: the metadata made (None when it made none: local sources, or metadata known already)
+    latency: float | None = None
+    #: the HTTP requests ``latency`` was measured over
+    latency_requests: int = 0
 
     @property
     def requests(self) -> int:
@@ -63,17 +68,20 @@ class ExtractionPlan:
 
     def seconds(
         self,
-        latency: float = DEFAULT_LATENCY,
+        latency: float | None = None,
         bandwidth: float = DEFAULT_BANDWIDTH,
         concurrency: int | None = None,
         *,
         tables: bool = True,
     ) -> float:
-        """Estimated seconds of the read at ``latency`` seconds a request and ``bandwidth`` bytes a
-        second, with ``concurrency`` requests in flight (fastzarr's I/O concurrency by default):
-        each wave of requests waits ``latency`` once, the blocks wait for their headers, and the
-        bytes stream at ``bandwidth``. Decoding, and the metadata already opened, are not counted.
+        """Estimated seconds of the read at ``latency`` seconds a request (by default the
+        measured one, else 20 ms) and ``bandwidth`` bytes a second, with ``concurrency`` requests
+        in flight (fastzarr's I/O concurrency by default): each wave of requests waits
+        ``latency`` once, the blocks wait for their headers, and the bytes stream at
+        ``bandwidth``. Decoding, and the metadata already opened, are not counted.
         ``tables=False``: as if no block table were remembered (each such chunk's header first)."""
+        if latency is None:
+            latency = DEFAULT_LATENCY if self.latency is None else self.latency
         if latency < 0 or bandwidth <= 0:
             raise ValueError("latency must be >= 0 and bandwidth > 0")
         concurrency = concurrency or _core.get_io_concurrency()
@@ -99,7 +107,16 @@ class ExtractionPlan:
             f"  to decode    {self.bytes_decoded / mb:,.1f} MB at most",
             f"  result       {self.bytes_out / mb:,.1f} MB",
         ]
-        for latency, bandwidth in ((0.02, 100e6), (0.1, 100e6)):
+        if self.latency is not None:
+            lines.append(
+                f"  latency      {self.latency * 1000:,.1f} ms a request, measured over the "
+                f"{self.latency_requests:,} request(s) that opened the metadata"
+            )
+        latencies = [(0.02, ""), (0.1, "")]
+        if self.latency is not None:
+            latencies.insert(0, (self.latency, " (measured)"))
+        bandwidth = DEFAULT_BANDWIDTH  # not measured: the metadata's bodies are too small to tell
+        for latency, how in latencies:
             cold = (
                 f" ({self.seconds(latency, bandwidth, tables=False):,.2f} s without the tables)"
                 if self.tables_remembered
@@ -107,7 +124,8 @@ class ExtractionPlan:
             )
             lines.append(
                 f"  estimated    {self.seconds(latency, bandwidth):,.2f} s at {latency * 1000:.0f} ms "
-                f"a request, {bandwidth / mb:.0f} MB/s, {_core.get_io_concurrency()} in flight{cold}"
+                f"a request{how}, {bandwidth / mb:.0f} MB/s (assumed), "
+                f"{_core.get_io_concurrency()} in flight{cold}"
             )
         return "\n".join(lines)
 
@@ -117,6 +135,7 @@ def plan_extraction(query: Query, cache: Cache | None = None) -> ExtractionPlan:
     ``extract_points`` would, and plans its reads without making them; with the block tables
     that ``cache`` keeps for remote sources, as a read with ``cache=`` would."""
     start = time.perf_counter()
+    answered = _core._host_answers()
     if cache is not None:
         for source in query.sources:
             if "://" in (name := source_name(source)):
@@ -131,6 +150,7 @@ def plan_extraction(query: Query, cache: Cache | None = None) -> ExtractionPlan:
         if n in present[i]
     ]
     metadata_seconds = time.perf_counter() - start
+    latency, latency_requests = _latency_since(answered)
     counts = _core._plan_reads([r.request for r in requests]) if requests else {}
     return ExtractionPlan(
         sources=tuple(redact_url(source_name(s)) for s in query.sources),
@@ -145,4 +165,17 @@ def plan_extraction(query: Query, cache: Cache | None = None) -> ExtractionPlan:
         bytes_decoded=counts.get("bytes_decoded", 0),
         bytes_out=sum(r.nbytes for r in requests),
         metadata_seconds=metadata_seconds,
+        latency=latency,
+        latency_requests=latency_requests,
     )
+
+
+def _latency_since(before: dict[str, tuple[int, float]]) -> tuple[float | None, int]:
+    """The mean seconds to an answer of the HTTP requests answered since ``before`` (a count of
+    ``_core._host_answers``), and how many there were."""
+    count, seconds = 0, 0.0
+    for host, (answers, took) in _core._host_answers().items():
+        was_answers, was_took = before.get(host, (0, 0.0))
+        count += answers - was_answers
+        seconds += took - was_took
+    return (seconds / count if count else None), count
