@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export PYO3_PYTHON := $(abspath $(PY))
 PY_SOURCES := $(wildcard python tests benches notebooks)
 
-.PHONY: help venv build test test-rust test-python test-xarray-suite test-oldest lint demo notebook notebook-outputs bench bench-scaling clean fuzz fuzz-long
+.PHONY: help venv build test test-rust test-python test-xarray-suite test-oldest lint demo notebook notebook-outputs bench bench-scaling clean fuzz fuzz-long check-free-threaded wheel-free-threaded
 
 help:
 	@echo "make demo   - set up, build (release) and read the bundled sample batches"
@@ -17,6 +17,8 @@ help:
 	@echo "make bench-scaling - the same full loads at 1, 2, 4, ... cores (a section of RESULTS.md)"
 	@echo "make fuzz   - run each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds"
 	@echo "make fuzz-long - mutate real chunks FUZZ_MUTATIONS (default 20000) times, read them against zarr-python"
+	@echo "make wheel-free-threaded - a wheel for free-threaded CPython 3.14t (PYTHON_FT names it)"
+	@echo "make check-free-threaded - compile and link the module for CPython 3.14t (no interpreter needed)"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -149,3 +151,19 @@ fuzz:
 
 clean:
 	rm -rf target $(VENV) $(VENV_OLDEST) .demo benches/data python/fastzarr/_core.abi3.so
+
+# Free-threaded CPython has no stable ABI, so its wheel is built without the `abi3` feature, for
+# one interpreter (PyO3 supports free-threading from 3.14t). The module declares itself safe
+# without the GIL (src/lib.rs says why).
+PYTHON_FT ?= python3.14t
+wheel-free-threaded: $(VENV)/.build-installed
+	$(VENV)/bin/maturin build --release --no-default-features --features python --interpreter $(PYTHON_FT) --out dist
+
+# The same module compiled and linked for CPython 3.14t from a PyO3 configuration alone, where no
+# free-threaded interpreter is installed (CI runs it): PyO3's free-threaded code paths and checks.
+FREE_THREADED_CONFIG := target/pyo3-cpython-3.14t.cfg
+check-free-threaded:
+	@mkdir -p target
+	printf 'implementation=CPython\nversion=3.14\nshared=true\nabi3=false\nbuild_flags=Py_GIL_DISABLED\nsuppress_build_script_link_lines=false\npointer_width=64\n' > $(FREE_THREADED_CONFIG)
+	PYO3_CONFIG_FILE=$(abspath $(FREE_THREADED_CONFIG)) PYO3_BUILD_EXTENSION_MODULE=1 \
+		cargo build --release --lib --no-default-features --features python --quiet

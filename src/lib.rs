@@ -34,11 +34,14 @@ pub mod zeroed;
 #[cfg(feature = "python")]
 use pyo3::prelude::*;
 
-// Not declared free-threading safe: the wheel is abi3 (CPython 3.10+), which free-threaded
-// CPython (3.13t/3.14t) cannot load, so no free-threaded build has been tested. Threads on a
-// GIL build are tested (tests/test_threads.py): the work runs with the GIL released.
+// Safe without the GIL (it matters only to a free-threaded build, `make wheel-free-threaded`):
+// every Python class is frozen (immutable after construction), the module's shared state is
+// behind Rust's locks and atomics (the pools, the runtime, the remembered block tables, the
+// settings) or PyO3's `PyOnceLock`, and the work runs with the GIL released on a GIL build too
+// (tests/test_threads.py calls it from many threads at once). `make check-free-threaded`
+// compiles and links it for CPython 3.14t; no free-threaded interpreter has run its tests.
 #[cfg(feature = "python")]
-#[pymodule(gil_used = true)]
+#[pymodule(gil_used = false)]
 mod _core {
     use super::{Bound, PyModule, PyModuleMethods, PyResult};
     use crate::py::errors;
