@@ -1228,9 +1228,11 @@ def run_latency_suite(size: str, args: argparse.Namespace) -> str:
         "through it.",
         "- Each (case, peer) runs in a fresh subprocess: one warm-up load, then the timed loads; "
         "metadata opening is included and nothing is reused between loads (fresh opens, a fresh "
-        "tensorstore Context, fastzarr's remembered blosc block tables forgotten), except in the "
-        'rows "again, block tables remembered": those keep the tables the warm-up load read '
-        "(as a second extraction in the same process does). The server's counters are reset "
+        "tensorstore Context, fastzarr's remembered blosc block tables and metadata forgotten), "
+        'except in the rows "again, block tables and metadata remembered": those keep the tables, '
+        "metadata and coordinates the warm-up load read (as a second extraction in the same process "
+        "does: the metadata is opened again beside the chunk reads, and the read is redone if it "
+        "changed). The server's counters are reset "
         "before each timed load; "
         '"requests" and "MB sent" are per load (a range when the loads differed).',
         "- Ratios are the peer's figure over the first row's (fastzarr): above 1 means fastzarr "

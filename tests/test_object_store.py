@@ -863,6 +863,52 @@ def test_a_dry_run_measures_the_latency_its_metadata_requests_met(
     assert (nearby.chunks, nearby.bytes_out) == (plan.chunks, plan.bytes_out)
 
 
+def test_a_repeat_reads_from_remembered_metadata_checked_beside_the_read(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """A second extraction from the same remote store starts its chunk reads from the metadata
+    and coordinates the first opened, and opens them again meanwhile: unchanged, the result
+    stands; changed (coordinates rewritten, a variable's attributes and values changed), the
+    read is made again from what was opened, and equals a fresh read of the changed store."""
+    state: _State = web["state"]
+    store = local["big"].parent / "remembered.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(local["batch0"], store)
+    url = f"{web['base']}/{store.name}"
+    points = {"lat": [10.0, -30.0], "lon": [45.0, 200.0]}
+
+    def reference() -> xr.Dataset:
+        return fz.extract_points(store, points=points, duplicates="keep")
+
+    first = fz.extract_points(url, points=points, duplicates="keep")
+    xr.testing.assert_identical(first, reference())
+    state.reset()
+    again = fz.extract_points(url, points=points, duplicates="keep")
+    xr.testing.assert_identical(again, first)
+    # The metadata and coordinates were opened again, beside the chunks.
+    asked = [path for path, _ in state.ranges]
+    assert any(p.endswith((".zmetadata", "zarr.json")) for p in asked), asked
+    assert any(p.endswith("/lat/0") for p in asked), asked
+
+    # The latitudes move by 20 degrees, so the points fall in other rows.
+    lat = zarr.open_array(str(store / "lat"), mode="r+")
+    lat[:] = lat[:] + 20.0
+    changed = fz.extract_points(url, points=points, duplicates="keep")
+    xr.testing.assert_identical(changed, reference())
+    assert not changed.identical(first)
+
+    # A variable's attributes and values change (its metadata documents with them).
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
+    var = group["var0001"]
+    var.attrs["scale_factor"] = 2.0
+    var[...] = np.asarray(var[...]) + 1
+    zarr.consolidate_metadata(str(store))
+    rescaled = fz.extract_points(url, points=points, duplicates="keep")
+    xr.testing.assert_identical(rescaled, reference())
+    np.testing.assert_allclose(rescaled["var0001"].values, 2 * (changed["var0001"].values + 1), rtol=1e-6)
+    shutil.rmtree(store)
+
+
 def test_retries_on_503(local: dict[str, Path], web: dict[str, Any]) -> None:
     state: _State = web["state"]
     state.reset("flaky")

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,7 +38,8 @@ from fastzarr.extract._distributed import read_distributed
 from fastzarr.extract._dry_run import ExtractionPlan, plan_extraction
 from fastzarr.extract._duplicates import concat_labels, duplicate_message, find_duplicates
 from fastzarr.extract._opening import Opened, Source, source_name
-from fastzarr.extract._planning import Job, Query, locate, memory_budget, point_indexers
+from fastzarr.extract._planning import Job, Query, locate_in, memory_budget, open_all, point_indexers
+from fastzarr.extract._remembered import Remembered, key_of, recall, remember, same
 from fastzarr.features import to_features
 from fastzarr.report import DuplicateRecord, ExtractReport, peak_memory_bytes
 
@@ -143,18 +145,31 @@ def _open_and_read(
 ) -> _Gathered:
     """Opens every source (metadata only), plans and reads all their variables; the parts come
     back decoded unless every source is encoded alike (then they are decoded once, concatenated)."""
-    # Metadata: open every source lazily, undecoded; decode only the small coordinates.
-    opened, names, positions = locate(query)
-    t_metadata = time.perf_counter()
-    log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
-
-    # Plan, read, decode: one read pass over all variables of all sources (here, or one task per
-    # source on a cluster).
     budget = memory_budget(max_memory)
-    job = Job(names, positions, query.point_dim, query.concat_dim, budget, timeout, query.storage_options)
-    done = _read_all(
-        opened, job, cached, client, progress=progress, deadline=query.deadline, allow_nan=allow_nan
-    )
+
+    def read(opened: list[Opened]) -> tuple[list[str], Done, float]:
+        """Plan and read from the sources ``opened``: one read pass over all variables of all
+        sources (here, or one task per source on a cluster)."""
+        names, positions = locate_in(query, opened)
+        t_metadata = time.perf_counter()
+        job = Job(names, positions, query.point_dim, query.concat_dim, budget, timeout, query.storage_options)
+        done = _read_all(
+            opened, job, cached, client, progress=progress, deadline=query.deadline, allow_nan=allow_nan
+        )
+        return names, done, t_metadata
+
+    # Metadata: open every source, undecoded; decode only the small coordinates. Remote sources
+    # opened by an earlier extraction are read from at once and opened again beside the read.
+    key = key_of(query) if cached is None and client is None else None
+    entry = recall(key) if key is not None else None
+    if key is not None and entry is not None:
+        opened, names, done, t_metadata = _read_as_remembered(query, key, entry, read)
+    else:
+        opened = open_all(query)
+        if key is not None:
+            remember(key, opened)
+        names, done, t_metadata = read(opened)
+    log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
     if not done.decoded and not same_encoding(done.parts):
         done = Done([decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
     t_plan = t_metadata + done.plan_seconds
@@ -169,6 +184,34 @@ def _open_and_read(
         bytes_decoded=int(done.totals.get("bytes_decoded", 0)),
     )
     return _Gathered(opened, names, done, t_metadata, t_plan, t_read)
+
+
+def _read_as_remembered(
+    query: Query,
+    key: tuple[Hashable, ...],
+    entry: Remembered,
+    read: Callable[[list[Opened]], tuple[list[str], Done, float]],
+) -> tuple[list[Opened], list[str], Done, float]:
+    """Reads from the sources as remembered while they are opened again; keeps the read when
+    they are unchanged, else reads again from what was opened (see `_remembered`)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-metadata")
+    try:
+        reopening = pool.submit(open_all, query)
+        try:
+            names, done, t_metadata = read(entry.opened)
+            failure: Exception | None = None
+        except Exception as error:  # judged once the sources are known unchanged
+            failure = error
+        fresh = reopening.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if same(entry, fresh):
+        if failure is not None:
+            raise failure
+        return fresh, names, done, t_metadata
+    remember(key, fresh)
+    names, done, t_metadata = read(fresh)
+    return fresh, names, done, t_metadata
 
 
 def _make_report(

@@ -44,12 +44,24 @@ class Query:
 def locate(query: Query) -> tuple[list[Opened], list[str], dict[Hashable, Any]]:
     """The metadata stage: every source opened and checked, the variables to read, and the points'
     positions (by xarray's own ``sel`` on the first source's coordinates: the sources agree)."""
+    opened = open_all(query)
+    return opened, *locate_in(query, opened)
+
+
+def open_all(query: Query) -> list[Opened]:
+    """Every source of the query opened (its metadata and dimension coordinates read)."""
     with _gc.paused():  # thousands of variables' descriptions: see _gc
         dims = list(query.indexers)
-        opened = open_sources(query.sources, dims, query.concat_dim, query.storage_options, query.deadline)
+        return open_sources(query.sources, dims, query.concat_dim, query.storage_options, query.deadline)
+
+
+def locate_in(query: Query, opened: list[Opened]) -> tuple[list[str], dict[Hashable, Any]]:
+    """The variables to read from the sources ``opened`` (checked to agree) and the points'
+    positions in them."""
+    with _gc.paused():
         names = select_variables(opened, query.variables, query.missing)
-        check_sources(opened, dims, names, query.missing)
-    return opened, names, point_positions(opened[0], query.indexers, query.method, query.tolerance)
+        check_sources(opened, list(query.indexers), names, query.missing)
+    return names, point_positions(opened[0], query.indexers, query.method, query.tolerance)
 
 
 @dataclass
