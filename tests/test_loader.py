@@ -236,6 +236,13 @@ def test_the_next_epoch_is_read_ahead_and_served_as_if_it_were_not(
     check(list(run), run.stats, 4)
     run.load_state_dict({"epoch": 4, "seed": 3, "batches": 2})
     check(list(run), run.stats, 4, resume=2)
+    # A batch size changed between epochs: what was read ahead in the old one is dropped.
+    run.batch_size = 4
+    changed = list(run)
+    assert [len(b["var0001"]) for b in changed[:-1]] == [4] * (len(changed) - 1)
+    fresh_run = loader(stores, seed=3, batch_size=4, **options)
+    fresh_run.set_epoch(4)
+    assert samples(changed) == samples(list(fresh_run))
 
 
 def test_leaving_an_epoch_early_reads_nothing_more(

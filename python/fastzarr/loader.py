@@ -86,9 +86,10 @@ class _Window:
         return len(self.group)
 
 
-#: An epoch's order is set by: its number, the seed, this reader's rank and world size (a torch
-#: worker's share counted in), the batches skipped on resuming, and the process that reads it.
-_EpochKey = tuple[int, int, int, int, int, int]
+#: What an epoch's reads are set by: the process that reads, the epoch's number, the seed, this
+#: reader's rank and world size (a torch worker's share counted in), the batches skipped on
+#: resuming, and the batch size, drop_last and shuffle (public attributes a caller may change).
+_EpochKey = tuple[Any, ...]
 #: A window's read: what it yields to the epoch's server, and what the read did (ReadStats fields).
 _ReadResult = tuple[Any, Mapping[str, float]]
 
@@ -115,7 +116,7 @@ class _EpochReads:
 
     def cancel(self) -> None:
         """Drops the reads not started; one under way finishes and is forgotten."""
-        if self.key[-1] == os.getpid():  # a forked child must not touch its parent's futures
+        if self.key[0] == os.getpid():  # a forked child must not touch its parent's futures
             for read in self.submitted:
                 read.cancel()
 
@@ -228,7 +229,10 @@ class Loader:
 
     ``max_memory`` (bytes or "2GB") bounds the windows held at once: the one served and, with
     ``prefetch`` > 0, the next one read in the background while the training step runs.
-    ``transform`` is applied to each batch. ``timeout`` (seconds) bounds each read.
+    ``transform`` is applied to each batch. ``timeout`` (seconds) bounds each read. Reads also run
+    ahead across the end of an epoch, into the one the next iteration is expected to ask for
+    (the next epoch after a :meth:`set_epoch`, else the same order again); :meth:`close` (or
+    leaving a ``with`` block) stops them, as does dropping the Loader.
 
     ``cache``: a :class:`fastzarr.Cache`. Each source's selected variables are read once into a
     validated entry (keyed by the source's fingerprint and the selection, as :func:`fastzarr.load`
@@ -447,7 +451,16 @@ class Loader:
         self._resume_batches = int(state["batches"])
 
     def _key(self, epoch: int, resume: int) -> _EpochKey:
-        return (epoch, self.seed, *self._share(), resume, os.getpid())
+        return (
+            os.getpid(),
+            epoch,
+            self.seed,
+            *self._share(),
+            resume,
+            self.batch_size,
+            self.drop_last,
+            self.shuffle,
+        )
 
     def _plan(self, epoch: int, resume: int) -> _EpochReads:
         """Epoch ``epoch``'s windows (after its first ``resume`` batches) and how to read each."""
