@@ -46,6 +46,9 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Training loaders"
 FULL = {"batches": 2, "variables": 20, "file_ids": 8, "steps": 24, "lat": 48, "lon": 64}
 QUICK = {"batches": 2, "variables": 4, "file_ids": 4, "steps": 8, "lat": 16, "lon": 16}
+#: The same stores, 8 of them: a longer epoch (43 batches), where the first window's wait is
+#: spread over more batches.
+LONG = {**FULL, "batches": 8}
 #: BatchGenerator: a store of many small features, as the batch stores of the motivating
 #: archive hold (~3,930 of them), where per-variable overhead decides.
 GENERATOR_FULL = {"batches": 1, "variables": 400, "file_ids": 8, "steps": 24, "lat": 8, "lon": 16}
@@ -342,20 +345,24 @@ def main() -> None:
     generator_params = GENERATOR_QUICK if args.quick else GENERATOR_FULL
     with tempfile.TemporaryDirectory(prefix="fastzarr-loaders-") as root:
         stores = [str(p) for p in make_batches(Path(root) / "epoch", **params)]
+        long = [] if args.quick else [str(p) for p in make_batches(Path(root) / "long", **LONG)]
         if args.only_loader:
-            section = run_loader_only(stores, params, args.repeat, args.step)
+            section = run_loader_only(stores, params, args.repeat, args.step, long)
         else:
             small = [str(p) for p in make_batches(Path(root) / "features", **generator_params)]
-            section = run_all(stores, params, small, generator_params, args.repeat, step=args.step)
+            section = run_all(stores, params, small, generator_params, args.repeat, step=args.step, long=long)
     print(section)
     if not args.quick and not args.only_loader:
         text = RESULTS.read_text() if RESULTS.exists() else "# fastzarr vs peers\n"
         RESULTS.write_text(replace_section(text, section, prefix=SECTION))
 
 
-def measure_epochs(stores: list[str], params: dict[str, int], repeat: int, step: str) -> dict[str, Any]:
+def measure_epochs(
+    stores: list[str], params: dict[str, int], repeat: int, step: str, long: list[str]
+) -> dict[str, Any]:
     """The shuffled Loader epoch, read_many of the same data, and training runs with a step as
-    long as one batch's read (by the epoch's best time) and twice as long."""
+    long as one batch's read (by the epoch's best time) and twice as long; with ``long`` stores,
+    a training run over their longer epochs too."""
     epoch = measure("loader", stores, params, repeat)
     floor = measure("read_many", stores, params, repeat)
     per_batch = epoch["best"] / max(1, -(-epoch["samples"] // BATCH))
@@ -373,6 +380,10 @@ def measure_epochs(stores: list[str], params: dict[str, int], repeat: int, step:
         )
         for kind, factor in kinds
     }
+    if long:
+        trained[step, 1, "long"] = measure(
+            "trained", long, LONG, TRAINED_REPEAT, step_seconds=per_batch, step=step, epochs=LONG_EPOCHS
+        )
     return {"epoch": epoch, "floor": floor, "per_batch": per_batch, "trained": trained, "step": step}
 
 
@@ -380,6 +391,7 @@ def measure_epochs(stores: list[str], params: dict[str, int], repeat: int, step:
 #: the epochs after the first) is reported; epochs per run.
 TRAINED_REPEAT = 5
 TRAINED_EPOCHS = 6
+LONG_EPOCHS = 3
 STEP_WORDS = {
     "numpy": "of numpy matmul on the CPU (its BLAS threads on both cores, beside the decoding)",
     "idle": "of idle waiting, as a loop waits on an accelerator (the cores left to the decoding)",
@@ -393,18 +405,25 @@ def epoch_findings(params: dict[str, int], r: dict[str, Any]) -> list[str]:
     batch_bytes = BATCH * p_sample_bytes(params)
     bound = 3 * batch_bytes + 64e6 + 100e6
     waits = []
-    for (kind, factor), run in r["trained"].items():
+    for (kind, factor, *longer), run in r["trained"].items():
         length = "as long as one batch's read" if factor == 1 else f"{factor}x as long as one batch's read"
         first_share = run["waits"][0] / run["epochs"][0]
         later = ", ".join(
             f"{100 * w / e:.1f}" for w, e in zip(run["waits"][1:], run["epochs"][1:], strict=True)
         )
+        epochs = len(run["epochs"])
+        runs = (
+            f"Training runs of {epochs} longer epochs ({LONG['batches']} stores, "
+            f"{-(-run['samples'] // BATCH)} batches an epoch)"
+            if longer
+            else f"Training runs of {epochs} epochs"
+        )
         waits.append(
-            f"- Training runs of {TRAINED_EPOCHS} epochs with a simulated step {length} "
+            f"- {runs} with a simulated step {length} "
             f"({factor * per_batch * 1e3:.1f} ms {STEP_WORDS[kind]}; {run['step'] * 1e3:.1f} ms measured "
             f"per step; the median of {TRAINED_REPEAT} runs): the consumer waited "
-            f"**{100 * later_wait(run):.1f} %** of epochs 2-{TRAINED_EPOCHS} (each: {later} %; "
-            f"target < 5 %) and {100 * first_share:.1f} % of "
+            f"**{100 * later_wait(run):.1f} %** of epochs 2-{epochs} (each: {later} %; "
+            f"target < 5 %) and **{100 * first_share:.1f} %** of "
             f"the first ({run['waits'][0] * 1e3:.1f} ms of {run['epochs'][0] * 1e3:.0f} ms, "
             f"{run['firsts'][0] * 1e3:.1f} ms of it for the first batch)."
         )
@@ -437,9 +456,11 @@ def epoch_row(name: str, r: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     ]
 
 
-def run_loader_only(stores: list[str], params: dict[str, int], repeat: int, step: str) -> str:
+def run_loader_only(
+    stores: list[str], params: dict[str, int], repeat: int, step: str, long: list[str]
+) -> str:
     """``--only-loader``: the shuffled epoch's table (fastzarr's two rows) and its findings."""
-    r = measure_epochs(stores, params, repeat, step)
+    r = measure_epochs(stores, params, repeat, step, long)
     epoch, floor = r["epoch"], r["floor"]
     rows = [EPOCH_HEADER]
     for name, m in (
@@ -477,6 +498,7 @@ def run_all(
     repeat: int,
     *,
     step: str = "numpy",
+    long: list[str] | None = None,
 ) -> str:
     rows = [["case", "opener", "best s", "median s", "peak RSS MB", "fastzarr speedup"]]
     generator = {}
@@ -491,7 +513,7 @@ def run_all(
             rows.append(
                 [peer, opener, f"{r['best']:.3f}", f"{r['median']:.3f}", f"{r['rss'] / 1e6:,.0f}", speedup]
             )
-    epochs_measured = measure_epochs(stores, params, repeat, step)
+    epochs_measured = measure_epochs(stores, params, repeat, step, long or [])
     epoch, floor = epochs_measured["epoch"], epochs_measured["floor"]
     zarr_map = measure("zarr_map_style", stores, params, repeat)
     xb = measure("xbatcher_epoch", stores, params, repeat)
