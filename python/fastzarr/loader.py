@@ -14,6 +14,7 @@ next iteration is expected to ask for are read, so its first batches need not wa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -143,7 +144,8 @@ class _ReadThread:
             pool.shutdown(wait=wait, cancel_futures=True)
 
     def __del__(self) -> None:
-        self.close(wait=False)
+        with contextlib.suppress(Exception):  # at interpreter exit the modules it needs may be gone
+            self.close(wait=False)
 
 
 class _GroupReads:

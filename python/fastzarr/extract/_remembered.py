@@ -13,6 +13,7 @@ longer holds.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import OrderedDict
@@ -32,10 +33,15 @@ _REMOTE = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://"
 
 @dataclass(frozen=True)
 class Remembered:
-    """Sources as an extraction opened them, and what a fresh opening is compared with."""
+    """Sources as an extraction opened them."""
 
     opened: list[Opened]
-    signature: tuple[Any, ...]
+
+    @functools.cached_property
+    def signature(self) -> tuple[Any, ...]:
+        """What a fresh opening is compared with: worked out when first needed (by a repeat), so
+        an extraction that is not repeated pays nothing for it."""
+        return signature(self.opened)
 
 
 _lock = threading.Lock()
@@ -61,7 +67,7 @@ def recall(key: tuple[Hashable, ...]) -> Remembered | None:
 
 
 def remember(key: tuple[Hashable, ...], opened: list[Opened]) -> Remembered:
-    entry = Remembered(opened, signature(opened))
+    entry = Remembered(opened)
     with _lock:
         _remembered[key] = entry
         _remembered.move_to_end(key)
