@@ -605,3 +605,40 @@ def test_a_plans_estimate_counts_waves_of_requests_and_bytes() -> None:
     for bad in ({"latency": -1.0}, {"bandwidth": 0.0}, {"concurrency": -3}):
         with pytest.raises(ValueError, match=r"latency|concurrency"):
             plan.seconds(**bad)  # type: ignore[arg-type]
+
+
+def test_only_remote_sources_are_remembered_and_only_the_latest_few() -> None:
+    """Local sources cost no round trip to open: they are never read from remembered metadata.
+    Remote ones are keyed by everything that shapes their opening, and the oldest is forgotten."""
+    from fastzarr.extract import _planning, _remembered  # noqa: PLC0415 - the module under test
+
+    def query(sources: list[str], **kwargs: Any) -> _planning.Query:
+        fields = {
+            "sources": sources,
+            "indexers": {"lat": 1.0},
+            "point_dim": None,
+            "concat_dim": "file_id",
+            "variables": None,
+            "missing": "raise",
+            "method": "nearest",
+            "tolerance": None,
+            "storage_options": None,
+            "deadline": None,
+        }
+        return _planning.Query(**{**fields, **kwargs})
+
+    assert _remembered.key_of(query(["/data/a.zarr"])) is None
+    assert _remembered.key_of(query(["s3://b/a.zarr", "/data/a.zarr"])) is None
+    remote = _remembered.key_of(query(["s3://b/a.zarr"]))
+    assert remote is not None
+    assert remote != _remembered.key_of(query(["s3://b/a.zarr"], storage_options={"region": "x"}))
+    assert remote != _remembered.key_of(query(["s3://b/a.zarr"], indexers={"lon": 1.0}))
+    _remembered.forget()
+    keys = [_remembered.key_of(query([f"https://host/{i}.zarr"])) for i in range(_remembered.CAPACITY + 1)]
+    for key in keys:
+        assert key is not None
+        _remembered.remember(key, [])
+    assert _remembered.recall(keys[0]) is None  # the oldest, forgotten
+    assert all(_remembered.recall(key) is not None for key in keys[1:])
+    _remembered.forget()
+    assert _remembered.recall(keys[-1]) is None

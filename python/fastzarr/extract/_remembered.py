@@ -25,8 +25,9 @@ from fastzarr import _core
 from fastzarr.extract._opening import Opened, source_name
 from fastzarr.extract._planning import Query
 
-#: Source lists remembered (the most recently used kept).
-CAPACITY = 8
+#: Source lists remembered, the most recently used kept: few, since a list of wide stores holds
+#: every array's description (tens of MB for thousands of arrays in each of tens of stores).
+CAPACITY = 2
 #: Schemes whose metadata costs a round trip to a server: only those are worth remembering.
 _REMOTE = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "azure://")
 
