@@ -637,7 +637,7 @@ def test_only_remote_sources_are_remembered_and_only_the_latest_few() -> None:
     keys = [_remembered.key_of(query([f"https://host/{i}.zarr"])) for i in range(_remembered.CAPACITY + 1)]
     for key in keys:
         assert key is not None
-        _remembered.remember(key, [])
+        _remembered.remember(key, _remembered.Remembered([]))
     assert _remembered.recall(keys[0]) is None  # the oldest, forgotten
     assert all(_remembered.recall(key) is not None for key in keys[1:])
     _remembered.forget()

@@ -167,7 +167,7 @@ def _open_and_read(
     else:
         opened = open_all(query)
         if key is not None:
-            remember(key, opened)
+            remember(key, Remembered(opened))
         names, done, t_metadata = read(opened)
     log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
     if not done.decoded and not same_encoding(done.parts):
@@ -202,16 +202,16 @@ def _read_as_remembered(
             failure: Exception | None = None
         except Exception as error:  # judged once the sources are known unchanged
             failure = error
-        fresh = reopening.result()
+        fresh = Remembered(reopening.result())
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     if same(entry, fresh):
         if failure is not None:
             raise failure
-        return fresh, names, done, t_metadata
+        return fresh.opened, names, done, t_metadata
     remember(key, fresh)
-    names, done, t_metadata = read(fresh)
-    return fresh, names, done, t_metadata
+    names, done, t_metadata = read(fresh.opened)
+    return fresh.opened, names, done, t_metadata
 
 
 def _make_report(

@@ -67,8 +67,7 @@ def recall(key: tuple[Hashable, ...]) -> Remembered | None:
         return found
 
 
-def remember(key: tuple[Hashable, ...], opened: list[Opened]) -> Remembered:
-    entry = Remembered(opened)
+def remember(key: tuple[Hashable, ...], entry: Remembered) -> Remembered:
     with _lock:
         _remembered[key] = entry
         _remembered.move_to_end(key)
@@ -90,9 +89,10 @@ def signature(opened: list[Opened]) -> tuple[Any, ...]:
     return tuple((o.name, _documents(o.group), _coordinates(o)) for o in opened)
 
 
-def same(entry: Remembered, fresh: list[Opened]) -> bool:
-    """Whether the sources opened again are those remembered, document for document."""
-    return entry.signature == signature(fresh)
+def same(entry: Remembered, fresh: Remembered) -> bool:
+    """Whether the sources opened again are those remembered, document for document (``fresh``
+    keeps its signature: remembered in turn, it is not worked out again)."""
+    return entry.signature == fresh.signature
 
 
 def _documents(group: _core.Group) -> str:
