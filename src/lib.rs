@@ -71,7 +71,7 @@ mod _core {
     #[pymodule_export]
     use crate::py::write::{
         _checksum_files, _exchange, _store_listing, _sync_dirs, _tree_listing, _verify_chunks,
-        _write_regions,
+        _write_files, _write_regions,
     };
 
     #[pymodule_init]

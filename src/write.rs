@@ -142,8 +142,8 @@ fn copy_block(
     }
 }
 
-/// Writes `bytes` to `path` (creating its directory). With `flush`, the kernel starts
-/// writing the file to disk now, without waiting: [`sync_tree`] waits for it once every
+/// Writes `bytes` to `path` (creating its directory). With `flush` ([`flush_each`] says
+/// when), the kernel starts writing the file to disk now, without waiting: [`sync_tree`] waits for it once every
 /// chunk is written. An fsync per file here would stall a decode thread on the disk for
 /// each chunk (on 2 cores, half the encoding capacity).
 fn write_file(path: &Path, bytes: &[u8], flush: bool) -> std::io::Result<()> {
@@ -315,6 +315,7 @@ impl RegionPlan {
         region: &WriteRegion<'_>,
         offset: &[u64],
         options: &CodecOptions,
+        flush: bool,
     ) -> Result<ChunkRecord> {
         let array = &self.encoder.array;
         let indices: Vec<u64> = self.first.iter().zip(offset).map(|(f, o)| f + o).collect();
@@ -335,7 +336,7 @@ impl RegionPlan {
                 key: key.clone(),
                 reason: format!("could not encode: {e}"),
             })?;
-        write_file(&region.store_dir.join(&key), &encoded, region.fsync)
+        write_file(&region.store_dir.join(&key), &encoded, flush)
             .map_err(|e| region.io_error(&key, &e))?;
         Ok(ChunkRecord {
             array: region.array_path.to_string(),
@@ -392,11 +393,15 @@ pub fn write_regions(
         // fewer chunks than threads.
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
+        let flush = regions
+            .first()
+            .is_some_and(|r| flush_each(r.store_dir, jobs.len(), regions.iter().any(|r| r.fsync)));
         let written: Vec<(usize, ChunkRecord)> = jobs
             .par_iter()
             .map(|(i, offset)| {
                 cancel.check()?;
-                Ok((*i, plans[*i].write_chunk(&regions[*i], offset, &options)?))
+                let chunk = plans[*i].write_chunk(&regions[*i], offset, &options, flush)?;
+                Ok((*i, chunk))
             })
             .collect::<Result<_>>()?;
         let mut records: Vec<Vec<ChunkRecord>> = vec![Vec::new(); regions.len()];
@@ -404,6 +409,42 @@ pub fn write_regions(
             records[i].push(record);
         }
         Ok(records)
+    })
+}
+
+/// Writes small files (metadata documents) `(key, bytes)` below `store_dir` in parallel on
+/// fastzarr's pool: a store of thousands of variables has a document each, and creating a
+/// file is mostly kernel work that one thread would do serially. Keys are relative paths of
+/// plain components (no `..`, no root), so nothing lands outside the store. With `flush`,
+/// writeback starts at once, as for chunks ([`sync_tree`] makes them durable).
+pub fn write_files(
+    store_dir: &Path,
+    files: &[(&str, &[u8])],
+    flush: bool,
+    cancel: &Cancel,
+) -> Result<()> {
+    let url = store_dir.display().to_string();
+    for (key, _) in files {
+        let plain = !key.is_empty()
+            && Path::new(key)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(Error::InvalidArgument(format!(
+                "'{key}' is not a key inside the store {url}"
+            )));
+        }
+    }
+    let flush = flush_each(store_dir, files.len(), flush);
+    crate::runtime::install(|| {
+        files.par_iter().try_for_each(|(key, bytes)| {
+            cancel.check()?;
+            write_file(&store_dir.join(key), bytes, flush).map_err(|e| Error::Storage {
+                url: url.clone(),
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
+        })
     })
 }
 
@@ -480,24 +521,44 @@ const SYNC_THREADS: usize = 8;
 #[cfg(target_os = "linux")]
 const SYNCFS_FROM: usize = 256;
 
-/// Syncs the whole filesystem holding `root` (`syncfs`), if it is one whose `syncfs` writes
-/// back every file's data and commits its journal, names included: ext4, XFS, btrfs (and
-/// tmpfs, which has no disk). Elsewhere (network, FUSE, others) `false`, and nothing done:
-/// each file is then fsynced. The cost is that other dirty data on that filesystem is
-/// written back too; Linux reports writeback errors through syncfs since 5.8.
+/// Whether `root` is on a filesystem whose `syncfs` writes back every file's data and commits
+/// its journal, names included: ext4, XFS, btrfs (and tmpfs, which has no disk). Not network,
+/// FUSE or others: there each file is fsynced.
 #[cfg(target_os = "linux")]
-fn sync_whole_filesystem(root: &Path) -> std::io::Result<bool> {
+fn syncfs_trusted(root: &Path) -> std::io::Result<bool> {
     const EXT4: i64 = 0xEF53;
     const XFS: i64 = 0x5846_5342;
     const BTRFS: i64 = 0x9123_683E;
     const TMPFS: i64 = 0x0102_1994;
+    let kind = rustix::fs::statfs(root)?.f_type as i64;
+    Ok([EXT4, XFS, BTRFS, TMPFS].contains(&kind))
+}
+
+/// Syncs the whole filesystem holding `root` (`syncfs`) if [`syncfs_trusted`]; else `false`,
+/// and nothing done. The cost is that other dirty data on that filesystem is written back
+/// too; Linux reports writeback errors through syncfs since 5.8.
+#[cfg(target_os = "linux")]
+fn sync_whole_filesystem(root: &Path) -> std::io::Result<bool> {
     let dir = std::fs::File::open(root)?;
-    let kind = rustix::fs::fstatfs(&dir)?.f_type as i64;
-    if ![EXT4, XFS, BTRFS, TMPFS].contains(&kind) {
+    if !syncfs_trusted(root)? {
         return Ok(false);
     }
     rustix::fs::syncfs(&dir)?;
     Ok(true)
+}
+
+/// Whether a pass writing `files` files below `root` with `fsync` should start each file's
+/// writeback as it is written. Not where [`sync_tree`] will sync the whole filesystem (a tree
+/// of at least that many files on a filesystem it trusts): the one syncfs writes everything
+/// back at once, and a start per file only adds a writeback call per file to the encoding
+/// threads (measured: about 5 % of writing a 1,000-variable store on 2 cores).
+fn flush_each(root: &Path, files: usize, fsync: bool) -> bool {
+    #[cfg(target_os = "linux")]
+    if fsync && files >= SYNCFS_FROM {
+        return !syncfs_trusted(root).unwrap_or(false);
+    }
+    let _ = (root, files);
+    fsync
 }
 
 /// fsyncs every file and every directory below `root` (and `root`), so that the files,
@@ -744,6 +805,27 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let err = verify_chunks(dir.path(), &records, &Cancel::default()).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn small_files_are_written_below_the_store_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let files: Vec<(&str, &[u8])> = vec![
+            ("zarr.json", b"{}"),
+            ("a/zarr.json", b"[1]"),
+            ("a/b/.zattrs", b"{\"x\": 2}"),
+        ];
+        write_files(&store, &files, true, &Cancel::default()).unwrap();
+        for (key, bytes) in &files {
+            assert_eq!(std::fs::read(store.join(key)).unwrap(), *bytes, "{key}");
+        }
+        for bad in ["../escaped", "/abs", "a/../../escaped", "", "./a"] {
+            let err = write_files(&store, &[(bad, b"x")], false, &Cancel::default()).unwrap_err();
+            assert!(err.to_string().contains("not a key inside"), "{bad}: {err}");
+        }
+        assert!(!dir.path().join("escaped").exists());
     }
 
     #[test]

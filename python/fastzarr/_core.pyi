@@ -43,6 +43,7 @@ __all__ = [
     "_sync_dirs",
     "_tree_listing",
     "_verify_chunks",
+    "_write_files",
     "_write_regions",
     "get_io_concurrency",
     "get_num_threads",
@@ -307,6 +308,13 @@ def _write_regions(
     fsync: bool = True,
     timeout: float | None = None,
 ) -> list[list[_ChunkRecord]]: ...
+def _write_files(
+    store: str | PathLike[str],
+    files: Sequence[tuple[str, bytes]],
+    *,
+    fsync: bool = True,
+    timeout: float | None = None,
+) -> None: ...
 def _verify_chunks(
     store: str | PathLike[str], records: Sequence[_ChunkRecord], *, timeout: float | None = None
 ) -> int: ...

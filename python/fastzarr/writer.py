@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from fastzarr import _core
+from fastzarr import _core, _gc
 from fastzarr._atomic import publish, remove_leftovers, temp_store
 from fastzarr._encoding import Codec, Variable, encode
 from fastzarr._sizes import parse_size
@@ -201,12 +201,10 @@ def _write_data(
 # files, renames
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Writes a metadata document (made durable, with the chunks, by `write_store`'s one sync of
-    the whole tree). Compact: an indented document goes through json's pure-Python encoder,
+def _document(value: Any) -> bytes:
+    """A metadata document, compact: an indented one goes through json's pure-Python encoder,
     about a millisecond per array."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, allow_nan=False))
+    return json.dumps(value, allow_nan=False).encode()
 
 
 def _write_metadata(
@@ -216,10 +214,15 @@ def _write_metadata(
     *,
     zarr_format: int,
     consolidated: bool,
+    fsync: bool,
+    deadline: float | None,
 ) -> None:
+    """Writes the group's and every array's metadata documents in one parallel pass of the core
+    (made durable, with the chunks, by `write_store`'s one sync of the whole tree)."""
+    documents: dict[str, Any] = {}
     if zarr_format == 3:
         for v in variables:
-            _write_json(tmp / v.name / "zarr.json", v.metadata)
+            documents[f"{v.name}/zarr.json"] = v.metadata
         group: dict[str, Any] = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
         if consolidated:
             group["consolidated_metadata"] = {
@@ -227,19 +230,23 @@ def _write_metadata(
                 "must_understand": False,
                 "metadata": {v.name: v.metadata for v in variables},
             }
-        _write_json(tmp / "zarr.json", group)
-        return
-    meta: dict[str, Any] = {".zgroup": {"zarr_format": 2}, ".zattrs": attrs}
-    for v in variables:
-        zattrs = {**v.attrs, "_ARRAY_DIMENSIONS": list(v.dims)}
-        _write_json(tmp / v.name / ".zarray", v.metadata)
-        _write_json(tmp / v.name / ".zattrs", zattrs)
-        meta[f"{v.name}/.zarray"] = v.metadata
-        meta[f"{v.name}/.zattrs"] = zattrs
-    _write_json(tmp / ".zgroup", {"zarr_format": 2})
-    _write_json(tmp / ".zattrs", attrs)
-    if consolidated:
-        _write_json(tmp / ".zmetadata", {"zarr_consolidated_format": 1, "metadata": meta})
+        documents["zarr.json"] = group
+    else:
+        meta: dict[str, Any] = {".zgroup": {"zarr_format": 2}, ".zattrs": attrs}
+        for v in variables:
+            zattrs = {**v.attrs, "_ARRAY_DIMENSIONS": list(v.dims)}
+            documents[f"{v.name}/.zarray"] = v.metadata
+            documents[f"{v.name}/.zattrs"] = zattrs
+            meta[f"{v.name}/.zarray"] = v.metadata
+            meta[f"{v.name}/.zattrs"] = zattrs
+        documents[".zgroup"] = {"zarr_format": 2}
+        documents[".zattrs"] = attrs
+        if consolidated:
+            documents[".zmetadata"] = {"zarr_consolidated_format": 1, "metadata": meta}
+    remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+    with _gc.paused():
+        files = [(key, _document(value)) for key, value in documents.items()]
+    _core._write_files(tmp, files, fsync=fsync, timeout=remaining)
 
 
 def target_path(url: str | os.PathLike[str]) -> Path:
@@ -365,7 +372,8 @@ def write_store(
     """The body of :func:`to_zarr` for a Dataset and a local target; ``before_publish(tmp, records)``
     may add files to the verified store before it is renamed into place (the cache's manifest);
     ``on_region(variable, region, records)`` follows the writing (``fastzarr.rewrite``'s progress)."""
-    variables, attrs = encode(ds, zarr_format=zarr_format, codec=codec, chunks=chunks)
+    with _gc.paused():
+        variables, attrs = encode(ds, zarr_format=zarr_format, codec=codec, chunks=chunks)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
     with temp_store(target) as tmp:
@@ -373,7 +381,15 @@ def write_store(
             records = _write_data(
                 tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline, on_region=on_region
             )
-            _write_metadata(tmp, variables, attrs, zarr_format=zarr_format, consolidated=consolidated)
+            _write_metadata(
+                tmp,
+                variables,
+                attrs,
+                zarr_format=zarr_format,
+                consolidated=consolidated,
+                fsync=fsync,
+                deadline=deadline,
+            )
             remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
             _core._verify_chunks(tmp, records, timeout=remaining)
             if before_publish is not None:

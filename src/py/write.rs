@@ -55,8 +55,8 @@ type RegionItem<'py> = (String, String, Bound<'py, PyAny>, Vec<u64>);
 /// directory `store` in one parallel pass with the GIL released: `data` is C-contiguous,
 /// native byte order, the array's dtype, and starts at `start` of the array at `array_path`,
 /// whose metadata is the JSON `metadata` (parsed once per array, however many regions it has).
-/// With `fsync=True` each file's writeback starts at once (`_sync_dirs` then makes them
-/// durable). Returns, per region, one `(array, key, size, crc32c)` per chunk written.
+/// With `fsync=True` each file's writeback starts at once, unless the pass is large enough for
+/// `_sync_dirs` to sync the whole filesystem (which then makes them durable). Returns, per region, one `(array, key, size, crc32c)` per chunk written.
 #[pyfunction]
 #[pyo3(signature = (store, regions, *, fsync = true, timeout = None))]
 pub fn _write_regions(
@@ -96,6 +96,28 @@ pub fn _write_regions(
                 .collect()
         })
         .collect())
+}
+
+/// Writes the small files `(key, bytes)` (metadata documents) below the store directory
+/// `store` in parallel, with the GIL released; keys are relative paths inside the store. With
+/// `fsync=True` each file's writeback starts at once, as `_write_regions` does.
+#[pyfunction]
+#[pyo3(signature = (store, files, *, fsync = true, timeout = None))]
+pub fn _write_files(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    files: Vec<(String, Vec<u8>)>,
+    fsync: bool,
+    timeout: Option<f64>,
+) -> Result<()> {
+    let store_dir = PathBuf::from(url_string(store)?);
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(key, bytes)| (key.as_str(), bytes.as_slice()))
+        .collect();
+    detach_cancellable(py, timeout, |cancel| {
+        write::write_files(&store_dir, &files, fsync, cancel)
+    })
 }
 
 /// Re-reads every chunk of `records` (`(array, key, size, crc32c)`) below the store
