@@ -266,6 +266,54 @@ fn remember_table(store: &Store, key: &str, bytes: &[u8], chunk_bytes: usize, e_
     );
 }
 
+/// Remembers `head` (read from the object `key` of `store`) when it has an `ETag` to check it by.
+fn remember_head(store: &Store, key: &str, head: &Head) {
+    if let Some(e_tag) = &head.e_tag {
+        block_tables::remember(
+            store.url(),
+            key,
+            block_tables::Remembered {
+                head: head.bytes[..head.table_end].to_vec(),
+                size: head.size as u64,
+                e_tag: e_tag.clone(),
+            },
+        );
+    }
+}
+
+/// Reads and remembers the blosc header and block table of the chunk `chunk` of `array`, if a
+/// read of one element of it would read it block by block (a remote plain-blosc chunk, large
+/// enough, see [`plan`]) and none is remembered yet: the first of a point read's two dependent
+/// requests, made before the point's position in the chunk is known. Returns the requests made
+/// and the bytes they fetched.
+pub async fn read_ahead_table(array: &ArrayHandle, chunk: &[u64]) -> Result<(u64, u64)> {
+    let store = array.store();
+    if !store.is_remote() || store.ranges_unsupported() {
+        return Ok((0, 0));
+    }
+    let ndim = chunk.len();
+    let one = ChunkPart {
+        chunk: chunk.iter().copied().collect(),
+        region_start: std::iter::repeat_n(0, ndim).collect(),
+        region_shape: std::iter::repeat_n(1, ndim).collect(),
+        placements: smallvec::SmallVec::default(),
+    };
+    let FetchPlan::BloscBlocks { chunk_bytes, .. } = plan(array, chunk, &[(0, one)]) else {
+        return Ok((0, 0));
+    };
+    let key = array.chunk_key(chunk);
+    if recalled_head(store, &key, chunk_bytes).is_some() {
+        return Ok((0, 0));
+    }
+    Ok(match fetch_head(store, &key, chunk_bytes).await? {
+        FirstRead::Done(outcome) => (outcome.requests, outcome.bytes),
+        FirstRead::Table(head, cost) => {
+            remember_head(store, &key, &head);
+            (cost.requests, cost.bytes)
+        }
+    })
+}
+
 /// Where a chunk's block table ends: right after the header for a chunk stored uncompressed.
 fn table_end(header: &BloscHeader) -> usize {
     if header.memcpyed() {
@@ -471,16 +519,8 @@ async fn fetch_blosc_blocks(
         FirstRead::Done(outcome) => return Ok(spent.plus(outcome)),
         FirstRead::Table(head, cost) => (head, cost),
     };
-    if let (true, Some(e_tag)) = (remembering, &head.e_tag) {
-        block_tables::remember(
-            store.url(),
-            key,
-            block_tables::Remembered {
-                head: head.bytes[..head.table_end].to_vec(),
-                size: head.size as u64,
-                e_tag: e_tag.clone(),
-            },
-        );
+    if remembering {
+        remember_head(store, key, &head);
     }
     match fetch_blocks(store, key, head, cost, ranges).await? {
         Blocks::Done(outcome) => Ok(spent.plus(outcome)),

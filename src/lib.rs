@@ -23,6 +23,7 @@ pub mod prefixed;
 #[cfg(feature = "python")]
 pub mod py;
 pub mod read;
+pub mod read_ahead;
 pub mod runtime;
 pub mod shard_index;
 pub mod stats;
@@ -61,7 +62,7 @@ mod _core {
         read_many, set_io_concurrency, set_num_threads, set_partial_decoding,
     };
     #[pymodule_export]
-    use crate::py::group::{_reopen_group, open_group, open_groups, PyGroup};
+    use crate::py::group::{_read_ahead_tables, _reopen_group, open_group, open_groups, PyGroup};
     #[pymodule_export]
     use crate::py::guard::{_busy_count, _debug_panic};
     #[pymodule_export]

@@ -83,7 +83,7 @@ fn regular_chunk_shape(
 }
 
 /// Every index tuple of a grid of `counts`, C order.
-fn grid_indices(counts: &[u64]) -> Vec<Vec<u64>> {
+pub(crate) fn grid_indices(counts: &[u64]) -> Vec<Vec<u64>> {
     let total: u64 = counts.iter().product();
     let mut out = Vec::with_capacity(total as usize);
     let mut index = vec![0u64; counts.len()];

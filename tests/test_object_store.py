@@ -34,6 +34,7 @@ import xarray as xr
 import zarr
 from conftest import assert_not_found_without_secret, free_port, write_blosc_array, write_sharded_array
 from fastzarr import _core
+from fastzarr.extract import _remembered
 from fastzarr.testing import make_batches
 
 boto3 = pytest.importorskip("boto3")
@@ -861,6 +862,88 @@ def test_a_dry_run_measures_the_latency_its_metadata_requests_met(
     nearby = fz.extract_points(local["batch0"], points=points, dry_run=True)
     assert (nearby.latency, nearby.latency_requests) == (None, 0)
     assert (nearby.chunks, nearby.bytes_out) == (plan.chunks, plan.bytes_out)
+
+
+def _fields_store(path: Path) -> None:
+    """A v2 consolidated store of two variables over (step, lat, lon) with lat/lon coordinates:
+    "field" has one whole 256 x 512 field per chunk (every chunk holds every point), "tiles" is
+    cut into 128 x 256 tiles (which chunks hold a point depends on where it is). Blosc blocks of
+    16 kB, so that a point is one block of many."""
+    import numcodecs  # noqa: PLC0415
+
+    rng = np.random.default_rng(7)
+    shape = (3, 256, 512)
+    ds = xr.Dataset(
+        {
+            "field": (("step", "lat", "lon"), rng.standard_normal(shape).astype("float32")),
+            "tiles": (("step", "lat", "lon"), rng.standard_normal(shape).astype("float32")),
+        },
+        coords={"lat": np.linspace(-90, 90, 256), "lon": np.linspace(0, 359, 512), "step": [0, 1, 2]},
+    )
+    blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=1, blocksize=16384)
+    encoding = {
+        "field": {"chunks": (1, 256, 512), "compressors": (blosc,)},
+        "tiles": {"chunks": (1, 128, 256), "compressors": (blosc,)},
+    }
+    ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+
+
+def test_block_tables_of_whole_field_chunks_are_read_beside_the_coordinates(
+    local: dict[str, Path], web: dict[str, Any]
+) -> None:
+    """A point's series from chunks that each hold a whole lat x lon field needs every chunk's
+    header and block table whatever the point: they are asked for while the coordinates that
+    place the point are read, not after, and the read then asks for the blocks alone. Chunks
+    that hold only a tile wait for the point's position. The result equals a local read, and the
+    report counts the tables' requests and bytes with the read's."""
+    state: _State = web["state"]
+    state.etag = True  # tables are remembered only with an ETag to check them by
+    store = local["big"].parent / "fields.zarr"
+    _fields_store(store)
+    url = f"{web['base']}/{store.name}"
+    points = {"lat": 12.3, "lon": 200.0}
+    _core._forget_block_tables()
+    _remembered.forget()
+    state.delay = 0.2  # each round trip well apart from the next
+    state.reset()
+    got, report = fz.extract_points(url, points=points, return_report=True)
+    state.delay = 0.0
+    xr.testing.assert_identical(got, fz.extract_points(store, points=points))
+
+    with state.lock:
+        log = list(state.log)
+    coordinates_answered = min(end for path, _, end in log if path.endswith(("/lat/0", "/lon/0")))
+    first_asked: dict[str, float] = {}
+    for path, start, _ in log:
+        first_asked[path] = min(start, first_asked.get(path, start))
+    field_chunks = [p for p in first_asked if "/field/" in p]
+    tile_chunks = [p for p in first_asked if "/tiles/" in p]
+    assert len(field_chunks) == 3, sorted(first_asked)
+    assert len(tile_chunks) == 3, sorted(first_asked)
+    assert all(first_asked[p] < coordinates_answered for p in field_chunks), (log, coordinates_answered)
+    assert all(first_asked[p] > coordinates_answered for p in tile_chunks), (log, coordinates_answered)
+    # The fields' chunks are read in part (a table, then a block), the small tiles whole.
+    chunk_requests = [(p, r) for p, r in state.ranges if "/field/" in p or "/tiles/" in p]
+    assert sorted(bool(r) for p, r in chunk_requests if "/field/" in p) == [True] * 6
+    assert [r for p, r in chunk_requests if "/tiles/" in p] == [""] * 3
+    assert report.requests == len(chunk_requests) == 9
+
+    def size(path: str, header: str) -> int:
+        if not header:
+            return (store.parent / path.lstrip("/")).stat().st_size
+        first, last = re.fullmatch(r"bytes=(\d+)-(\d+)", header).groups()  # type: ignore[union-attr]
+        return int(last) - int(first) + 1
+
+    assert report.bytes_read == sum(size(p, r) for p, r in chunk_requests)
+
+    # Read again: the tables are remembered, so each chunk is one request (its block).
+    state.reset()
+    again, report = fz.extract_points(url, points=points, return_report=True)
+    xr.testing.assert_identical(again, got)
+    assert report.requests == 6  # a block per field chunk, the tiles whole
+    _core._forget_block_tables()
+    _remembered.forget()
+    shutil.rmtree(store)
 
 
 def test_a_repeat_reads_from_remembered_metadata_checked_beside_the_read(

@@ -35,6 +35,7 @@ __all__ = [
     "_forget_block_tables",
     "_host_answers",
     "_plan_reads",
+    "_read_ahead_tables",
     "_read_points_into",
     "_remember_block_tables",
     "_reopen_array",
@@ -270,6 +271,13 @@ def _read_points_into(
     point ``p`` to row ``rows[p]`` of ``out``'s point axis; requests may share an ``out``."""
 
 def _block_tables(url: str) -> bytes: ...
+def _read_ahead_tables(
+    groups: Sequence[Group],
+    point_dims: Sequence[str],
+    names: Sequence[str] | None = None,
+    *,
+    timeout: float | None = None,
+) -> tuple[int, int]: ...
 def _remember_block_tables(url: str, tables: bytes) -> int: ...
 def _forget_block_tables() -> int: ...
 def _host_answers() -> dict[str, tuple[int, float]]: ...

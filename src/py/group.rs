@@ -359,3 +359,30 @@ pub fn open_groups(
         })
     })
 }
+
+/// Reads ahead, for a point read along `point_dims`, the blosc block tables of every chunk of
+/// the arrays `names` (default: every array) of `groups` that lie whole in one chunk along each
+/// point dim, all at once, so that the read then asks for the blocks alone. Meant to run beside
+/// the reading of the coordinates that place the point. Returns the requests made and the bytes
+/// fetched; a failed request is left for the read to make again and report.
+#[pyfunction]
+#[pyo3(signature = (groups, point_dims, names = None, *, timeout = None))]
+pub fn _read_ahead_tables(
+    py: Python<'_>,
+    groups: Vec<PyRef<'_, PyGroup>>,
+    point_dims: Vec<String>,
+    names: Option<Vec<String>>,
+    timeout: Option<f64>,
+) -> Result<(u64, u64)> {
+    let states: Vec<Arc<GroupState>> = groups.iter().map(|g| g.state.clone()).collect();
+    if !states.iter().any(|s| s.store.is_remote()) {
+        return Ok((0, 0));
+    }
+    crate::py::detach_abandonable(py, timeout, true, move || {
+        let arrays: Vec<_> = states
+            .iter()
+            .flat_map(|state| crate::read_ahead::whole_along(state, names.as_deref(), &point_dims))
+            .collect();
+        crate::read_ahead::read_ahead_tables(&arrays)
+    })
+}

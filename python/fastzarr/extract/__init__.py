@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import xarray as xr
@@ -37,7 +37,7 @@ from fastzarr.extract._cached import CacheLookup
 from fastzarr.extract._distributed import read_distributed
 from fastzarr.extract._dry_run import ExtractionPlan, plan_extraction
 from fastzarr.extract._duplicates import concat_labels, duplicate_message, find_duplicates
-from fastzarr.extract._opening import Opened, Source, source_name
+from fastzarr.extract._opening import Opened, ReadAhead, Source, source_name
 from fastzarr.extract._planning import Job, Query, locate_in, memory_budget, open_all, point_indexers
 from fastzarr.extract._remembered import Remembered, key_of, recall, remember, same
 from fastzarr.features import to_features
@@ -162,13 +162,20 @@ def _open_and_read(
     # opened by an earlier extraction are read from at once and opened again beside the read.
     key = key_of(query) if cached is None and client is None else None
     entry = recall(key) if key is not None else None
+    # Remote sources read here: the chunks' block tables are read beside the coordinates.
+    ahead = ReadAhead() if key is not None else None
     if key is not None and entry is not None:
-        opened, names, done, t_metadata = _read_as_remembered(query, key, entry, read)
+        opened, names, done, t_metadata = _read_as_remembered(query, key, entry, read, ahead)
     else:
-        opened = open_all(query)
+        opened = open_all(query, ahead)
         if key is not None:
             remember(key, Remembered(opened))
         names, done, t_metadata = read(opened)
+    if ahead is not None and ahead.requests:
+        totals = dict(done.totals)
+        totals["requests"] = totals.get("requests", 0) + ahead.requests
+        totals["bytes_read"] = totals.get("bytes_read", 0) + ahead.bytes
+        done = replace(done, totals=totals)
     log_stage("extract_points", "metadata", t_metadata - start, sources=len(opened), variables=len(names))
     if not done.decoded and not same_encoding(done.parts):
         done = Done([decode(p) for p in done.parts], done.totals, done.batches, done.plan_seconds, True)
@@ -191,12 +198,13 @@ def _read_as_remembered(
     key: tuple[Hashable, ...],
     entry: Remembered,
     read: Callable[[list[Opened]], tuple[list[str], Done, float]],
+    ahead: ReadAhead | None,
 ) -> tuple[list[Opened], list[str], Done, float]:
     """Reads from the sources as remembered while they are opened again; keeps the read when
     they are unchanged, else reads again from what was opened (see `_remembered`)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-metadata")
     try:
-        reopening = pool.submit(open_all, query)
+        reopening = pool.submit(open_all, query, ahead)
         try:
             names, done, t_metadata = read(entry.opened)
             failure: Exception | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,15 @@ from fastzarr.features import plain_label
 from fastzarr.xarray_backend import FastzarrBackendEntrypoint, FastzarrStore, StoredVariable, normalize_url
 
 Source = str | os.PathLike[str]
+
+
+@dataclass
+class ReadAhead:
+    """What reading chunks' block tables ahead, while the sources were opened, cost (see
+    `open_sources`): reads of the extraction, counted into its report."""
+
+    requests: int = 0
+    bytes: int = 0
 
 
 @dataclass
@@ -122,16 +132,68 @@ def open_sources(
     concat_dim: Hashable,
     storage_options: Mapping[str, Any] | None,
     deadline: float | None,
+    *,
+    read_ahead: ReadAhead | None = None,
+    variables: Sequence[str] | None = None,
 ) -> list[Opened]:
     """Opens every source (see `open_source`) with as few waits on storage as there can be: the groups
     all at once, then the first source, then the dimension coordinates of all the others in one
     read pass. Over object storage that is four round trips for any number of sources instead of
-    four per source."""
+    four per source.
+
+    With ``read_ahead``, the block tables of the chunks a point read of ``variables`` (default:
+    every array) is sure to need are read meanwhile, once the groups are open (see
+    `fastzarr._core._read_ahead_tables`), and what that cost is added to ``read_ahead``: the read
+    then asks for the blocks alone, one round trip less."""
     names = [source_name(s) for s in source_list]
     options = dict(storage_options) if storage_options else None
     groups = _core.open_groups(
         [normalize_url(n) for n in names], storage_options=options, timeout=_remaining(deadline)
     )
+    if read_ahead is None:
+        return _open_from_groups(
+            names,
+            groups,
+            point_dims=point_dims,
+            concat_dim=concat_dim,
+            storage_options=storage_options,
+            deadline=deadline,
+        )
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-read-ahead")
+    try:
+        tables = pool.submit(
+            _core._read_ahead_tables,
+            groups,
+            [str(d) for d in point_dims],
+            None if variables is None else list(variables),
+            timeout=_remaining(deadline),
+        )
+        opened = _open_from_groups(
+            names,
+            groups,
+            point_dims=point_dims,
+            concat_dim=concat_dim,
+            storage_options=storage_options,
+            deadline=deadline,
+        )
+        requests, nbytes = tables.result()
+    finally:
+        pool.shutdown(wait=False)
+    read_ahead.requests += requests
+    read_ahead.bytes += nbytes
+    return opened
+
+
+def _open_from_groups(
+    names: list[str],
+    groups: list[_core.Group],
+    *,
+    point_dims: Sequence[Hashable],
+    concat_dim: Hashable,
+    storage_options: Mapping[str, Any] | None,
+    deadline: float | None,
+) -> list[Opened]:
+    """`open_sources` once the groups are open."""
     first = open_source(names[0], point_dims, concat_dim, storage_options, deadline=deadline, group=groups[0])
     if len(names) == 1:
         return [first]

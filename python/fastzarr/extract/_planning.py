@@ -21,7 +21,14 @@ from fastzarr import _gc
 from fastzarr._redact import redact_url
 from fastzarr._sizes import available_memory, parse_size
 from fastzarr.errors import MemoryBudgetError
-from fastzarr.extract._opening import Opened, Source, check_sources, open_sources, select_variables
+from fastzarr.extract._opening import (
+    Opened,
+    ReadAhead,
+    Source,
+    check_sources,
+    open_sources,
+    select_variables,
+)
 from fastzarr.xarray_backend import StoredVariable
 
 
@@ -48,11 +55,21 @@ def locate(query: Query) -> tuple[list[Opened], list[str], dict[Hashable, Any]]:
     return opened, *locate_in(query, opened)
 
 
-def open_all(query: Query) -> list[Opened]:
-    """Every source of the query opened (its metadata and dimension coordinates read)."""
+def open_all(query: Query, read_ahead: ReadAhead | None = None) -> list[Opened]:
+    """Every source of the query opened (its metadata and dimension coordinates read); with
+    ``read_ahead``, the block tables of the chunks the read will need read meanwhile (see
+    `open_sources`)."""
+    variables = [query.variables] if isinstance(query.variables, str) else query.variables
     with _gc.paused():  # thousands of variables' descriptions: see _gc
-        dims = list(query.indexers)
-        return open_sources(query.sources, dims, query.concat_dim, query.storage_options, query.deadline)
+        return open_sources(
+            query.sources,
+            list(query.indexers),
+            query.concat_dim,
+            query.storage_options,
+            query.deadline,
+            read_ahead=read_ahead,
+            variables=variables,
+        )
 
 
 def locate_in(query: Query, opened: list[Opened]) -> tuple[list[str], dict[Hashable, Any]]:

@@ -1,0 +1,103 @@
+//! Block tables read ahead: a point read's first round of requests, made while the point's
+//! position is still being worked out.
+//!
+//! Reading a point from a remote blosc chunk takes two dependent requests: the chunk's header
+//! and block table, then the block that holds the point. Which chunks a point's series touches
+//! is known from the metadata alone where every point dimension lies whole in one chunk (a
+//! field per chunk, as weather archives store them): all of them. Their tables can then be
+//! read while the coordinates that place the point are read, and the read itself asks for the
+//! blocks alone (see [`crate::block_tables`]): one round trip less.
+
+use std::sync::Arc;
+
+use crate::array::ArrayHandle;
+use crate::errors::Result;
+use crate::group::{GroupState, Member};
+use crate::metadata::Node;
+
+/// The most chunks whose tables one call reads ahead: well within what `block_tables` keeps
+/// (about 30,000 tables), so that reading ahead never drops tables it has just read. A larger
+/// read pays its extra round trip once among many.
+pub const MAX_CHUNKS: usize = 16_384;
+
+/// The member arrays of `group` among `names` (every member array when `None`) whose
+/// dimensions include each of `point_dims`, each held whole by one chunk: a point read reads
+/// every chunk of them.
+pub fn whole_along(
+    group: &GroupState,
+    names: Option<&[String]>,
+    point_dims: &[String],
+) -> Vec<Arc<ArrayHandle>> {
+    let candidates: Vec<&String> = match names {
+        Some(names) => names.iter().collect(),
+        None => group
+            .members
+            .iter()
+            .filter(|(_, node)| matches!(node, Node::Array(_)))
+            .map(|(name, _)| name)
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .filter_map(|name| match group.member(name) {
+            Ok(Member::Array(handle)) => Some(handle),
+            _ => None, // not an array, or one that fails to open: the read will say why
+        })
+        .filter(|handle| {
+            let Some(dims) = handle.dimension_names() else {
+                return false;
+            };
+            let (shape, chunks) = (handle.shape(), handle.chunk_shape());
+            !point_dims.is_empty()
+                && point_dims.iter().all(|wanted| {
+                    dims.iter()
+                        .position(|d| d.as_deref() == Some(wanted.as_str()))
+                        .is_some_and(|axis| chunks.get(axis) >= shape.get(axis))
+                })
+        })
+        .collect()
+}
+
+/// Chunks of `array` along each axis.
+fn chunk_counts(array: &ArrayHandle) -> Vec<u64> {
+    array
+        .shape()
+        .iter()
+        .zip(array.chunk_shape())
+        .map(|(&n, &c)| n.div_ceil(c.max(1)))
+        .collect()
+}
+
+/// Reads ahead the tables of every chunk of `arrays` that a point read would read block by
+/// block ([`crate::fetch::read_ahead_table`]), all at once, unless there are more than
+/// [`MAX_CHUNKS`]. Returns the requests made and the bytes fetched. A failed request is left
+/// for the read itself to make again and report, with the store, array and chunk.
+pub fn read_ahead_tables(arrays: &[Arc<ArrayHandle>]) -> Result<(u64, u64)> {
+    let total = arrays.iter().try_fold(0u64, |sum, a| {
+        let chunks = chunk_counts(a)
+            .into_iter()
+            .try_fold(1u64, u64::checked_mul)?;
+        sum.checked_add(chunks)
+    });
+    if !total.is_some_and(|n| n > 0 && n <= MAX_CHUNKS as u64) {
+        return Ok((0, 0));
+    }
+    let jobs: Vec<(&ArrayHandle, Vec<u64>)> = arrays
+        .iter()
+        .flat_map(|a| {
+            crate::write::grid_indices(&chunk_counts(a))
+                .into_iter()
+                .map(move |c| (a.as_ref(), c))
+        })
+        .collect();
+    let done = crate::runtime::block_on(futures::future::join_all(
+        jobs.iter()
+            .map(|(array, chunk)| crate::fetch::read_ahead_table(array, chunk)),
+    ))?;
+    Ok(done
+        .into_iter()
+        .flatten()
+        .fold((0, 0), |(r, b), (requests, bytes)| {
+            (r + requests, b + bytes)
+        }))
+}
