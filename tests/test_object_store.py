@@ -965,13 +965,23 @@ def test_a_repeat_reads_from_remembered_metadata_checked_beside_the_read(
 
     first = fz.extract_points(url, points=points, duplicates="keep")
     xr.testing.assert_identical(first, reference())
+    state.delay = 0.2  # each round trip well apart from the next
     state.reset()
     again = fz.extract_points(url, points=points, duplicates="keep")
+    state.delay = 0.0
     xr.testing.assert_identical(again, first)
-    # The metadata and coordinates were opened again, beside the chunks.
+    # The metadata and coordinates were opened again, beside the chunks, and the coordinates
+    # beside the documents (through the arrays remembered), not after them.
     asked = [path for path, _ in state.ranges]
     assert any(p.endswith((".zmetadata", "zarr.json")) for p in asked), asked
     assert any(p.endswith("/lat/0") for p in asked), asked
+    with state.lock:
+        log = list(state.log)
+    documents_answered = min(end for path, _, end in log if path.endswith(".zmetadata"))
+    chunks_asked = [start for path, start, _ in log if "/var0" in path]
+    assert chunks_asked, log
+    assert max(chunks_asked) < documents_answered, log
+    assert all(start < documents_answered for path, start, _ in log if path.endswith("/lat/0")), log
 
     # The latitudes move by 20 degrees, so the points fall in other rows.
     lat = zarr.open_array(str(store / "lat"), mode="r+")

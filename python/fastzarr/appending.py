@@ -42,11 +42,10 @@ import pandas as pd
 import xarray as xr
 
 import fastzarr as fz
-from fastzarr import _core
 from fastzarr._atomic import exclusive_lock, publish, remove_leftovers, temp_store
 from fastzarr._encoding import Codec, encode, json_fill
 from fastzarr.errors import AppendError, DuplicateError
-from fastzarr.writer import ChunkRecord, Region, materialize, slab_regions, write_passes
+from fastzarr.writer import ChunkRecord, Region, materialize, slab_regions, verify_and_sync, write_passes
 
 __all__ = ["AppendError", "append_store"]
 
@@ -427,11 +426,8 @@ def _commit(
                 os.replace(scratch / key, tmp / key)  # replaces the link, not the old store's file
             shutil.rmtree(scratch)
             _update_metadata(tmp, arrays, shapes, fsync)
-            remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-            _core._verify_chunks(tmp, records, timeout=remaining)
+            verify_and_sync(tmp, records, fsync=fsync, deadline=deadline)
             _check_opens(tmp, shapes)
-            if fsync:
-                _core._sync_dirs(tmp)
             if _snapshot(target, arrays) != before:
                 raise AppendError(
                     f"{target} was changed by another writer during the append: nothing appended"

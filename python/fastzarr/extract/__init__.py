@@ -201,22 +201,29 @@ def _read_as_remembered(
     ahead: ReadAhead | None,
 ) -> tuple[list[Opened], list[str], Done, float]:
     """Reads from the sources as remembered while they are opened again; keeps the read when
-    they are unchanged, else reads again from what was opened (see `_remembered`)."""
+    they are unchanged, else reads again from what was opened (see `_remembered`). The sources
+    are opened again with their coordinates read through the arrays remembered, beside the
+    documents (see `open_sources`): that opening stands only where it is the one remembered,
+    and otherwise the sources are opened afresh."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-metadata")
     try:
-        reopening = pool.submit(open_all, query, ahead)
+        reopening = pool.submit(open_all, query, ahead, entry.opened)
         try:
             names, done, t_metadata = read(entry.opened)
             failure: Exception | None = None
         except Exception as error:  # judged once the sources are known unchanged
             failure = error
-        fresh = Remembered(reopening.result())
+        try:
+            fresh: Remembered | None = Remembered(reopening.result())
+        except Exception:  # e.g. a source replaced by another: opened afresh below
+            fresh = None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    if same(entry, fresh):
+    if fresh is not None and same(entry, fresh):
         if failure is not None:
             raise failure
         return fresh.opened, names, done, t_metadata
+    fresh = Remembered(open_all(query, ahead))
     remember(key, fresh)
     names, done, t_metadata = read(fresh.opened)
     return fresh.opened, names, done, t_metadata

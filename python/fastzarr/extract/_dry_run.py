@@ -78,7 +78,9 @@ class ExtractionPlan:
         measured one, else 20 ms) and ``bandwidth`` bytes a second, with ``concurrency`` requests
         in flight (fastzarr's I/O concurrency by default): each wave of requests waits
         ``latency`` once, the blocks wait for their headers, and the bytes stream at
-        ``bandwidth``. Decoding, and the metadata already opened, are not counted.
+        ``bandwidth``. Decoding, and the metadata already opened, are not counted. (Where the
+        headers of chunks that hold whole point fields are read beside the coordinates, as
+        `extract_points` does for remote sources, the read waits a wave less than this says.)
         ``tables=False``: as if no block table were remembered (each such chunk's header first)."""
         if latency is None:
             latency = DEFAULT_LATENCY if self.latency is None else self.latency

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,7 @@ def open_sources(
     *,
     read_ahead: ReadAhead | None = None,
     variables: Sequence[str] | None = None,
+    as_before: Sequence[Opened] | None = None,
 ) -> list[Opened]:
     """Opens every source (see `open_source`) with as few waits on storage as there can be: the groups
     all at once, then the first source, then the dimension coordinates of all the others in one
@@ -144,13 +145,19 @@ def open_sources(
     With ``read_ahead``, the block tables of the chunks a point read of ``variables`` (default:
     every array) is sure to need are read meanwhile, once the groups are open (see
     `fastzarr._core._read_ahead_tables`), and what that cost is added to ``read_ahead``: the read
-    then asks for the blocks alone, one round trip less."""
+    then asks for the blocks alone, one round trip less.
+
+    With ``as_before`` (these sources as an earlier call opened them), the dimension coordinates
+    are read through the arrays opened then, beside the groups' documents rather than after them:
+    one round trip less. Those values are right only where every document read now equals the
+    one read then: the caller compares them (`_remembered.same`) and opens again without
+    ``as_before`` where they differ."""
     names = [source_name(s) for s in source_list]
     options = dict(storage_options) if storage_options else None
-    groups = _core.open_groups(
-        [normalize_url(n) for n in names], storage_options=options, timeout=_remaining(deadline)
-    )
-    if read_ahead is None:
+    if read_ahead is None and as_before is None:
+        groups = _core.open_groups(
+            [normalize_url(n) for n in names], storage_options=options, timeout=_remaining(deadline)
+        )
         return _open_from_groups(
             names,
             groups,
@@ -159,14 +166,22 @@ def open_sources(
             storage_options=storage_options,
             deadline=deadline,
         )
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-read-ahead")
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastzarr-open")
     try:
-        tables = pool.submit(
-            _core._read_ahead_tables,
-            groups,
-            [str(d) for d in point_dims],
-            None if variables is None else list(variables),
-            timeout=_remaining(deadline),
+        guessed = pool.submit(_coordinates_of, as_before, deadline) if as_before is not None else None
+        groups = _core.open_groups(
+            [normalize_url(n) for n in names], storage_options=options, timeout=_remaining(deadline)
+        )
+        tables = (
+            pool.submit(
+                _core._read_ahead_tables,
+                groups,
+                [str(d) for d in point_dims],
+                None if variables is None else list(variables),
+                timeout=_remaining(deadline),
+            )
+            if read_ahead is not None
+            else None
         )
         opened = _open_from_groups(
             names,
@@ -175,13 +190,74 @@ def open_sources(
             concat_dim=concat_dim,
             storage_options=storage_options,
             deadline=deadline,
+            preloaded=_fitting(guessed, groups) if guessed is not None else None,
         )
-        requests, nbytes = tables.result()
+        if tables is not None and read_ahead is not None:
+            requests, nbytes = tables.result()
+            read_ahead.requests += requests
+            read_ahead.bytes += nbytes
     finally:
         pool.shutdown(wait=False)
-    read_ahead.requests += requests
-    read_ahead.bytes += nbytes
     return opened
+
+
+Coordinates = dict[str, npt.NDArray[Any]]
+"""A source's dimension coordinates, by name, as stored (undecoded)."""
+
+
+def _coordinates_of(opened: Sequence[Opened], deadline: float | None) -> list[Coordinates]:
+    """The dimension coordinates of the sources ``opened`` read again, in one pass, through the
+    arrays opened then (their metadata as it was)."""
+    wanted = [
+        (i, source.group, str(name)) for i, source in enumerate(opened) for name in source.raw.variables
+    ]
+    return _read_coordinates(wanted, [{} for _ in opened], deadline)
+
+
+def _read_coordinates(
+    wanted: Iterable[tuple[int, _core.Group, str]], into: list[Coordinates], deadline: float | None
+) -> list[Coordinates]:
+    """Reads, in one pass, the array ``name`` of ``group`` into ``into[i][name]`` for each
+    ``(i, group, name)`` of ``wanted`` that is a one-dimensional array; returns ``into``."""
+    requests: list[tuple[_core.Array, tuple[slice]]] = []
+    owners: list[tuple[int, str]] = []
+    for i, group, name in wanted:
+        try:
+            member = group[name]
+        except (FastzarrError, KeyError):
+            continue
+        if isinstance(member, _core.Array) and member.ndim == 1:
+            requests.append((member, (slice(None),)))
+            owners.append((i, name))
+    values = _core.read_many(requests, timeout=_remaining(deadline)) if requests else []
+    for (i, name), array in zip(owners, values, strict=True):
+        into[i][name] = array
+    return into
+
+
+def _fitting(guessed: Future[list[Coordinates]], groups: list[_core.Group]) -> list[Coordinates] | None:
+    """The coordinates read as before that fit the arrays of ``groups`` (same shape and data
+    type); None when that read failed (the coordinates are then read as usual)."""
+    try:
+        values = guessed.result()
+    except Exception:  # e.g. a source replaced since: its documents will say so
+        return None
+    if len(values) != len(groups):
+        return None
+    out: list[Coordinates] = []
+    for group, coordinates in zip(groups, values, strict=True):
+        keys = set(group.array_keys())
+        fits: Coordinates = {}
+        for name, array in coordinates.items():
+            member = group[name] if name in keys else None
+            if (
+                isinstance(member, _core.Array)
+                and member.shape == array.shape
+                and member.dtype == array.dtype
+            ):
+                fits[name] = array
+        out.append(fits)
+    return out
 
 
 def _open_from_groups(
@@ -192,31 +268,30 @@ def _open_from_groups(
     concat_dim: Hashable,
     storage_options: Mapping[str, Any] | None,
     deadline: float | None,
+    preloaded: list[Coordinates] | None = None,
 ) -> list[Opened]:
-    """`open_sources` once the groups are open."""
-    first = open_source(names[0], point_dims, concat_dim, storage_options, deadline=deadline, group=groups[0])
+    """`open_sources` once the groups are open (and, with ``preloaded``, some of their dimension
+    coordinates read)."""
+    loaded: list[Coordinates] = preloaded if preloaded is not None else [{} for _ in names]
+    first = open_source(
+        names[0],
+        point_dims,
+        concat_dim,
+        storage_options,
+        deadline=deadline,
+        group=groups[0],
+        preloaded=loaded[0],
+    )
     if len(names) == 1:
         return [first]
     # The first source's dimension coordinates name the others' (a source without one of them
     # reads its own while opening).
-    wanted = [str(d) for d in first.raw.xindexes if str(d) in first.raw.variables]
-    requests: list[tuple[_core.Array, tuple[slice]]] = []
-    owners: list[tuple[int, str]] = []
+    names_wanted = [str(d) for d in first.raw.xindexes if str(d) in first.raw.variables]
+    wanted = []
     for i, group in enumerate(groups[1:], start=1):
         keys = set(group.array_keys())
-        for name in wanted:
-            if name in keys:
-                try:
-                    member = group[name]
-                except FastzarrError:
-                    continue
-                if isinstance(member, _core.Array) and member.ndim == 1:
-                    requests.append((member, (slice(None),)))
-                    owners.append((i, name))
-    arrays = _core.read_many(requests, timeout=_remaining(deadline)) if requests else []
-    preloaded: list[dict[str, npt.NDArray[Any]]] = [{} for _ in names]
-    for (i, name), values in zip(owners, arrays, strict=True):
-        preloaded[i][name] = values
+        wanted += [(i, group, name) for name in names_wanted if name in keys and name not in loaded[i]]
+    _read_coordinates(wanted, loaded, deadline)
     return [first] + [
         open_source(
             names[i],
@@ -225,7 +300,7 @@ def _open_from_groups(
             storage_options,
             deadline=deadline,
             group=groups[i],
-            preloaded=preloaded[i],
+            preloaded=loaded[i],
         )
         for i in range(1, len(names))
     ]

@@ -55,10 +55,12 @@ def locate(query: Query) -> tuple[list[Opened], list[str], dict[Hashable, Any]]:
     return opened, *locate_in(query, opened)
 
 
-def open_all(query: Query, read_ahead: ReadAhead | None = None) -> list[Opened]:
+def open_all(
+    query: Query, read_ahead: ReadAhead | None = None, as_before: list[Opened] | None = None
+) -> list[Opened]:
     """Every source of the query opened (its metadata and dimension coordinates read); with
-    ``read_ahead``, the block tables of the chunks the read will need read meanwhile (see
-    `open_sources`)."""
+    ``read_ahead``, the block tables of the chunks the read will need read meanwhile, and with
+    ``as_before``, the coordinates read as those sources were opened (see `open_sources`)."""
     variables = [query.variables] if isinstance(query.variables, str) else query.variables
     with _gc.paused():  # thousands of variables' descriptions: see _gc
         return open_sources(
@@ -69,6 +71,7 @@ def open_all(query: Query, read_ahead: ReadAhead | None = None) -> list[Opened]:
             query.deadline,
             read_ahead=read_ahead,
             variables=variables,
+            as_before=as_before,
         )
 
 
