@@ -101,3 +101,71 @@ pub fn read_ahead_tables(arrays: &[Arc<ArrayHandle>]) -> Result<(u64, u64)> {
             (r + requests, b + bytes)
         }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A v2 group of (step, lat, lon) arrays: `field` one whole lat x lon field per chunk,
+    /// `tiles` cut along lat, `flat` without lat, `named` without dimension names.
+    fn group(dir: &std::path::Path) -> GroupState {
+        std::fs::write(dir.join(".zgroup"), r#"{"zarr_format": 2}"#).unwrap();
+        let arrays = [
+            (
+                "field",
+                [3, 8, 16],
+                [1, 8, 16],
+                Some(["step", "lat", "lon"]),
+            ),
+            (
+                "tiles",
+                [3, 8, 16],
+                [1, 4, 16],
+                Some(["step", "lat", "lon"]),
+            ),
+            ("flat", [3, 8, 16], [1, 8, 16], Some(["step", "x", "lon"])),
+            ("named", [3, 8, 16], [1, 8, 16], None),
+        ];
+        for (name, shape, chunks, dims) in arrays {
+            let path = dir.join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            let meta = json!({"zarr_format": 2, "shape": shape, "chunks": chunks, "dtype": "<f4",
+                              "compressor": null, "fill_value": 0, "order": "C", "filters": null});
+            std::fs::write(path.join(".zarray"), meta.to_string()).unwrap();
+            let attrs = dims.map_or(json!({}), |d| json!({"_ARRAY_DIMENSIONS": d}));
+            std::fs::write(path.join(".zattrs"), attrs.to_string()).unwrap();
+        }
+        let url = dir.display().to_string();
+        crate::group::open(&url, &crate::store::StorageOptions::default(), "", None).unwrap()
+    }
+
+    fn names(arrays: &[Arc<ArrayHandle>]) -> Vec<&str> {
+        arrays.iter().map(|a| a.path()).collect()
+    }
+
+    #[test]
+    fn only_arrays_held_whole_along_every_point_dim_are_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = group(dir.path());
+        let dims = |d: &[&str]| d.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            names(&whole_along(&group, None, &dims(&["lat", "lon"]))),
+            ["field"]
+        );
+        // Along lon alone, `flat` lies whole too, and `tiles` (cut along lat only).
+        assert_eq!(
+            names(&whole_along(&group, None, &dims(&["lon"]))),
+            ["field", "flat", "tiles"]
+        );
+        let wanted = dims(&["tiles", "field", "missing"]);
+        assert_eq!(
+            names(&whole_along(&group, Some(&wanted), &dims(&["lon"]))),
+            ["tiles", "field"]
+        );
+        assert!(whole_along(&group, None, &[]).is_empty());
+        // A local store: nothing is read ahead, nothing fails.
+        let arrays = whole_along(&group, None, &dims(&["lat", "lon"]));
+        assert_eq!(read_ahead_tables(&arrays).unwrap(), (0, 0));
+    }
+}

@@ -154,21 +154,12 @@ def open_sources(
     ``as_before`` where they differ."""
     names = [source_name(s) for s in source_list]
     options = dict(storage_options) if storage_options else None
-    if read_ahead is None and as_before is None:
-        groups = _core.open_groups(
-            [normalize_url(n) for n in names], storage_options=options, timeout=_remaining(deadline)
-        )
-        return _open_from_groups(
-            names,
-            groups,
-            point_dims=point_dims,
-            concat_dim=concat_dim,
-            storage_options=storage_options,
-            deadline=deadline,
-        )
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastzarr-open")
+    helped = read_ahead is not None or as_before is not None
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastzarr-open") if helped else None
     try:
-        guessed = pool.submit(_coordinates_of, as_before, deadline) if as_before is not None else None
+        guessed = (
+            pool.submit(_coordinates_of, as_before, deadline) if pool and as_before is not None else None
+        )
         groups = _core.open_groups(
             [normalize_url(n) for n in names], storage_options=options, timeout=_remaining(deadline)
         )
@@ -180,7 +171,7 @@ def open_sources(
                 None if variables is None else list(variables),
                 timeout=_remaining(deadline),
             )
-            if read_ahead is not None
+            if pool and read_ahead is not None
             else None
         )
         opened = _open_from_groups(
@@ -197,7 +188,8 @@ def open_sources(
             read_ahead.requests += requests
             read_ahead.bytes += nbytes
     finally:
-        pool.shutdown(wait=False)
+        if pool is not None:
+            pool.shutdown(wait=False)
     return opened
 
 
