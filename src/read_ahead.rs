@@ -48,11 +48,14 @@ pub fn whole_along(
                 return false;
             };
             let (shape, chunks) = (handle.shape(), handle.chunk_shape());
+            if dims.len() != shape.len() || chunks.len() != shape.len() {
+                return false; // metadata that does not agree with itself: left to the read
+            }
             !point_dims.is_empty()
                 && point_dims.iter().all(|wanted| {
                     dims.iter()
                         .position(|d| d.as_deref() == Some(wanted.as_str()))
-                        .is_some_and(|axis| chunks.get(axis) >= shape.get(axis))
+                        .is_some_and(|axis| chunks[axis] >= shape[axis])
                 })
         })
         .collect()
