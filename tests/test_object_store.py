@@ -262,11 +262,11 @@ class _Server(http.server.ThreadingHTTPServer):
     state: _State
 
 
-@pytest.fixture(scope="module")
-def web(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
-    """An HTTP server on 127.0.0.1 serving the directory that holds the local stores."""
+@contextlib.contextmanager
+def _serving(root: Path) -> Iterator[dict[str, Any]]:
+    """An HTTP server on 127.0.0.1 serving ``root``, for the block."""
     server = _Server(("127.0.0.1", 0), _Handler)
-    server.root = local["big"].parent
+    server.root = root
     server.state = _State()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -278,6 +278,23 @@ def web(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def web(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    """An HTTP server on 127.0.0.1 serving the directory that holds the local stores."""
+    with _serving(local["big"].parent) as served:
+        yield served
+
+
+@pytest.fixture
+def fresh_web(local: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    """`web` on a port of its own: a host this process has not sent requests to, so its
+    in-flight limit starts afresh (the throttling test lowers the limit of `web`'s host, and
+    requests beyond a limit queue behind those in flight, which would blur the order of
+    requests that a test checks)."""
+    with _serving(local["big"].parent) as served:
+        yield served
 
 
 @pytest.fixture(autouse=True)
@@ -889,18 +906,18 @@ def _fields_store(path: Path) -> None:
 
 
 def test_block_tables_of_whole_field_chunks_are_read_beside_the_coordinates(
-    local: dict[str, Path], web: dict[str, Any]
+    local: dict[str, Path], fresh_web: dict[str, Any]
 ) -> None:
     """A point's series from chunks that each hold a whole lat x lon field needs every chunk's
     header and block table whatever the point: they are asked for while the coordinates that
     place the point are read, not after, and the read then asks for the blocks alone. Chunks
     that hold only a tile wait for the point's position. The result equals a local read, and the
     report counts the tables' requests and bytes with the read's."""
-    state: _State = web["state"]
+    state: _State = fresh_web["state"]
     state.etag = True  # tables are remembered only with an ETag to check them by
     store = local["big"].parent / "fields.zarr"
     _fields_store(store)
-    url = f"{web['base']}/{store.name}"
+    url = f"{fresh_web['base']}/{store.name}"
     points = {"lat": 12.3, "lon": 200.0}
     _core._forget_block_tables()
     _remembered.forget()
@@ -950,17 +967,17 @@ def test_block_tables_of_whole_field_chunks_are_read_beside_the_coordinates(
 
 
 def test_a_repeat_reads_from_remembered_metadata_checked_beside_the_read(
-    local: dict[str, Path], web: dict[str, Any]
+    local: dict[str, Path], fresh_web: dict[str, Any]
 ) -> None:
     """A second extraction from the same remote store starts its chunk reads from the metadata
     and coordinates the first opened, and opens them again meanwhile: unchanged, the result
     stands; changed (coordinates rewritten, a variable's attributes and values changed), the
     read is made again from what was opened, and equals a fresh read of the changed store."""
-    state: _State = web["state"]
+    state: _State = fresh_web["state"]
     store = local["big"].parent / "remembered.zarr"
     shutil.rmtree(store, ignore_errors=True)
     shutil.copytree(local["batch0"], store)
-    url = f"{web['base']}/{store.name}"
+    url = f"{fresh_web['base']}/{store.name}"
     points = {"lat": [10.0, -30.0], "lon": [45.0, 200.0]}
 
     def reference() -> xr.Dataset:
