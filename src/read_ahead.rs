@@ -28,6 +28,9 @@ pub fn whole_along(
     names: Option<&[String]>,
     point_dims: &[String],
 ) -> Vec<Arc<ArrayHandle>> {
+    if point_dims.is_empty() {
+        return Vec::new();
+    }
     let candidates: Vec<&String> = match names {
         Some(names) => names.iter().collect(),
         None => group
@@ -51,12 +54,11 @@ pub fn whole_along(
             if dims.len() != shape.len() || chunks.len() != shape.len() {
                 return false; // metadata that does not agree with itself: left to the read
             }
-            !point_dims.is_empty()
-                && point_dims.iter().all(|wanted| {
-                    dims.iter()
-                        .position(|d| d.as_deref() == Some(wanted.as_str()))
-                        .is_some_and(|axis| chunks[axis] >= shape[axis])
-                })
+            point_dims.iter().all(|wanted| {
+                dims.iter()
+                    .position(|d| d.as_deref() == Some(wanted.as_str()))
+                    .is_some_and(|axis| chunks[axis] >= shape[axis])
+            })
         })
         .collect()
 }
@@ -76,10 +78,9 @@ fn chunk_counts(array: &ArrayHandle) -> Vec<u64> {
 /// [`MAX_CHUNKS`]. Returns the requests made and the bytes fetched. A failed request is left
 /// for the read itself to make again and report, with the store, array and chunk.
 pub fn read_ahead_tables(arrays: &[Arc<ArrayHandle>]) -> Result<(u64, u64)> {
-    let total = arrays.iter().try_fold(0u64, |sum, a| {
-        let chunks = chunk_counts(a)
-            .into_iter()
-            .try_fold(1u64, u64::checked_mul)?;
+    let counts: Vec<Vec<u64>> = arrays.iter().map(|a| chunk_counts(a)).collect();
+    let total = counts.iter().try_fold(0u64, |sum, per_axis| {
+        let chunks = per_axis.iter().try_fold(1u64, |n, &c| n.checked_mul(c))?;
         sum.checked_add(chunks)
     });
     if !total.is_some_and(|n| n > 0 && n <= MAX_CHUNKS as u64) {
@@ -87,8 +88,9 @@ pub fn read_ahead_tables(arrays: &[Arc<ArrayHandle>]) -> Result<(u64, u64)> {
     }
     let jobs: Vec<(&ArrayHandle, Vec<u64>)> = arrays
         .iter()
-        .flat_map(|a| {
-            crate::write::grid_indices(&chunk_counts(a))
+        .zip(&counts)
+        .flat_map(|(a, per_axis)| {
+            crate::write::grid_indices(per_axis)
                 .into_iter()
                 .map(move |c| (a.as_ref(), c))
         })

@@ -143,8 +143,8 @@ fn copy_block(
 }
 
 /// Writes `bytes` to `path` (creating its directory). With `flush` ([`flush_each`] says
-/// when), the kernel starts writing the file to disk now, without waiting: [`sync_tree`] waits for it once every
-/// chunk is written. An fsync per file here would stall a decode thread on the disk for
+/// when), the kernel starts writing the file to disk now, without waiting: [`sync_tree`]
+/// waits for it once every chunk is written. An fsync per file here would stall a decode thread on the disk for
 /// each chunk (on 2 cores, half the encoding capacity).
 fn write_file(path: &Path, bytes: &[u8], flush: bool) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
@@ -393,9 +393,10 @@ pub fn write_regions(
         // fewer chunks than threads.
         let inner = (rayon::current_num_threads() / jobs.len().max(1)).max(1);
         let options = CodecOptions::default().with_concurrent_target(inner);
+        let fsync = regions.iter().any(|r| r.fsync);
         let flush = regions
             .first()
-            .is_some_and(|r| flush_each(r.store_dir, jobs.len(), regions.iter().any(|r| r.fsync)));
+            .is_some_and(|r| flush_each(r.store_dir, jobs.len(), fsync));
         let written: Vec<(usize, ChunkRecord)> = jobs
             .par_iter()
             .map(|(i, offset)| {

@@ -137,6 +137,12 @@ Region = tuple[str, str, npt.NDArray[Any], list[int]]
 Tag = TypeVar("Tag")
 
 
+def _time_left(deadline: float | None) -> float | None:
+    """The core's timeout for a step of a write due by ``deadline`` (None: none); at least a
+    millisecond, so that a step begun just past the deadline still fails as a timeout."""
+    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+
+
 def write_passes(
     store: Path,
     regions: Iterable[tuple[Tag, Region]],
@@ -154,8 +160,9 @@ def write_passes(
     held = 0
 
     def write_pending() -> list[tuple[Tag, list[ChunkRecord]]]:
-        remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
-        written = _core._write_regions(store, [r for _, r in pending], fsync=fsync, timeout=remaining)
+        written = _core._write_regions(
+            store, [r for _, r in pending], fsync=fsync, timeout=_time_left(deadline)
+        )
         return [(tag, records) for (tag, _), records in zip(pending, written, strict=True)]
 
     for tag, region in regions:
@@ -203,7 +210,7 @@ def verify_and_sync(tmp: Path, records: list[ChunkRecord], *, fsync: bool, deadl
     with ``fsync``, the tree is made durable (`_core._sync_dirs`) on another thread: the sync
     mostly waits on the disk and the check reads the page cache, so side by side they take
     about the longer of the two, not their sum."""
-    remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+    remaining = _time_left(deadline)
     if not fsync:
         _core._verify_chunks(tmp, records, timeout=remaining)
         return
@@ -259,10 +266,9 @@ def _write_metadata(
         documents[".zattrs"] = attrs
         if consolidated:
             documents[".zmetadata"] = {"zarr_consolidated_format": 1, "metadata": meta}
-    remaining = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
     with _gc.paused():
         files = [(key, _document(value)) for key, value in documents.items()]
-    _core._write_files(tmp, files, fsync=fsync, timeout=remaining)
+    _core._write_files(tmp, files, fsync=fsync, timeout=_time_left(deadline))
 
 
 def target_path(url: str | os.PathLike[str]) -> Path:

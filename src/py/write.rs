@@ -56,7 +56,8 @@ type RegionItem<'py> = (String, String, Bound<'py, PyAny>, Vec<u64>);
 /// native byte order, the array's dtype, and starts at `start` of the array at `array_path`,
 /// whose metadata is the JSON `metadata` (parsed once per array, however many regions it has).
 /// With `fsync=True` each file's writeback starts at once, unless the pass is large enough for
-/// `_sync_dirs` to sync the whole filesystem (which then makes them durable). Returns, per region, one `(array, key, size, crc32c)` per chunk written.
+/// `_sync_dirs` to sync the whole filesystem (which then makes them durable). Returns, per
+/// region, one `(array, key, size, crc32c)` per chunk written.
 #[pyfunction]
 #[pyo3(signature = (store, regions, *, fsync = true, timeout = None))]
 pub fn _write_regions(
