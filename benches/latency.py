@@ -7,27 +7,31 @@ here makes both visible: ``delay_s`` per request (20 ms by default, a cloud stor
 latency, paid concurrently by concurrent requests) and server-side counts of requests and body
 bytes, which the measuring child reads (and resets) around every timed load.
 
-Cases (``LATENCY_CASES``): the full load of one seed-like batch store, one point's series out of
-the ERA5-like store (one 721 x 1440 blosc field per chunk), and one point out of every seed-like
-batch store. Each case has its own peers; a peer takes ``[(store URL, data variable names)]`` and
-returns ``{"<url>/<name>": numpy array}``, compared byte for byte with fastzarr's.
+Cases (``LATENCY_CASES``): the full load of one seed-like batch store; one point's series out of
+the ERA5-like store (one 721 x 1440 blosc field per chunk); one point's series at archive scale
+(2 stores x 20 variables x 24 steps), with 721 x 1440 and with 181 x 360 fields per chunk; and
+one point out of every seed-like batch store. Each case has its own peers; a peer takes
+``[(store URL, data variable names)]`` and returns ``{"<url>/<name>": numpy array}``, compared
+byte for byte with fastzarr's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import http.server
+import email.utils
 import importlib
 import json
 import os
 import platform
 import re
+import stat as stat_module
 import statistics
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -98,156 +102,259 @@ class Counters:
         return values
 
 
-class LatencyServer(http.server.ThreadingHTTPServer):
-    """Serves the files below ``root`` read-only, like an object store over plain HTTP."""
+class LatencyServer:
+    """Serves the files below ``root`` read-only, like an object store over plain HTTP/1.1.
 
-    daemon_threads = True
-    block_on_close = False  # clients keep connections alive; do not wait for them on close
-    # The default backlog of 5 drops connection attempts when a reader opens dozens of
-    # connections at once, and a dropped SYN costs a 1 s retransmit: a benchmark artefact.
-    request_queue_size = 512
+    One asyncio event loop answers every connection (run it with ``serve_forever`` on a thread
+    of its own). A server on the same cores as the reader it measures takes its CPU from that
+    reader, which an object store's servers do not: per request it does the least it can (no
+    thread per connection, no header objects), and sends bodies with ``sendfile`` from the
+    page cache."""
 
     def __init__(self, root: Path, delay_s: float, max_in_flight: int | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.root = root.resolve()
+        self._root = str(self.root)
         self.delay_s = delay_s
         # Beyond this many requests at once, "503 slow down" at once, as S3 and GCS answer.
         self.max_in_flight = max_in_flight
         self.counters = Counters()
+        self._loop = asyncio.new_event_loop()
+        # A backlog of 5 drops connection attempts when a reader opens dozens of connections at
+        # once, and a dropped SYN costs a 1 s retransmit: a benchmark artefact.
+        self._server = self._loop.run_until_complete(
+            self._loop.create_server(lambda: _Connection(self), "127.0.0.1", 0, backlog=1024)
+        )
+        self.port: int = self._server.sockets[0].getsockname()[1]
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>``; a file ``root/a/b`` is at ``<base_url>/a/b``."""
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def stats_url(self) -> str:
         """Where the counters are read (``?reset=1`` zeroes them after reading)."""
         return self.base_url + STATS_PATH
 
+    def serve_forever(self) -> None:
+        """Answers requests until ``shutdown`` (from another thread)."""
+        self._loop.run_forever()
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """GET (whole, or one ``Range: bytes=a-b`` / ``bytes=a-`` / ``bytes=-n``) and HEAD."""
+    def shutdown(self) -> None:
+        """Stops ``serve_forever``; safe to call from any thread."""
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
-    server: LatencyServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as object stores and their clients do
-    timeout = 120  # an idle kept-alive connection's thread ends eventually
-    # Headers and body go out in two sends; with Nagle's algorithm on, the body waits for the
-    # client's delayed ACK of the headers: 40 ms of latency nobody asked for on every response.
-    disable_nagle_algorithm = True
+    def server_close(self) -> None:
+        """Closes the listening socket and the loop (once ``serve_forever`` has returned)."""
+        self._server.close()
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._respond(head=False)
-
-    def do_HEAD(self) -> None:
-        self._respond(head=True)
-
-    def _respond(self, head: bool) -> None:
-        url = urllib.parse.urlsplit(self.path)
-        if url.path == STATS_PATH:
-            self._send_stats(reset="reset=1" in url.query)
-            return
-        counters = self.server.counters
-        at_once = counters.start()
-        kind, sent = "error", 0  # a client that hangs up mid-body
-        try:
-            limit = self.server.max_in_flight
-            if limit is not None and at_once > limit:
-                self._send_empty(503)
-                kind = "throttled"
-            else:
-                kind, sent = self._answer(urllib.parse.unquote(url.path), head)
-        finally:
-            counters.add(kind, sent)
-
-    def _answer(self, url_path: str, head: bool) -> tuple[str, int]:
-        """Sends the response; returns its kind (a ``Counters`` field) and the body bytes sent."""
-        # Every request pays the latency before its first byte, 404s and HEADs included.
-        time.sleep(self.server.delay_s)
-        path = self._file(url_path)
-        if path is None:
-            self._send_empty(404)
-            return "not_found", 0
-        stat = path.stat()
-        size = stat.st_size
-        # An ETag as nginx makes one (modification time and size); `If-Match` is honoured.
-        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
-        wanted = self.headers.get("If-Match")
-        if wanted and wanted.strip() not in ("*", etag):
-            self._send_empty(412)
-            return "not_found", 0
-        start, end, status = 0, size, 200
-        requested = self.headers.get("Range")
-        match = _RANGE.fullmatch(requested.strip()) if requested else None
-        if match and (match.group(1) or match.group(2)):
-            first, last = match.group(1), match.group(2)
-            if first:
-                start, end = int(first), min(int(last) + 1 if last else size, size)
-            else:  # a suffix: the last n bytes
-                start = max(0, size - int(last))
-            if start >= size or start >= end:
-                self._send_empty(416, {"Content-Range": f"bytes */{size}"})
-                return "not_found", 0
-            status = 206
-        self.send_response(status)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Last-Modified", self.date_time_string(int(stat.st_mtime)))
-        self.send_header("ETag", etag)
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.end_headers()
-        if head:
-            return "head", 0
-        with path.open("rb") as f:
-            # sendfile: the page cache straight to the socket, so the server (sharing the
-            # machine's cores with the reader it measures) spends little CPU per byte.
-            sent = self.connection.sendfile(f, start, end - start)
-        return ("ranged_get" if status == 206 else "get"), sent
-
-    def _file(self, url_path: str) -> Path | None:
-        """The regular file under the root that ``url_path`` names, or None."""
-        path = (self.server.root / url_path.lstrip("/")).resolve()
-        if not path.is_relative_to(self.server.root) or not path.is_file():
+    def respond(self, request: _Request, transport: asyncio.Transport) -> Awaitable[int] | None:
+        """Answers ``request`` once its delay is over: writes the response and counts it, or,
+        for a body large enough to be sent by ``sendfile``, writes the headers and returns the
+        sending, to be counted when it ends. Synchronous otherwise: a request costs this server
+        no task of its own."""
+        fd = self._open(request.path) if request.method in ("GET", "HEAD") else None
+        if fd is None:
+            transport.write(_empty(404))
+            self.counters.add("not_found")
             return None
-        return path
+        try:
+            stat = os.fstat(fd)
+            size = stat.st_size
+            # An ETag as nginx makes one (modification time and size); `If-Match` is honoured.
+            etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+            wanted = request.headers.get("if-match")
+            if wanted and wanted not in ("*", etag):
+                transport.write(_empty(412))
+                self.counters.add("not_found")
+                return None
+            start, end, status = 0, size, 200
+            requested = request.headers.get("range")
+            match = _RANGE.fullmatch(requested) if requested else None
+            if match and (match.group(1) or match.group(2)):
+                first, last = match.group(1), match.group(2)
+                if first:
+                    start, end = int(first), min(int(last) + 1 if last else size, size)
+                else:  # a suffix: the last n bytes
+                    start = max(0, size - int(last))
+                if start >= size or start >= end:
+                    transport.write(_empty(416, f"Content-Range: bytes */{size}\r\n"))
+                    self.counters.add("not_found")
+                    return None
+                status = 206
+            extra = f"Content-Range: bytes {start}-{end - 1}/{size}\r\n" if status == 206 else ""
+            response = (
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Length: {end - start}\r\n"
+                "Content-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n"
+                f"Last-Modified: {email.utils.formatdate(stat.st_mtime, usegmt=True)}\r\n"
+                f"ETag: {etag}\r\n{extra}\r\n"
+            ).encode()
+            if request.method == "HEAD":
+                transport.write(response)
+                self.counters.add("head")
+                return None
+            kind = "ranged_get" if status == 206 else "get"
+            if end - start <= _SMALL_BODY:
+                transport.write(response + os.pread(fd, end - start, start))
+                self.counters.add(kind, end - start)
+                return None
+            transport.write(response)
+            file = os.fdopen(fd, "rb")
+            fd = -1  # the file owns it now
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return self._send_body(transport, file, start, end - start, kind)
 
-    def _send_stats(self, reset: bool) -> None:
-        stats: dict[str, float] = {**self.server.counters.snapshot(reset)}
-        # The server process's CPU time, so that the child can tell the server's share of the
-        # machine from other processes' (the parent process does nothing else meanwhile).
-        stats["cpu_s"] = time.process_time()
-        body = json.dumps(stats).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
+    async def _send_body(
+        self, transport: asyncio.Transport, file: Any, start: int, count: int, kind: str
+    ) -> int:
+        """sendfile: the page cache straight to the socket; counts the request when it ends."""
+        sent = 0
+        try:
+            with file:
+                sent = await asyncio.get_running_loop().sendfile(transport, file, start, count)
+        finally:
+            self.counters.add(kind if sent == count else "error", sent)
+        return sent
 
-    def _send_empty(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
+    def _open(self, url_path: str) -> int | None:
+        """A descriptor of the regular file under the root that ``url_path`` names, or None."""
+        path = os.path.normpath(f"{self._root}/{url_path.lstrip('/')}")
+        if not path.startswith(self._root + os.sep):
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
+
+#: Bodies up to this size go out with the headers in one write; larger ones by ``sendfile``.
+_SMALL_BODY = 256 << 10
+_REASONS = {200: "OK", 206: "Partial Content", 404: "Not Found", 412: "Precondition Failed",
+            416: "Range Not Satisfiable", 503: "Slow Down"}  # fmt: skip
+
+
+def _empty(status: int, headers: str = "") -> bytes:
+    """A response without a body."""
+    return f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Length: 0\r\n{headers}\r\n".encode()
+
+
+def _write_stats(transport: asyncio.Transport, counts: dict[str, int]) -> None:
+    """The counters, and the server process's CPU time, so that the child can tell the server's
+    share of the machine from other processes' (the parent process does nothing else meanwhile)."""
+    body = json.dumps({**counts, "cpu_s": time.process_time()}).encode()
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nContent-Type: application/json\r\n\r\n"
+    transport.write(head.encode() + body)
+
+
+class _Request(NamedTuple):
+    """A request's line and headers (names in lower case)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+
+    @classmethod
+    def parse(cls, head: bytes) -> _Request:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        path, _, query = target.partition("?")
+        return cls(method, urllib.parse.unquote(path), query, headers)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: its requests are answered one after another, in order (HTTP/1.1
+    keep-alive; a pipelining client's next request waits in the buffer)."""
+
+    def __init__(self, server: LatencyServer) -> None:
+        self._server = server
+        self._buffer = bytearray()
+        self._busy = False
+        self._transport: asyncio.Transport | None = None
+        self._sending: asyncio.Future[int] | None = None  # a body being sent
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._next()
+
+    def _next(self) -> None:
+        """Takes the next complete request from the buffer, if the last one is answered."""
+        transport = self._transport
+        while not self._busy and transport is not None and not transport.is_closing():
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self._buffer[:end])
+            del self._buffer[: end + 4]
+            try:
+                request = _Request.parse(head)
+            except ValueError:
+                transport.close()
+                return
+            server = self._server
+            if request.path == STATS_PATH:
+                _write_stats(transport, server.counters.snapshot(reset="reset=1" in request.query))
+                continue
+            at_once = server.counters.start()
+            if server.max_in_flight is not None and at_once > server.max_in_flight:
+                transport.write(_empty(503))  # at once, as S3 and GCS refuse
+                server.counters.add("throttled")
+                continue
+            # Every request pays the latency before its first byte, 404s and HEADs included.
+            self._busy = True
+            asyncio.get_running_loop().call_later(server.delay_s, self._respond, request, transport)
+
+    def _respond(self, request: _Request, transport: asyncio.Transport) -> None:
+        keep = request.headers.get("connection", "").lower() != "close"
+        try:
+            sending = self._server.respond(request, transport)
+        except OSError:
+            self._server.counters.add("error")
+            transport.close()
+            return
+        if sending is None:
+            self._answered(keep)
+            return
+        self._sending = asyncio.ensure_future(sending)
+        self._sending.add_done_callback(lambda done: self._answered(keep and not done.exception()))
+
+    def _answered(self, keep: bool) -> None:
+        if not keep and self._transport is not None:
+            self._transport.close()
+            return
+        self._busy = False
+        self._next()
 
 
 @contextlib.contextmanager
 def serve(root: Path, delay_s: float, max_in_flight: int | None = None) -> Iterator[LatencyServer]:
     """A ``LatencyServer`` over ``root`` running in a background thread until the block ends."""
     server = LatencyServer(root, delay_s, max_in_flight)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
     finally:
         server.shutdown()
-        server.server_close()
         thread.join(10)
+        server.server_close()
 
 
 def fetch_stats(stats_url: str, reset: bool) -> dict[str, float]:
@@ -456,8 +563,17 @@ LATENCY_CASES: dict[str, LatencyCase] = {
         },
     ),
     "era5": LatencyCase("One point's series from the ERA5-like store", "era5", None, dict(_POINT_PEERS)),
+    "era5-archive": LatencyCase(
+        "One point's series from an ERA5-like archive: 2 stores x 20 variables x 24 steps, a 721 x "
+        "1440 field per chunk",
+        "era5-archive",
+        None,
+        # 960 chunks of 4 MB: xarray + dask (two chunk reads in flight on 2 cores) is left out.
+        {k: v for k, v in _POINT_PEERS.items() if k not in {"fz-array", "xarray-dask"}},
+    ),
     "archive": LatencyCase(
-        "One point's series at archive scale: 2 stores x 20 variables x 24 steps, a field per chunk",
+        "One point's series at archive scale: 2 stores x 20 variables x 24 steps, a 1-degree "
+        "(181 x 360) field per chunk",
         "archive",
         None,
         # 960 chunks: xarray + dask (two chunk reads in flight on 2 cores) is left out, as below.
@@ -582,11 +698,17 @@ LATENCY_TARGETS: dict[str, LatencyTarget] = {
         "era5", "tensorstore", 10.0, "bytes"
     ),
     "latency, ERA5-like point: >= 10x tensorstore": LatencyTarget("era5", "tensorstore", 10.0, "time"),
-    "latency, point series at archive scale (960 chunks): >= 5x tensorstore": LatencyTarget(
+    "latency, ERA5-like archive point series (960 chunks of 721 x 1440): >= 5x tensorstore": (
+        LatencyTarget("era5-archive", "tensorstore", 5.0, "time")
+    ),
+    "latency, point series at archive scale (960 chunks of 181 x 360): >= 5x tensorstore": LatencyTarget(
         "archive", "tensorstore", 5.0, "time"
     ),
     "latency, ERA5-like point: >= 5x tensorstore": LatencyTarget("era5", "tensorstore", 5.0, "time"),
     # first / repeated >= 1 / 0.6: the repeat takes at most 60 % of the first read's time.
+    "latency, ERA5-like archive series repeated, block tables remembered: <= 60 % of the first read": (
+        LatencyTarget("era5-archive", "fastzarr", 1 / 0.6, "time", "fz-repeat")
+    ),
     "latency, archive-scale series repeated, block tables remembered: <= 60 % of the first read": (
         LatencyTarget("archive", "fastzarr", 1 / 0.6, "time", "fz-repeat")
     ),
