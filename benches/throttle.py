@@ -125,7 +125,8 @@ is {capacity:,.0f} answered requests a second. Each row opens one array, then re
 {args.chunks:,} of its chunks (one object each), timed and counted from the first chunk request
 on; every read equals the local one and no error surfaced (object_store
 retries the refused requests; each refusal brings fastzarr's limit for the host down to the other
-requests then out, and a limit's worth of answers at the limit adds one).
+requests then out, and ends the doubling per round trip the limit starts with; from then on a
+limit's worth of answers at the limit adds one).
 
 {table}
 

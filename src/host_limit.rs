@@ -2,12 +2,13 @@
 //!
 //! A point's series from an archive is thousands of small requests, and the number that can
 //! be in flight at once, not bandwidth, sets the time of a run at 20-100 ms per request. So a
-//! host starts with many ([`START`]) and, while it keeps up, gets one more each time a whole
-//! limit's worth of requests completed with the limit reached (one more per round trip). A
-//! refusal ("slow down", HTTP 429 or 503) brings the limit down to the other requests then
-//! out, so a burst of refusals settles it near what the host serves at once; a timeout halves
-//! it, at most once per typical request duration. `set_io_concurrency` stays the cap of every
-//! host's limit and of all requests together.
+//! host starts with many ([`START`]) and grows while it keeps up: until it first pushes back,
+//! by one for each answer that came with the limit reached (the limit doubles per round
+//! trip, as TCP's slow start); after that, by one for each whole limit's worth of such
+//! answers (one more per round trip). A refusal ("slow down", HTTP 429 or 503) brings the
+//! limit down to the other requests then out, so a burst of refusals settles it near what
+//! the host serves at once; a timeout halves it, at most once per typical request duration.
+//! `set_io_concurrency` stays the cap of every host's limit and of all requests together.
 //!
 //! One [`HostLimit`] per host (scheme, host and port; for S3-like URLs the bucket), kept with
 //! the I/O runtime so that a forked child starts afresh with its own.
@@ -26,6 +27,9 @@ const FIRST_DURATION: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 struct State {
     limit: usize,
+    /// Until the host first pushes back (a refusal or a timeout), the limit grows by one per
+    /// answer at the limit rather than per round trip.
+    probing: bool,
     in_flight: usize,
     /// Requests completed since the limit last grew, with the limit reached.
     completed_at_limit: usize,
@@ -65,6 +69,7 @@ impl HostLimit {
         Self {
             state: Mutex::new(State {
                 limit: START.min(cap).max(1),
+                probing: true,
                 in_flight: 0,
                 completed_at_limit: 0,
                 last_decrease: None,
@@ -117,6 +122,7 @@ impl HostLimit {
             return;
         }
         state.last_decrease = Some(now);
+        state.probing = false;
         state.limit = (state.limit / 2).max(FLOOR);
         state.completed_at_limit = 0;
     }
@@ -128,6 +134,7 @@ impl HostLimit {
     /// brings a limit of 256 to ~16 in one round trip, not to the floor.
     fn refused_with(state: &mut State) {
         state.slow_downs += 1;
+        state.probing = false;
         let others = state.in_flight.saturating_sub(1);
         state.limit = state.limit.min(others).max(FLOOR);
         state.completed_at_limit = 0;
@@ -160,7 +167,7 @@ impl HostLimit {
         }
         if at_limit && took.is_some() {
             state.completed_at_limit += 1;
-            if state.completed_at_limit >= state.limit {
+            if state.probing || state.completed_at_limit >= state.limit {
                 state.completed_at_limit = 0;
                 state.limit += 1;
                 self.freed.notify_one();
@@ -234,6 +241,43 @@ mod tests {
         // The cap bounds it.
         block_on(async { drop(host.acquire(2).await) });
         assert_eq!(host.limit(), 2);
+    }
+
+    /// Answers `count` requests one at a time while keeping the limit reached, as a reader
+    /// with more requests than places does.
+    async fn answer_at_the_limit<'a>(
+        host: &'a HostLimit,
+        slots: &mut Vec<Slot<'a>>,
+        count: usize,
+        cap: usize,
+    ) {
+        for _ in 0..count {
+            while slots.len() < host.limit() {
+                slots.push(host.acquire(cap).await);
+            }
+            drop(slots.pop());
+        }
+    }
+
+    #[test]
+    fn grows_by_one_per_answer_at_the_limit_until_the_host_pushes_back() {
+        let cap = 4 * START;
+        let host = HostLimit::new(cap);
+        block_on(async {
+            let mut slots = Vec::new();
+            // One round trip's answers: the limit doubled.
+            answer_at_the_limit(&host, &mut slots, START, cap).await;
+            assert_eq!(host.limit(), 2 * START);
+            // A refusal ends that: then one more per limit's worth of answers.
+            slots.pop().unwrap().refused();
+            let limit = host.limit();
+            assert!(limit < 2 * START, "{limit}");
+            answer_at_the_limit(&host, &mut slots, limit, cap).await;
+            assert_eq!(host.limit(), limit + 1);
+        });
+        // The cap bounds the growth.
+        block_on(async { drop(host.acquire(START).await) });
+        assert_eq!(host.limit(), START);
     }
 
     #[test]
