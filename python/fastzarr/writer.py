@@ -400,18 +400,23 @@ def write_store(
     remove_leftovers(target)
     with temp_store(target) as tmp:
         try:
-            records = _write_data(
-                tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline, on_region=on_region
-            )
-            _write_metadata(
-                tmp,
-                variables,
-                attrs,
-                zarr_format=zarr_format,
-                consolidated=consolidated,
-                fsync=fsync,
-                deadline=deadline,
-            )
+            # The documents need nothing of the chunks: they are written on another thread
+            # while the core's pass encodes the chunks (which leaves the GIL to it).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-metadata") as pool:
+                documents = pool.submit(
+                    _write_metadata,
+                    tmp,
+                    variables,
+                    attrs,
+                    zarr_format=zarr_format,
+                    consolidated=consolidated,
+                    fsync=fsync,
+                    deadline=deadline,
+                )
+                records = _write_data(
+                    tmp, variables, budget=max_memory, fsync=fsync, deadline=deadline, on_region=on_region
+                )
+                documents.result()
             if before_publish is not None:
                 before_publish(tmp, records)
             verify_and_sync(tmp, records, fsync=fsync, deadline=deadline)
