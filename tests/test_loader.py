@@ -22,6 +22,7 @@ import pytest
 import xarray as xr
 from fastzarr._epochs import SampleSpace, epoch_windows, rank_share
 from fastzarr._sizes import parse_size
+from fastzarr.loader import _windows_ahead
 from fastzarr.testing import make_batches
 
 FILE_IDS, STEPS = 4, 6
@@ -83,11 +84,12 @@ def test_every_sample_once_with_xarrays_values(
 
 
 def test_chunk_aware_shuffle_decodes_each_chunk_once(stores: list[str], reference: xr.Dataset) -> None:
-    # Windows of 3 chunk groups (of 1 file_id x 3 steps), the first of 2 (a batch of 5 needs two
-    # groups), the next of at most twice as many: 7 windows for 20 groups.
+    # Windows of 3 chunk groups (of 1 file_id x 3 steps; three held: the one served and two read
+    # ahead), the first of 2 (a batch of 5 needs two groups), the next of at most twice as many:
+    # 7 windows for 20 groups.
     group = 3 * 8 * 12 * 4 * 4  # steps x lat x lon x 4 bytes x 4 variables
     chunks_in_flight = 2 * fz.get_num_threads() * 3 * 8 * 12 * 4
-    run = loader(stores, coords=False, max_memory=2 * 3 * group + chunks_in_flight)
+    run = loader(stores, coords=False, max_memory=3 * 3 * group + chunks_in_flight)
     batches = list(run)
     chunks_per_variable = reference.sizes["file_id"] * (STEPS // CHUNKS["step"])
     assert run.stats.windows == 7
@@ -349,6 +351,30 @@ def test_reading_ahead_overlaps_the_training_step(stores: list[str]) -> None:
     for _ in eager:
         time.sleep(0.02)
     assert run.stats.waited_seconds < eager.stats.waited_seconds
+
+
+def test_prefetch_windows_share_the_memory(stores: list[str], reference: xr.Dataset) -> None:
+    """The window served and the ``prefetch`` read ahead share max_memory: more read ahead,
+    smaller windows, the same samples and chunks."""
+    group = 3 * 8 * 12 * 4 * 4
+    budget = 6 * group + 2 * fz.get_num_threads() * 3 * 8 * 12 * 4  # room for 6 groups
+    runs = {ahead: loader(stores, coords=False, max_memory=budget, prefetch=ahead) for ahead in (1, 2, 5)}
+    epochs = {ahead: list(run) for ahead, run in runs.items()}
+    # Windows of 3, 2 and 1 groups (the first of 2 at most): 7, 10 and 20 windows for 20 groups.
+    assert {ahead: run.stats.windows for ahead, run in runs.items()} == {1: 7, 2: 10, 5: 20}
+    chunks = 4 * reference.sizes["file_id"] * (STEPS // CHUNKS["step"])
+    assert all(run.stats.chunks == chunks for run in runs.values())
+    for batches in epochs.values():
+        assert sum(len(b["var0000"]) for b in batches) == 60
+
+
+def test_windows_read_ahead() -> None:
+    assert _windows_ahead(0, True, 100) == 0
+    assert _windows_ahead(2, True, 100) == 2
+    assert _windows_ahead(2, False, 100) == 2
+    assert _windows_ahead(8, True, 5) == 4  # each window holds a group at least
+    assert _windows_ahead(2, True, 1) == 1  # one ahead even then (windows of a group each)
+    assert _windows_ahead(2, "full", 100) == 1
 
 
 @pytest.mark.parametrize(

@@ -94,15 +94,30 @@ class SampleSpace:
         return group, row
 
     def groups(self) -> list[Ids]:
-        """Every chunk group's sample ids, groups in storage order, ids ascending."""
-        out: list[Ids] = []
-        for group in range(self.group_offsets()[-1]):
-            source, ranges = self.group_box(group)
-            grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, len(ranges))
-            flat = np.asarray(np.ravel_multi_index(tuple(grid.T), self.sizes[source]), dtype=np.int64)
-            base = self.offsets[source] + flat * self.patches
-            out.append(np.sort((base[:, None] + np.arange(self.patches)).reshape(-1)))
-        return out
+        """Every chunk group's sample ids, groups in storage order, ids ascending. The same for
+        every epoch: computed once (a frozen dataclass's ``__dict__`` holds it)."""
+        cached: list[Ids] | None = self.__dict__.get("_groups")
+        if cached is None:
+            cached = self._all_groups()
+            self.__dict__["_groups"] = cached
+        return cached
+
+    def _all_groups(self) -> list[Ids]:
+        members: list[Ids] = []
+        counts: list[npt.NDArray[np.int64]] = []
+        chunks = np.asarray(self.chunks, dtype=np.int64)
+        for source, sizes in enumerate(self.sizes):
+            flat = np.arange(math.prod(sizes), dtype=np.int64)
+            corner = np.stack(np.unravel_index(flat, sizes), axis=-1).reshape(-1, len(sizes)) // chunks
+            grid = self._grid(source)
+            group = np.ravel_multi_index(tuple(corner.T), grid) if len(flat) else flat
+            order = np.argsort(group, kind="stable")  # ids stay ascending within a group
+            base = self.offsets[source] + flat[order] * self.patches
+            members.append((base[:, None] + np.arange(self.patches)).reshape(-1))
+            counts.append(np.bincount(group, minlength=math.prod(grid)) * self.patches)
+        ids = np.concatenate(members) if members else np.zeros(0, np.int64)
+        bounds = np.cumsum(np.concatenate(counts)) if counts else np.zeros(0, np.int64)
+        return np.split(ids.astype(np.int64), bounds[:-1])
 
 
 def epoch_windows(

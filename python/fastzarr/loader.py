@@ -4,11 +4,12 @@ processes.
 Samples are grouped by the chunk they lie in; an epoch visits the groups in a shuffled order, a
 window of groups at a time (as many as ``max_memory`` allows), mixes each window's samples and
 reads the window in one fastzarr pass (every chunk decoded once per epoch) while the batches of
-the one before are served. Each sample is decoded straight into its row of its batch's arrays, so
+the ones before are served. Each sample is decoded straight into its row of its batch's arrays, so
 nothing is copied after decoding and a batch owns its memory.
 
-Reads run ahead on one background thread, as far as the windows' memory allows, and across the
-end of an epoch: once an epoch's last window is under way, the first windows of the epoch the
+Reads run ahead on one background thread, ``prefetch`` windows ahead of the one served (two by
+default, so that a read has two windows' training steps to finish in), and across the end of an
+epoch: once an epoch's last window is under way, the first windows of the epoch the
 next iteration is expected to ask for are read, so its first batches need not wait.
 """
 
@@ -229,8 +230,9 @@ class Loader:
     epoch, of equal size as torch's ``DistributedSampler`` makes them; ``drop_last`` drops the
     uneven tail there and the last short batch.
 
-    ``max_memory`` (bytes or "2GB") bounds the windows held at once: the one served and, with
-    ``prefetch`` > 0, the next one read in the background while the training step runs.
+    ``max_memory`` (bytes or "2GB") bounds the windows held at once: the one served and the
+    ``prefetch`` next ones (fewer where a window would not hold a chunk group), read in the
+    background while the training step runs; they share it equally.
     ``transform`` is applied to each batch. ``timeout`` (seconds) bounds each read. Reads also run
     ahead across the end of an epoch, into the one the next iteration is expected to ask for
     (the next epoch after a :meth:`set_epoch`, else the same order again); :meth:`close` (or
@@ -312,12 +314,13 @@ class Loader:
             for p in self._sources
         )
         self._space = SampleSpace(sizes, self._group_chunks(), max(len(self._patches), 1))
+        self._space.groups()  # every epoch's order draws on them: found once, here
         budget = self._read_budget or _DEFAULT_BUDGET
         group_bytes = max(self._index_bytes() * math.prod(self._space.chunks), 1)
-        held = 2 if prefetch else 1
         # Chunks decode beside the windows (one per thread at most, each with up to a chunk of
         # decode scratch): they come off the budget.
         room = budget - 2 * fz.get_num_threads() * self._largest_chunk_bytes()
+        held = 1 + _windows_ahead(prefetch, shuffle, room // group_bytes)
         self._window = max(1, room // held // group_bytes)
         # The samples the windows held at once may hold: the one served and those read ahead.
         self._held_samples = held * self._window * math.prod(self._space.chunks) * self._space.patches
@@ -661,6 +664,22 @@ class Loader:
                 out[k] = values
             batch[name] = out
         return batch
+
+
+def _windows_ahead(prefetch: int, shuffle: Shuffle, groups: int) -> int:
+    """How many windows are read ahead of the one served, with the memory for ``groups`` chunk
+    groups: ``prefetch``, fewer where each window would have less than a group, and one for a
+    uniform permutation (its window is a cache of groups, read a batch at a time).
+
+    A window is read whole before any of its batches is served, and the next read starts once
+    the memory for it is free. With one window ahead, that is when the one before it is served,
+    so the read of a window races the step over the window before it, with nothing to spare
+    when a step is as long as a batch's read; with two ahead, a read has two windows' steps."""
+    if not prefetch:
+        return 0
+    if shuffle == "full":
+        return 1
+    return max(1, min(prefetch, groups - 1))
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
