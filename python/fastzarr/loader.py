@@ -44,7 +44,7 @@ __all__ = ["Loader", "LoaderStats"]
 Batch = dict[str, npt.NDArray[Any]]
 #: Chunk groups' values: by group, each sampled variable's, sample dimensions flattened first.
 _Groups = dict[int, dict[str, npt.NDArray[Any]]]
-#: Memory for the windows held at once (the one served and the one read ahead) by default.
+#: Memory for the windows held at once (the one served and those read ahead) by default.
 _DEFAULT_BUDGET = 512 * 2**20
 
 
