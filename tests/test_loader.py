@@ -3,6 +3,7 @@ shuffled chunk-aware, reproducible orders, disjoint even rank shares, patches, r
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -22,6 +23,7 @@ import pytest
 import xarray as xr
 from fastzarr._epochs import SampleSpace, epoch_windows, rank_share
 from fastzarr._sizes import parse_size
+from fastzarr._sources import GroupReader
 from fastzarr.loader import _windows_ahead
 from fastzarr.testing import make_batches
 
@@ -427,6 +429,40 @@ def test_memory_size_strings() -> None:
     for bad in ("0", "-5MB", "12 parsecs", "150%"):
         with pytest.raises(ValueError, match="max_memory"):
             parse_size(bad)
+
+
+def test_two_reads_at_once_finishing_out_of_order_serve_the_same_batches(
+    stores: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores read over the network have two windows read at once. Whichever read finishes
+    first, the caller gets the batches one read at a time gives, in the same order (batches of 7
+    straddle windows, whose reads both write into them)."""
+    group = 3 * 8 * 12 * 4 * 4
+    options: dict[str, Any] = {"coords": False, "batch_size": 7, "seed": 5}
+    options["max_memory"] = 3 * 3 * group + 2 * fz.get_num_threads() * 3 * 8 * 12 * 4
+    one_at_a_time = loader(stores, **options)
+    expected = list(one_at_a_time)
+    monkeypatch.setattr(GroupReader, "remote", property(lambda self: True))
+    read, calls, finished = GroupReader.read_in_order, itertools.count(), []
+
+    def slow_then_fast(self: GroupReader, *args: Any) -> dict[str, float]:
+        call = next(calls)
+        time.sleep(0.05 if call % 2 == 0 else 0.0)  # every other read finishes after the next one
+        totals = read(self, *args)
+        finished.append(call)
+        return totals
+
+    monkeypatch.setattr(GroupReader, "read_in_order", slow_then_fast)
+    two_at_once = loader(stores, **options)
+    batches = list(two_at_once)
+    assert finished != sorted(finished)  # reads did finish out of order
+    assert len(batches) == len(expected) == 9
+    for ours, theirs in zip(batches, expected, strict=True):
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            np.testing.assert_array_equal(ours[name], theirs[name])
+    assert two_at_once.stats.chunks == one_at_a_time.stats.chunks
+    two_at_once.close()
 
 
 def test_remote_sources_read_like_local_ones(fastzarr_s3: Any, fastzarr_batches: list[Any]) -> None:

@@ -135,6 +135,15 @@ class GroupReader:
             for name in self.names
         )
 
+    @property
+    def remote(self) -> bool:
+        """Whether a source is a store read over the network."""
+        return any(
+            "://" in array.url and not array.url.startswith("file://")
+            for part in self.sources
+            for array in list(part.arrays.values())[:1]
+        )
+
     def allocate(self, count: int) -> dict[str, npt.NDArray[Any]]:
         """Arrays for ``count`` samples of every variable, as a batch holds them: samples first,
         in the dtype of every batch."""

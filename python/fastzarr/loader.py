@@ -7,9 +7,10 @@ reads the window in one fastzarr pass (every chunk decoded once per epoch) while
 the ones before are served. Each sample is decoded straight into its row of its batch's arrays, so
 nothing is copied after decoding and a batch owns its memory.
 
-Reads run ahead on one background thread, ``prefetch`` windows ahead of the one served (two by
-default, so that a read has two windows' training steps to finish in), and across the end of an
-epoch: once an epoch's last window is under way, the first windows of the epoch the
+Reads run ahead on a background thread (two for stores read over the network, so that one
+read's round trip overlaps the other's decoding), ``prefetch`` windows ahead of the one served
+(two by default, so that a read has two windows' training steps to finish in), and across the
+end of an epoch: once an epoch's last window is under way, the first windows of the epoch the
 next iteration is expected to ask for are read, so its first batches need not wait.
 """
 
@@ -20,6 +21,7 @@ import itertools
 import math
 import os
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -123,17 +125,18 @@ class _EpochReads:
                 read.cancel()
 
 
-class _ReadThread:
-    """The loader's one background read thread, started on first use. A forked child has none of
-    its parent's threads: it starts its own."""
+class _ReadThreads:
+    """The loader's background read threads (``workers`` of them), started on first use. A
+    forked child has none of its parent's threads: it starts its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
 
     def submit(self, read: Callable[[int], _ReadResult], window: int) -> Future[_ReadResult]:
         if self._pool is None or self._pid != os.getpid():
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastzarr-loader")
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="fastzarr-loader")
             self._pid = os.getpid()
         return self._pool.submit(read, window)
 
@@ -324,13 +327,16 @@ class Loader:
         self._window = max(1, room // held // group_bytes)
         # The samples the windows held at once may hold: the one served and those read ahead.
         self._held_samples = held * self._window * math.prod(self._space.chunks) * self._space.patches
-        self._reads = _ReadThread()
         self._ahead: _EpochReads | None = None  # the next epoch's reads, begun at this one's end
         self._epoch_set = False  # set_epoch called since the last iteration began
         self._groups = _GroupReads(self._reader, self._space, self._window if shuffle == "full" else 0)
         # Without patches or a uniform permutation's group cache, a window's samples are decoded
         # straight into their batches: no sample is copied after it is decoded.
         self._in_order = not self._patches and shuffle != "full" and self._reader.reads_in_order
+        # Over the network a window's read waits a round trip before it decodes: two reads at
+        # once overlap one's wait with the other's decoding. Local reads decode at once, where a
+        # second read would only slow the one served next.
+        self._reads = _ReadThreads(2 if self._in_order and self._reader.remote else 1)
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -528,6 +534,7 @@ class Loader:
         total = bounds[-1]
         last = skip + (total - skip) // size * size if self.drop_last else total
         filling: dict[int, Batch] = {}  # batches under way, by number (touched by the reads only)
+        lock = threading.Lock()  # two windows' reads may share a batch
         reader, space = self._reader, self._space  # not self: reads ahead must not keep it alive
 
         def samples(j: int) -> tuple[int, int]:
@@ -536,17 +543,22 @@ class Loader:
 
         def read(k: int) -> _ReadResult:
             lo, hi = max(bounds[k], skip), min(bounds[k + 1], last)
+            touched = range((lo - skip) // size, -(-(hi - skip) // size)) if lo < hi else range(0)
             targets = []
-            for j in range((lo - skip) // size, -(-(hi - skip) // size)) if lo < hi else ():
-                start, stop = samples(j)
-                if j not in filling:
-                    filling[j] = reader.allocate(stop - start)
-                first, end = max(lo, start), min(hi, stop)
-                targets.append(Target(first - bounds[k], end - bounds[k], filling[j], first - start))
+            with lock:
+                for j in touched:
+                    start, stop = samples(j)
+                    if j not in filling:
+                        filling[j] = reader.allocate(stop - start)
+                    first, end = max(lo, start), min(hi, stop)
+                    targets.append(Target(first - bounds[k], end - bounds[k], filling[j], first - start))
             source, index, _ = space.locate(windows[k])
             totals = reader.read_in_order(source, index, targets)
-            done = [j for j in sorted(filling) if samples(j)[1] <= bounds[k + 1]]
-            return [(samples(j)[1] - samples(j)[0], filling.pop(j)) for j in done], totals
+            # The batches that end in this window: the server takes them once every window before
+            # this one is read too (it takes the windows in order).
+            with lock:
+                done = [j for j in touched if samples(j)[1] <= bounds[k + 1]]
+                return [(samples(j)[1] - samples(j)[0], filling.pop(j)) for j in done], totals
 
         return read
 
