@@ -119,7 +119,7 @@ class _EpochReads:
         return max(0, self.bounds[len(self.submitted)] - self.released)
 
     def cancel(self) -> None:
-        """Drops the reads not started; one under way finishes and is forgotten."""
+        """Drops the reads not started; those under way finish and are forgotten."""
         if self.key[0] == os.getpid():  # a forked child must not touch its parent's futures
             for read in self.submitted:
                 read.cancel()
@@ -141,8 +141,8 @@ class _ReadThreads:
         return self._pool.submit(read, window)
 
     def close(self, *, wait: bool = True) -> None:
-        """Cancels the reads queued and ends the thread, once the read under way (waited for
-        with ``wait``) is done. A later submit starts a new thread."""
+        """Cancels the reads queued and ends the threads, once the reads under way (waited for
+        with ``wait``) are done. A later submit starts new threads."""
         pool, self._pool = self._pool, None
         if pool is not None and self._pid == os.getpid():
             pool.shutdown(wait=wait, cancel_futures=True)
@@ -403,8 +403,8 @@ class Loader:
         self._epoch_set = True
 
     def close(self) -> None:
-        """Stops reading ahead: reads queued for the next epoch are dropped and the one under way
-        is waited for. Iterating again starts reading again. A Loader that is dropped stops on
+        """Stops reading ahead: reads queued for the next epoch are dropped and those under way
+        are waited for. Iterating again starts reading again. A Loader that is dropped stops on
         its own (without waiting)."""
         if self._ahead is not None:
             self._ahead.cancel()
