@@ -117,7 +117,7 @@ class SampleSpace:
             counts.append(np.bincount(group, minlength=math.prod(grid)) * self.patches)
         ids = np.concatenate(members) if members else np.zeros(0, np.int64)
         bounds = np.cumsum(np.concatenate(counts)) if counts else np.zeros(0, np.int64)
-        return np.split(ids.astype(np.int64), bounds[:-1])
+        return np.split(ids.astype(np.int64, copy=False), bounds[:-1])
 
 
 def epoch_windows(

@@ -32,6 +32,7 @@ import xarray as xr
 from xarray.core import indexing
 
 from fastzarr._compat import xarray as compat_xr
+from fastzarr._urls import is_remote
 from fastzarr.cache import canonical, canonical_array, source_fingerprint
 from fastzarr.errors import CacheError
 from fastzarr.xarray_backend import FastzarrArrayWrapper
@@ -200,7 +201,7 @@ def load_key_params(ds: xr.Dataset) -> tuple[dict[str, Any], list[str]]:
         raise CacheError("fastzarr.load(cache=): the dataset reads no Zarr store; there is nothing to cache")
     fingerprints = {}
     for url in sorted(sources):
-        if "://" in url and not url.startswith("file://"):
+        if is_remote(url):
             raise CacheError(f"fastzarr.load(cache=): only local stores can be fingerprinted, not {url}")
         fingerprints[url] = source_fingerprint(url)
     params = {

@@ -22,6 +22,7 @@ import xarray as xr
 import fastzarr as fz
 from fastzarr import _core
 from fastzarr._compat import xarray as compat_xr
+from fastzarr._urls import is_remote
 from fastzarr.errors import DuplicateError, DuplicateWarning
 from fastzarr.loading import load_counting
 from fastzarr.xarray_backend import FastzarrStore, StoredVariable
@@ -138,11 +139,7 @@ class GroupReader:
     @property
     def remote(self) -> bool:
         """Whether a source is a store read over the network."""
-        return any(
-            "://" in array.url and not array.url.startswith("file://")
-            for part in self.sources
-            for array in list(part.arrays.values())[:1]
-        )
+        return any(is_remote(array.url) for part in self.sources for array in list(part.arrays.values())[:1])
 
     def allocate(self, count: int) -> dict[str, npt.NDArray[Any]]:
         """Arrays for ``count`` samples of every variable, as a batch holds them: samples first,

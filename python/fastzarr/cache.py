@@ -42,6 +42,7 @@ from fastzarr._core import FastzarrError
 from fastzarr._fill_values import decode_fill_value
 from fastzarr._redact import redact_url, redact_within
 from fastzarr._sizes import parse_size
+from fastzarr._urls import is_remote
 from fastzarr.errors import CacheError, CacheWarning, SuspiciousDataError
 from fastzarr.writer import ChunkRecord, Codec, write_store
 
@@ -122,7 +123,7 @@ def source_fingerprint(
     key, size, last-modified time and ETag of every object of a remote one (one
     listing). Metadata is included, so any rewritten chunk or document changes it."""
     text = os.fspath(source)
-    if "://" in text and not text.startswith("file://"):
+    if is_remote(text):
         try:
             listing = _core._store_listing(text, dict(storage_options or {}))
         except _core.FastzarrError as exc:
