@@ -144,8 +144,8 @@ fn copy_block(
 
 /// Writes `bytes` to `path` (creating its directory). With `flush` ([`flush_each`] says
 /// when), the kernel starts writing the file to disk now, without waiting: [`sync_tree`]
-/// waits for it once every chunk is written. An fsync per file here would stall a decode thread on the disk for
-/// each chunk (on 2 cores, half the encoding capacity).
+/// waits for it once every chunk is written. An fsync per file here would stall a decode
+/// thread on the disk for each chunk (on 2 cores, half the encoding capacity).
 fn write_file(path: &Path, bytes: &[u8], flush: bool) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
